@@ -1,0 +1,81 @@
+# ModelRollout entry points. A fresh machine needs only: python3.11, go, kubectl, make (and root for apt).
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Heavy builds (Kubernetes, etcd, kwok, helm) are cached here, keyed by version.
+export MODELROLLOUT_CACHE ?= $(HOME)/.cache/modelrollout
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# --- set-up ------------------------------------------------------------------------------------------
+
+$(VENV)/.installed: requirements.lock operator/pyproject.toml model-server/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e ./operator -e ./model-server
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create .venv with the pinned dependencies and both packages (editable)
+
+.PHONY: lock
+lock: ## re-pin requirements.lock after a dependency change in a pyproject or requirements-dev.in
+	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv; }
+	$(BIN)/uv pip compile -q --python-version 3.11 --universal -o requirements.lock \
+	  operator/pyproject.toml model-server/pyproject.toml requirements-dev.in
+
+.PHONY: tools
+tools: ## build (once, cached by version) kube-apiserver/controller-manager/scheduler, etcd, kwok, kwokctl
+	hack/build-tools.sh
+
+# --- local cluster ------------------------------------------------------------------------------------
+
+.PHONY: cluster-up
+cluster-up: tools ## start the local control plane (kwok fake nodes); prints the kubeconfig path
+	hack/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## stop and delete the local control plane
+	hack/cluster-down.sh
+
+# --- quality -----------------------------------------------------------------------------------------
+
+.PHONY: fmt
+fmt: venv ## format and auto-fix
+	$(BIN)/ruff format operator model-server tests
+	$(BIN)/ruff check --fix operator model-server tests
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict on our packages
+	$(BIN)/ruff check operator model-server tests
+	$(BIN)/ruff format --check operator model-server tests
+	$(BIN)/mypy
+
+.PHONY: test-unit
+test-unit: venv ## pure unit tests (no processes, no network)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: venv tools ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
+	$(BIN)/pytest -m integration tests/integration $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint test-unit test-integration ## everything CI runs: lint, unit, integration (and e2e once it exists)
+
+# --- product ----------------------------------------------------------------------------------------
+
+.PHONY: demo
+demo: venv tools ## bring up the local cluster and show it (grows into a full rollout demo)
+	hack/demo.sh
+
+.PHONY: e2e-kind
+e2e-kind: ## run the e2e suite on a kind cluster instead (needs Docker; never used by make test)
+	hack/e2e-kind.sh
