@@ -1,0 +1,91 @@
+"""Session-wide fixtures: the real local Kubernetes control plane and API clients for it.
+
+The cluster is the one `hack/cluster-up.sh` starts (kube-apiserver, etcd, controller-manager, scheduler and
+kwok fake nodes, built from source), or, when KUBECONFIG is set, the cluster it names. Nothing here is faked:
+a test that asks for `kube_api` fails when no API server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HACK = REPO_ROOT / "hack"
+TEST_CLUSTER_NAME = "mr-test"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    started_here: bool
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def _hack_env() -> dict[str, str]:
+    return {**os.environ, "CLUSTER_NAME": TEST_CLUSTER_NAME}
+
+
+def _check_reachable(cluster: Cluster) -> None:
+    probe = cluster.kubectl("get", "--raw", "/readyz", check=False)
+    if probe.returncode != 0:
+        raise RuntimeError(
+            f"no Kubernetes API server answers for kubeconfig {cluster.kubeconfig}: {probe.stderr.strip()}\n"
+            "Unset KUBECONFIG to let the tests start the local control plane (hack/cluster-up.sh)."
+        )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The API server under test; started here unless KUBECONFIG names one (which is then reused)."""
+    named = os.environ.get("KUBECONFIG")
+    if named:
+        found = Cluster(kubeconfig=Path(named.split(os.pathsep)[0]), started_here=False)
+        _check_reachable(found)
+        yield found
+        return
+    up = subprocess.run(
+        [str(HACK / "cluster-up.sh")], env=_hack_env(), check=True, capture_output=True, text=True
+    )
+    started = Cluster(kubeconfig=Path(up.stdout.strip().splitlines()[-1]), started_here=True)
+    _check_reachable(started)
+    yield started
+    if not os.environ.get("MODELROLLOUT_KEEP_CLUSTER"):
+        subprocess.run([str(HACK / "cluster-down.sh")], env=_hack_env(), check=False, capture_output=True)
+
+
+@pytest.fixture
+async def kube_api(cluster: Cluster) -> AsyncIterator[client.ApiClient]:
+    """An async API client for the cluster (function-scoped: each test owns its event loop)."""
+    api = await config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+@pytest.fixture
+async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
+    """A fresh namespace per test, deleted afterwards so tests never see each other's objects."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        await core.delete_namespace(name, propagation_policy="Background")
