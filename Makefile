@@ -70,6 +70,14 @@ test-integration: venv tools ## integration tests against a real kube-apiserver 
 .PHONY: test
 test: lint test-unit test-integration ## everything CI runs: lint, unit, integration (and e2e once it exists)
 
+# --- API -----------------------------------------------------------------------------------------------
+
+CRD_FILE := crds/modelrollout.dev_modeldeployments.yaml
+
+.PHONY: crds
+crds: venv ## regenerate the CRD from the pydantic models (a unit test fails when it is stale)
+	$(BIN)/python -m modelrollout.api.crd > $(CRD_FILE)
+
 # --- product ----------------------------------------------------------------------------------------
 
 .PHONY: demo

@@ -59,9 +59,7 @@ def cluster() -> Iterator[Cluster]:
         _check_reachable(found)
         yield found
         return
-    up = subprocess.run(
-        [str(HACK / "cluster-up.sh")], env=_hack_env(), check=True, capture_output=True, text=True
-    )
+    up = subprocess.run([str(HACK / "cluster-up.sh")], env=_hack_env(), check=True, capture_output=True, text=True)
     started = Cluster(kubeconfig=Path(up.stdout.strip().splitlines()[-1]), started_here=True)
     _check_reachable(started)
     yield started

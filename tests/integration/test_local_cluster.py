@@ -75,9 +75,7 @@ async def test_deployment_reaches_its_ready_replica_count(kube_api: client.ApiCl
     assert all(p.spec.node_name for p in pods), "the scheduler bound every pod to a (fake) node"
 
 
-async def test_job_created_from_a_cronjob_template_completes(
-    kube_api: client.ApiClient, namespace: str
-) -> None:
+async def test_job_created_from_a_cronjob_template_completes(kube_api: client.ApiClient, namespace: str) -> None:
     batch = client.BatchV1Api(kube_api)
     cron = await batch.create_namespaced_cron_job(
         namespace,
@@ -169,9 +167,7 @@ async def _install_widget_crd(kube_api: client.ApiClient) -> None:
     await eventually(established, within=30, what="the Widget CRD to be established")
 
 
-async def test_custom_resource_lifecycle_is_seen_by_a_watch(
-    kube_api: client.ApiClient, namespace: str
-) -> None:
+async def test_custom_resource_lifecycle_is_seen_by_a_watch(kube_api: client.ApiClient, namespace: str) -> None:
     await _install_widget_crd(kube_api)
     custom = client.CustomObjectsApi(kube_api)
     args = (WIDGET_GROUP, WIDGET_VERSION, namespace, WIDGET_PLURAL)
@@ -211,9 +207,7 @@ async def test_custom_resource_lifecycle_is_seen_by_a_watch(
     assert stored["status"] == {"phase": "Ready"}
 
     with pytest.raises(client.ApiException) as rejected:
-        await custom.create_namespaced_custom_object(
-            *args, {**body, "metadata": {"name": "w2"}, "spec": {"size": 0}}
-        )
+        await custom.create_namespaced_custom_object(*args, {**body, "metadata": {"name": "w2"}, "spec": {"size": 0}})
     assert rejected.value.status == 422
     assert "spec.size" in rejected.value.body
 

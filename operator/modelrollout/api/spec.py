@@ -1,0 +1,51 @@
+"""The desired state of a ModelDeployment (`spec`).
+
+Every cross-field rule is written twice on purpose: as CEL (`cel_rules`) so the API server rejects bad input at
+admission with a message naming the field, and as a pydantic validator so the CLI and the operator reject the
+same input with the same words. tests/unit/modelrollout/api and tests/integration/api run one shared list of
+invalid manifests through both, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelrollout.api.base import ApiModel, cel, cel_rules
+from modelrollout.api.model import ModelSpec
+from modelrollout.api.rollout import RolloutSpec
+from modelrollout.api.workloads import BatchSpec, OnlineSpec, StreamSpec
+
+
+class ModelDeploymentSpec(ApiModel):
+    """A model and how it is served (online), scored (batch), streamed (stream) and rolled out."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "has(self.online) || has(self.batch) || has(self.stream)",
+                "set at least one of spec.online, spec.batch or spec.stream",
+                reason="FieldValueRequired",
+            ),
+        )
+    )
+
+    model: ModelSpec = Field(description="The model artifact and its runtime.")
+    online: OnlineSpec | None = Field(default=None, description="Serve predictions over HTTP.")
+    batch: BatchSpec | None = Field(default=None, description="Score files on a schedule.")
+    stream: StreamSpec | None = Field(default=None, description="Score a Kafka topic continuously.")
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new revision reaches users (default: direct).",
+        # The API server validates a default as written (nested defaults are not applied to it first).
+        json_schema_extra={"default": {"strategy": "direct"}},
+    )
+
+    @model_validator(mode="after")
+    def _some_mode(self) -> ModelDeploymentSpec:
+        if self.online is None and self.batch is None and self.stream is None:
+            raise ValueError("set at least one of spec.online, spec.batch or spec.stream")
+        return self
+
+    @property
+    def modes(self) -> list[str]:
+        return [m for m in ("online", "batch", "stream") if getattr(self, m) is not None]

@@ -1,0 +1,138 @@
+"""The observed state of a ModelDeployment (`status`).
+
+All rollout state lives here, so a restarted operator resumes from the object alone: which revision is stable,
+which is the candidate, the step it is on and since when, the weights it set, and every analysis verdict.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from modelrollout.api.base import ApiModel
+
+Phase = Literal["Pending", "Progressing", "Paused", "Promoting", "Healthy", "Degraded", "RolledBack", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
+Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+
+
+class RevisionRef(ApiModel):
+    """One revision of the pods: a short hash of what they run, and the model version inside."""
+
+    revision: str = Field(max_length=16, description="Short hash of model, image, env and resources.")
+    version: str = Field(max_length=63, description="spec.model.version of that revision.")
+
+
+class Weights(ApiModel):
+    """Traffic percentages currently set on the router."""
+
+    stable: int = Field(default=100, ge=0, le=100, description="Percent of requests answered by stable.")
+    canary: int = Field(default=0, ge=0, le=100, description="Percent of requests answered by the canary.")
+    mirror: int = Field(default=0, ge=0, le=100, description="Percent of requests mirrored to the canary.")
+
+
+class MetricResult(ApiModel):
+    """One metric's measurement in one analysis run, with the evidence behind its verdict."""
+
+    name: str = Field(max_length=63, description="spec.rollout.analysis.metrics[].name.")
+    verdict: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
+    value: float | None = Field(default=None, description="Canary value; absent when there was no data.")
+    stable_value: float | None = Field(default=None, description="Stable value over the same window.")
+    message: str | None = Field(default=None, max_length=1024, description="Why, in words.")
+    evidence: dict[str, float] | None = Field(
+        default=None, description="Judge statistics (bounds, p- or e-values, sample sizes)."
+    )
+
+
+class AnalysisRun(ApiModel):
+    """One analysis run: every metric evaluated over one window."""
+
+    at: datetime = Field(description="When the run was evaluated.")
+    verdict: Verdict = Field(description="The run's verdict: the worst of its metrics.")
+    step: int | None = Field(default=None, description="Canary step index the run belonged to.")
+    metrics: list[MetricResult] = Field(default_factory=list, description="Per-metric results.")
+
+
+class AnalysisStatus(ApiModel):
+    """Recent analysis runs and the counters that decide rollback or pause."""
+
+    runs: list[AnalysisRun] = Field(default_factory=list, description="Latest runs, newest last (bounded).")
+    failures: int = Field(default=0, ge=0, description="Failed runs in this rollout.")
+    consecutive_failures: int = Field(default=0, ge=0, description="Failed runs in a row.")
+    consecutive_inconclusive: int = Field(default=0, ge=0, description="Inconclusive runs in a row.")
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (Ready, Progressing, Degraded)."""
+
+    type: str = Field(max_length=64, description="Ready, Progressing or Degraded.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=128, description="CamelCase reason, machine-readable.")
+    message: str = Field(default="", max_length=4096, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: int | None = Field(default=None, description="Generation this condition describes.")
+
+
+class HistoryEntry(ApiModel):
+    """A finished rollout."""
+
+    revision: str = Field(max_length=16, description="The candidate revision.")
+    version: str = Field(max_length=63, description="Its model version.")
+    outcome: Outcome = Field(description="Promoted, RolledBack, Aborted, Superseded or Failed.")
+    started_at: datetime = Field(description="When the rollout began.")
+    finished_at: datetime = Field(description="When it ended.")
+    message: str | None = Field(default=None, max_length=1024, description="Why it ended so.")
+
+
+class Interval(ApiModel):
+    """A confidence interval."""
+
+    low: float = Field(description="Lower bound.")
+    high: float = Field(description="Upper bound.")
+
+
+class AbTestResult(ApiModel):
+    """The state of an A/B test, and its decision once made."""
+
+    winner: Literal["stable", "canary", "undecided"] | None = Field(
+        default=None, description="Decision; absent while the test runs."
+    )
+    effect: float | None = Field(default=None, description="Success rate of canary minus stable.")
+    interval: Interval | None = Field(default=None, description="Confidence interval of the effect.")
+    p_value: float | None = Field(default=None, ge=0, le=1, description="p-value (two-proportion test).")
+    e_value: float | None = Field(default=None, ge=0, description="e-value (sequential test).")
+    samples_stable: int = Field(default=0, ge=0, description="Trials of stable.")
+    samples_canary: int = Field(default=0, ge=0, description="Trials of the canary.")
+
+
+class ReplicaCounts(ApiModel):
+    """Pods of one workload, read back from its Deployment."""
+
+    desired: int = Field(default=0, ge=0, description="Replicas asked for.")
+    ready: int = Field(default=0, ge=0, description="Replicas ready.")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """What the operator observed and decided. Written only through the status subresource."""
+
+    phase: Phase = Field(default="Pending", description="Where the ModelDeployment stands.")
+    observed_generation: int | None = Field(default=None, description="metadata.generation last acted upon.")
+    modes: str | None = Field(default=None, max_length=64, description="Modes served, e.g. online,batch.")
+    message: str | None = Field(default=None, max_length=4096, description="The latest decision, in words.")
+    stable: RevisionRef | None = Field(default=None, description="The revision serving users.")
+    canary: RevisionRef | None = Field(default=None, description="The revision being rolled out.")
+    current_step: int | None = Field(default=None, ge=0, description="Index of the canary step in progress.")
+    step_started_at: datetime | None = Field(default=None, description="When the current step began.")
+    rollout_started_at: datetime | None = Field(default=None, description="When the current rollout began.")
+    paused: bool = Field(default=False, description="True while paused, by a step or a user.")
+    weights: Weights = Field(default_factory=Weights, description="Traffic split currently applied.")
+    replicas: dict[str, ReplicaCounts] = Field(
+        default_factory=dict, description="Pods per workload (stable, canary), from the real Deployments."
+    )
+    analysis: AnalysisStatus = Field(default_factory=AnalysisStatus, description="Analysis runs and counters.")
+    ab_test: AbTestResult | None = Field(default=None, description="A/B test state and decision.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
+    history: list[HistoryEntry] = Field(default_factory=list, description="Finished rollouts, newest last.")

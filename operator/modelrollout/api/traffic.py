@@ -1,0 +1,77 @@
+"""Traffic routing settings: which provider moves traffic between stable and canary."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelrollout.api.base import (
+    ApiModel,
+    cel,
+    cel_rules,
+)
+
+Provider = Literal["service", "router", "gatewayAPI", "istio"]
+
+
+class HttpRouteRef(ApiModel):
+    """The user's Gateway API HTTPRoute whose backendRefs we weight."""
+
+    http_route: str = Field(min_length=1, max_length=253, description="HTTPRoute name, same namespace.")
+    rule_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The rule we manage (its `name`); the first rule when unset.",
+    )
+
+
+class IstioRef(ApiModel):
+    """The user's Istio VirtualService (and optional DestinationRule) we weight."""
+
+    virtual_service: str = Field(min_length=1, max_length=253, description="VirtualService name, same namespace.")
+    routes: list[str] | None = Field(
+        default=None,
+        max_length=20,
+        description="HTTP route names we manage; all routes to our host when unset.",
+    )
+    destination_rule: str | None = Field(
+        default=None, max_length=253, description="DestinationRule whose stable/canary subsets we manage."
+    )
+
+
+class TrafficRouting(ApiModel):
+    """Who moves the traffic between stable and canary."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.provider != 'gatewayAPI' || has(self.gatewayAPI)",
+                "trafficRouting.provider is gatewayAPI: set trafficRouting.gatewayAPI.httpRoute",
+                field_path=".gatewayAPI",
+                reason="FieldValueRequired",
+            ),
+            cel(
+                "self.provider != 'istio' || has(self.istio)",
+                "trafficRouting.provider is istio: set trafficRouting.istio.virtualService",
+                field_path=".istio",
+                reason="FieldValueRequired",
+            ),
+        )
+    )
+
+    provider: Provider = Field(
+        default="router",
+        description="service: replica ratio (coarse); router: our router, exact weights and mirroring; "
+        "gatewayAPI: an HTTPRoute; istio: a VirtualService.",
+    )
+    gateway_api: HttpRouteRef | None = Field(default=None, alias="gatewayAPI", description="For provider gatewayAPI.")
+    istio: IstioRef | None = Field(default=None, description="For provider istio.")
+
+    @model_validator(mode="after")
+    def _provider_settings(self) -> TrafficRouting:
+        if self.provider == "gatewayAPI" and self.gateway_api is None:
+            raise ValueError("trafficRouting.provider is gatewayAPI: set trafficRouting.gatewayAPI.httpRoute")
+        if self.provider == "istio" and self.istio is None:
+            raise ValueError("trafficRouting.provider is istio: set trafficRouting.istio.virtualService")
+        return self

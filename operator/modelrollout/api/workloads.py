@@ -1,0 +1,129 @@
+"""The three ways a model runs: online (HTTP serving), batch (scheduled scoring), stream (Kafka)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelrollout.api.base import (
+    ApiModel,
+    CronSchedule,
+    Duration,
+    ModelUri,
+    cel,
+    cel_rules,
+)
+
+DataFormat = Literal["parquet", "csv", "jsonl"]
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler on CPU for the online Deployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+                field_path=".minReplicas",
+            )
+        )
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest pods the autoscaler keeps.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most pods the autoscaler may run.")
+    target_cpu_utilization_percentage: int = Field(
+        default=70,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",  # the HorizontalPodAutoscaler v1 spelling users know
+        description="Average CPU utilisation (percent of requests) to aim for.",
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+
+class Batching(ApiModel):
+    """Adaptive micro-batching in the model server: requests arriving together are predicted in one call."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most records in one batched call.")
+    max_wait: Duration = Field(default="2ms", description="Longest a request waits for others to batch with.")
+
+
+class OnlineSpec(ApiModel):
+    """Online serving: a Deployment per revision behind the `<name>` Service (Open Inference Protocol v2)."""
+
+    replicas: int = Field(default=1, ge=0, le=1000, description="Pods per revision when autoscaling is off.")
+    autoscaling: Autoscaling | None = Field(default=None, description="Scale on CPU instead of fixed replicas.")
+    batching: Batching | None = Field(default=None, description="Turn adaptive micro-batching on.")
+
+
+class DataLocation(ApiModel):
+    """Files a batch job reads or writes."""
+
+    uri: ModelUri = Field(description="Path, file://, http(s):// or s3:// URI.")
+    format: DataFormat = Field(default="parquet", description="File format: parquet, csv or jsonl.")
+
+
+class BatchSpec(ApiModel):
+    """Batch scoring: a CronJob per revision that scores `input` into `output` on a schedule."""
+
+    schedule: CronSchedule = Field(description="Cron schedule (5 fields, e.g. `0 2 * * *`, or @daily/@hourly/...).")
+    time_zone: str | None = Field(default=None, max_length=64, description="IANA time zone, e.g. Europe/Paris.")
+    input: DataLocation = Field(description="What to score.")
+    output: DataLocation = Field(description="Where predictions are written.")
+    suspend: bool = Field(default=False, description="Stop scheduling new runs.")
+    backoff_limit: int = Field(default=2, ge=0, le=20, description="Retries of a failed run.")
+
+
+class KafkaSettings(ApiModel):
+    """The Kafka cluster and topics a stream consumer uses."""
+
+    bootstrap_servers: str = Field(
+        min_length=1, max_length=1024, description="Comma-separated host:port list of Kafka brokers."
+    )
+    input_topic: str = Field(min_length=1, max_length=249, description="Topic to read records from.")
+    output_topic: str = Field(min_length=1, max_length=249, description="Topic predictions are written to.")
+    consumer_group: str | None = Field(
+        default=None, max_length=255, description="Consumer group; defaults to `<namespace>.<name>`."
+    )
+    dead_letter_topic: str | None = Field(
+        default=None, max_length=249, description="Topic for records that cannot be scored."
+    )
+
+
+class StreamAutoscaling(ApiModel):
+    """Scale stream consumers on consumer-group lag."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "stream.autoscaling.minReplicas must not exceed stream.autoscaling.maxReplicas",
+                field_path=".minReplicas",
+            )
+        )
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest consumers.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most consumers (more than partitions is wasted).")
+    lag_threshold: int = Field(default=1000, ge=1, description="Lag per consumer that triggers scaling out.")
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> StreamAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("stream.autoscaling.minReplicas must not exceed stream.autoscaling.maxReplicas")
+        return self
+
+
+class StreamSpec(ApiModel):
+    """Stream inference: consumer Deployments reading a Kafka topic and writing predictions back."""
+
+    kafka: KafkaSettings = Field(description="Kafka brokers and topics (required for stream).")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Consumers when autoscaling is off.")
+    autoscaling: StreamAutoscaling | None = Field(default=None, description="Scale consumers on lag.")

@@ -1,0 +1,198 @@
+"""Valid and invalid ModelDeployment manifests shared by unit tests (pydantic) and integration tests (the real
+API server), so the CEL rules in the CRD and the pydantic validators cannot drift apart."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
+
+
+def load_example(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES_DIR / name).read_text())
+    return loaded
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A manifest made invalid by `mutate`; every string of `expect` must appear in the rejection message."""
+
+    id: str
+    mutate: Callable[[dict[str, Any]], None]
+    expect: tuple[str, ...]
+    base: str = "online-canary-router.yaml"
+
+    def manifest(self) -> dict[str, Any]:
+        body = copy.deepcopy(load_example(self.base))
+        self.mutate(body)
+        return body
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        node: Any = body
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        if value is _DELETE:
+            del node[last]
+        elif last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+_DELETE = object()
+
+
+def _all(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        for m in mutations:
+            m(body)
+
+    return mutate
+
+
+INVALID: list[Invalid] = [
+    Invalid(
+        "unknown-strategy",
+        _set("spec.rollout.strategy", "rolling"),
+        ("rollout.strategy", "canary", "blueGreen", "shadow", "abTest", "direct"),
+    ),
+    Invalid("no-mode", _set("spec.online", _DELETE), ("spec.online", "spec.batch", "spec.stream")),
+    Invalid("canary-without-steps", _set("spec.rollout.canary", _DELETE), ("rollout.canary", "steps")),
+    Invalid(
+        "step-with-two-actions",
+        _set("spec.rollout.canary.steps.0", {"setWeight": 10, "pause": {}}),
+        ("steps[0]", "exactly one of setWeight, pause or analysis"),
+    ),
+    Invalid("step-with-typo", _set("spec.rollout.canary.steps.0", {"setweight": 10}), ("steps[0].setweight",)),
+    Invalid(
+        "weights-decrease",
+        _set("spec.rollout.canary.steps.3", {"setWeight": 5}),
+        ("canary.steps", "must not decrease", "abort"),
+    ),
+    Invalid("weight-above-100", _set("spec.rollout.canary.steps.0.setWeight", 150), ("steps[0].setWeight", "100")),
+    Invalid(
+        "negative-pause",
+        _set("spec.rollout.canary.steps.1.pause.duration", "-2m"),
+        ("steps[1].pause.duration", "must be a duration", "1h30m"),
+    ),
+    Invalid(
+        "duration-in-words",
+        _set("spec.rollout.analysis.interval", "30 seconds"),
+        ("analysis.interval", "must be a duration", "30s"),
+    ),
+    Invalid(
+        "unknown-format",
+        _set("spec.model.format", "tensorflow"),
+        ("model.format", "sklearn", "onnx", "xgboost", "lightgbm", "custom"),
+    ),
+    Invalid("custom-without-class", _set("spec.model.format", "custom"), ("model.className", "import path")),
+    Invalid(
+        "class-without-custom",
+        _set("spec.model.className", "pkg.mod:Model"),
+        ("model.className", "format: custom"),
+    ),
+    Invalid("ftp-uri", _set("spec.model.uri", "ftp://models/churn.joblib"), ("model.uri", "s3:// URI")),
+    Invalid("version-with-space", _set("spec.model.version", "7 beta"), ("model.version", "should match")),
+    Invalid("stream-without-kafka", _set("spec.stream", {"replicas": 1}), ("stream.kafka", "required")),
+    Invalid(
+        "bad-schedule",
+        _all(
+            _set(
+                "spec.batch",
+                {"schedule": "every night", "input": {"uri": "s3://a/"}, "output": {"uri": "s3://b/"}},
+            )
+        ),
+        ("batch.schedule", "5 fields", "0 2 * * *"),
+    ),
+    Invalid(
+        "gateway-without-route",
+        _set("spec.rollout.trafficRouting", {"provider": "gatewayAPI"}),
+        ("trafficRouting.gatewayAPI", "httpRoute"),
+    ),
+    Invalid(
+        "istio-without-virtualservice",
+        _set("spec.rollout.trafficRouting", {"provider": "istio"}),
+        ("trafficRouting.istio", "virtualService"),
+    ),
+    Invalid(
+        "unknown-provider",
+        _set("spec.rollout.trafficRouting", {"provider": "nginx"}),
+        ("trafficRouting.provider", "service", "router", "gatewayAPI", "istio"),
+    ),
+    Invalid(
+        "shadow-on-service-provider",
+        _all(
+            _set("spec.rollout.strategy", "shadow"),
+            _set("spec.rollout.canary", _DELETE),
+            _set("spec.rollout.shadow", {"duration": "5m"}),
+            _set("spec.rollout.trafficRouting", {"provider": "service"}),
+        ),
+        ("trafficRouting.provider", "router, gatewayAPI or istio"),
+    ),
+    Invalid(
+        "settings-for-other-strategy",
+        _set("spec.rollout.blueGreen", {"autoPromote": True}),
+        ("rollout.blueGreen", "strategy: blueGreen"),
+    ),
+    Invalid(
+        "metric-builtin-and-query",
+        _set("spec.rollout.analysis.metrics.0.query", "up"),
+        ("metrics[0]", "exactly one of builtin or query"),
+    ),
+    Invalid(
+        "metric-without-bound",
+        _set("spec.rollout.analysis.metrics.0", {"name": "p95", "builtin": "latencyP95"}),
+        ("metrics[0]", "min, max or relativeToStable"),
+    ),
+    Invalid(
+        "duplicate-metric-names",
+        _set("spec.rollout.analysis.metrics.1.name", "p95-latency"),
+        ("analysis.metrics", "unique"),
+    ),
+    Invalid(
+        "unknown-builtin",
+        _set("spec.rollout.analysis.metrics.0.builtin", "latencyP50"),
+        ("metrics[0].builtin", "latencyP95", "errorRate", "shadowAgreement"),
+    ),
+    Invalid(
+        "unknown-no-data-policy",
+        _set("spec.rollout.analysis.noData", "ignore"),
+        ("analysis.noData", "inconclusive", "fail", "pass"),
+    ),
+    Invalid(
+        "autoscaling-min-above-max",
+        _set("spec.online.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
+        ("autoscaling.minReplicas", "maxReplicas"),
+    ),
+    Invalid(
+        "ab-weight-100",
+        _set("spec.rollout.abTest.weight", 100),
+        ("abTest.weight", "99"),
+        base="online-ab-test.yaml",
+    ),
+    Invalid(
+        "ab-header-and-cookie",
+        _set("spec.rollout.abTest.routeBy", {"header": "x-user", "cookie": "uid"}),
+        ("routeBy", "exactly one of header or cookie"),
+        base="online-ab-test.yaml",
+    ),
+    Invalid(
+        "ab-alpha-out-of-range",
+        _set("spec.rollout.abTest.alpha", 0.7),
+        ("abTest.alpha", "0.5"),
+        base="online-ab-test.yaml",
+    ),
+    Invalid("name-too-long", _set("metadata.name", "a" * 41), ("metadata.name", "40")),
+]
