@@ -1,0 +1,3 @@
+from modelserver.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""`modelserver` command. `serve` runs the online server; batch, stream and route will join it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from modelserver.server import serve as run_server
+from modelserver.settings import ServerSettings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.callback()
+def _root() -> None:
+    """Serve machine-learning models (settings: flags, or MODELSERVER_* environment variables)."""
+
+
+@app.command()
+def serve(
+    *,
+    model_uri: Annotated[str | None, typer.Option("--model-uri", "-m", help="path, file://, http(s)://, s3://")] = None,
+    model_name: Annotated[str | None, typer.Option(help="name in URLs and metric labels")] = None,
+    model_version: Annotated[str | None, typer.Option(help="version in URLs and metric labels")] = None,
+    model_format: Annotated[
+        str | None, typer.Option("--format", help="auto|sklearn|onnx|xgboost|lightgbm|custom")
+    ] = None,
+    model_class: Annotated[str | None, typer.Option(help="custom runtime class, 'package.module:Class'")] = None,
+    model_sha256: Annotated[str | None, typer.Option("--sha256", help="expected sha256 of the model file")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
+    batching: Annotated[bool | None, typer.Option("--batching/--no-batching", help="adaptive micro-batching")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="rows per batched model call")] = None,
+    max_batch_wait_ms: Annotated[float | None, typer.Option(help="longest wait for a batch to fill")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
+) -> None:
+    """Serve one model over REST (Open Inference Protocol v2 and /predict) with Prometheus metrics."""
+    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    try:
+        settings = ServerSettings(**flags)
+    except ValidationError as exc:
+        typer.echo(f"invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_server(settings))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,388 @@
+"""Validation, prediction and metrics shared by every transport (REST today; batch, stream, router later).
+
+A transport hands over raw request bytes inside `observe()`, and gets back output arrays or a ServingError
+that names the problem; it only decides how those travel on its wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from modelserver import __version__
+from modelserver.batching import MicroBatcher
+from modelserver.errors import (
+    InvalidInput,
+    MalformedRequest,
+    ModelFailed,
+    ModelNotFound,
+    NonFiniteInput,
+    PayloadTooLarge,
+    ServingError,
+)
+from modelserver.metrics import ModelMetrics
+from modelserver.protocol import InferenceRequest, PredictRequest, RequestInput
+from modelserver.runtimes import Model, Prediction
+from modelserver.runtimes.base import Array
+from modelserver.tensors import OutputTensor, datatype_of, decode_input, to_model_matrix
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+_TYPE_TAGS = {"float", "int", "str", "bool"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_records: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    max_batch_size: int = 32
+    max_wait_s: float = 0.002
+
+
+@dataclass(slots=True)
+class Call:
+    """One request in flight; `code` ends up as the `code` label of `modelserver_requests_total`."""
+
+    code: int = 200
+    arriving: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class V2Result:
+    request: InferenceRequest
+    outputs: list[OutputTensor]
+
+
+class DataPlane:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        name: str,
+        version: str,
+        platform: str,
+        limits: Limits | None = None,
+        batching: Batching | None = None,
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.version = version
+        self.platform = platform
+        self.signature = model.signature
+        self.limits = limits or Limits()
+        self.metrics = ModelMetrics(name, version)
+        self.ready = False
+        self._batching = batching
+        self._batcher: MicroBatcher | None = None
+        self._arriving = 0
+        self._features = frozenset(self.signature.feature_names)
+        self._class_keys = None if self.signature.classes is None else [str(c) for c in self.signature.classes]
+
+    # --- life cycle ---------------------------------------------------------------------------------------
+
+    async def start(self, *, warmup: bool = True) -> None:
+        """Warm up (first calls allocate and JIT-compile in some runtimes), start batching, turn ready."""
+        if warmup:
+            self._warm_up()
+        if self._batching is not None:
+            self._batcher = MicroBatcher(
+                self.model.predict,
+                max_batch_size=self._batching.max_batch_size,
+                max_wait_s=self._batching.max_wait_s,
+                arriving=lambda: self._arriving,
+                on_batch=self.metrics.batch,
+            )
+            self._batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    def _warm_up(self) -> None:
+        rows = self._batching.max_batch_size if self._batching else 1
+        for n in sorted({1, rows}):
+            x = np.zeros((n, self.signature.n_features), dtype=self.signature.dtype)
+            prediction = self.model.predict(x)
+            if len(prediction.values) != n:
+                raise RuntimeError(f"warm-up: the model returned {len(prediction.values)} predictions for {n} rows")
+
+    # --- accounting ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def observe(self, protocol: str) -> Iterator[Call]:
+        """Count and time one request; a ServingError raised inside sets its code and reason."""
+        call = Call()
+        self._arriving += 1
+        start = time.perf_counter()
+        try:
+            yield call
+        except ServingError as exc:
+            call.code = exc.status
+            self.metrics.error(exc.reason)
+            raise
+        except Exception:
+            call.code = 500
+            self.metrics.error("internal")
+            raise
+        finally:
+            if call.arriving:
+                self._arriving -= 1
+            self.metrics.request(protocol, call.code, time.perf_counter() - start)
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        if name != self.name or (version is not None and version != self.version):
+            served = f"{self.name} version {self.version}"
+            asked = name if version is None else f"{name} version {version}"
+            raise ModelNotFound(f"model {asked} is not served here (this server serves {served})")
+
+    # --- prediction ---------------------------------------------------------------------------------------
+
+    async def predict(self, x: Array, call: Call, threshold: float | None = None) -> Prediction:
+        if call.arriving:
+            call.arriving = False
+            self._arriving -= 1
+        try:
+            if self._batcher is not None:
+                prediction = await self._batcher.submit(x)
+            else:
+                prediction = self.model.predict(x)
+        except Exception as exc:
+            log.exception("model failed on a validated request of %d rows", len(x))
+            raise ModelFailed(f"the model failed: {type(exc).__name__}: {exc}") from exc
+        if threshold is not None:
+            prediction = self._apply_threshold(prediction, threshold)
+        self._count(prediction)
+        return prediction
+
+    def check_threshold(self, value: Any) -> float | None:
+        if value is None:
+            return None
+        try:
+            threshold = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"threshold {value!r} is not a number") from None
+        if isinstance(value, bool) or not 0.0 <= threshold <= 1.0:
+            raise InvalidInput(f"threshold {value!r} must be a number between 0 and 1")
+        classes = self.signature.classes
+        if classes is None or len(classes) != 2:
+            raise InvalidInput("a decision threshold applies to binary classifiers only")
+        return threshold
+
+    def _apply_threshold(self, prediction: Prediction, threshold: float) -> Prediction:
+        classes = self.signature.classes
+        if prediction.probabilities is None or classes is None:
+            raise InvalidInput("this model gives no probabilities, so a decision threshold cannot apply")
+        positive = prediction.probabilities[:, 1] >= threshold
+        return Prediction(np.where(positive, classes[1], classes[0]), prediction.probabilities)
+
+    def _count(self, prediction: Prediction) -> None:
+        if self.signature.task == "classification":
+            labels, counts = np.unique(prediction.values, return_counts=True)
+            self.metrics.labels({str(k): int(c) for k, c in zip(labels.tolist(), counts.tolist(), strict=True)})
+        else:
+            self.metrics.values(prediction.values.astype(np.float64).tolist())
+
+    # --- Open Inference Protocol v2 -----------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        sig = self.signature
+        datatype = datatype_of(sig.dtype)
+        outputs = [{"name": PREDICT, "datatype": self._label_datatype(), "shape": [-1]}]
+        if sig.classes is not None:
+            outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(sig.classes)]})
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [{"name": "input-0", "datatype": datatype, "shape": [-1, sig.n_features]}],
+            "outputs": outputs,
+            "parameters": {
+                "feature_names": list(sig.feature_names),
+                "task": sig.task,
+                "classes": None if sig.classes is None else list(sig.classes),
+                "server_version": __version__,
+            },
+        }
+
+    def _label_datatype(self) -> str:
+        classes = self.signature.classes
+        if classes is None:
+            return "FP64"
+        return datatype_of(np.asarray(classes).dtype)
+
+    def parse_v2(self, header: bytes, binary: bytes = b"") -> tuple[InferenceRequest, Array]:
+        request = parse_json(InferenceRequest, header)
+        tensors = _binary_slices(request.inputs, memoryview(binary))
+        decoded = [decode_input(t, b, self.signature.dtype) for t, b in zip(request.inputs, tensors, strict=True)]
+        first = request.inputs[0]
+        if len(request.inputs) == 1 and (self.signature.n_features > 1 or first.name not in self._features):
+            x = self._matrix(first, decoded[0])
+        else:
+            x = self._columns(request.inputs, decoded)
+        return request, x
+
+    def _matrix(self, tensor: RequestInput, array: Array) -> Array:
+        n = self.signature.n_features
+        if array.ndim != 2 or array.shape[1] != n:
+            raise InvalidInput(
+                f"input {tensor.name!r} has shape {list(array.shape)}; this model takes [rows, {n}] "
+                f"(features: {_preview(self.signature.feature_names)})"
+            )
+        return self._check_rows(array)
+
+    def _columns(self, tensors: list[RequestInput], arrays: list[Array]) -> Array:
+        """One input per feature, named by feature, each [rows] or [rows, 1]."""
+        by_name = dict(zip((t.name for t in tensors), arrays, strict=True))
+        if len(by_name) != len(tensors):
+            raise InvalidInput("input names must be unique")
+        self._check_names(by_name.keys(), "inputs")
+        columns = []
+        for name in self.signature.feature_names:
+            column = by_name[name]
+            if column.ndim == 2 and column.shape[1] == 1:
+                column = column[:, 0]
+            if column.ndim != 1:
+                raise InvalidInput(f"input {name!r} has shape {list(column.shape)}; expected [rows] or [rows, 1]")
+            columns.append(column)
+        if len({len(c) for c in columns}) != 1:
+            raise InvalidInput("per-feature inputs have different numbers of rows")
+        return self._check_rows(np.column_stack(columns))
+
+    def _check_rows(self, x: Array) -> Array:
+        if len(x) == 0:
+            raise InvalidInput("the request holds no rows")
+        if len(x) > self.limits.max_request_records:
+            raise PayloadTooLarge(f"{len(x)} rows exceed the limit of {self.limits.max_request_records} per request")
+        return x
+
+    def _check_names(self, given: Any, what: str) -> None:
+        missing = [f for f in self.signature.feature_names if f not in given]
+        extra = sorted(str(k) for k in given if k not in self._features)
+        problems = []
+        if missing:
+            problems.append(f"missing features: {_preview(missing)}")
+        if extra:
+            problems.append(f"unknown features: {_preview(extra)}")
+        if problems:
+            raise InvalidInput(
+                f"{what}: {'; '.join(problems)} (this model takes: {_preview(self.signature.feature_names)})"
+            )
+
+    async def infer_v2(self, request: InferenceRequest, x: Array, call: Call) -> V2Result:
+        params = request.parameters or {}
+        threshold = self.check_threshold(params.get("threshold"))
+        wanted = self._requested_outputs(request)
+        prediction = await self.predict(x, call, threshold)
+        outputs = []
+        for name, binary in wanted:
+            array = prediction.values if name == PREDICT else prediction.probabilities
+            if array is None:
+                raise InvalidInput(f"this model gives no {name} output")
+            outputs.append(OutputTensor(name, array, binary))
+        return V2Result(request, outputs)
+
+    def _requested_outputs(self, request: InferenceRequest) -> list[tuple[str, bool]]:
+        default_binary = bool((request.parameters or {}).get("binary_data_output", False))
+        available = [PREDICT] + ([PREDICT_PROBA] if self.signature.classes is not None else [])
+        if not request.outputs:
+            return [(name, default_binary) for name in available]
+        wanted = []
+        for output in request.outputs:
+            if output.name not in available:
+                raise InvalidInput(f"unknown output {output.name!r}; this model has: {', '.join(available)}")
+            wanted.append((output.name, bool((output.parameters or {}).get("binary_data", default_binary))))
+        return wanted
+
+    # --- /predict: named features -------------------------------------------------------------------------
+
+    def parse_records(self, body: bytes) -> Array:
+        data = parse_json(PredictRequest, body).root
+        records = [data] if isinstance(data, dict) else data
+        if not records:
+            raise InvalidInput("the request holds no records")
+        if len(records) > self.limits.max_request_records:
+            raise PayloadTooLarge(
+                f"{len(records)} records exceed the limit of {self.limits.max_request_records} per request"
+            )
+        names = self.signature.feature_names
+        for index, record in enumerate(records):
+            if record.keys() != self._features:
+                self._check_names(record.keys(), f"record {index}")
+        return to_model_matrix([[r[f] for f in names] for r in records], self.signature.dtype, "records")
+
+    async def predict_records(self, x: Array, call: Call, threshold: float | None) -> dict[str, Any]:
+        prediction = await self.predict(x, call, threshold)
+        response: dict[str, Any] = {
+            "model_name": self.name,
+            "model_version": self.version,
+            "predictions": prediction.values.tolist(),
+        }
+        if prediction.probabilities is not None and self._class_keys is not None:
+            keys = self._class_keys
+            response["probabilities"] = [dict(zip(keys, row, strict=True)) for row in prediction.probabilities.tolist()]
+        return response
+
+
+def parse_json(model: type[M], body: bytes) -> M:
+    """Validate `body` against `model`; the error names the first problem and where it is."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # Union branches each report; the one that got deepest into the data is the useful one.
+        deepest = max(errors, key=lambda e: len(e["loc"]))
+        if deepest["type"] == "json_invalid":
+            raise MalformedRequest(f"malformed JSON: {deepest['msg']}") from None
+        where = _location(deepest["loc"])
+        message = f"{where or 'request body'}: {deepest['msg']}"
+        if deepest["type"] == "finite_number":
+            raise NonFiniteInput(message) from None
+        raise InvalidInput(message) from None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif "[" not in item and item not in _TYPE_TAGS:
+            parts.append(f".{item}" if parts else item)
+    return "".join(parts)
+
+
+def _binary_slices(inputs: list[RequestInput], binary: memoryview) -> list[memoryview | None]:
+    slices: list[memoryview | None] = []
+    offset = 0
+    for tensor in inputs:
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            slices.append(None)
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidInput(f"input {tensor.name!r}: binary_data_size {size!r} does not fit the request body")
+        slices.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes after the JSON header belong to no input")
+    return slices
+
+
+def _preview(names: Any, limit: int = 10) -> str:
+    listed = [str(n) for n in names]
+    shown = ", ".join(listed[:limit])
+    return shown + (f", ... ({len(listed)} in all)" if len(listed) > limit else "")

@@ -1,0 +1,117 @@
+"""Every Prometheus metric the model server exports, named once (DESIGN.md section 4).
+
+With several worker processes, prometheus-client's multiprocess mode keeps one file per process under
+PROMETHEUS_MULTIPROC_DIR and `/metrics` sums them; the CLI sets that directory before any worker imports
+this module, because prometheus-client picks its storage at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+# `*_created` series double the exposition and no query of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# 0.5 ms .. 10 s: sub-millisecond tabular models up to slow custom ones.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# Regression outputs have no natural scale; symmetric decades catch drift in sign and magnitude.
+VALUE_BUCKETS = (-1e4, -1e3, -1e2, -10, -1, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 1e2, 1e3, 1e4)
+
+REQUESTS = Counter(
+    "modelserver_requests_total",
+    "Inference requests by protocol and response code",
+    ["model", "version", "protocol", "code"],
+)
+REQUEST_DURATION = Histogram(
+    "modelserver_request_duration_seconds",
+    "Inference request duration from receipt to response, by protocol",
+    ["model", "version", "protocol"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_ERRORS = Counter(
+    "modelserver_inference_errors_total",
+    "Failed inference requests by reason",
+    ["model", "version", "reason"],
+)
+BATCH_SIZE = Histogram(
+    "modelserver_batch_size",
+    "Rows per model call when adaptive batching is on",
+    ["model", "version"],
+    buckets=BATCH_SIZE_BUCKETS,
+)
+PREDICTIONS = Counter(
+    "modelserver_predictions_total",
+    "Predicted labels of classifiers",
+    ["model", "version", "label"],
+)
+PREDICTION_VALUE = Histogram(
+    "modelserver_prediction_value",
+    "Predicted values of regressors",
+    ["model", "version"],
+    buckets=VALUE_BUCKETS,
+)
+
+
+@dataclass
+class ModelMetrics:
+    """The metrics of one served model, with label children cached (labels() costs a dict lookup + lock)."""
+
+    model: str
+    version: str
+    _requests: dict[tuple[str, int], Counter] = field(default_factory=dict, repr=False)
+    _durations: dict[str, Histogram] = field(default_factory=dict, repr=False)
+    _errors: dict[str, Counter] = field(default_factory=dict, repr=False)
+    _labels: dict[str, Counter] = field(default_factory=dict, repr=False)
+
+    def request(self, protocol: str, code: int, seconds: float) -> None:
+        counter = self._requests.get((protocol, code))
+        if counter is None:
+            counter = self._requests[(protocol, code)] = REQUESTS.labels(self.model, self.version, protocol, str(code))
+        counter.inc()
+        duration = self._durations.get(protocol)
+        if duration is None:
+            duration = self._durations[protocol] = REQUEST_DURATION.labels(self.model, self.version, protocol)
+        duration.observe(seconds)
+
+    def error(self, reason: str) -> None:
+        counter = self._errors.get(reason)
+        if counter is None:
+            counter = self._errors[reason] = INFERENCE_ERRORS.labels(self.model, self.version, reason)
+        counter.inc()
+
+    def batch(self, rows: int) -> None:
+        BATCH_SIZE.labels(self.model, self.version).observe(rows)
+
+    def labels(self, counts: dict[str, int]) -> None:
+        for label, count in counts.items():
+            counter = self._labels.get(label)
+            if counter is None:
+                counter = self._labels[label] = PREDICTIONS.labels(self.model, self.version, label)
+            counter.inc(count)
+
+    def values(self, values: list[float]) -> None:
+        histogram = PREDICTION_VALUE.labels(self.model, self.version)
+        for value in values:
+            histogram.observe(value)
+
+
+def render() -> tuple[bytes, str]:
+    """The text for `/metrics`: this process's registry, or every worker's files in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

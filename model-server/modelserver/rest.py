@@ -1,0 +1,243 @@
+"""REST transport: Open Inference Protocol v2 (tritonclient-compatible, binary tensor extension included),
+the simple `POST /predict`, `/metrics` and the OpenAPI document. All model logic lives in the data plane."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelserver import __version__, storage
+from modelserver.dataplane import Batching, DataPlane, Limits, V2Result
+from modelserver.errors import MalformedRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
+from modelserver.metrics import render
+from modelserver.openapi import openapi_document
+from modelserver.runtimes import LoadOptions, load_model, resolve_format
+from modelserver.settings import ServerSettings
+from modelserver.tensors import binary_data, json_data
+
+log = logging.getLogger(__name__)
+
+# The CLI resolves settings once (flags over environment, remote URI already fetched) and passes them to
+# every worker process through this variable.
+RESOLVED_SETTINGS_ENV = "MODELSERVER__RESOLVED"
+HEADER_LENGTH = "inference-header-content-length"
+JSON = "application/json"
+
+
+def build_dataplane(settings: ServerSettings) -> DataPlane:
+    """Fetch (a no-op for local paths), load and wrap the model; raises ModelLoadError with the reason."""
+    path, model_format = resolve_format(storage.fetch_for(settings), settings.model_format)
+    options = LoadOptions(
+        feature_names=None if settings.feature_names is None else tuple(settings.feature_names),
+        threads=settings.inference_threads,
+        model_class=settings.model_class,
+    )
+    model = load_model(path, model_format, options)
+    batching = (
+        Batching(max_batch_size=settings.max_batch_size, max_wait_s=settings.max_batch_wait_ms / 1000)
+        if settings.batching
+        else None
+    )
+    return DataPlane(
+        model,
+        name=settings.model_name,
+        version=settings.model_version,
+        platform=model_format,
+        limits=Limits(max_request_records=settings.max_request_records),
+        batching=batching,
+    )
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type=JSON)
+
+
+def _error(exc: ServingError) -> Response:
+    return _json({"error": exc.message}, exc.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in {"identity", ""}:
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """Split a binary-extension body into its JSON header and the raw tensor bytes after it."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise MalformedRequest(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+    cut = int(header_length)
+    return body[:cut], body[cut:]
+
+
+def encode_v2(plane: DataPlane, result: V2Result) -> Response:
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for tensor in result.outputs:
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        if tensor.binary:
+            blob = binary_data(tensor.array)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = json_data(tensor.array)
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": plane.name, "model_version": plane.version, "outputs": outputs}
+    if result.request.id is not None:
+        body["id"] = result.request.id
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return Response(header, media_type=JSON)
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+class Handlers:
+    """Route handlers over the data plane that the lifespan loads (the server answers only once it exists)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.plane: DataPlane | None = None
+
+    @property
+    def dataplane(self) -> DataPlane:
+        if self.plane is None:  # unreachable while serving: uvicorn binds only after the lifespan started
+            raise RuntimeError("the model is not loaded")
+        return self.plane
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.plane is not None and self.plane.ready
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json({"name": "modelserver", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    async def model_metadata(self, request: Request) -> Response:
+        plane = self.dataplane
+        try:
+            plane.check_model(request.path_params["name"], request.path_params.get("version"))
+        except ServingError as exc:
+            return _error(exc)
+        return _json(plane.metadata())
+
+    async def model_ready(self, request: Request) -> Response:
+        plane = self.dataplane
+        try:
+            plane.check_model(request.path_params["name"], request.path_params.get("version"))
+        except ServingError as exc:
+            return _error(exc)
+        return _json({"name": plane.name, "ready": plane.ready}, 200 if plane.ready else 503)
+
+    async def infer(self, request: Request) -> Response:
+        plane = self.dataplane
+        try:
+            with plane.observe("v2") as call:
+                plane.check_model(request.path_params["name"], request.path_params.get("version"))
+                body = await read_body(request, self.settings.max_body_bytes)
+                header, binary = split_binary(body, request.headers.get(HEADER_LENGTH))
+                parsed, x = plane.parse_v2(header, binary)
+                response = encode_v2(plane, await plane.infer_v2(parsed, x, call))
+        except ServingError as exc:
+            return _error(exc)
+        return response
+
+    async def predict(self, request: Request) -> Response:
+        plane = self.dataplane
+        try:
+            with plane.observe("predict") as call:
+                threshold = plane.check_threshold(request.query_params.get("threshold"))
+                x = plane.parse_records(await read_body(request, self.settings.max_body_bytes))
+                response = _json(await plane.predict_records(x, call, threshold))
+        except ServingError as exc:
+            return _error(exc)
+        return response
+
+    async def metrics(self, request: Request) -> Response:
+        content, content_type = render()
+        return Response(content, media_type=content_type)
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(openapi_document())
+
+
+def create_app(settings: ServerSettings) -> Starlette:
+    handlers = Handlers(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            plane = build_dataplane(settings)
+            await plane.start(warmup=settings.warmup)
+        except Exception as exc:
+            log.error("model %s version %s cannot be served: %s", settings.model_name, settings.model_version, exc)
+            raise
+        handlers.plane = plane
+        sig = plane.signature
+        log.info(
+            "serving model",
+            extra={
+                "model": plane.name,
+                "version": plane.version,
+                "format": plane.platform,
+                "features": sig.n_features,
+                "task": sig.task,
+                "batching": settings.batching,
+            },
+        )
+        try:
+            yield
+        finally:
+            await plane.stop()
+
+    h = handlers
+    routes = [
+        Route("/v2/health/live", h.live, methods=["GET"]),
+        Route("/v2/health/ready", h.ready, methods=["GET"]),
+        Route("/v2", h.server_metadata, methods=["GET"]),
+        Route("/v2/models/{name}", h.model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", h.model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", h.model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", h.model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", h.infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", h.infer, methods=["POST"]),
+        Route("/predict", h.predict, methods=["POST"]),
+        Route("/metrics", h.metrics, methods=["GET"]),
+        Route("/openapi.json", h.openapi, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn's app factory in each worker: the CLI's resolved settings, else MODELSERVER_* variables."""
+    resolved = os.environ.get(RESOLVED_SETTINGS_ENV)
+    settings = ServerSettings.model_validate_json(resolved) if resolved else ServerSettings()
+    return create_app(settings)

@@ -1,0 +1,57 @@
+"""Adapter for any object with the scikit-learn API (predict, and predict_proba + classes_ for classifiers).
+
+Shared by the sklearn runtime (pickled estimators, pipelines, XGBoost/LightGBM sklearn wrappers) and the
+custom runtime (user classes that follow the same duck-typed API).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelserver.runtimes.base import (
+    Array,
+    LoadOptions,
+    Prediction,
+    Signature,
+    labels_from_probabilities,
+    resolve_feature_names,
+)
+
+
+class EstimatorModel:
+    def __init__(self, estimator: Any, options: LoadOptions, *, dtype: np.dtype[Any] | None = None) -> None:
+        if not callable(getattr(estimator, "predict", None)):
+            raise ValueError(f"{type(estimator).__name__} has no predict() method")
+        self._estimator = estimator
+        names = _declared_names(estimator)
+        width = getattr(estimator, "n_features_in_", None)
+        classes = getattr(estimator, "classes_", None)
+        self._proba = classes is not None and callable(getattr(estimator, "predict_proba", None))
+        self._signature = Signature(
+            feature_names=resolve_feature_names(names, None if width is None else int(width), options.feature_names),
+            dtype=dtype if dtype is not None else np.dtype(getattr(estimator, "input_dtype", np.float64)),
+            task="classification" if classes is not None else "regression",
+            classes=None if classes is None else tuple(np.asarray(classes).tolist()),
+        )
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def predict(self, x: Array) -> Prediction:
+        classes = self._signature.classes
+        if classes is not None and self._proba:
+            # One model call gives both outputs; labels follow the probabilities we report (argmax).
+            proba = np.asarray(self._estimator.predict_proba(x))
+            return Prediction(labels_from_probabilities(proba, classes), proba)
+        return Prediction(np.asarray(self._estimator.predict(x)).reshape(len(x)))
+
+
+def _declared_names(estimator: Any) -> tuple[str, ...] | None:
+    for attribute in ("feature_names_in_", "feature_names"):
+        names = getattr(estimator, attribute, None)
+        if names is not None:
+            return tuple(str(name) for name in names)
+    return None

@@ -1,0 +1,120 @@
+"""Open Inference Protocol tensors <-> numpy, including the binary tensor data extension (tritonclient's
+default): inputs may follow the JSON header as raw little-endian bytes, outputs may be sent back that way."""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelserver.errors import InvalidInput, NonFiniteInput
+from modelserver.protocol import RequestInput
+from modelserver.runtimes.base import Array
+
+NUMERIC: dict[str, np.dtype[Any]] = {
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTensor:
+    name: str
+    array: Array
+    binary: bool = False
+
+    @property
+    def datatype(self) -> str:
+        return datatype_of(self.array.dtype)
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.array.shape)
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str:
+    if dtype.kind == "b":
+        return "BOOL"
+    if dtype.kind in "iuf":
+        for name, candidate in NUMERIC.items():
+            if candidate.kind == dtype.kind and candidate.itemsize == dtype.itemsize:
+                return name
+    return "BYTES"
+
+
+def decode_input(tensor: RequestInput, binary: memoryview | None, target: np.dtype[Any]) -> Array:
+    """The tensor as an array of its declared shape, cast to the model's `target` dtype and checked finite."""
+    where = f"input {tensor.name!r}"
+    source = NUMERIC.get(tensor.datatype)
+    if source is None:
+        raise InvalidInput(f"{where} has datatype {tensor.datatype}; this model takes numeric tensors")
+    count = math.prod(tensor.shape)
+    if binary is not None:
+        if len(binary) != count * source.itemsize:
+            raise InvalidInput(
+                f"{where}: {len(binary)} binary bytes do not hold shape {tensor.shape} of {tensor.datatype}"
+            )
+        array = np.frombuffer(binary, dtype=source)
+    else:
+        if tensor.data is None:
+            raise InvalidInput(f"{where} has neither 'data' nor binary data")
+        array = _from_json(tensor.data, where)
+        if array.size != count:
+            raise InvalidInput(f"{where} holds {array.size} values but its shape {tensor.shape} needs {count}")
+        if source.kind in "iu" and array.dtype.kind == "f" and not np.array_equal(array, np.trunc(array)):
+            raise InvalidInput(f"{where} is declared {tensor.datatype} but holds non-integer numbers")
+    return _to_model_dtype(array.reshape(tensor.shape), target, where)
+
+
+def _from_json(data: list[Any], where: str) -> Array:
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except (ValueError, TypeError) as exc:  # ragged nesting, e.g. [[1, 2], [3]]
+        raise InvalidInput(f"{where}: data is not a regular array ({exc})") from None
+    except OverflowError:
+        raise InvalidInput(f"{where}: an integer in data is too large for a number") from None
+    return array
+
+
+def _to_model_dtype(array: Array, target: np.dtype[Any], where: str) -> Array:
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(target, copy=False)
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        raise NonFiniteInput(f"{where} holds NaN or infinite values (or values too large for {target})")
+    return cast
+
+
+def to_model_matrix(rows: list[list[Any]], target: np.dtype[Any], where: str) -> Array:
+    return _to_model_dtype(_from_json(rows, where), target, where)
+
+
+def json_data(array: Array) -> Any:
+    """Row-major flat data for a JSON response; numeric arrays stay numpy (orjson serializes them)."""
+    flat = array.reshape(-1)
+    if flat.dtype.kind in "iufb":
+        return np.ascontiguousarray(flat)
+    return [str(value) for value in flat.tolist()]
+
+
+def binary_data(array: Array) -> bytes:
+    flat = array.reshape(-1)
+    if flat.dtype.kind in "iufb":
+        return np.ascontiguousarray(flat).astype(flat.dtype.newbyteorder("<"), copy=False).tobytes()
+    # BYTES elements: a 4-byte little-endian length, then the UTF-8 bytes.
+    parts = []
+    for value in flat.tolist():
+        encoded = str(value).encode()
+        parts.append(struct.pack("<I", len(encoded)) + encoded)
+    return b"".join(parts)
