@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+from starlette.routing import Route
+
+from modelserver.errors import MalformedRequest
+from modelserver.openapi import openapi_document
+from modelserver.rest import create_app, split_binary
+from modelserver.settings import ServerSettings
+
+
+def test_split_binary() -> None:
+    assert split_binary(b'{"a":1}xyz', "7") == (b'{"a":1}', b"xyz")
+    assert split_binary(b"{}", None) == (b"{}", b"")
+    for bad in ["9", "-1", "x"]:
+        with pytest.raises(MalformedRequest, match="Inference-Header-Content-Length"):
+            split_binary(b"{}", bad)
+
+
+def test_openapi_documents_every_route() -> None:
+    app = create_app(ServerSettings(model_uri="/unused.joblib"))
+    served = {(r.path, m.lower()) for r in app.routes if isinstance(r, Route) for m in r.methods or () if m != "HEAD"}
+    paths = openapi_document()["paths"]
+    documented = {(path, method) for path, item in paths.items() for method in item if method != "parameters"}
+    assert served - {("/openapi.json", "get")} == documented
