@@ -7,7 +7,6 @@ nodes, CRDs are served with their status subresource, and watches deliver events
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 
 from tests.conftest import REPO_ROOT, Cluster
+from tests.support.crds import apply_crd
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -154,21 +154,8 @@ def _widget_crd() -> dict[str, Any]:
     }
 
 
-async def _install_widget_crd(kube_api: client.ApiClient) -> None:
-    ext = client.ApiextensionsV1Api(kube_api)
-    with contextlib.suppress(client.ApiException):
-        await ext.create_custom_resource_definition(_widget_crd())
-
-    async def established() -> bool | None:
-        crd = await ext.read_custom_resource_definition(f"{WIDGET_PLURAL}.{WIDGET_GROUP}")
-        conditions = crd.status.conditions or []
-        return True if any(c.type == "Established" and c.status == "True" for c in conditions) else None
-
-    await eventually(established, within=30, what="the Widget CRD to be established")
-
-
 async def test_custom_resource_lifecycle_is_seen_by_a_watch(kube_api: client.ApiClient, namespace: str) -> None:
-    await _install_widget_crd(kube_api)
+    await apply_crd(kube_api, _widget_crd())
     custom = client.CustomObjectsApi(kube_api)
     args = (WIDGET_GROUP, WIDGET_VERSION, namespace, WIDGET_PLURAL)
     seen: list[tuple[str, str | None]] = []
@@ -187,7 +174,7 @@ async def test_custom_resource_lifecycle_is_seen_by_a_watch(kube_api: client.Api
                         if event["type"] == "DELETED":
                             return
             except client.ApiException as exc:
-                # A just-established CRD answers 429 until its watch cache is initialised.
+                # The watch cache of a new CRD can lag behind its first successful list.
                 if exc.status != 429:
                     raise
                 await asyncio.sleep(0.2)
