@@ -27,8 +27,10 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 # 0.5 ms .. 10 s: sub-millisecond tabular models up to slow custom ones.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-# Regression outputs have no natural scale; symmetric decades catch drift in sign and magnitude.
-VALUE_BUCKETS = (-1e4, -1e3, -1e2, -10, -1, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 1e2, 1e3, 1e4)
+# Regression outputs have no natural scale: fine steps in [0, 1] (scores), then decades. No negative
+# bounds: prometheus-client drops `_sum` from histograms that have them, and the mean prediction
+# (_sum / _count) is the first thing to watch for drift. Negative predictions land in the le="0" bucket.
+VALUE_BUCKETS = (0, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1e3, 1e4, 1e5, 1e6)
 
 REQUESTS = Counter(
     "modelserver_requests_total",

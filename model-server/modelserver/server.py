@@ -11,6 +11,7 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -65,6 +66,11 @@ def serve(settings: ServerSettings) -> int:
 
 def _run(config: uvicorn.Config, workers: int) -> int:
     if workers == 1:
+        # uvicorn re-raises the signal that stopped it once its graceful shutdown is done, to the handler
+        # that was installed before it ran. With this no-op handler the re-raise cannot kill the process
+        # before the downloaded model is cleaned up, and a graceful stop exits 0.
+        for handled in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(handled, lambda signum, frame: None)
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else EXIT_LOAD_FAILED

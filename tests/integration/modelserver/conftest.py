@@ -1,0 +1,142 @@
+"""Real `modelserver serve` processes on loopback, started per test and stopped with SIGTERM.
+
+No cluster is needed: these tests only use loopback ports and temp dirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import pytest
+
+from tests.unit.modelserver import builders
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"helper process exited with {process.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listened on port {port} within {timeout:.0f}s")
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    ready_seen: bool = False
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.client.get("/v2/health/ready").status_code == 200:
+                    self.ready_seen = True
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready within {timeout:.0f}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """Poll readiness until the process exits (recording whether it was ever ready); its exit code."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server still running after {timeout:.0f}s:\n{self.log()}")
+            with contextlib.suppress(httpx.TransportError):
+                self.ready_seen |= self.client.get("/v2/health/ready").status_code == 200
+            time.sleep(0.05)
+        return self.process.returncode
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.client.close()
+        return self.process.returncode
+
+
+class StartServer(Protocol):
+    def __call__(self, *args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server: ...
+
+
+def launch(directory: Path, *args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
+    """Start `python -m modelserver serve ARGS` on a free loopback port, logging into `directory`."""
+    port = free_port()
+    log_path = directory / f"server-{port}.log"
+    command = [sys.executable, "-m", "modelserver", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=directory
+        )
+    server = Server(process, port, log_path)
+    if not ready:
+        return server
+    try:
+        return server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """`launch` bound to the test's temp dir; every server started is stopped after the test."""
+    started: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
+        server = launch(tmp_path, *args, env=env, ready=ready)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def custom_env(tmp_path: Path) -> dict[str, str]:
+    """Environment under which the custom model classes of builders.custom_module are importable."""
+    directory = builders.custom_module(tmp_path)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}
