@@ -9,14 +9,30 @@ kwok_env
 kwokctl="$KWOK_BIN/kwokctl"
 kc() { kubectl --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
 
+# kwok replaces its default stages with any given in a config, so the config carries kwok's own defaults (read
+# from the kwok module we built, nothing downloaded) followed by ours (hack/kwok/failure-stages.yaml).
+write_stage_config() {
+  local dir out
+  dir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  out="$KWOK_WORKDIR/stages-$KWOK_VERSION.yaml"
+  mkdir -p "$KWOK_WORKDIR"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"; cat "$dir/kustomize/stage/$f"
+  done > "$out"
+  { echo "---"; cat "$HACK_DIR/kwok/failure-stages.yaml"; } >> "$out"
+  echo "$out"
+}
+
 if [[ -f "$CLUSTER_KUBECONFIG" ]] && kc get --raw /readyz >/dev/null 2>&1; then
   log "cluster $CLUSTER_NAME: already running"
 else
   # A leftover cluster directory (a stopped machine, a killed session) cannot be trusted: start clean.
   "$kwokctl" delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
   log "cluster $CLUSTER_NAME: creating (kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+  stages="$(write_stage_config)"
   # --kubeconfig "": never touch the user's ~/.kube/config; callers use the printed per-cluster file.
-  "$kwokctl" create cluster --name "$CLUSTER_NAME" --runtime binary --kubeconfig "" \
+  "$kwokctl" create cluster --name "$CLUSTER_NAME" --runtime binary --kubeconfig "" --config "$stages" \
     --disable-qps-limits --wait 3m >&2
 fi
 

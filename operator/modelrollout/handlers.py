@@ -1,0 +1,80 @@
+"""Thin Kopf wiring: events and timers of ModelDeployments and their children -> the Reconciler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from modelrollout.api.resource import GROUP, PLURAL, VERSION
+from modelrollout.kube.client import KubeClient
+from modelrollout.planning.names import LABEL_NAME, MANAGED_BY
+from modelrollout.reconciler import Reconciler
+from modelrollout.settings import OperatorSettings
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"))
+
+
+def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
+    """Handlers for one operator run, bound to its settings (the timer interval is a decorator argument)."""
+    registry = kopf.OperatorRegistry()
+    state: dict[str, Any] = {}
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Our own API group for everything Kopf stores on our objects; nothing in `status` but our status.
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # our Reconciler emits the decision events itself
+        kube = await KubeClient.connect(field_manager=op.field_manager, kubeconfig=kubeconfig)
+        state["kube"] = kube
+        state["reconciler"] = Reconciler(kube, op)
+
+    @kopf.on.login(registry=registry)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        kube = await KubeClient.connect(field_manager=op.field_manager, kubeconfig=kubeconfig)
+        try:
+            cfg = kube.configuration
+            token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+            return kopf.ConnectionInfo(
+                server=str(cfg.host),
+                ca_path=cfg.ssl_ca_cert,
+                insecure=not cfg.verify_ssl,
+                certificate_path=cfg.cert_file,
+                private_key_path=cfg.key_file,
+                scheme="Bearer" if token else None,
+                token=token,
+            )
+        finally:
+            await kube.close()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if "kube" in state:
+            await state["kube"].close()
+
+    op = settings
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    async def changed(body: kopf.Body, **_: Any) -> None:
+        await state["reconciler"].reconcile(body)
+
+    @kopf.timer(*RESOURCE, interval=op.reconcile_interval_s, registry=registry)
+    async def periodic(body: kopf.Body, **_: Any) -> None:
+        # Drift correction and status refresh; also what moves a waiting revision on once it is available.
+        await state["reconciler"].reconcile(body)
+
+    for group, version, plural in CHILDREN:
+
+        @kopf.on.event(group, version, plural, labels={LABEL_NAME: kopf.PRESENT, **MANAGED_BY}, registry=registry)
+        async def child_event(body: kopf.Body, **_: Any) -> None:
+            await state["reconciler"].reconcile_owner_of(body)
+
+    return registry

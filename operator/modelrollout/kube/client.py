@@ -1,0 +1,162 @@
+"""The only module that talks to the Kubernetes API server (async, server-side apply).
+
+A small generic REST layer over kubernetes_asyncio's ApiClient: the operator writes a handful of kinds, and one
+table of their paths keeps every call explicit (and the RBAC manifest easy to check against it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from modelrollout.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+
+@dataclass(frozen=True)
+class KindPath:
+    prefix: str
+    plural: str
+
+
+KINDS: dict[str, KindPath] = {
+    "Deployment": KindPath("/apis/apps/v1", "deployments"),
+    "Service": KindPath("/api/v1", "services"),
+    "HorizontalPodAutoscaler": KindPath("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": KindPath("/apis/policy/v1", "poddisruptionbudgets"),
+    "ConfigMap": KindPath("/api/v1", "configmaps"),
+    "Pod": KindPath("/api/v1", "pods"),
+    "Event": KindPath("/api/v1", "events"),
+    KIND: KindPath(f"/apis/{GROUP}/{VERSION}", PLURAL),
+}
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+
+def _path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    where = KINDS[kind]
+    path = f"{where.prefix}/namespaces/{namespace}/{where.plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+class KubeClient:
+    """Async access to the API server with one field manager for everything the operator owns."""
+
+    def __init__(self, api: client.ApiClient, *, field_manager: str) -> None:
+        self._api = api
+        self._field_manager = field_manager
+
+    @classmethod
+    async def connect(cls, *, field_manager: str, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster credentials when running in a pod, otherwise the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        return cls(client.ApiClient(configuration), field_manager=field_manager)
+
+    @property
+    def configuration(self) -> client.Configuration:
+        return self._api.configuration
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        result: dict[str, Any] = await self._api.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            response_types_map={200: "object", 201: "object", 202: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+        return result
+
+    async def apply(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
+        """Server-side apply: we own exactly the fields we send; conflicts are forced (we are the controller)."""
+        meta = obj["metadata"]
+        return await self._call(
+            "PATCH",
+            _path(obj["kind"], meta["namespace"], meta["name"], subresource),
+            query=[("fieldManager", self._field_manager), ("force", "true")],
+            body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", _path(kind, namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, kind: str, namespace: str, *, labels: dict[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        listed = await self._call("GET", _path(kind, namespace), query=[("labelSelector", selector)])
+        items: list[dict[str, Any]] = listed.get("items", [])
+        return items
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._call("DELETE", _path(kind, namespace, name), body={"propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Apply status through the subresource; fields we stop sending (e.g. a finished canary) are removed."""
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}}
+        return await self.apply({**body, "status": status}, subresource="status")
+
+    async def emit_event(
+        self, involved: dict[str, Any], *, type_: str, reason: str, message: str, component: str = "modelrollout"
+    ) -> None:
+        """A core/v1 Event on the ModelDeployment, so `kubectl describe mdep` tells the story of every decision."""
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", API_VERSION),
+                "kind": involved.get("kind", KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("POST", _path("Event", meta["namespace"]), body=event)

@@ -1,0 +1,55 @@
+"""`modelrollout` command: `modelrollout run` starts the operator; `modelrollout crd` prints the CRD."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated
+
+import kopf
+import typer
+
+from modelrollout.settings import OperatorSettings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ModelRollout operator.")
+
+
+@app.command()
+def run(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Namespace to watch (repeat); all when omitted.")
+    ] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file; in-cluster or KUBECONFIG otherwise.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the operator until SIGINT/SIGTERM. Settings: MODELROLLOUT_* environment variables."""
+    from modelrollout.handlers import register  # noqa: PLC0415 - keeps `modelrollout crd` free of kopf start-up
+
+    settings = OperatorSettings()
+    if namespace:  # flags win over the environment
+        settings = settings.model_copy(update={"namespaces": namespace})
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    registry = register(settings, kubeconfig=kubeconfig)
+    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            namespaces=settings.namespaces,
+            clusterwide=not settings.namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    )
+
+
+@app.command()
+def crd() -> None:
+    """Print the ModelDeployment CustomResourceDefinition (what `make crds` writes to crds/)."""
+    from modelrollout.api.crd import render_crd_yaml  # noqa: PLC0415
+
+    sys.stdout.write(render_crd_yaml())

@@ -1,0 +1,247 @@
+"""Desired objects for online serving: a Deployment per revision, the Services, autoscaling and disruption budget.
+
+Every builder returns a complete server-side-apply body (a plain dict): what we send is exactly what we own, and
+fields we leave out (e.g. `replicas` under an autoscaler) stay with whoever else manages them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelrollout.api.base import duration_seconds
+from modelrollout.api.resource import API_VERSION, KIND
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.planning.names import (
+    LABEL_ROLE,
+    MANAGED_BY,
+    ServiceRole,
+    selector,
+    service_name,
+    workload_name,
+)
+
+HTTP_PORT = 8080
+SERVICE_PORT = 80
+CONTAINER = "model-server"
+RUN_AS_USER = 10001
+# Where a remote model is downloaded to: the root filesystem is read-only.
+MODEL_DIR = "/var/run/modelserver"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment that owns the objects; its uid makes the garbage collector delete them with it."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {**MANAGED_BY, **labels},
+            "ownerReferences": [self.reference()],
+        }
+
+
+def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """The model server reads its whole configuration from MODELSERVER_* variables (pydantic-settings)."""
+    model = spec.model
+    env: list[dict[str, Any]] = [
+        {"name": "MODELSERVER_MODEL_NAME", "value": model.name},
+        {"name": "MODELSERVER_MODEL_VERSION", "value": model.version},
+        {"name": "MODELSERVER_MODEL_URI", "value": model.uri},
+        {"name": "MODELSERVER_MODEL_FORMAT", "value": model.format},
+        {"name": "MODELSERVER_PORT", "value": str(HTTP_PORT)},
+        {"name": "MODELSERVER_DOWNLOAD_DIR", "value": MODEL_DIR},
+    ]
+    if model.class_name:
+        env.append({"name": "MODELSERVER_MODEL_CLASS", "value": model.class_name})
+    if model.sha256:
+        env.append({"name": "MODELSERVER_MODEL_SHA256", "value": model.sha256})
+    batching = spec.online.batching if spec.online else None
+    if batching:
+        env += [
+            {"name": "MODELSERVER_BATCHING", "value": "true"},
+            {"name": "MODELSERVER_MAX_BATCH_SIZE", "value": str(batching.max_batch_size)},
+            {"name": "MODELSERVER_MAX_BATCH_WAIT_MS", "value": f"{duration_seconds(batching.max_wait) * 1000:g}"},
+        ]
+    # The user's variables come last so they can override ours (e.g. MODELSERVER_LOG_LEVEL).
+    env += [e.to_wire() for e in model.env]
+    return env
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "args": ["serve"],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": model_server_env(spec),
+        # Model loading can take minutes; the startup probe holds liveness off until the server is up.
+        "startupProbe": _probe("/v2/health/live", period=2, failures=150),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "readinessProbe": _probe("/v2/health/ready", period=2, failures=2),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if spec.model.resources:
+        container["resources"] = spec.model.resources.to_wire()
+    return {
+        "metadata": {
+            "labels": {**MANAGED_BY, **labels},
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(HTTP_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "containers": [container],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_USER,
+                "runAsGroup": RUN_AS_USER,
+                "fsGroup": RUN_AS_USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        },
+    }
+
+
+def build_deployment(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    *,
+    revision: str,
+    image_default: str,
+    progress_deadline_s: int,
+) -> dict[str, Any]:
+    """The Deployment `<name>-<revision>` running the model server for one revision."""
+    online = spec.online
+    if online is None:
+        raise ValueError("build_deployment needs spec.online")
+    labels = selector(owner.name, "online", revision)
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(workload_name(owner.name, revision), labels),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "revisionHistoryLimit": 1,
+            "progressDeadlineSeconds": progress_deadline_s,
+            # A revision's pods only change when the operator itself changes; never drop capacity for that.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": _pod_template(spec, labels=labels, image=spec.model.image or image_default),
+        },
+    }
+    # Under an autoscaler the replica count is the HPA's; applying it here would fight the HPA.
+    if online.autoscaling is None:
+        body["spec"]["replicas"] = online.replicas
+    return body
+
+
+def build_service(owner: Owner, *, role: ServiceRole, revision: str) -> dict[str, Any]:
+    """A ClusterIP Service on port 80 selecting the pods of one revision."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(
+            service_name(owner.name, role), {**selector(owner.name, "online"), LABEL_ROLE: role}
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(owner.name, "online", revision),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_services(owner: Owner, *, serving: str, stable: str, canary: str) -> list[dict[str, Any]]:
+    """`<name>` -> the revision clients get; `<name>-stable` / `<name>-canary` -> one revision each.
+
+    Without a rollout in progress the canary Service addresses the stable revision, so it always has endpoints.
+    """
+    return [
+        build_service(owner, role="main", revision=serving),
+        build_service(owner, role="stable", revision=stable),
+        build_service(owner, role="canary", revision=canary),
+    ]
+
+
+def build_hpa(spec: ModelDeploymentSpec, owner: Owner, *, revision: str) -> dict[str, Any] | None:
+    """A CPU HorizontalPodAutoscaler on the serving revision's Deployment, when autoscaling is set."""
+    scaling = spec.online.autoscaling if spec.online else None
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": owner.metadata(owner.name, selector(owner.name, "online")),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": workload_name(owner.name, revision),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_pdb(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
+    """Keep all but one online pod through voluntary disruptions (node drains), when there is more than one."""
+    online = spec.online
+    if online is None:
+        return None
+    least = online.autoscaling.min_replicas if online.autoscaling else online.replicas
+    if least <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": owner.metadata(owner.name, selector(owner.name, "online")),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(owner.name, "online")}},
+    }

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from typing import Any
+
+from modelrollout.planning.observe import pod_failure, revision_health
+
+
+def deployment(
+    *,
+    replicas: int = 2,
+    ready: int = 2,
+    available: int = 2,
+    updated: int = 2,
+    total: int | None = None,
+    generation: int = 3,
+    observed: int = 3,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": updated if total is None else total,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "updatedReplicas": updated,
+            "conditions": conditions or [],
+        },
+    }
+
+
+def pod(reason: str | None, message: str = "") -> dict[str, Any]:
+    state = {"waiting": {"reason": reason, "message": message}} if reason else {"running": {}}
+    return {"metadata": {"name": "p1"}, "status": {"containerStatuses": [{"name": "model-server", "state": state}]}}
+
+
+def test_available_when_every_replica_is_updated_and_available() -> None:
+    health = revision_health("r1", deployment(), [])
+    assert (health.available, health.desired, health.ready, health.failure) == (True, 2, 2, None)
+
+
+def test_not_available_while_old_pods_of_the_revision_remain() -> None:
+    assert not revision_health("r1", deployment(total=3), []).available
+
+
+def test_not_available_before_the_controller_saw_the_latest_generation() -> None:
+    assert not revision_health("r1", deployment(generation=4, observed=3), []).available
+
+
+def test_not_available_while_scaling_up() -> None:
+    health = revision_health("r1", deployment(replicas=3, ready=2, available=2, updated=3), [])
+    assert not health.available
+    assert health.failure is None, "slow is not failed"
+
+
+def test_image_pull_failure_is_reported_with_the_pod_and_message() -> None:
+    health = revision_health("r1", deployment(ready=0, available=0), [pod(None), pod("ErrImagePull", "not found")])
+    assert health.failure == "pod p1 container model-server is ErrImagePull: not found"
+
+
+def test_crash_loop_is_a_failure_but_container_creating_is_not() -> None:
+    assert pod_failure(pod("CrashLoopBackOff")) == "pod p1 container model-server is CrashLoopBackOff"
+    assert pod_failure(pod("ContainerCreating")) is None
+    assert pod_failure({"metadata": {"name": "p"}, "status": {}}) is None
+
+
+def test_progress_deadline_is_a_failure() -> None:
+    stuck = deployment(
+        ready=0,
+        available=0,
+        conditions=[
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "rs timed out"}
+        ],
+    )
+    assert revision_health("r1", stuck, []).failure == "not available within the progress deadline: rs timed out"
