@@ -53,3 +53,7 @@ def crd() -> None:
     from modelrollout.api.crd import render_crd_yaml  # noqa: PLC0415
 
     sys.stdout.write(render_crd_yaml())
+
+
+if __name__ == "__main__":
+    app()

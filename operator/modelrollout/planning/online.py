@@ -199,14 +199,18 @@ def build_services(owner: Owner, *, serving: str, stable: str, canary: str) -> l
 
 
 def build_hpa(spec: ModelDeploymentSpec, owner: Owner, *, revision: str) -> dict[str, Any] | None:
-    """A CPU HorizontalPodAutoscaler on the serving revision's Deployment, when autoscaling is set."""
+    """A CPU HorizontalPodAutoscaler per revision, when autoscaling is set.
+
+    One per revision (as Flagger does for primary and canary) so a new revision starts at minReplicas instead of
+    one pod, and the switch to it never drops capacity.
+    """
     scaling = spec.online.autoscaling if spec.online else None
     if scaling is None:
         return None
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": owner.metadata(owner.name, selector(owner.name, "online")),
+        "metadata": owner.metadata(workload_name(owner.name, revision), selector(owner.name, "online", revision)),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",

@@ -231,12 +231,14 @@ def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettin
     stable_rev = (decision.stable or decision.serving).revision
     canary_rev = (decision.canary or decision.stable or decision.serving).revision
     apply += build_services(owner, serving=decision.serving.revision, stable=stable_rev, canary=canary_rev)
-    apply += [
-        obj for obj in (build_hpa(spec, owner, revision=decision.serving.revision), build_pdb(spec, owner)) if obj
-    ]
+    apply += [hpa for ref in decision.keep if (hpa := build_hpa(spec, owner, revision=ref.revision))]
+    apply += [pdb] if (pdb := build_pdb(spec, owner)) else []
 
     kept = {ref.revision for ref in decision.keep}
-    delete = [("Deployment", workload_name(meta.name, rev)) for rev in sorted(observed.revisions) if rev not in kept]
+    gone = [workload_name(meta.name, rev) for rev in sorted(observed.revisions) if rev not in kept]
+    delete = [("Deployment", name) for name in gone]
+    if spec.online.autoscaling:
+        delete += [("HorizontalPodAutoscaler", name) for name in gone]
 
     events = list(decision.events)
     if prev.observed_generation is not None:  # we applied before: anything missing was removed behind our back
@@ -256,8 +258,8 @@ def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettin
                     f"restored to {spec.online.replicas}",
                 )
             )
-    for name in delete:
-        events.append(Event("Normal", "RevisionRemoved", f"{name[0]} {name[1]} is no longer needed; deleted"))
+    for name in gone:
+        events.append(Event("Normal", "RevisionRemoved", f"Deployment {name} is no longer needed; deleted"))
     if decision.failure and not any(c.type == "Degraded" and c.status == "True" for c in prev.conditions):
         events.append(Event("Warning", "RevisionFailed", decision.message))
 

@@ -129,10 +129,12 @@ def test_services_select_one_revision_each() -> None:
     assert main["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
 
 
-def test_hpa_targets_the_serving_revision_only_when_asked() -> None:
+def test_hpa_per_revision_only_when_asked() -> None:
     assert build_hpa(spec_of("online-direct.yaml"), OWNER, revision="r1") is None
     hpa = build_hpa(spec_of("online-canary-router.yaml"), OWNER, revision="r1")
     assert hpa is not None
+    assert hpa["metadata"]["name"] == "churn-r1"
+    assert hpa["metadata"]["labels"][LABEL_REVISION] == "r1"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "churn-r1"}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
     assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}

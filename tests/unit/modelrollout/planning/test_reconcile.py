@@ -225,6 +225,27 @@ def test_progressive_strategies_wait_for_the_rollout_engine_without_touching_sta
     assert "rollout engine" in (p.status.message or "")
 
 
+def test_autoscaled_revisions_get_their_own_hpa_which_goes_with_them() -> None:
+    def scaled(version: str, status: ModelDeploymentStatus | None = None) -> ModelDeployment:
+        resource = md(version, status=status)
+        online = {"autoscaling": {"minReplicas": 3, "maxReplicas": 6}}
+        return ModelDeployment.model_validate(
+            {**resource.to_wire(), "spec": {**resource.to_wire()["spec"], "online": online}}
+        )
+
+    a, b = (
+        RevisionRef(revision=revision_of(scaled(v).spec, default_image=SETTINGS.default_image), version=v)
+        for v in ("1", "2")
+    )
+    rolling = plan(scaled("2", healthy_on(a)), observed(up(a)))
+    assert set(applied(rolling, "HorizontalPodAutoscaler")) == {f"iris-{a.revision}", f"iris-{b.revision}"}
+    assert all("replicas" not in d["spec"] for d in applied(rolling, "Deployment").values())
+    done = plan(scaled("2", rolling.status), observed(up(a), up(b)))
+    assert set(applied(done, "HorizontalPodAutoscaler")) == {f"iris-{b.revision}"}
+    assert done.delete == [("Deployment", f"iris-{a.revision}"), ("HorizontalPodAutoscaler", f"iris-{a.revision}")]
+    assert reasons(done).count("RevisionRemoved") == 1
+
+
 def test_history_is_bounded() -> None:
     old = [
         HistoryEntry(revision=f"r{i}", version=str(i), outcome="Promoted", started_at=T0, finished_at=T0)

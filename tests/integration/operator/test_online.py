@@ -1,0 +1,306 @@
+"""The operator process against the real local cluster: online serving converges, stays converged, survives
+restarts, cleans up after itself, and never gives up a healthy revision for one that cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment
+from modelrollout.planning.names import LABEL_NAME, LABEL_REVISION
+from tests.support.manifests import load_example
+from tests.support.operator import OperatorProcess
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ONLINE_EXAMPLES = [
+    "online-direct.yaml",
+    "online-canary-router.yaml",
+    "online-blue-green.yaml",
+    "online-shadow.yaml",
+    "online-ab-test.yaml",
+    "gateway-api.yaml",
+    "istio.yaml",
+    "hybrid.yaml",
+]
+MERGE = {"_content_type": "application/merge-patch+json"}
+CONVERGE_S = 60
+
+
+class Cluster:
+    """Typed helpers over the real API for one test namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
+        self.policy = client.PolicyV1Api(api)
+
+    async def create(self, example: str, **spec_model: Any) -> dict[str, Any]:
+        body = load_example(example)
+        body["spec"]["model"].update(spec_model)
+        created: dict[str, Any] = await self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, body
+        )
+        return created
+
+    async def get(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+        return found
+
+    async def patch_model(self, name: str, **model: Any) -> None:
+        await self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, name, {"spec": {"model": model}}, **MERGE
+        )
+
+    async def wait_for(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, within: float = CONVERGE_S
+    ) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            obj = await self.get(name)
+            return obj if check(obj.get("status") or {}) else None
+
+        return await eventually(probe, within=within, what=f"{name}: {what}")
+
+    async def healthy(self, name: str, version: str | None = None) -> dict[str, Any]:
+        def check(status: dict[str, Any]) -> bool:
+            stable = status.get("stable") or {}
+            return status.get("phase") == "Healthy" and (version is None or stable.get("version") == version)
+
+        return await self.wait_for(name, check, f"Healthy on version {version}")
+
+    async def deployments(self, name: str) -> list[Any]:
+        listed = await self.apps.list_namespaced_deployment(self.ns, label_selector=f"{LABEL_NAME}={name}")
+        return list(listed.items)
+
+    async def services(self, name: str) -> dict[str, Any]:
+        listed = await self.core.list_namespaced_service(self.ns, label_selector=f"{LABEL_NAME}={name}")
+        return {s.metadata.name: s for s in listed.items}
+
+    async def children(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
+        """(kind, name) -> (uid, resourceVersion) of everything labelled as this ModelDeployment's."""
+        selector = f"{LABEL_NAME}={name}"
+        found: dict[tuple[str, str], tuple[str, str]] = {}
+        listings: list[tuple[str, Callable[..., Awaitable[Any]]]] = [
+            ("Deployment", self.apps.list_namespaced_deployment),
+            ("Service", self.core.list_namespaced_service),
+            ("HorizontalPodAutoscaler", self.autoscaling.list_namespaced_horizontal_pod_autoscaler),
+            ("PodDisruptionBudget", self.policy.list_namespaced_pod_disruption_budget),
+        ]
+        for kind, lister in listings:
+            for item in (await lister(self.ns, label_selector=selector)).items:
+                found[(kind, item.metadata.name)] = (item.metadata.uid, item.metadata.resource_version)
+        return found
+
+    async def event_reasons(self, name: str) -> list[str]:
+        selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={name}"
+        events = await self.core.list_namespaced_event(self.ns, field_selector=selector)
+        return [e.reason for e in events.items]
+
+    async def wait_for_events(self, name: str, *reasons: str) -> list[str]:
+        """Events are posted right after the change they explain; wait for them rather than race them."""
+
+        async def probe() -> list[str] | None:
+            seen = await self.event_reasons(name)
+            return seen if set(reasons) <= set(seen) else None
+
+        return await eventually(probe, within=10, what=f"events {reasons} on {name}")
+
+
+@pytest.fixture
+def k8s(kube_api: client.ApiClient, namespace: str) -> Cluster:
+    return Cluster(kube_api, namespace)
+
+
+@pytest.mark.parametrize("example", ONLINE_EXAMPLES, ids=lambda e: e.removesuffix(".yaml"))
+async def test_online_example_converges_to_healthy_with_real_replica_counts(
+    k8s: Cluster, operator: OperatorProcess, example: str
+) -> None:
+    created = await k8s.create(example)
+    name = created["metadata"]["name"]
+    spec = ModelDeployment.model_validate(created).spec
+    assert spec.online is not None
+    want = spec.online.autoscaling.min_replicas if spec.online.autoscaling else spec.online.replicas
+
+    obj = await k8s.wait_for(
+        name,
+        lambda s: s.get("phase") == "Healthy" and s.get("replicas", {}).get("stable", {}).get("ready") == want,
+        f"Healthy with {want} ready replicas",
+    )
+    status = obj["status"]
+    revision = status["stable"]["revision"]
+    assert status["stable"]["version"] == spec.model.version
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["modes"] == ",".join(spec.modes)
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "Progressing": "False",
+        "Degraded": "False",
+    }
+
+    [deployment] = await k8s.deployments(name)
+    assert deployment.metadata.name == f"{name}-{revision}"
+    assert deployment.status.ready_replicas == status["replicas"]["stable"]["ready"] == want
+    assert deployment.metadata.owner_references[0].uid == obj["metadata"]["uid"]
+    services = await k8s.services(name)
+    assert set(services) == {name, f"{name}-stable", f"{name}-canary"}
+    assert {s.spec.selector[LABEL_REVISION] for s in services.values()} == {revision}
+    kinds = {kind for kind, _ in await k8s.children(name)}
+    assert ("HorizontalPodAutoscaler" in kinds) == (spec.online.autoscaling is not None)
+    assert ("PodDisruptionBudget" in kinds) == (want > 1)
+    await k8s.wait_for_events(name, "RevisionAvailable")
+
+
+async def _restored_within(
+    k8s: Cluster, operator: OperatorProcess, name: str, probe: Callable[[], Awaitable[Any]]
+) -> float:
+    started = time.monotonic()
+    await eventually(probe, within=operator.interval_s, what="the operator to undo the change within one interval")
+    return time.monotonic() - started
+
+
+async def test_deleted_or_edited_children_are_restored_within_one_interval(
+    k8s: Cluster, operator: OperatorProcess
+) -> None:
+    await k8s.create("online-blue-green.yaml")  # 3 replicas, so a PDB too
+    status = (await k8s.healthy("fraud"))["status"]
+    deployment_name = f"fraud-{status['stable']['revision']}"
+    before = await k8s.children("fraud")
+
+    await k8s.apps.delete_namespaced_deployment(deployment_name, k8s.ns)
+
+    async def deployment_back() -> bool | None:
+        found = await k8s.apps.read_namespaced_deployment(deployment_name, k8s.ns)
+        return True if found.metadata.uid != before[("Deployment", deployment_name)][0] else None
+
+    await _restored_within(k8s, operator, "fraud", deployment_back)
+
+    await k8s.core.delete_namespaced_service("fraud-stable", k8s.ns)
+
+    async def service_back() -> bool | None:
+        found = await k8s.core.read_namespaced_service("fraud-stable", k8s.ns)
+        return True if found.metadata.uid != before[("Service", "fraud-stable")][0] else None
+
+    await _restored_within(k8s, operator, "fraud", service_back)
+
+    await k8s.apps.patch_namespaced_deployment_scale(deployment_name, k8s.ns, {"spec": {"replicas": 7}})
+
+    async def replicas_back() -> bool | None:
+        found = await k8s.apps.read_namespaced_deployment(deployment_name, k8s.ns)
+        return True if found.spec.replicas == 3 else None
+
+    await _restored_within(k8s, operator, "fraud", replicas_back)
+    await k8s.wait_for_events("fraud", "ChildRestored", "DriftCorrected")
+
+
+async def test_deleting_the_model_deployment_removes_every_child(k8s: Cluster, operator: OperatorProcess) -> None:
+    await k8s.create("online-canary-router.yaml")  # Deployment, 3 Services, HPA, PDB
+    await k8s.healthy("churn")
+    assert len(await k8s.children("churn")) == 6
+
+    await k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, k8s.ns, PLURAL, "churn")
+
+    async def all_gone() -> bool | None:
+        return True if not await k8s.children("churn") else None
+
+    await eventually(all_gone, within=CONVERGE_S, what="the garbage collector to remove every child")
+
+
+async def test_a_restarted_operator_changes_nothing_that_was_correct(k8s: Cluster, operator: OperatorProcess) -> None:
+    await k8s.create("online-direct.yaml")
+    await k8s.healthy("iris")
+    # mid-way: a second revision that cannot start, so a replacement is in progress (and failing) at the restart
+    await k8s.patch_model("iris", version="8", image="invalid.modelrollout.dev/model-server:8")
+    await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "the bad revision to be Degraded")
+    await asyncio.sleep(operator.interval_s)  # let in-flight passes settle
+    children, status = await k8s.children("iris"), (await k8s.get("iris"))["status"]
+    assert len([kind for kind, _ in children if kind == "Deployment"]) == 2
+
+    operator.restart()
+    await asyncio.sleep(3 * operator.interval_s)  # the resume handler, then at least two timer passes
+
+    assert operator.alive()
+    assert await k8s.children("iris") == children, "same objects, same uids, not even rewritten"
+    assert (await k8s.get("iris"))["status"] == status
+    assert operator.log().count("===== operator start") == 2
+
+
+async def test_an_image_that_cannot_be_pulled_never_replaces_the_healthy_revision(
+    k8s: Cluster, operator: OperatorProcess
+) -> None:
+    await k8s.create("online-direct.yaml")
+    stable = (await k8s.healthy("iris", "1"))["status"]["stable"]
+    await k8s.patch_model("iris", version="2", image="invalid.modelrollout.dev/model-server:2")
+
+    obj = await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "Degraded")
+    status = obj["status"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert degraded["reason"] == "RevisionFailed"
+    assert "ErrImagePull" in degraded["message"]
+    assert "invalid.modelrollout.dev/model-server:2" in degraded["message"]
+    assert status["stable"] == stable
+    assert status["canary"]["version"] == "2"
+    await _assert_stable_still_serves(k8s, "iris", stable["revision"])
+    await k8s.wait_for_events("iris", "RevisionFailed")
+
+
+async def test_a_model_that_cannot_be_loaded_never_replaces_the_healthy_revision(
+    k8s: Cluster, operator: OperatorProcess
+) -> None:
+    await k8s.create("online-direct.yaml")
+    stable = (await k8s.healthy("iris", "1"))["status"]["stable"]
+    await k8s.patch_model("iris", version="2", uri="s3://models/does-not-exist/iris/model.joblib")
+
+    status = (await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "Degraded"))["status"]
+    assert "CrashLoopBackOff" in status["message"]
+    assert "model could not be loaded" in status["message"]
+    assert status["stable"] == stable
+    await _assert_stable_still_serves(k8s, "iris", stable["revision"])
+
+
+async def test_a_first_revision_that_cannot_start_is_degraded(k8s: Cluster, operator: OperatorProcess) -> None:
+    await k8s.create("online-direct.yaml", image="invalid.modelrollout.dev/model-server:1")
+    status = (await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "Degraded"))["status"]
+    assert "stable" not in status
+    assert "ErrImagePull" in status["message"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "False"
+
+
+async def test_direct_strategy_replaces_the_revision_once_available_then_removes_the_old(
+    k8s: Cluster, operator: OperatorProcess
+) -> None:
+    await k8s.create("online-direct.yaml")
+    old = (await k8s.healthy("iris", "1"))["status"]["stable"]["revision"]
+    await k8s.patch_model("iris", version="2", uri="file:///models/iris/2/model.joblib")
+
+    status = (await k8s.healthy("iris", "2"))["status"]
+    new = status["stable"]["revision"]
+    assert new != old
+    assert "canary" not in status
+    assert status["history"][-1]["outcome"] == "Promoted"
+    assert status["history"][-1]["revision"] == new
+
+    async def old_removed() -> bool | None:
+        names = {d.metadata.name for d in await k8s.deployments("iris")}
+        return True if names == {f"iris-{new}"} else None
+
+    await eventually(old_removed, within=CONVERGE_S, what="the old revision's Deployment to be removed")
+    services = await k8s.services("iris")
+    assert {s.spec.selector[LABEL_REVISION] for s in services.values()} == {new}
+    await k8s.wait_for_events("iris", "RevisionPromoted", "RevisionRemoved")
+
+
+async def _assert_stable_still_serves(k8s: Cluster, name: str, revision: str) -> None:
+    deployment = await k8s.apps.read_namespaced_deployment(f"{name}-{revision}", k8s.ns)
+    assert deployment.status.ready_replicas == deployment.spec.replicas
+    main = (await k8s.services(name))[name]
+    assert main.spec.selector[LABEL_REVISION] == revision

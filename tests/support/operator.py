@@ -1,0 +1,65 @@
+"""Runs the real operator (`modelrollout run`) as a separate process against the cluster under test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+INTERVAL_S = 3.0
+
+
+class OperatorProcess:
+    """One operator process watching one namespace; `restart()` kills it and starts another, as a crash would."""
+
+    def __init__(self, *, kubeconfig: Path, namespace: str, log_dir: Path, extra_env: dict[str, str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_dir / "operator.log"
+        self.interval_s = INTERVAL_S
+        self._env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "MODELROLLOUT_RECONCILE_INTERVAL_S": str(INTERVAL_S),
+            "MODELROLLOUT_LIVENESS_PORT": "0",
+            "MODELROLLOUT_PROGRESS_DEADLINE_S": "60",
+            "MODELROLLOUT_DEFAULT_IMAGE": "registry.example/modelrollout/model-server:test",
+            **(extra_env or {}),
+        }
+        self._process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"\n===== operator start #{self.starts} =====\n".encode())
+        log.flush()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "modelrollout.main", "run", "--namespace", self.namespace],
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, *, graceful: bool = True) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop(graceful=False)
+        self.start()
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
