@@ -6,6 +6,7 @@ custom runtime (user classes that follow the same duck-typed API).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,37 +16,44 @@ from modelserver.runtimes.base import (
     LoadOptions,
     Prediction,
     Signature,
-    labels_from_probabilities,
     resolve_feature_names,
 )
 
 
 class EstimatorModel:
-    def __init__(self, estimator: Any, options: LoadOptions, *, dtype: np.dtype[Any] | None = None) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        options: LoadOptions,
+        *,
+        dtype: np.dtype[Any] | None = None,
+        predict_proba: Callable[[Array], Array] | None = None,
+    ) -> None:
         if not callable(getattr(estimator, "predict", None)):
             raise ValueError(f"{type(estimator).__name__} has no predict() method")
         self._estimator = estimator
+        self._predict_proba = predict_proba or getattr(estimator, "predict_proba", None)
         names = _declared_names(estimator)
         width = getattr(estimator, "n_features_in_", None)
         classes = getattr(estimator, "classes_", None)
-        self._proba = classes is not None and callable(getattr(estimator, "predict_proba", None))
+        self._proba = classes is not None and callable(self._predict_proba)
         self._signature = Signature(
             feature_names=resolve_feature_names(names, None if width is None else int(width), options.feature_names),
             dtype=dtype if dtype is not None else np.dtype(getattr(estimator, "input_dtype", np.float64)),
             task="classification" if classes is not None else "regression",
             classes=None if classes is None else tuple(np.asarray(classes).tolist()),
         )
+        self._classes = None if classes is None else np.asarray(classes)
 
     @property
     def signature(self) -> Signature:
         return self._signature
 
     def predict(self, x: Array) -> Prediction:
-        classes = self._signature.classes
-        if classes is not None and self._proba:
+        if self._classes is not None and self._proba:
             # One model call gives both outputs; labels follow the probabilities we report (argmax).
-            proba = np.asarray(self._estimator.predict_proba(x))
-            return Prediction(labels_from_probabilities(proba, classes), proba)
+            proba = np.asarray(self._predict_proba(x))  # type: ignore[misc]
+            return Prediction(self._classes[np.argmax(proba, axis=1)], proba)
         return Prediction(np.asarray(self._estimator.predict(x)).reshape(len(x)))
 
 

@@ -10,6 +10,7 @@ import sklearn
 
 from modelserver.runtimes.base import LoadOptions, Model
 from modelserver.runtimes.estimator import EstimatorModel
+from modelserver.runtimes.sklearn_direct import direct_proba
 
 
 def load(path: Path | None, options: LoadOptions) -> Model:
@@ -24,4 +25,7 @@ def load(path: Path | None, options: LoadOptions) -> Model:
     if hasattr(estimator, "n_jobs"):
         # Forests would otherwise fan out per call; the server scales with worker processes instead.
         estimator.n_jobs = options.threads
-    return EstimatorModel(estimator, options)
+    direct = direct_proba(estimator)
+    if direct is None:
+        return EstimatorModel(estimator, options)
+    return EstimatorModel(estimator, options, dtype=direct.dtype, predict_proba=direct.predict_proba)

@@ -32,7 +32,8 @@ def test_sklearn_classifier_matches_estimator(logistic: builders.Built) -> None:
 def test_sklearn_string_labels_and_regression(iris: builders.Built, regressor: builders.Built) -> None:
     classifier = _load(iris.path)
     assert classifier.signature.classes == ("setosa", "versicolor", "virginica")
-    np.testing.assert_array_equal(classifier.predict(iris.x).values, iris.estimator.predict(iris.x))
+    x = iris.x.astype(classifier.signature.dtype)  # the forest takes float32, as sklearn casts to
+    np.testing.assert_array_equal(classifier.predict(x).values, iris.estimator.predict(iris.x))
     model = _load(regressor.path)
     assert model.signature.task == "regression"
     assert model.signature.classes is None
