@@ -87,3 +87,31 @@ demo: venv tools ## bring up the local cluster and show it (grows into a full ro
 .PHONY: e2e-kind
 e2e-kind: ## run the e2e suite on a kind cluster instead (needs Docker; never used by make test)
 	hack/e2e-kind.sh
+
+# --- model server -------------------------------------------------------------------------------------
+
+MODEL ?=
+ARGS ?=
+MLSERVER_VERSION ?= 1.7.1
+MLSERVER_VENV := $(MODELROLLOUT_CACHE)/venvs/mlserver-$(MLSERVER_VERSION)
+
+# MLServer's pins conflict with ours, so it gets its own venv outside the repo. scikit-learn is pinned to
+# the version in requirements.lock so both servers load the same joblib files; uvloop < 0.22 because
+# MLServer 1.7.1's inference workers call asyncio.get_event_loop(), which newer uvloop refuses.
+$(MLSERVER_VENV)/.installed: requirements.lock
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check \
+	  mlserver==$(MLSERVER_VERSION) mlserver-sklearn==$(MLSERVER_VERSION) "uvloop<0.22" \
+	  scikit-learn==$$(sed -n 's/^scikit-learn==\([^ ;]*\).*/\1/p' requirements.lock | head -1)
+	touch $@
+
+.PHONY: serve
+serve: venv ## serve a model on :8080: make serve MODEL=<path|file://|http(s)://|s3://> [ARGS="--batching"]
+	test -n "$(MODEL)" || { echo "usage: make serve MODEL=<model uri> [ARGS=...]"; exit 2; }
+	$(BIN)/modelserver serve --model-uri "$(MODEL)" $(ARGS)
+
+.PHONY: bench-serving
+bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer on loopback (~15 min) -> bench/results/serving.md
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python bench/serving/run.py --mlserver-python $(MLSERVER_VENV)/bin/python \
+	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/serving.md --workdir bench/results/raw/serving

@@ -1,0 +1,381 @@
+"""Serving benchmark: modelserver vs MLServer on the same scikit-learn models, machine and load generator.
+
+Run by `make bench-serving`, which builds MLServer's own venv (its pins conflict with ours) and passes its
+python here. Every server listens on 127.0.0.1 only; every wrk run is bounded by --duration.
+
+Pinning (2 cores): with one worker, the server (all of its processes) gets CPU 0 and wrk CPU 1; with two
+workers the server gets CPUs 0-1 and wrk shares CPU 1, the same for both servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+HERE = Path(__file__).resolve().parent
+N_FEATURES = 20
+MODELS = {
+    "logreg": "LogisticRegression, 20 features",
+    "forest": "RandomForestClassifier, 100 trees, 20 features",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One server set-up: which server, how many worker processes, batching, which CPUs."""
+
+    server: str  # "ours" | "mlserver"
+    workers: int
+    batching: bool = False
+    label: str = ""
+    parallel_workers: int | None = None  # MLServer only; default: = workers
+
+    @property
+    def cpus(self) -> str:
+        return "0" if self.workers == 1 else "0,1"
+
+    @property
+    def title(self) -> str:
+        return self.label or f"{self.server} x{self.workers}"
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+    raw: dict[str, float] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def train(workdir: Path) -> dict[str, Path]:
+    x, y = make_classification(n_samples=5000, n_features=N_FEATURES, n_informative=8, random_state=0)
+    estimators = {
+        "logreg": LogisticRegression(max_iter=1000),
+        "forest": RandomForestClassifier(n_estimators=100, max_depth=12, random_state=0),
+    }
+    paths = {}
+    for name, estimator in estimators.items():
+        directory = workdir / "models" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        paths[name] = directory / "model.joblib"
+        joblib.dump(estimator.fit(x, y), paths[name])
+    np.save(workdir / "rows.npy", x[:32])
+    return paths
+
+
+def write_bodies(workdir: Path) -> dict[int, Path]:
+    """The same Open Inference Protocol v2 body for both servers, asking both for the `predict` output."""
+    rows = np.load(workdir / "rows.npy")
+    bodies = {}
+    for n in (1, 32):
+        body = {
+            "inputs": [{"name": "input-0", "shape": [n, N_FEATURES], "datatype": "FP64", "data": rows[:n].tolist()}],
+            "outputs": [{"name": "predict"}],
+        }
+        bodies[n] = workdir / f"body-{n}.json"
+        bodies[n].write_text(json.dumps(body))
+    return bodies
+
+
+class Server:
+    def __init__(self, config: Config, model: str, model_path: Path, workdir: Path, mlserver_python: Path):
+        self.config = config
+        self.model = model
+        self.port = free_port()
+        self.log = (workdir / "logs" / f"{config.title.replace(' ', '_')}-{model}.log").open("ab")
+        command = self._command(model_path, workdir, mlserver_python)
+        self.process = subprocess.Popen(
+            ["taskset", "-c", config.cpus, *command],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _command(self, model_path: Path, workdir: Path, mlserver_python: Path) -> list[str]:
+        if self.config.server == "ours":
+            command = [
+                sys.executable, "-m", "modelserver", "serve", "--model-uri", str(model_path),
+                "--model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(self.config.workers), "--log-level", "warning",
+            ]  # fmt: skip
+            return [*command, "--batching"] if self.config.batching else command
+        repo = workdir / "mlserver" / f"{self.model}-{self.config.workers}"
+        repo.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model_path, repo / "model.joblib")
+        (repo / "model-settings.json").write_text(json.dumps({
+            "name": self.model,
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib"},
+        }))  # fmt: skip
+        # debug=false turns off per-request access logs, as ours has them off by default.
+        (repo / "settings.json").write_text(json.dumps({
+            "debug": False,
+            "host": "127.0.0.1",
+            "http_port": self.port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "parallel_workers": self.config.workers if self.config.parallel_workers is None
+            else self.config.parallel_workers,
+        }))  # fmt: skip
+        return [str(mlserver_python.parent / "mlserver"), "start", str(repo)]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2/models/{self.model}/infer"
+
+    def _wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.config.title} exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(ready, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.config.title} not ready within {timeout}s; see {self.log.name}")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+
+
+def wrk(url: str, body: Path, *, seconds: int, connections: int, rate: float, workdir: Path) -> Run:
+    result = workdir / "wrk-result.jsonl"
+    result.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "BODY_FILE": str(body),
+        "RATE": str(rate),
+        "CONNECTIONS": str(connections),
+        "RESULT_FILE": str(result),
+    }
+    command = [
+        "taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(HERE / "request.lua"), url,
+    ]  # fmt: skip
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=seconds + 60)
+    raw = json.loads(result.read_text().strip().splitlines()[-1])
+    errors = sum(int(raw[k]) for k in ("connect_errors", "read_errors", "write_errors", "non_2xx", "timeouts"))
+    return Run(
+        rps=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        errors=errors,
+        raw=raw,
+    )
+
+
+def measure(
+    *,
+    config: Config,
+    model: str,
+    path: Path,
+    bodies: dict[int, Path],
+    args: argparse.Namespace,
+    rates: dict[int, float] | None,
+) -> dict[tuple[int, str], Run]:
+    """Per body size: saturation, then a fixed offered load of `rates[n]` (None: half this server's own
+    saturation; an empty dict: no fixed-load run)."""
+    server = Server(config, model, path, args.workdir, args.mlserver_python)
+    results: dict[tuple[int, str], Run] = {}
+    try:
+        for n, body in bodies.items():
+            wrk(server.url, body, seconds=2, connections=args.connections, rate=0, workdir=args.workdir)  # warm-up
+            results[(n, "sat")] = wrk(
+                server.url, body, seconds=args.duration, connections=args.connections, rate=0, workdir=args.workdir
+            )
+            rate = results[(n, "sat")].rps / 2 if rates is None else rates.get(n)
+            if rate:
+                results[(n, "fixed")] = wrk(
+                    server.url, body, seconds=args.duration, connections=args.paced_connections,
+                    rate=rate, workdir=args.workdir,
+                )  # fmt: skip
+            print(f"  {config.title:<22} {model:<7} {n:>2} rows: " + ", ".join(
+                f"{kind} {r.rps:8.0f} req/s p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:7.2f} ms err {r.errors}"
+                for (size, kind), r in results.items() if size == n
+            ), flush=True)  # fmt: skip
+    finally:
+        server.stop()
+    return results
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line)
+    banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
+    wrk_version = " ".join(banner.split()[:2])
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "wrk": wrk_version,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mlserver-python", type=Path, required=True)
+    parser.add_argument("--mlserver-version", default="")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--paced-connections", type=int, default=16)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (args.workdir / "logs").mkdir(exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
+    paths = train(args.workdir)
+    bodies = write_bodies(args.workdir)
+    single_process = Config("mlserver", 1, parallel_workers=0, label="mlserver x1 pw0")
+    configs = [Config("ours", 1), Config("mlserver", 1), Config("ours", 2), Config("mlserver", 2), single_process]
+    batching = Config("ours", 1, batching=True, label="ours x1 +batching")
+    results: dict[tuple[str, str], dict[tuple[int, str], Run]] = {}
+    for model, path in paths.items():
+        for workers in (1, 2):
+            ours = Config("ours", workers)
+            print(f"{model}, {workers} worker(s)", flush=True)
+            # Ours first: the fixed offered load is half of our saturation, applied to both servers.
+            results[(ours.title, model)] = measure(
+                config=ours, model=model, path=path, bodies=bodies, args=args, rates=None
+            )
+            rates = {n: results[(ours.title, model)][(n, "sat")].rps / 2 for n in bodies}
+            theirs = [Config("mlserver", workers)] + ([single_process] if workers == 1 else [])
+            for config in theirs:
+                results[(config.title, model)] = measure(
+                    config=config, model=model, path=path, bodies=bodies, args=args, rates=rates
+                )
+        results[(batching.title, model)] = measure(
+            config=batching, model=model, path=path, bodies={1: bodies[1]}, args=args, rates={}
+        )
+    finished = dt.datetime.now(dt.UTC)
+    report = render(results, configs=configs, batching=batching, info=machine(), args=args, span=(started, finished))
+    args.out.write_text(report)
+    print(report)
+
+
+def render(
+    results: dict[tuple[str, str], dict[tuple[int, str], Run]],
+    *,
+    configs: list[Config],
+    batching: Config,
+    info: dict[str, str],
+    args: argparse.Namespace,
+    span: tuple[dt.datetime, dt.datetime],
+) -> str:
+    started, finished = span
+
+    def r(config: Config, model: str, n: int, kind: str) -> Run | None:
+        return results.get((config.title, model), {}).get((n, kind))
+
+    lines = [
+        "# Serving benchmark: modelserver vs MLServer",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC (took {(finished - started).total_seconds() / 60:.0f} min)",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} memory, kernel {info['kernel']}, "
+        f"Python {info['python']}",
+        f"- command: `make bench-serving` (runs `bench/serving/run.py --duration {args.duration} "
+        f"--connections {args.connections} --paced-connections {args.paced_connections}`)",
+        f"- servers: modelserver (this repo) vs MLServer {args.mlserver_version} + mlserver-sklearn, same "
+        "scikit-learn version and the same joblib files; both asked for the `predict` output with the same "
+        "Open Inference Protocol v2 JSON body on `POST /v2/models/<name>/infer`.",
+        "- workers: `x1` = one worker process: modelserver `--workers 1`; MLServer both with its default "
+        "`parallel_workers: 1` (HTTP process + one inference process) and with `parallel_workers: 0` "
+        "(inference in the HTTP process). `x2` = the count each recommends for 2 cores (modelserver: one "
+        "per core, `--workers 2`; MLServer: `parallel_workers` = cores = 2). MLServer runs with "
+        "`debug: false` so it writes no access log, like modelserver.",
+        f"- load generator: {info['wrk']} with `bench/serving/request.lua`, 1 thread. A C program on its own core "
+        "saturates neither server first, which a Python generator on 2 cores would.",
+        "- pinning (`taskset`): x1 servers on CPU 0 (every process of theirs) and wrk on CPU 1; x2 servers on "
+        "CPUs 0-1 with wrk sharing CPU 1 (same for both servers, so x2 numbers are lower bounds for both).",
+        f"- saturation: {args.connections} connections as fast as they go, {args.duration} s after a 2 s warm-up. "
+        f"Fixed load: {args.paced_connections} connections with exponential think times offering half of "
+        "modelserver's saturation rate for that row, to both servers (achieved rate shown; a server "
+        "that saturates below it shows its saturation latency).",
+        "",
+    ]
+    for model, description in MODELS.items():
+        lines += [f"## {model}: {description}", ""]
+        lines += [
+            "| rows/request | configuration | modelserver req/s | MLServer req/s | ratio | fixed load req/s "
+            "| modelserver p50 / p99 ms | MLServer p50 / p99 ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        pairs = [
+            ("x1 vs MLServer x1 (parallel_workers 1, its default)", configs[0], configs[1]),
+            ("x1 vs MLServer x1 (parallel_workers 0: one process)", configs[0], configs[4]),
+            ("x2 vs MLServer x2 (parallel_workers 2)", configs[2], configs[3]),
+        ]
+        for n in (1, 32):
+            for pair, ours, theirs in pairs:
+                sat_o, sat_t = r(ours, model, n, "sat"), r(theirs, model, n, "sat")
+                fix_o, fix_t = r(ours, model, n, "fixed"), r(theirs, model, n, "fixed")
+                if not (sat_o and sat_t and fix_o and fix_t):
+                    continue
+                lines.append(
+                    f"| {n} | {pair} | {sat_o.rps:,.0f} | {sat_t.rps:,.0f} | **{sat_o.rps / sat_t.rps:.1f}x** "
+                    f"| {fix_o.rps:,.0f} / {fix_t.rps:,.0f} | {fix_o.p50_ms:.2f} / {fix_o.p99_ms:.2f} "
+                    f"| {fix_t.p50_ms:.2f} / {fix_t.p99_ms:.2f} |"
+                )
+        plain, batched = r(configs[0], model, 1, "sat"), r(batching, model, 1, "sat")
+        if plain and batched:
+            lines += [
+                "",
+                f"Adaptive batching, 1 row/request, x1, {args.connections} connections: "
+                f"{plain.rps:,.0f} req/s off -> {batched.rps:,.0f} req/s on (**{batched.rps / plain.rps:.2f}x**), "
+                f"p99 {plain.p99_ms:.2f} -> {batched.p99_ms:.2f} ms.",
+            ]
+        errors = sum(run.errors for (title, m), runs in results.items() if m == model for run in runs.values())
+        lines += ["", f"Errors (connect/read/write/timeouts/non-2xx) over all runs of this model: {errors}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
