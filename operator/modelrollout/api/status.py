@@ -17,6 +17,8 @@ Phase = Literal["Pending", "Progressing", "Paused", "Promoting", "Healthy", "Deg
 ConditionStatus = Literal["True", "False", "Unknown"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
 Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+RunKind = Literal["Background", "Step", "Final"]
+PauseReason = Literal["PauseStep", "User", "Inconclusive", "AnalysisMisconfigured", "AbTestNotSupportedYet"]
 
 
 class RevisionRef(ApiModel):
@@ -52,6 +54,11 @@ class AnalysisRun(ApiModel):
 
     at: datetime = Field(description="When the run was evaluated.")
     verdict: Verdict = Field(description="The run's verdict: the worst of its metrics.")
+    kind: RunKind | None = Field(
+        default=None,
+        description="Background (every interval while the candidate gets traffic), Step (an analysis step or "
+        "blue-green pre-promotion analysis) or Final (shadow's verdict over its whole duration).",
+    )
     step: int | None = Field(default=None, description="Canary step index the run belonged to.")
     metrics: list[MetricResult] = Field(default_factory=list, description="Per-metric results.")
 
@@ -62,7 +69,12 @@ class AnalysisStatus(ApiModel):
     runs: list[AnalysisRun] = Field(default_factory=list, description="Latest runs, newest last (bounded).")
     failures: int = Field(default=0, ge=0, description="Failed runs in this rollout.")
     consecutive_failures: int = Field(default=0, ge=0, description="Failed runs in a row.")
-    consecutive_inconclusive: int = Field(default=0, ge=0, description="Inconclusive runs in a row.")
+    consecutive_inconclusive: int = Field(
+        default=0, ge=0, description="Runs in a row that could not decide (Inconclusive or Error)."
+    )
+    next_run_at: datetime | None = Field(
+        default=None, description="When the next background run is due; unset while the candidate gets no traffic."
+    )
 
 
 class Condition(ApiModel):
@@ -108,6 +120,13 @@ class AbTestResult(ApiModel):
     samples_canary: int = Field(default=0, ge=0, description="Trials of the canary.")
 
 
+class ScheduledScaleDown(ApiModel):
+    """An old revision kept running for a fast undo, and when it is scaled to zero."""
+
+    revision: str = Field(max_length=16, description="The revision to scale down.")
+    at: datetime = Field(description="When to scale it down.")
+
+
 class ReplicaCounts(ApiModel):
     """Pods of one workload, read back from its Deployment."""
 
@@ -128,9 +147,27 @@ class ModelDeploymentStatus(ApiModel):
     step_started_at: datetime | None = Field(default=None, description="When the current step began.")
     rollout_started_at: datetime | None = Field(default=None, description="When the current rollout began.")
     paused: bool = Field(default=False, description="True while paused, by a step or a user.")
+    pause_reason: PauseReason | None = Field(
+        default=None,
+        description="Why it is paused: PauseStep, User, Inconclusive (analysis could not decide), "
+        "AnalysisMisconfigured or AbTestNotSupportedYet.",
+    )
+    held: RevisionRef | None = Field(
+        default=None,
+        description="A target not rolled out again (after abort, rollback or undo) until the spec asks for "
+        "another revision or a user says retry.",
+    )
+    scale_downs: list[ScheduledScaleDown] = Field(
+        default_factory=list, description="Old revisions still running after promotion, and when they go."
+    )
+    last_verb_id: str | None = Field(
+        default=None, max_length=128, description="Id of the last user verb applied; a repeat is ignored."
+    )
     weights: Weights = Field(default_factory=Weights, description="Traffic split currently applied.")
     replicas: dict[str, ReplicaCounts] = Field(
-        default_factory=dict, description="Pods per workload (stable, canary), from the real Deployments."
+        default_factory=dict,
+        description="Pods per role (stable, canary) from the Deployments of the status.stable and "
+        "status.canary revisions.",
     )
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus, description="Analysis runs and counters.")
     ab_test: AbTestResult | None = Field(default=None, description="A/B test state and decision.")
