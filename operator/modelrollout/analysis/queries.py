@@ -1,0 +1,149 @@
+"""PromQL for analysis metrics: builtins over the model server's metrics (DESIGN.md section 4) and the
+placeholders of custom queries.
+
+Builtin queries select one revision by the `namespace`, `model` and `version` labels: the model server labels
+every series with model and version, and Prometheus' Kubernetes discovery (ServiceMonitor, PodMonitor or plain
+kubernetes_sd relabelling) adds namespace. Two revisions with the same model version (an image-only change) are
+therefore indistinguishable to the builtins; custom queries can use {{revision}} with a pod label instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelrollout.api.analysis import Builtin
+
+NAMESPACE_LABEL = "namespace"
+# rate() needs two samples inside its window and loses part of the window at each edge; four scrapes is the
+# usual floor below which rates flicker between a value and nothing.
+MIN_SCRAPES_PER_WINDOW = 4
+PLACEHOLDERS = ("namespace", "name", "version", "revision", "interval")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+SHADOW_BUILTINS: frozenset[Builtin] = frozenset({"shadowAgreement", "shadowMeanAbsDiff"})
+
+
+class QueryTemplateError(ValueError):
+    """A custom query names a placeholder we do not fill."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryContext:
+    """Everything a query may refer to, for one revision and one window."""
+
+    namespace: str
+    name: str  # the ModelDeployment; also the router's `route` label
+    model: str  # spec.model.name: the model server's `model` label
+    version: str
+    revision: str
+    window_seconds: int
+
+    @property
+    def interval(self) -> str:
+        return f"{self.window_seconds}s"
+
+
+def rate_window(*, requested_seconds: float, scrape_interval_seconds: float) -> int:
+    """The window (whole seconds) a rate over `requested_seconds` really uses: never below four scrapes."""
+    if scrape_interval_seconds <= 0:
+        raise ValueError("the scrape interval must be positive")
+    return math.ceil(max(requested_seconds, MIN_SCRAPES_PER_WINDOW * scrape_interval_seconds))
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _server(ctx: QueryContext, extra: str = "") -> str:
+    labels = f"{NAMESPACE_LABEL}={_quoted(ctx.namespace)},model={_quoted(ctx.model)},version={_quoted(ctx.version)}"
+    return "{" + labels + extra + "}"
+
+
+def _route(ctx: QueryContext, extra: str = "") -> str:
+    return "{" + f"{NAMESPACE_LABEL}={_quoted(ctx.namespace)},route={_quoted(ctx.name)}" + extra + "}"
+
+
+def _latency(quantile: float) -> Callable[[QueryContext], str]:
+    def query(ctx: QueryContext) -> str:
+        buckets = f"modelserver_request_duration_seconds_bucket{_server(ctx)}"
+        return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{ctx.interval}])))"
+
+    return query
+
+
+def _error_rate(ctx: QueryContext) -> str:
+    # The model server counts a failed inference both as an inference error and as a request with its 4xx/5xx
+    # code, so the non-2xx share of requests already includes every inference error; adding the error counter
+    # would count each failure twice.
+    failed_series = _server(ctx, ',code!~"2.."')
+    failed = f"sum(rate(modelserver_requests_total{failed_series}[{ctx.interval}]))"
+    total = f"sum(rate(modelserver_requests_total{_server(ctx)}[{ctx.interval}]))"
+    # `or vector(0)`: a window with requests but no failures has no failed series; that is a rate of 0, not
+    # missing data (no requests at all still divides by an empty sum and yields no data).
+    return f"({failed} or vector(0)) / {total}"
+
+
+def _request_rate(ctx: QueryContext) -> str:
+    return f"sum(rate(modelserver_requests_total{_server(ctx)}[{ctx.interval}]))"
+
+
+def _shadow_agreement(ctx: QueryContext) -> str:
+    # Errors of the shadow call count against agreement: a candidate that fails cannot be said to agree.
+    agreed = _route(ctx, ',result="agree"')
+    agree = f"sum(increase(modelrouter_shadow_comparisons_total{agreed}[{ctx.interval}]))"
+    compared = f"sum(increase(modelrouter_shadow_comparisons_total{_route(ctx)}[{ctx.interval}]))"
+    return f"({agree} or vector(0)) / {compared}"
+
+
+def _shadow_mean_abs_diff(ctx: QueryContext) -> str:
+    # Needs a router histogram of |stable - candidate| per mirrored request (modelrouter_shadow_abs_diff); the
+    # router of DESIGN.md section 4 exposes only agree/disagree counts so far.
+    total = f"sum(rate(modelrouter_shadow_abs_diff_sum{_route(ctx)}[{ctx.interval}]))"
+    count = f"sum(rate(modelrouter_shadow_abs_diff_count{_route(ctx)}[{ctx.interval}]))"
+    return f"{total} / {count}"
+
+
+_BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
+    "latencyP95": _latency(0.95),
+    "latencyP99": _latency(0.99),
+    "errorRate": _error_rate,
+    "requestRate": _request_rate,
+    "shadowAgreement": _shadow_agreement,
+    "shadowMeanAbsDiff": _shadow_mean_abs_diff,
+}
+
+
+def builtin_query(builtin: Builtin, ctx: QueryContext) -> str:
+    return _BUILTINS[builtin](ctx)
+
+
+def samples_query(builtin: Builtin | None, ctx: QueryContext) -> str:
+    """How many observations back a metric in the window: shadow comparisons for the shadow builtins, the
+    revision's requests for everything else (custom queries included)."""
+    if builtin in SHADOW_BUILTINS:
+        return f"sum(increase(modelrouter_shadow_comparisons_total{_route(ctx)}[{ctx.interval}]))"
+    return f"sum(increase(modelserver_requests_total{_server(ctx)}[{ctx.interval}]))"
+
+
+def custom_query(template: str, ctx: QueryContext) -> str:
+    """Fill {{namespace}} {{name}} {{version}} {{revision}} {{interval}}; anything else is an error, because a
+    placeholder left in the text would reach Prometheus as a syntax error far from its cause."""
+    values = {
+        "namespace": ctx.namespace,
+        "name": ctx.name,
+        "version": ctx.version,
+        "revision": ctx.revision,
+        "interval": ctx.interval,
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            known = " ".join("{{" + p + "}}" for p in PLACEHOLDERS)
+            raise QueryTemplateError(f"unknown placeholder {{{{{key}}}}} in the query; known: {known}")
+        return values[key]
+
+    return _PLACEHOLDER.sub(fill, template)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pytest
+
+from modelrollout.analysis.queries import (
+    QueryContext,
+    QueryTemplateError,
+    builtin_query,
+    custom_query,
+    rate_window,
+    samples_query,
+)
+
+CTX = QueryContext(
+    namespace="prod", name="churn-md", model="churn", version="7", revision="e5f6a7b8", window_seconds=60
+)
+SEL = 'namespace="prod",model="churn",version="7"'
+
+
+@pytest.mark.parametrize(
+    ("builtin", "expected"),
+    [
+        (
+            "latencyP95",
+            f"histogram_quantile(0.95, sum by (le) (rate(modelserver_request_duration_seconds_bucket{{{SEL}}}[60s])))",
+        ),
+        (
+            "latencyP99",
+            f"histogram_quantile(0.99, sum by (le) (rate(modelserver_request_duration_seconds_bucket{{{SEL}}}[60s])))",
+        ),
+        (
+            "errorRate",
+            f'(sum(rate(modelserver_requests_total{{{SEL},code!~"2.."}}[60s])) or vector(0))'
+            f" / sum(rate(modelserver_requests_total{{{SEL}}}[60s]))",
+        ),
+        ("requestRate", f"sum(rate(modelserver_requests_total{{{SEL}}}[60s]))"),
+        (
+            "shadowAgreement",
+            "(sum(increase(modelrouter_shadow_comparisons_total"
+            '{namespace="prod",route="churn-md",result="agree"}[60s])) or vector(0))'
+            ' / sum(increase(modelrouter_shadow_comparisons_total{namespace="prod",route="churn-md"}[60s]))',
+        ),
+        (
+            "shadowMeanAbsDiff",
+            'sum(rate(modelrouter_shadow_abs_diff_sum{namespace="prod",route="churn-md"}[60s]))'
+            ' / sum(rate(modelrouter_shadow_abs_diff_count{namespace="prod",route="churn-md"}[60s]))',
+        ),
+    ],
+)
+def test_builtin_queries_select_one_revision_over_the_window(builtin: str, expected: str) -> None:
+    assert builtin_query(builtin, CTX) == expected  # type: ignore[arg-type]
+
+
+def test_samples_are_requests_for_server_metrics_and_comparisons_for_shadow_ones() -> None:
+    requests = f"sum(increase(modelserver_requests_total{{{SEL}}}[60s]))"
+    assert samples_query("latencyP95", CTX) == requests
+    assert samples_query(None, CTX) == requests  # custom queries count the revision's requests too
+    assert samples_query("shadowAgreement", CTX) == (
+        'sum(increase(modelrouter_shadow_comparisons_total{namespace="prod",route="churn-md"}[60s]))'
+    )
+
+
+def test_label_values_are_escaped_inside_promql_strings() -> None:
+    odd = QueryContext(namespace="n", name="x", model='a"b\\c', version="1", revision="r", window_seconds=5)
+    assert 'model="a\\"b\\\\c"' in builtin_query("requestRate", odd)
+
+
+def test_custom_queries_get_every_placeholder_filled() -> None:
+    template = 'sum(rate(x{ns="{{namespace}}",md="{{ name }}",v="{{version}}",r="{{revision}}"}[{{interval}}]))'
+    assert custom_query(template, CTX) == 'sum(rate(x{ns="prod",md="churn-md",v="7",r="e5f6a7b8"}[60s]))'
+
+
+def test_an_unknown_placeholder_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(QueryTemplateError, match=r"unknown placeholder \{\{model\}\}.*\{\{namespace\}\}"):
+        custom_query('x{m="{{model}}"}', CTX)
+
+
+def test_promql_braces_that_are_not_placeholders_are_left_alone() -> None:
+    assert custom_query('sum by (le) (x{a="b"})', CTX) == 'sum by (le) (x{a="b"})'
+
+
+@pytest.mark.parametrize(
+    ("requested", "scrape", "window"),
+    [
+        (30, 1, 30),  # long enough already
+        (30, 15, 60),  # four scrapes of 15s
+        (10, 5, 20),
+        (0.5, 0.1, 1),  # rounded up to whole seconds
+        (61.2, 1, 62),
+    ],
+)
+def test_rate_windows_never_cover_fewer_than_four_scrapes(requested: float, scrape: float, window: int) -> None:
+    assert rate_window(requested_seconds=requested, scrape_interval_seconds=scrape) == window
+
+
+def test_a_scrape_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        rate_window(requested_seconds=30, scrape_interval_seconds=0)
+
+
+def test_context_interval_is_a_promql_duration() -> None:
+    assert CTX.interval == "60s"
