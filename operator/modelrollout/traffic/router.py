@@ -1,0 +1,158 @@
+"""The `router` provider: our own proxy (`modelserver route`) reads its routing from a ConfigMap we write.
+
+The ConfigMap holds one key, `router.json`, with a versioned document:
+
+    {"schemaVersion": 1, "route": "churn",
+     "backends": {"stable": "http://churn-stable.ns.svc:8080", "canary": "http://churn-canary.ns.svc:8080"},
+     "weights": {"stable": 90, "canary": 10}, "mirrorPercent": 0,
+     "headerRoute": {"header": "x-canary", "exact": "yes"}}
+
+`route` is the label value the router puts on its metrics (modelrouter_*{route=...}), which the shadow builtins
+select on. A router must refuse a schemaVersion it does not know rather than guess. The Kubernetes write and
+read are injected callables, so this module stays free of any client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from modelrollout.traffic.base import HeaderMatch, check_weights
+
+SCHEMA_VERSION: Literal[1] = 1
+CONFIG_KEY = "router.json"
+
+ConfigMapData = dict[str, str]
+WriteConfigMap = Callable[[ConfigMapData], Awaitable[None]]
+ReadConfigMap = Callable[[], Awaitable[Mapping[str, str] | None]]
+
+
+class RouterConfigError(ValueError):
+    """A stored router document we cannot use, with the reason."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Backends(_Model):
+    stable: str = Field(pattern=r"^https?://", description="Base URL of the stable Service.")
+    canary: str | None = Field(default=None, pattern=r"^https?://", description="Base URL of the canary Service.")
+
+
+class RouterWeights(_Model):
+    stable: int = Field(default=100, ge=0, le=100)
+    canary: int = Field(default=0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _add_up(self) -> RouterWeights:
+        check_weights(self.stable, self.canary)
+        return self
+
+
+class RouterConfig(_Model):
+    """Version 1 of the router's routing document."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    route: str = Field(min_length=1, max_length=253)
+    backends: Backends
+    weights: RouterWeights = RouterWeights()
+    mirror_percent: int = Field(default=0, ge=0, le=100)
+    header_route: HeaderMatch | None = None
+
+    @model_validator(mode="after")
+    def _canary_when_used(self) -> RouterConfig:
+        uses_canary = self.weights.canary > 0 or self.mirror_percent > 0 or self.header_route is not None
+        if uses_canary and self.backends.canary is None:
+            raise ValueError("weights, mirror or a header route send traffic to the canary but it has no backend")
+        return self
+
+
+def to_configmap_data(config: RouterConfig) -> ConfigMapData:
+    # Sorted keys: the same routing always gives the same bytes, so re-applying it is a no-op for the API server.
+    body = config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {CONFIG_KEY: json.dumps(body, sort_keys=True, separators=(",", ":"))}
+
+
+def parse_configmap_data(data: Mapping[str, str]) -> RouterConfig:
+    text = data.get(CONFIG_KEY)
+    if text is None:
+        raise RouterConfigError(f"the ConfigMap has no {CONFIG_KEY} key")
+    try:
+        body: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RouterConfigError(f"{CONFIG_KEY} is not JSON: {exc}") from exc
+    version = body.get("schemaVersion") if isinstance(body, dict) else None
+    if version != SCHEMA_VERSION:
+        raise RouterConfigError(f"{CONFIG_KEY} has schemaVersion {version!r}; this operator reads {SCHEMA_VERSION}")
+    try:
+        return RouterConfig.model_validate(body)
+    except ValidationError as exc:
+        raise RouterConfigError(f"{CONFIG_KEY} is invalid: {exc}") from exc
+
+
+class ConfigMapRouter:
+    """TrafficRouter that writes RouterConfig documents. Each change starts from the stored document (so a
+    restarted operator keeps what it set before), changes one thing, and writes the whole document back."""
+
+    def __init__(
+        self,
+        *,
+        route: str,
+        stable_url: str,
+        canary_url: str,
+        write: WriteConfigMap,
+        read: ReadConfigMap,
+    ) -> None:
+        self._backends = Backends(stable=stable_url, canary=canary_url)
+        self._route = route
+        self._write = write
+        self._read = read
+        self._written: RouterConfig | None = None
+
+    def _default(self) -> RouterConfig:
+        return RouterConfig(route=self._route, backends=self._backends)
+
+    async def _stored(self) -> RouterConfig | None:
+        data = await self._read()
+        if data is None:
+            return None
+        try:
+            return parse_configmap_data(data)
+        except RouterConfigError:
+            return None
+
+    async def _update(self, **changes: Any) -> None:
+        # A missing or unreadable document is replaced: a safe default (all to stable) plus the change.
+        current = await self._stored() or self._default()
+        merged = {**current.model_dump(), "route": self._route, "backends": self._backends.model_dump(), **changes}
+        config = RouterConfig.model_validate(merged)
+        await self._write(to_configmap_data(config))
+        self._written = config
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        check_weights(stable, canary)
+        await self._update(weights={"stable": stable, "canary": canary})
+
+    async def set_mirror(self, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"mirror percent must be within 0..100, got {percent}")
+        await self._update(mirror_percent=percent)
+
+    async def set_header_route(self, match: HeaderMatch | None) -> None:
+        await self._update(header_route=match.model_dump() if match else None)
+
+    async def verify(self) -> bool:
+        """The stored document is readable and is the one this router last wrote (or, before any write, merely
+        readable). Whether the router process has loaded it is not visible from the ConfigMap."""
+        stored = await self._stored()
+        if stored is None:
+            return False
+        return self._written is None or stored == self._written
+
+    async def reset(self) -> None:
+        await self._update(weights={"stable": 100, "canary": 0}, mirror_percent=0, header_route=None)

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pytest
+from pydantic import ValidationError
+
+from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.router import (
+    CONFIG_KEY,
+    ConfigMapRouter,
+    RouterConfig,
+    RouterConfigError,
+    parse_configmap_data,
+    to_configmap_data,
+)
+
+STABLE_URL = "http://churn-stable.prod.svc:8080"
+CANARY_URL = "http://churn-canary.prod.svc:8080"
+
+
+class Store:
+    """One ConfigMap's data, as the injected read/write callables see it."""
+
+    def __init__(self, data: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.writes = 0
+
+    async def write(self, data: dict[str, str]) -> None:
+        self.data = dict(data)
+        self.writes += 1
+
+    async def read(self) -> Mapping[str, str] | None:
+        return self.data
+
+
+def router(store: Store) -> ConfigMapRouter:
+    return ConfigMapRouter(
+        route="churn", stable_url=STABLE_URL, canary_url=CANARY_URL, write=store.write, read=store.read
+    )
+
+
+def stored(store: Store) -> RouterConfig:
+    assert store.data is not None
+    return parse_configmap_data(store.data)
+
+
+def test_the_document_format_is_versioned_camel_case_json() -> None:
+    config = RouterConfig.model_validate(
+        {
+            "route": "churn",
+            "backends": {"stable": STABLE_URL, "canary": CANARY_URL},
+            "weights": {"stable": 90, "canary": 10},
+            "mirrorPercent": 5,
+            "headerRoute": {"header": "x-canary", "exact": "yes"},
+        }
+    )
+    data = to_configmap_data(config)
+    assert list(data) == [CONFIG_KEY]
+    assert json.loads(data[CONFIG_KEY]) == {
+        "schemaVersion": 1,
+        "route": "churn",
+        "backends": {"stable": STABLE_URL, "canary": CANARY_URL},
+        "weights": {"stable": 90, "canary": 10},
+        "mirrorPercent": 5,
+        "headerRoute": {"header": "x-canary", "exact": "yes"},
+    }
+    assert parse_configmap_data(data) == config
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "has no router.json key"),
+        ({CONFIG_KEY: "{not json"}, "is not JSON"),
+        ({CONFIG_KEY: '{"schemaVersion": 2}'}, "has schemaVersion 2; this operator reads 1"),
+        ({CONFIG_KEY: "[]"}, "has schemaVersion None"),
+        ({CONFIG_KEY: '{"schemaVersion": 1, "route": "x"}'}, "is invalid"),
+        (
+            {
+                CONFIG_KEY: json.dumps(
+                    {
+                        "schemaVersion": 1,
+                        "route": "x",
+                        "backends": {"stable": STABLE_URL},
+                        "weights": {"stable": 80, "canary": 20},
+                    }
+                )
+            },
+            "has no backend",
+        ),
+    ],
+)
+def test_unusable_documents_are_refused_with_the_reason(data: dict[str, str], message: str) -> None:
+    with pytest.raises(RouterConfigError, match=message):
+        parse_configmap_data(data)
+
+
+def test_weights_must_add_up_to_100() -> None:
+    with pytest.raises(ValidationError, match="adding up to 100"):
+        RouterConfig.model_validate(
+            {"route": "x", "backends": {"stable": STABLE_URL}, "weights": {"stable": 50, "canary": 10}}
+        )
+
+
+async def test_each_change_keeps_the_others() -> None:
+    store = Store()
+    r = router(store)
+    await r.set_weights(90, 10)
+    await r.set_mirror(20)
+    await r.set_header_route(HeaderMatch(header="x-canary", regex="^(yes|true)$"))
+    config = stored(store)
+    assert (config.weights.stable, config.weights.canary) == (90, 10)
+    assert config.mirror_percent == 20
+    assert config.header_route == HeaderMatch(header="x-canary", regex="^(yes|true)$")
+    assert config.backends.canary == CANARY_URL
+    assert store.writes == 3
+    assert await r.verify()
+
+
+async def test_a_restarted_router_continues_from_the_stored_document() -> None:
+    store = Store()
+    await router(store).set_weights(70, 30)
+    await router(store).set_mirror(5)  # a new instance, as after an operator restart
+    config = stored(store)
+    assert (config.weights.canary, config.mirror_percent) == (30, 5)
+
+
+async def test_reset_sends_everything_to_stable() -> None:
+    store = Store()
+    r = router(store)
+    await r.set_weights(0, 100)
+    await r.set_mirror(50)
+    await r.set_header_route(HeaderMatch(header="x-canary"))
+    await r.reset()
+    config = stored(store)
+    assert (config.weights.stable, config.weights.canary, config.mirror_percent) == (100, 0, 0)
+    assert config.header_route is None
+
+
+async def test_an_unreadable_document_is_replaced_by_a_safe_one() -> None:
+    store = Store({CONFIG_KEY: "garbage"})
+    r = router(store)
+    assert not await r.verify()
+    await r.set_mirror(10)
+    config = stored(store)
+    assert (config.weights.stable, config.mirror_percent) == (100, 10)
+
+
+async def test_verify_notices_a_document_changed_behind_our_back() -> None:
+    store = Store()
+    r = router(store)
+    await r.set_weights(90, 10)
+    assert await r.verify()
+    await router(store).set_weights(50, 50)  # someone else
+    assert not await r.verify()
+    store.data = None
+    assert not await r.verify()
+
+
+async def test_before_any_write_verify_checks_the_stored_document_is_readable() -> None:
+    store = Store()
+    await router(store).set_weights(80, 20)
+    assert await router(store).verify()
+
+
+@pytest.mark.parametrize(("stable", "canary"), [(90, 20), (-10, 110)])
+async def test_invalid_weights_raise_before_writing(stable: int, canary: int) -> None:
+    store = Store()
+    with pytest.raises(ValueError, match="adding up to 100"):
+        await router(store).set_weights(stable, canary)
+    assert store.writes == 0
+
+
+async def test_invalid_mirror_raises_before_writing() -> None:
+    store = Store()
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        await router(store).set_mirror(101)
+    assert store.writes == 0
+
+
+def test_a_header_match_sets_at_most_one_way_to_match() -> None:
+    with pytest.raises(ValidationError, match="at most one of exact or regex"):
+        HeaderMatch(header="x", exact="a", regex="b")
+    assert HeaderMatch(header="x").exact is None
