@@ -17,6 +17,15 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"))
 
 
+def bearer_token(api_key: dict[str, str]) -> str | None:
+    """The token kubernetes_asyncio loaded (kubeconfig token, in-cluster ServiceAccount), if any.
+
+    Recent versions keep it under `BearerToken`, older ones under `authorization`; Kopf wants it bare.
+    """
+    raw = api_key.get("BearerToken") or api_key.get("authorization") or ""
+    return raw.removeprefix("Bearer ").strip() or None
+
+
 def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
     """Handlers for one operator run, bound to its settings (the timer interval is a decorator argument)."""
     registry = kopf.OperatorRegistry()
@@ -40,7 +49,7 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
         kube = await KubeClient.connect(field_manager=op.field_manager, kubeconfig=kubeconfig)
         try:
             cfg = kube.configuration
-            token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip() or None
+            token = bearer_token(cfg.api_key or {})
             return kopf.ConnectionInfo(
                 server=str(cfg.host),
                 ca_path=cfg.ssl_ca_cert,

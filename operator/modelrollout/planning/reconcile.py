@@ -43,7 +43,8 @@ class PlanSettings:
 
 @dataclass(frozen=True)
 class Observed:
-    """Online Deployments found for this ModelDeployment (by revision) and the owned objects that exist."""
+    """Online Deployments found for this ModelDeployment (by revision) and every owned object that exists
+    (kind, name); owned objects missing from a plan are pruned."""
 
     revisions: dict[str, RevisionHealth] = field(default_factory=dict)
     existing: frozenset[tuple[str, str]] = frozenset()
@@ -234,11 +235,10 @@ def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettin
     apply += [hpa for ref in decision.keep if (hpa := build_hpa(spec, owner, revision=ref.revision))]
     apply += [pdb] if (pdb := build_pdb(spec, owner)) else []
 
-    kept = {ref.revision for ref in decision.keep}
-    gone = [workload_name(meta.name, rev) for rev in sorted(observed.revisions) if rev not in kept]
-    delete = [("Deployment", name) for name in gone]
-    if spec.online.autoscaling:
-        delete += [("HorizontalPodAutoscaler", name) for name in gone]
+    # Prune: whatever we own that this plan no longer wants goes (old revisions, an HPA after autoscaling was
+    # turned off, a PDB after scaling to one pod), exactly as `kubectl apply --prune` would.
+    wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in apply}
+    delete = sorted(observed.existing - wanted)
 
     events = list(decision.events)
     if prev.observed_generation is not None:  # we applied before: anything missing was removed behind our back
@@ -258,8 +258,9 @@ def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettin
                     f"restored to {spec.online.replicas}",
                 )
             )
-    for name in gone:
-        events.append(Event("Normal", "RevisionRemoved", f"Deployment {name} is no longer needed; deleted"))
+    for kind, name in delete:
+        reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
+        events.append(Event("Normal", reason, f"{kind} {name} is no longer needed; deleted"))
     if decision.failure and not any(c.type == "Degraded" and c.status == "True" for c in prev.conditions):
         events.append(Event("Warning", "RevisionFailed", decision.message))
 

@@ -43,11 +43,12 @@ def up(ref: RevisionRef, *, ready: int = 2, failure: str | None = None) -> Revis
     )
 
 
-def observed(*healths: RevisionHealth, existing: set[tuple[str, str]] | None = None) -> Observed:
-    if existing is None:
-        existing = {("Deployment", f"iris-{h.revision}") for h in healths}
-        existing |= {("Service", "iris"), ("Service", "iris-stable"), ("Service", "iris-canary")}
-        existing |= {("PodDisruptionBudget", "iris")}
+def observed(*healths: RevisionHealth, hpas: bool = False) -> Observed:
+    existing = {("Deployment", f"iris-{h.revision}") for h in healths}
+    existing |= {("Service", "iris"), ("Service", "iris-stable"), ("Service", "iris-canary")}
+    existing |= {("PodDisruptionBudget", "iris")}
+    if hpas:
+        existing |= {("HorizontalPodAutoscaler", f"iris-{h.revision}") for h in healths}
     return Observed(revisions={h.revision: h for h in healths}, existing=frozenset(existing))
 
 
@@ -240,10 +241,19 @@ def test_autoscaled_revisions_get_their_own_hpa_which_goes_with_them() -> None:
     rolling = plan(scaled("2", healthy_on(a)), observed(up(a)))
     assert set(applied(rolling, "HorizontalPodAutoscaler")) == {f"iris-{a.revision}", f"iris-{b.revision}"}
     assert all("replicas" not in d["spec"] for d in applied(rolling, "Deployment").values())
-    done = plan(scaled("2", rolling.status), observed(up(a), up(b)))
+    done = plan(scaled("2", rolling.status), observed(up(a), up(b), hpas=True))
     assert set(applied(done, "HorizontalPodAutoscaler")) == {f"iris-{b.revision}"}
     assert done.delete == [("Deployment", f"iris-{a.revision}"), ("HorizontalPodAutoscaler", f"iris-{a.revision}")]
     assert reasons(done).count("RevisionRemoved") == 1
+
+
+def test_objects_the_spec_no_longer_needs_are_pruned() -> None:
+    # replicas 2 -> 1: the PodDisruptionBudget goes; a leftover HPA from autoscaling that was turned off goes too
+    seen = observed(up(V1), hpas=True)
+    p = plan(md("1", status=healthy_on(V1), replicas=1), seen)
+    assert p.delete == [("HorizontalPodAutoscaler", f"iris-{V1.revision}"), ("PodDisruptionBudget", "iris")]
+    assert reasons(p).count("ObjectRemoved") == 2
+    assert "replicas" in applied(p, "Deployment")[f"iris-{V1.revision}"]["spec"], "replicas are ours again"
 
 
 def test_history_is_bounded() -> None:

@@ -1,0 +1,105 @@
+"""The operator works with nothing but deploy/rbac.yaml's permissions (a ServiceAccount token, not admin)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+
+from modelrollout.api import GROUP, PLURAL, VERSION
+from tests.conftest import REPO_ROOT, Cluster
+from tests.support.crds import install_crds
+from tests.support.manifests import load_example
+from tests.support.operator import OperatorProcess
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
+
+
+def _rbac() -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(RBAC.read_text())}
+
+
+def test_the_role_has_no_wildcards() -> None:
+    for rule in _rbac()["ClusterRole"]["rules"]:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], rule
+
+
+def _service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration", "30m").stdout.strip()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    return path
+
+
+async def test_operator_reconciles_with_only_its_rbac(
+    cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await install_crds(kube_api)
+    rbac = _rbac()
+    account = rbac["ServiceAccount"]["metadata"]["name"]
+    role_name = f"{rbac['ClusterRole']['metadata']['name']}-{namespace}"
+    rbac_api = client.RbacAuthorizationV1Api(kube_api)
+    await client.CoreV1Api(kube_api).create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+    await rbac_api.create_cluster_role({**rbac["ClusterRole"], "metadata": {"name": role_name}})
+    try:
+        # Bound as deploy/rbac.yaml binds it: cluster-wide (Kopf reads CRDs and namespaces).
+        await rbac_api.create_cluster_role_binding(
+            {
+                "metadata": {"name": role_name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            },
+        )
+        kubeconfig = _service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
+        assert (
+            "Forbidden"
+            in cluster.kubectl("--kubeconfig", str(kubeconfig), "get", "secrets", "-n", namespace, check=False).stderr
+        ), "the token really is the restricted ServiceAccount"
+
+        process = OperatorProcess(kubeconfig=kubeconfig, namespace=namespace, log_dir=tmp_path)
+        process.start()
+        try:
+            custom = client.CustomObjectsApi(kube_api)
+            await custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, load_example("online-canary-router.yaml")
+            )
+
+            async def healthy() -> dict[str, Any] | None:
+                obj: dict[str, Any] = await custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "churn"
+                )
+                return obj if (obj.get("status") or {}).get("phase") == "Healthy" else None
+
+            await eventually(healthy, within=60, what="Healthy under the operator's own RBAC")
+            # Drift correction (watch + delete + patch) also works under the role.
+            await client.AppsV1Api(kube_api).patch_namespaced_deployment_scale(
+                f"churn-{(await healthy() or {})['status']['stable']['revision']}", namespace, {"spec": {"replicas": 9}}
+            )
+            await eventually(healthy, within=30, what="drift corrected")
+        finally:
+            process.stop()
+        log = process.log()
+        assert "403" not in log, log[-5000:]
+        assert "Forbidden" not in log, log[-5000:]
+    finally:
+        await rbac_api.delete_cluster_role(role_name)
+        await rbac_api.delete_cluster_role_binding(role_name)
