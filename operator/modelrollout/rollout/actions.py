@@ -1,0 +1,89 @@
+"""What a tick asks the operator to do, in order. Each action is idempotent: executing one twice (after a crash
+between executing and patching status, the next tick repeats it) changes nothing.
+
+Contract with the handler: execute the actions in order, then patch status with `Decision.status`. If an action
+fails, do not patch status; the next tick, computed from the old status, asks for the same actions again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from modelrollout.analysis.request import AnalysisRequest
+from modelrollout.api.status import RevisionRef
+from modelrollout.traffic.base import HeaderMatch
+
+Role = Literal["stable", "canary"]
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EnsureRevision:
+    """Run `revision`'s workloads with `replicas` online pods (server-side apply; scaling up a revision that was
+    scaled down). `role` says which Service (`<name>-stable` / `<name>-canary`) selects it. When `revision` is
+    not the spec's current one (an undo), its pod template is the one already stored in its Deployment."""
+
+    revision: RevisionRef
+    role: Role
+    replicas: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetWeights:
+    """TrafficRouter.set_weights(stable, canary): percentages per role, adding up to 100."""
+
+    stable: int
+    canary: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetMirror:
+    """TrafficRouter.set_mirror(percent): copy `percent`% of requests to the canary."""
+
+    percent: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetHeaderRoute:
+    """TrafficRouter.set_header_route(match)."""
+
+    match: HeaderMatch | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Promote:
+    """`revision` becomes stable: point the stable role (the `<name>-stable` and `<name>` Services, the router's
+    stable backend) at it. `previous` stops being stable; a later ScaleDown retires it."""
+
+    revision: RevisionRef
+    previous: RevisionRef | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScaleDown:
+    """Scale `revision`'s workloads to zero. Keep the objects (replicas 0): undo scales them up again without
+    the spec that made them. Emitted when due; a delayed scale-down waits in status.scaleDowns until then."""
+
+    revision: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordEvent:
+    """A Kubernetes Event on the ModelDeployment."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestAnalysis:
+    """An analysis is due: run `request` (analysis.run_analysis) and call tick again with the outcome. Until an
+    outcome arrives, the rollout waits where the analysis matters (analysis steps, shadow's final verdict)."""
+
+    request: AnalysisRequest
+
+
+Action = EnsureRevision | SetWeights | SetMirror | SetHeaderRoute | Promote | ScaleDown | RecordEvent | RequestAnalysis

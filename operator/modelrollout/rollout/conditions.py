@@ -1,0 +1,60 @@
+"""The Progressing and Degraded conditions, derived from the phase at the end of every tick (Ready is the
+reconciler's: it knows whether the serving pods are available)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from modelrollout.api.status import Condition, ConditionStatus, ModelDeploymentStatus
+
+_PROGRESSING_REASONS = {
+    "Progressing": "RolloutInProgress",
+    "Paused": "RolloutPaused",
+    "Promoting": "Promoting",
+    "Healthy": "RolloutComplete",
+    "Degraded": "RolloutAborted",
+    "RolledBack": "RolledBack",
+    "Pending": "NoRevision",
+    "Failed": "RolloutFailed",
+}
+
+
+def _set(conditions: list[Condition], new: Condition) -> list[Condition]:
+    out, found = [], False
+    for old in conditions:
+        if old.type != new.type:
+            out.append(old)
+            continue
+        found = True
+        # Kubernetes convention: lastTransitionTime moves only when the status flips.
+        since = old.last_transition_time if old.status == new.status else new.last_transition_time
+        out.append(new.model_copy(update={"last_transition_time": since}))
+    return out if found else [*out, new]
+
+
+def sync_conditions(status: ModelDeploymentStatus, *, now: datetime) -> None:
+    phase = status.phase
+    in_rollout = status.canary is not None
+    progressing: ConditionStatus = "True" if in_rollout else "False"
+    degraded: ConditionStatus = "True" if phase in ("Degraded", "RolledBack") else "False"
+    message = status.message or ""
+    status.conditions = _set(
+        status.conditions,
+        Condition(
+            type="Progressing",
+            status=progressing,
+            reason=_PROGRESSING_REASONS[phase],
+            message=message,
+            last_transition_time=now,
+        ),
+    )
+    status.conditions = _set(
+        status.conditions,
+        Condition(
+            type="Degraded",
+            status=degraded,
+            reason=_PROGRESSING_REASONS[phase] if degraded == "True" else "AsExpected",
+            message=message if degraded == "True" else "",
+            last_transition_time=now,
+        ),
+    )

@@ -1,0 +1,142 @@
+"""Runs the current step, and the ones after it, until one has to wait."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modelrollout.rollout.lifecycle import enter_promoting, next_step, promote_when_ready
+from modelrollout.rollout.plan import (
+    AnalysisStep,
+    BlockedStep,
+    MirrorStep,
+    PauseStep,
+    PreviewStep,
+    ShadowStep,
+    Step,
+    SwitchStep,
+    WeightStep,
+    WindowStep,
+)
+from modelrollout.rollout.sizing import for_mirror, for_weight, full_replicas
+from modelrollout.rollout.work import Work, label
+
+
+def _until(w: Work, seconds: float, what: str) -> bool:
+    if w.step_elapsed() >= seconds:
+        return True
+    w.status.message = f"{what} until {w.after(seconds, w.status.step_started_at).isoformat(timespec='seconds')}"
+    return False
+
+
+def _pods_ready(w: Work, wanted: int, what: str) -> bool:
+    ready = w.ready(w.canary)
+    if ready >= wanted:
+        return True
+    w.status.message = f"{what}: waiting for {label(w.canary)}: {ready} of {wanted} pods ready"
+    return False
+
+
+def _weight(w: Work, step: WeightStep, index: int) -> bool:
+    sizing = for_weight(w.spec, step.weight)
+    w.ensure(w.canary, "canary", sizing.canary)
+    if not _pods_ready(w, sizing.canary, f"step {index}: setWeight {step.weight}"):
+        return False
+    if sizing.stable is not None and w.status.stable is not None:
+        # Only once the canary pods are ready: stable gives up capacity when there is somewhere for it to go.
+        w.ensure(w.status.stable, "stable", sizing.stable)
+    w.set_weights(sizing.stable_weight, sizing.canary_weight)
+    effective = sizing.canary_weight
+    coarse = f" (asked {step.weight}%; whole pods give {effective}%)" if effective != step.weight else ""
+    w.event("Normal", "WeightSet", f"{label(w.canary)} gets {effective}% of requests{coarse}")
+    return True
+
+
+def _pause(w: Work, step: PauseStep, index: int) -> bool:
+    if step.seconds is None:
+        w.pause("PauseStep", f"step {index}: paused until promoted (kubectl modelrollout promote)")
+        return False
+    return _until(w, step.seconds, f"step {index}: paused")
+
+
+def _analysis(w: Work, step: AnalysisStep, index: int) -> bool:
+    resolved = w.plan.resolve(step.metrics)
+    if isinstance(resolved, str):
+        w.pause("AnalysisMisconfigured", f"step {index}: {resolved}; fix the spec, or promote to skip the step")
+    else:
+        w.status.message = f"step {index}: {step.describe()}"
+    return False  # only an outcome of this step's analysis moves the rollout on (analysing.consume)
+
+
+def _preview(w: Work, step: PreviewStep, index: int) -> bool:
+    full = full_replicas(w.spec)
+    w.ensure(w.canary, "canary", full)
+    return _pods_ready(w, full, "preview")
+
+
+def _switch(w: Work, step: SwitchStep, index: int) -> bool:
+    full = full_replicas(w.spec)
+    w.ensure(w.canary, "canary", full)
+    if not _pods_ready(w, full, "switch"):
+        return False
+    w.set_weights(0, 100)
+    w.event("Normal", "Switched", f"all requests go to {label(w.canary)}")
+    return True
+
+
+def _window(w: Work, step: WindowStep, index: int) -> bool:
+    return _until(w, step.seconds, "post-promotion analysis window")
+
+
+def _mirror(w: Work, step: MirrorStep, index: int) -> bool:
+    pods = for_mirror(w.spec, step.percent)
+    w.ensure(w.canary, "canary", pods)
+    if not _pods_ready(w, pods, f"mirror {step.percent}%"):
+        return False
+    w.set_mirror(step.percent)
+    w.event("Normal", "Mirroring", f"{step.percent}% of requests are mirrored to {label(w.canary)}")
+    return True
+
+
+def _shadow(w: Work, step: ShadowStep, index: int) -> bool:
+    if _until(w, step.seconds, "comparing shadow answers"):
+        w.status.message = "shadow duration reached: waiting for the final verdict over the whole duration"
+    return False  # only the Final analysis outcome moves the rollout on
+
+
+def _blocked(w: Work, step: BlockedStep, index: int) -> bool:
+    w.pause(step.reason, step.message)
+    return False
+
+
+# Each runner says whether its step is complete, so the next one may start in the same tick.
+_RUNNERS: dict[type[Step], Callable[[Work, Any, int], bool]] = {
+    WeightStep: _weight,
+    PauseStep: _pause,
+    AnalysisStep: _analysis,
+    PreviewStep: _preview,
+    SwitchStep: _switch,
+    WindowStep: _window,
+    MirrorStep: _mirror,
+    ShadowStep: _shadow,
+    BlockedStep: _blocked,
+}
+
+
+def run_steps(w: Work) -> None:
+    # Bounded: each pass either completes a step (at most one per step) or returns.
+    for _ in range(len(w.plan.steps) + 2):
+        s = w.status
+        if not w.in_rollout or s.paused:
+            return
+        if s.phase == "Promoting":
+            promote_when_ready(w)
+            return
+        index = s.current_step or 0
+        step = w.step()
+        if step is None:
+            enter_promoting(w, "all steps done")
+            continue
+        if not _RUNNERS[type(step)](w, step, index):
+            return
+        next_step(w)

@@ -1,0 +1,200 @@
+"""A stand-in for the operator around the pure rollout engine: it executes a Decision's actions against an
+in-memory picture of the cluster (pods per revision, router weights), answers RequestAnalysis with scripted
+verdicts, and moves a fake clock. Every tick is also computed from status after a round trip through its wire
+form, and must decide the same: that is what a restarted operator would see."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import (
+    AnalysisRun,
+    MetricResult,
+    ModelDeploymentStatus,
+    ReplicaCounts,
+    RevisionRef,
+    Verdict,
+)
+from modelrollout.rollout import (
+    Decision,
+    EnsureRevision,
+    Promote,
+    RecordEvent,
+    RequestAnalysis,
+    ScaleDown,
+    SetHeaderRoute,
+    SetMirror,
+    SetWeights,
+    Verb,
+    tick,
+)
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+V1 = RevisionRef(revision="aaaa1111", version="1")
+V2 = RevisionRef(revision="bbbb2222", version="2")
+V3 = RevisionRef(revision="cccc3333", version="3")
+
+BASE_SPEC: dict[str, Any] = {
+    "model": {"name": "churn", "version": "1", "uri": "s3://models/churn/1/model.joblib", "format": "sklearn"},
+    "online": {"replicas": 4},
+}
+METRICS = [
+    {"name": "p95", "builtin": "latencyP95", "max": 0.2},
+    {"name": "errors", "builtin": "errorRate", "max": 0.01},
+]
+
+
+def make_spec(rollout: dict[str, Any] | None = None, **online: Any) -> ModelDeploymentSpec:
+    body = copy.deepcopy(BASE_SPEC)
+    if rollout is not None:
+        body["rollout"] = rollout
+    body["online"].update(online)
+    return ModelDeploymentSpec.model_validate(body)
+
+
+def analysis(**settings: Any) -> dict[str, Any]:
+    return {"interval": "30s", "metrics": METRICS, **settings}
+
+
+def run_for(request: AnalysisRequest, verdict: Verdict, at: datetime) -> AnalysisOutcome:
+    metrics = [MetricResult(name=m.name, verdict=verdict, value=0.1, message="scripted") for m in request.metrics]
+    run = AnalysisRun(at=at, verdict=verdict, kind=request.kind, step=request.step, metrics=metrics)
+    return AnalysisOutcome(request=request, run=run)
+
+
+Script = Callable[[AnalysisRequest], Verdict | None]
+
+
+def always(verdict: Verdict) -> Script:
+    return lambda _request: verdict
+
+
+@dataclass
+class Sim:
+    """The operator loop around `tick`, with a cluster where pods become ready when asked (unless
+    `auto_ready` is off) and analysis verdicts come from `script` (None: leave the request unanswered)."""
+
+    spec: ModelDeploymentSpec
+    target: RevisionRef = field(default_factory=lambda: V2)
+    status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
+    now: datetime = T0
+    script: Script = field(default=always("Successful"))
+    auto_ready: bool = True
+    pods: dict[str, int] = field(default_factory=dict)
+    weights: tuple[int, int] = (100, 0)
+    mirror: int = 0
+    header_route: Any = None
+    stable_role: str | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    requests: list[AnalysisRequest] = field(default_factory=list)
+    scaled_down: list[str] = field(default_factory=list)
+    observed_pods: dict[str, int] = field(default_factory=dict)  # as the last decision saw them
+
+    @classmethod
+    def serving(cls, spec: ModelDeploymentSpec, stable: RevisionRef = V1, **kwargs: Any) -> Sim:
+        """A ModelDeployment whose `stable` already serves, healthy, and whose spec now asks for V2."""
+        target = kwargs.pop("target", V2)
+        sim = cls(spec=spec, target=stable, **kwargs)
+        auto_ready, sim.auto_ready = sim.auto_ready, True
+        sim.tick()
+        sim.tick()  # the pods asked for in the first tick are ready in the second
+        sim.auto_ready = auto_ready
+        if sim.status.stable != stable:
+            raise AssertionError(f"the first revision did not become stable: {sim.status}")
+        sim.target = target
+        sim.decisions.clear()
+        return sim
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def observed(self, pods: dict[str, int] | None = None) -> ModelDeploymentStatus:
+        """Status as the handler hands it to tick: replicas per role from the pods (the current ones by default)."""
+        pods = self.pods if pods is None else pods
+        replicas = {
+            role: ReplicaCounts(desired=pods.get(ref.revision, 0), ready=pods.get(ref.revision, 0))
+            for role, ref in (("stable", self.status.stable), ("canary", self.status.canary))
+            if ref is not None
+        }
+        return self.status.model_copy(update={"replicas": replicas})
+
+    def decide(self, verb: Verb | None, metrics: AnalysisOutcome | None) -> Decision:
+        observed = self.observed()
+        self.observed_pods = dict(self.pods)
+        decision = tick(observed, self.spec, target=self.target, metrics=metrics, now=self.now, verb=verb)
+        restarted = ModelDeploymentStatus.model_validate(observed.to_wire())
+        again = tick(restarted, self.spec, target=self.target, metrics=metrics, now=self.now, verb=verb)
+        assert again.actions == decision.actions, "a restarted operator would act differently"
+        assert again.status.to_wire() == decision.status.to_wire(), "a restarted operator would record differently"
+        assert again.wake_at == decision.wake_at
+        return decision
+
+    def _execute(self, decision: Decision) -> None:
+        for action in decision.actions:
+            match action:
+                case EnsureRevision(revision=ref, replicas=n):
+                    if self.auto_ready:
+                        self.pods[ref.revision] = n
+                case SetWeights(stable=s, canary=c):
+                    self.weights = (s, c)
+                case SetMirror(percent=p):
+                    self.mirror = p
+                case SetHeaderRoute(match=m):
+                    self.header_route = m
+                case Promote(revision=ref):
+                    self.stable_role = ref.revision
+                case ScaleDown(revision=rev):
+                    self.pods[rev] = 0
+                    self.scaled_down.append(rev)
+                case RecordEvent() | RequestAnalysis():
+                    pass
+        self.status = decision.status
+        self.decisions.append(decision)
+
+    def tick(self, verb: Verb | str | None = None) -> Decision:
+        """One operator pass: tick, execute; when an analysis is requested and the script answers, run it and
+        tick again with the outcome (as the handler does)."""
+        if isinstance(verb, str):
+            verb = Verb(name=verb)  # type: ignore[arg-type]
+        decision = self.decide(verb, None)
+        self._execute(decision)
+        for _ in range(5):
+            requested = [a.request for a in decision.actions if isinstance(a, RequestAnalysis)]
+            if not requested:
+                break
+            self.requests.append(requested[0])
+            verdict = self.script(requested[0])
+            if verdict is None:
+                break
+            decision = self.decide(None, run_for(requested[0], verdict, self.now))
+            self._execute(decision)
+        return decision
+
+    def wait(self, seconds: float) -> Decision:
+        self.now += timedelta(seconds=seconds)
+        return self.tick()
+
+    def run(self, *, until: Callable[[Sim], bool], step_s: float = 10, limit: int = 500) -> None:
+        for _ in range(limit):
+            if until(self):
+                return
+            self.wait(step_s)
+        raise AssertionError(f"not reached within {limit} ticks: {self.status.phase} {self.status.message}")
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def events(self, reason: str | None = None) -> list[RecordEvent]:
+        found = [a for d in self.decisions for a in d.actions if isinstance(a, RecordEvent)]
+        return [e for e in found if reason is None or e.reason == reason]
+
+    def actions(self, kind: type[Any]) -> list[Any]:
+        return [a for d in self.decisions for a in d.actions if isinstance(a, kind)]
+
+    @property
+    def outcomes(self) -> list[tuple[str, str]]:
+        return [(h.revision, h.outcome) for h in self.status.history]
