@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 INTERVAL_S = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class OperatorProcess:
@@ -57,6 +65,11 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop(graceful=False)
         self.start()
+
+    @property
+    def liveness_url(self) -> str | None:
+        port = self._env.get("MODELROLLOUT_LIVENESS_PORT", "0")
+        return None if port == "0" else f"http://127.0.0.1:{port}/healthz"
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

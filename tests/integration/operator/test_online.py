@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes_asyncio import client
 
@@ -157,6 +158,22 @@ async def test_online_example_converges_to_healthy_with_real_replica_counts(
     assert ("HorizontalPodAutoscaler" in kinds) == (spec.online.autoscaling is not None)
     assert ("PodDisruptionBudget" in kinds) == (want > 1)
     await k8s.wait_for_events(name, "RevisionAvailable")
+    # Kopf keeps its bookkeeping in our API group, and nothing of its own in status.
+    assert not [k for k in obj["metadata"].get("annotations", {}) if k.startswith("kopf.zalando.org/")]
+    assert all(k.startswith("modelrollout.dev/") for k in obj["metadata"].get("annotations", {}) if "/" in k)
+    assert "modelrollout.dev/last-handled-configuration" in obj["metadata"]["annotations"]
+    assert "kopf" not in status
+
+
+async def test_operator_reports_liveness(operator: OperatorProcess) -> None:
+    assert operator.liveness_url
+
+    async def live() -> int | None:
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(operator.liveness_url or "")
+        return answer.status_code if answer.status_code == 200 else None
+
+    assert await eventually(live, within=30, what="/healthz to answer 200") == 200
 
 
 async def _restored_within(
