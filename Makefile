@@ -64,7 +64,7 @@ test-unit: venv ## pure unit tests (no processes, no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv tools ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
+test-integration: venv tools prometheus ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
 	$(BIN)/pytest -m integration tests/integration $(PYTEST_ARGS)
 
 .PHONY: test
@@ -115,3 +115,13 @@ bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer on lo
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/serving/run.py --mlserver-python $(MLSERVER_VENV)/bin/python \
 	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/serving.md --workdir bench/results/raw/serving
+
+# --- analysis -------------------------------------------------------------------------------------------
+
+.PHONY: prometheus
+prometheus: ## install Prometheus (Debian package) for the analysis tests, unless one is on PATH
+	hack/install-prometheus.sh
+
+.PHONY: test-analysis
+test-analysis: venv prometheus ## the Prometheus provider against a real Prometheus scraping a real exporter
+	$(BIN)/pytest -m integration tests/integration/analysis $(PYTEST_ARGS)
