@@ -66,6 +66,16 @@ def _route(ctx: QueryContext, extra: str = "") -> str:
     return "{" + f"{NAMESPACE_LABEL}={_quoted(ctx.namespace)},route={_quoted(ctx.name)}" + extra + "}"
 
 
+def _sum(function: str, series: str, ctx: QueryContext) -> str:
+    return f"sum({function}({series}[{ctx.interval}]))"
+
+
+def _share(function: str, part: str, whole: str, ctx: QueryContext) -> str:
+    # `or vector(0)`: a window where the whole has series but the part has none (requests, no failures) is a
+    # share of 0, not missing data; an empty whole still divides into nothing, which is missing data.
+    return f"({_sum(function, part, ctx)} or vector(0)) / {_sum(function, whole, ctx)}"
+
+
 def _latency(quantile: float) -> Callable[[QueryContext], str]:
     def query(ctx: QueryContext) -> str:
         buckets = f"modelserver_request_duration_seconds_bucket{_server(ctx)}"
@@ -78,31 +88,25 @@ def _error_rate(ctx: QueryContext) -> str:
     # The model server counts a failed inference both as an inference error and as a request with its 4xx/5xx
     # code, so the non-2xx share of requests already includes every inference error; adding the error counter
     # would count each failure twice.
-    failed_series = _server(ctx, ',code!~"2.."')
-    failed = f"sum(rate(modelserver_requests_total{failed_series}[{ctx.interval}]))"
-    total = f"sum(rate(modelserver_requests_total{_server(ctx)}[{ctx.interval}]))"
-    # `or vector(0)`: a window with requests but no failures has no failed series; that is a rate of 0, not
-    # missing data (no requests at all still divides by an empty sum and yields no data).
-    return f"({failed} or vector(0)) / {total}"
+    requests = "modelserver_requests_total"
+    return _share("rate", requests + _server(ctx, ',code!~"2.."'), requests + _server(ctx), ctx)
 
 
 def _request_rate(ctx: QueryContext) -> str:
-    return f"sum(rate(modelserver_requests_total{_server(ctx)}[{ctx.interval}]))"
+    return _sum("rate", "modelserver_requests_total" + _server(ctx), ctx)
 
 
 def _shadow_agreement(ctx: QueryContext) -> str:
     # Errors of the shadow call count against agreement: a candidate that fails cannot be said to agree.
-    agreed = _route(ctx, ',result="agree"')
-    agree = f"sum(increase(modelrouter_shadow_comparisons_total{agreed}[{ctx.interval}]))"
-    compared = f"sum(increase(modelrouter_shadow_comparisons_total{_route(ctx)}[{ctx.interval}]))"
-    return f"({agree} or vector(0)) / {compared}"
+    comparisons = "modelrouter_shadow_comparisons_total"
+    return _share("increase", comparisons + _route(ctx, ',result="agree"'), comparisons + _route(ctx), ctx)
 
 
 def _shadow_mean_abs_diff(ctx: QueryContext) -> str:
     # Needs a router histogram of |stable - candidate| per mirrored request (modelrouter_shadow_abs_diff); the
     # router of DESIGN.md section 4 exposes only agree/disagree counts so far.
-    total = f"sum(rate(modelrouter_shadow_abs_diff_sum{_route(ctx)}[{ctx.interval}]))"
-    count = f"sum(rate(modelrouter_shadow_abs_diff_count{_route(ctx)}[{ctx.interval}]))"
+    total = _sum("rate", "modelrouter_shadow_abs_diff_sum" + _route(ctx), ctx)
+    count = _sum("rate", "modelrouter_shadow_abs_diff_count" + _route(ctx), ctx)
     return f"{total} / {count}"
 
 
@@ -124,8 +128,8 @@ def samples_query(builtin: Builtin | None, ctx: QueryContext) -> str:
     """How many observations back a metric in the window: shadow comparisons for the shadow builtins, the
     revision's requests for everything else (custom queries included)."""
     if builtin in SHADOW_BUILTINS:
-        return f"sum(increase(modelrouter_shadow_comparisons_total{_route(ctx)}[{ctx.interval}]))"
-    return f"sum(increase(modelserver_requests_total{_server(ctx)}[{ctx.interval}]))"
+        return _sum("increase", "modelrouter_shadow_comparisons_total" + _route(ctx), ctx)
+    return _sum("increase", "modelserver_requests_total" + _server(ctx), ctx)
 
 
 def custom_query(template: str, ctx: QueryContext) -> str:
