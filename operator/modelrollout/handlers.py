@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -14,7 +16,27 @@ from modelrollout.reconciler import Reconciler
 from modelrollout.settings import OperatorSettings
 
 RESOURCE = (GROUP, VERSION, PLURAL)
+logger = logging.getLogger(__name__)
 CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"))
+
+
+async def resync_forever(kube: KubeClient, reconciler: Reconciler, settings: OperatorSettings) -> None:
+    """Every interval, reconcile every watched ModelDeployment: undoes drift that no event reported, and moves a
+    waiting revision on once it is available."""
+    while True:
+        await asyncio.sleep(settings.reconcile_interval_s)
+        try:
+            found = await kube.list_model_deployments(settings.namespaces)
+        except Exception:
+            logger.exception("resync: listing ModelDeployments failed; retrying next interval")
+            continue
+        for body in found:
+            try:
+                await reconciler.reconcile(body)
+            except Exception:
+                # One broken object must not stop the others from being corrected.
+                meta = body.get("metadata", {})
+                logger.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))
 
 
 def bearer_token(api_key: dict[str, str]) -> str | None:
@@ -64,6 +86,10 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        if "resync" in state:
+            state["resync"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state["resync"]
         if "kube" in state:
             await state["kube"].close()
 
@@ -75,10 +101,14 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
     async def changed(body: kopf.Body, **_: Any) -> None:
         await state["reconciler"].reconcile(body)
 
-    @kopf.timer(*RESOURCE, interval=op.reconcile_interval_s, registry=registry)
-    async def periodic(body: kopf.Body, **_: Any) -> None:
-        # Drift correction and status refresh; also what moves a waiting revision on once it is available.
-        await state["reconciler"].reconcile(body)
+    # Drift correction and status refresh run as one operator-wide loop, not a Kopf timer: Kopf puts a finalizer
+    # on every object with a timer, and a finalizer would make deleting a ModelDeployment (or its namespace)
+    # hang whenever the operator is not running. Owner references already clean the children up.
+    @kopf.on.startup(registry=registry)
+    async def start_resync(**_: Any) -> None:
+        state["resync"] = asyncio.create_task(
+            resync_forever(state["kube"], state["reconciler"], op), name="modelrollout-resync"
+        )
 
     for group, version, plural in CHILDREN:
 

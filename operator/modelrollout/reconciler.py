@@ -70,18 +70,18 @@ class Reconciler:
     async def _observe(self, md: ModelDeployment) -> Observed:
         name, namespace, uid = md.metadata.name or "", md.metadata.namespace or "", md.metadata.uid
         revisions: dict[str, RevisionHealth] = {}
-        for deployment in await self._kube.list("Deployment", namespace, labels=selector(name, "online")):
+        for deployment in await self._kube.list_labelled("Deployment", namespace, labels=selector(name, "online")):
             if not _owned_by(deployment, uid):
                 continue
             revision = deployment["metadata"]["labels"][LABEL_REVISION]
             health = revision_health(revision, deployment, [])
             if not health.available:  # only then do the pods' states matter
-                pods = await self._kube.list("Pod", namespace, labels=selector(name, "online", revision))
+                pods = await self._kube.list_labelled("Pod", namespace, labels=selector(name, "online", revision))
                 health = revision_health(revision, deployment, pods)
             revisions[revision] = health
         existing = set()
         for kind in OWNED_KINDS:
-            for obj in await self._kube.list(kind, namespace, labels={LABEL_NAME: name}):
+            for obj in await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name}):
                 if _owned_by(obj, uid):
                     existing.add((kind, obj["metadata"]["name"]))
         return Observed(revisions=revisions, existing=frozenset(existing))

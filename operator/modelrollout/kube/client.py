@@ -6,7 +6,7 @@ table of their paths keeps every call explicit (and the RBAC manifest easy to ch
 
 from __future__ import annotations
 
-import uuid
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -113,11 +113,22 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, kind: str, namespace: str, *, labels: dict[str, str]) -> list[dict[str, Any]]:
+    async def list_labelled(self, kind: str, namespace: str, *, labels: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         listed = await self._call("GET", _path(kind, namespace), query=[("labelSelector", selector)])
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
+
+    async def list_model_deployments(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every ModelDeployment in the given namespaces, or in all namespaces when the list is empty."""
+        where = KINDS[KIND]
+        if not namespaces:
+            listed = await self._call("GET", f"{where.prefix}/{where.plural}")
+            return list(listed.get("items", []))
+        found: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            found += (await self._call("GET", _path(KIND, namespace))).get("items", [])
+        return found
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
@@ -140,7 +151,8 @@ class KubeClient:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            # `<object>.<hex nanoseconds>`, as kubelet and controllers name theirs: unique, and sorted by time.
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", API_VERSION),
                 "kind": involved.get("kind", KIND),

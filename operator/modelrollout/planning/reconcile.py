@@ -241,7 +241,9 @@ def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettin
     delete = sorted(observed.existing - wanted)
 
     events = list(decision.events)
-    if prev.observed_generation is not None:  # we applied before: anything missing was removed behind our back
+    # Same generation as our last pass: the spec did not change, so anything missing was removed behind our back
+    # (after a spec change, a missing object is simply new).
+    if prev.observed_generation is not None and prev.observed_generation == meta.generation:
         for obj in apply:
             if (obj["kind"], obj["metadata"]["name"]) not in observed.existing:
                 events.append(

@@ -220,15 +220,20 @@ async def test_deleted_or_edited_children_are_restored_within_one_interval(
 
 async def test_deleting_the_model_deployment_removes_every_child(k8s: Cluster, operator: OperatorProcess) -> None:
     await k8s.create("online-canary-router.yaml")  # Deployment, 3 Services, HPA, PDB
-    await k8s.healthy("churn")
+    obj = await k8s.healthy("churn")
     assert len(await k8s.children("churn")) == 6
+    # No finalizer: deleting never depends on the operator running (an uninstalled operator must not wedge
+    # namespace deletion); owner references let the garbage collector do the cleanup.
+    assert not obj["metadata"].get("finalizers")
+    operator.stop()
 
     await k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, k8s.ns, PLURAL, "churn")
 
     async def all_gone() -> bool | None:
-        return True if not await k8s.children("churn") else None
+        listed = await k8s.custom.list_namespaced_custom_object(GROUP, VERSION, k8s.ns, PLURAL)
+        return True if not listed["items"] and not await k8s.children("churn") else None
 
-    await eventually(all_gone, within=CONVERGE_S, what="the garbage collector to remove every child")
+    await eventually(all_gone, within=CONVERGE_S, what="the resource and, by garbage collection, every child to go")
 
 
 async def test_a_restarted_operator_changes_nothing_that_was_correct(k8s: Cluster, operator: OperatorProcess) -> None:

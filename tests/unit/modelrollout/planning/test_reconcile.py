@@ -20,7 +20,9 @@ def md(
     version: str = "1", *, status: ModelDeploymentStatus | None = None, strategy: str = "direct", replicas: int = 2
 ) -> ModelDeployment:
     body = load_example("online-direct.yaml")
-    body["metadata"] = {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": 4}
+    # Every spec change bumps metadata.generation, as the API server does.
+    generation = 3 + int(version) + (replicas != 2) + (strategy != "direct")
+    body["metadata"] = {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": generation}
     body["spec"]["model"]["version"] = version
     body["spec"]["online"] = {"replicas": replicas}
     if strategy == "canary":
@@ -136,6 +138,12 @@ def test_drift_is_corrected_and_reported() -> None:
     assert applied(p, "Deployment")[f"iris-{V1.revision}"]["spec"]["replicas"] == 2
     assert "iris-canary" in applied(p, "Service")
     assert sorted(reasons(p)) == ["ChildRestored", "DriftCorrected"]
+
+
+def test_a_new_revision_is_not_reported_as_restored() -> None:
+    rolling = plan(md("2", status=healthy_on(V1)), observed(up(V1)))
+    assert "ChildRestored" not in reasons(rolling)
+    assert f"iris-{V2.revision}" in applied(rolling, "Deployment")
 
 
 def test_stray_revisions_are_removed() -> None:
