@@ -142,21 +142,21 @@ class Handlers:
     async def server_metadata(self, request: Request) -> Response:
         return _json({"name": "modelserver", "version": __version__, "extensions": ["binary_tensor_data"]})
 
-    async def model_metadata(self, request: Request) -> Response:
-        plane = self.dataplane
+    def _unknown_model(self, request: Request) -> Response | None:
+        """The 404 for a model name/version in the path that this server does not serve, else None."""
         try:
-            plane.check_model(request.path_params["name"], request.path_params.get("version"))
+            self.dataplane.check_model(request.path_params["name"], request.path_params.get("version"))
         except ServingError as exc:
             return _error(exc)
-        return _json(plane.metadata())
+        return None
+
+    async def model_metadata(self, request: Request) -> Response:
+        return self._unknown_model(request) or _json(self.dataplane.metadata())
 
     async def model_ready(self, request: Request) -> Response:
         plane = self.dataplane
-        try:
-            plane.check_model(request.path_params["name"], request.path_params.get("version"))
-        except ServingError as exc:
-            return _error(exc)
-        return _json({"name": plane.name, "ready": plane.ready}, 200 if plane.ready else 503)
+        ready = _json({"name": plane.name, "ready": plane.ready}, 200 if plane.ready else 503)
+        return self._unknown_model(request) or ready
 
     async def infer(self, request: Request) -> Response:
         plane = self.dataplane

@@ -78,3 +78,43 @@ def resolve_feature_names(
 def labels_from_probabilities(probabilities: Array, classes: tuple[Any, ...]) -> Array:
     labels: Array = np.asarray(classes)[np.argmax(probabilities, axis=1)]
     return labels
+
+
+def derive_signature(
+    *,
+    names: tuple[str, ...] | None,
+    width: int | None,
+    options: LoadOptions,
+    dtype: Any,
+    classes: tuple[Any, ...] | None,
+) -> Signature:
+    return Signature(
+        feature_names=resolve_feature_names(names, width, options.feature_names),
+        dtype=np.dtype(dtype),
+        task="classification" if classes is not None else "regression",
+        classes=classes,
+    )
+
+
+def from_scores(raw: Array, rows: int, classes: tuple[Any, ...] | None, *, binary: bool) -> Prediction:
+    """Booster outputs: values (regressors), the positive class's probability (binary) or rows x classes."""
+    if classes is None:
+        return Prediction(raw.reshape(rows))
+    proba = np.column_stack([1.0 - raw, raw]) if binary else raw.reshape(rows, len(classes))
+    return Prediction(labels_from_probabilities(proba, classes), proba)
+
+
+def require_file(path: Path | None, runtime: str) -> Path:
+    if path is None:
+        raise ValueError(f"the {runtime} runtime needs a model file")
+    return path
+
+
+class SignedModel:
+    """Holds the signature derived at load time; runtimes subclass it and add predict()."""
+
+    _signature: Signature
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature

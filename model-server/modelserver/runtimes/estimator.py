@@ -11,16 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from modelserver.runtimes.base import (
-    Array,
-    LoadOptions,
-    Prediction,
-    Signature,
-    resolve_feature_names,
-)
+from modelserver.runtimes.base import Array, LoadOptions, Prediction, SignedModel, derive_signature
 
 
-class EstimatorModel:
+class EstimatorModel(SignedModel):
     def __init__(
         self,
         estimator: Any,
@@ -37,17 +31,14 @@ class EstimatorModel:
         width = getattr(estimator, "n_features_in_", None)
         classes = getattr(estimator, "classes_", None)
         self._proba = classes is not None and callable(self._predict_proba)
-        self._signature = Signature(
-            feature_names=resolve_feature_names(names, None if width is None else int(width), options.feature_names),
-            dtype=dtype if dtype is not None else np.dtype(getattr(estimator, "input_dtype", np.float64)),
-            task="classification" if classes is not None else "regression",
+        self._signature = derive_signature(
+            names=names,
+            width=None if width is None else int(width),
+            options=options,
+            dtype=dtype if dtype is not None else getattr(estimator, "input_dtype", np.float64),
             classes=None if classes is None else tuple(np.asarray(classes).tolist()),
         )
         self._classes = None if classes is None else np.asarray(classes)
-
-    @property
-    def signature(self) -> Signature:
-        return self._signature
 
     def predict(self, x: Array) -> Prediction:
         if self._classes is not None and self._proba:

@@ -13,13 +13,14 @@ from modelserver.runtimes.base import (
     LoadOptions,
     Model,
     Prediction,
-    Signature,
-    labels_from_probabilities,
-    resolve_feature_names,
+    SignedModel,
+    derive_signature,
+    from_scores,
+    require_file,
 )
 
 
-class LightGBMModel:
+class LightGBMModel(SignedModel):
     def __init__(self, booster: lightgbm.Booster, options: LoadOptions) -> None:
         # dump_model()'s objective reads like "binary sigmoid:1" or "multiclass num_class:3".
         objective = str(booster.dump_model(num_iteration=0).get("objective", "regression")).split()[0]
@@ -31,29 +32,18 @@ class LightGBMModel:
         self._booster = booster
         self._threads = options.threads
         self._binary = objective in {"binary", "cross_entropy"}
-        self._signature = Signature(
-            feature_names=resolve_feature_names(
-                tuple(booster.feature_name()), booster.num_feature(), options.feature_names
-            ),
-            dtype=np.dtype(np.float64),
-            task="classification" if classes is not None else "regression",
+        self._signature = derive_signature(
+            names=tuple(booster.feature_name()),
+            width=booster.num_feature(),
+            options=options,
+            dtype=np.float64,
             classes=classes,
         )
 
-    @property
-    def signature(self) -> Signature:
-        return self._signature
-
     def predict(self, x: Array) -> Prediction:
         raw = np.asarray(self._booster.predict(x, num_threads=self._threads))
-        classes = self._signature.classes
-        if classes is None:
-            return Prediction(raw.reshape(len(x)))
-        proba = np.column_stack([1.0 - raw, raw]) if self._binary else raw.reshape(len(x), len(classes))
-        return Prediction(labels_from_probabilities(proba, classes), proba)
+        return from_scores(raw, len(x), self._signature.classes, binary=self._binary)
 
 
 def load(path: Path | None, options: LoadOptions) -> Model:
-    if path is None:
-        raise ValueError("the lightgbm runtime needs a model file")
-    return LightGBMModel(lightgbm.Booster(model_file=str(path)), options)
+    return LightGBMModel(lightgbm.Booster(model_file=str(require_file(path, "lightgbm"))), options)

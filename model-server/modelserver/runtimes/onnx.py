@@ -18,8 +18,9 @@ from modelserver.runtimes.base import (
     LoadOptions,
     Model,
     Prediction,
-    Signature,
-    resolve_feature_names,
+    SignedModel,
+    derive_signature,
+    require_file,
 )
 
 _DTYPES: dict[str, np.dtype[Any]] = {
@@ -29,7 +30,7 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 _CLASSIFIER_OPS = {"LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier", "ZipMap"}
 
 
-class OnnxModel:
+class OnnxModel(SignedModel):
     def __init__(self, session: onnxruntime.InferenceSession, graph: onnx.ModelProto, options: LoadOptions):
         inputs = session.get_inputs()
         dtypes = {i.type for i in inputs}
@@ -52,16 +53,9 @@ class OnnxModel:
         classes = _class_labels(graph) if len(outputs) >= 2 else None
         if len(outputs) >= 2 and classes is None:
             raise ValueError("a two-output model (label, probabilities) needs a classifier node with class labels")
-        self._signature = Signature(
-            feature_names=resolve_feature_names(derived, width, options.feature_names),
-            dtype=inputs_dtype,
-            task="classification" if classes is not None else "regression",
-            classes=classes,
+        self._signature = derive_signature(
+            names=derived, width=width, options=options, dtype=inputs_dtype, classes=classes
         )
-
-    @property
-    def signature(self) -> Signature:
-        return self._signature
 
     def predict(self, x: Array) -> Prediction:
         if self._per_feature:
@@ -95,8 +89,7 @@ def _class_labels(graph: onnx.ModelProto) -> tuple[Any, ...] | None:
 
 
 def load(path: Path | None, options: LoadOptions) -> Model:
-    if path is None:
-        raise ValueError("the onnx runtime needs a model file")
+    path = require_file(path, "onnx")
     graph = onnx.load(str(path), load_external_data=False)
     session_options = onnxruntime.SessionOptions()
     session_options.intra_op_num_threads = options.threads

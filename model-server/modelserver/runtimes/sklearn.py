@@ -8,16 +8,14 @@ from pathlib import Path
 import joblib
 import sklearn
 
-from modelserver.runtimes.base import LoadOptions, Model
+from modelserver.runtimes.base import LoadOptions, Model, require_file
 from modelserver.runtimes.estimator import EstimatorModel
 from modelserver.runtimes.sklearn_direct import direct_proba
 
 
 def load(path: Path | None, options: LoadOptions) -> Model:
-    if path is None:
-        raise ValueError("the sklearn runtime needs a model file")
     # joblib.load reads plain pickles too. Both execute code from the file: serve only models you trust.
-    estimator = joblib.load(path)
+    estimator = joblib.load(require_file(path, "sklearn"))
     # The data plane has already rejected non-finite input, so skip sklearn's per-call finiteness scan.
     sklearn.set_config(assume_finite=True)
     # Estimators fitted on DataFrames warn on every ndarray call; the data plane orders columns by name.
