@@ -41,8 +41,7 @@ def serve(settings: ServerSettings) -> int:
         return EXIT_FETCH_FAILED
     resolved = settings.model_copy(update={"model_uri": "" if local is None else str(local), "model_sha256": None})
     os.environ[RESOLVED_SETTINGS_ENV] = resolved.model_dump_json()
-    if settings.workers > 1:
-        _prepare_multiprocess_metrics()
+    metrics_dir = _prepare_multiprocess_metrics() if settings.workers > 1 else None
     config = uvicorn.Config(
         "modelserver.rest:app_from_environment",
         factory=True,
@@ -62,6 +61,8 @@ def serve(settings: ServerSettings) -> int:
     finally:
         if local is not None and storage.is_remote(settings.model_uri):
             shutil.rmtree(local if local.is_dir() else local.parent, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _run(config: uvicorn.Config, workers: int) -> int:
@@ -80,9 +81,11 @@ def _run(config: uvicorn.Config, workers: int) -> int:
     return EXIT_LOAD_FAILED if failed else 0
 
 
-def _prepare_multiprocess_metrics() -> None:
-    """Workers share counters through files; stale files from an earlier run would inflate them."""
+def _prepare_multiprocess_metrics() -> Path | None:
+    """Workers share counters through files; stale files from an earlier run would inflate them.
+    Returns the directory if it was made here (and is to be removed after the run)."""
     directory = os.environ.get(MULTIPROC_ENV)
+    made = directory is None
     if directory is None:
         directory = tempfile.mkdtemp(prefix="modelserver-metrics-")
         os.environ[MULTIPROC_ENV] = directory
@@ -90,3 +93,4 @@ def _prepare_multiprocess_metrics() -> None:
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
+    return path if made else None

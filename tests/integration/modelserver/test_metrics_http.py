@@ -47,9 +47,9 @@ def row(built: builders.Built, i: int) -> dict[str, float]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_metric_names_labels_and_counts(tmp_path: Path, start_server: StartServer, workers: int) -> None:
     built = builders.sklearn_logistic(tmp_path)
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")} if workers > 1 else {}
     args = ["--model-uri", str(built.path), "--model-name", "churn", "--model-version", "7"]
-    server = start_server(*args, "--workers", str(workers), "--batching", env=env)
+    # With two workers the server makes its own PROMETHEUS_MULTIPROC_DIR, as it does for users.
+    server = start_server(*args, "--workers", str(workers), "--batching")
     ok, bad = 30, 5
     for i in range(ok):
         # A fresh connection per request, so with two workers the kernel spreads them over both.
