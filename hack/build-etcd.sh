@@ -31,6 +31,6 @@ go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
 go mod tidy
 mkdir -p out
 go build -trimpath -ldflags "-s -w" -o out/etcd .
-out/etcd --version | head -1
+out/etcd --version | sed -n 1p  # sed reads to the end: `head` would SIGPIPE etcd under pipefail
 publish_dir "$work/out" "$ETCD_BIN"
 log "etcd $ETCD_VERSION: built into $ETCD_BIN"
