@@ -24,4 +24,4 @@ log "installing prometheus from the Debian archive"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-log "installed: $(prometheus --version 2>&1 | head -n1)"
+log "installed: $(prometheus --version 2>&1 | sed -n 1p)"
