@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from modelrollout.api.resource import ModelDeployment
 from modelrollout.kube.client import KubeClient
 from modelrollout.planning.names import LABEL_NAME, LABEL_REVISION, selector
 from modelrollout.planning.observe import RevisionHealth, revision_health
-from modelrollout.planning.reconcile import Observed, Plan, PlanSettings, plan_online
+from modelrollout.planning.reconcile import Event, Observed, Plan, PlanSettings, plan_online
 from modelrollout.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,14 @@ class Reconciler:
         if md.spec.online is None:
             await self._report_unsupported(raw, md)
             return
-        plan = plan_online(md, observed=await self._observe(md), settings=self._plan_settings, now=self._clock())
-        await self._execute(raw, plan)
+        observed, seen = await self._observe(md)
+        plan = plan_online(md, observed=observed, settings=self._plan_settings, now=self._clock())
+        spec_unchanged = (md.status is not None) and md.status.observed_generation == md.metadata.generation
+        await self._execute(raw, plan, seen, spec_unchanged=spec_unchanged)
 
-    async def _observe(self, md: ModelDeployment) -> Observed:
+    async def _observe(self, md: ModelDeployment) -> tuple[Observed, dict[tuple[str, str], _Seen]]:
+        """What exists now, plus uid and generation of every owned object: what our apply then returns tells
+        exactly whether it re-created or reverted something (a race-free drift report)."""
         name, namespace, uid = md.metadata.name or "", md.metadata.namespace or "", md.metadata.uid
         revisions: dict[str, RevisionHealth] = {}
         for deployment in await self._kube.list_labelled("Deployment", namespace, labels=selector(name, "online")):
@@ -79,21 +84,35 @@ class Reconciler:
                 pods = await self._kube.list_labelled("Pod", namespace, labels=selector(name, "online", revision))
                 health = revision_health(revision, deployment, pods)
             revisions[revision] = health
-        existing = set()
+        seen: dict[tuple[str, str], _Seen] = {}
         for kind in OWNED_KINDS:
             for obj in await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name}):
                 if _owned_by(obj, uid):
-                    existing.add((kind, obj["metadata"]["name"]))
-        return Observed(revisions=revisions, existing=frozenset(existing))
+                    seen[(kind, obj["metadata"]["name"])] = _Seen.of(obj)
+        return Observed(revisions=revisions, existing=frozenset(seen)), seen
 
-    async def _execute(self, raw: dict[str, Any], plan: Plan) -> None:
+    async def _execute(
+        self, raw: dict[str, Any], plan: Plan, seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
+    ) -> None:
         meta = raw["metadata"]
+        events = list(plan.events)
         for obj in plan.apply:
-            await self._kube.apply(obj)
+            key = (obj["kind"], obj["metadata"]["name"])
+            after = _Seen.of(await self._kube.apply(obj))
+            before = seen.get(key)
+            if before is None:
+                continue  # created: the plan already said whether that was a restoration
+            if after.uid != before.uid:
+                # Deleted between our observation and this apply: restored all the same, and said so.
+                events.append(Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated"))
+            elif spec_unchanged and None not in (before.generation, after.generation) and after != before:
+                # Our apply changed the object's spec although our spec did not change: someone had edited it.
+                message = f"{key[0]} {key[1]} had been changed by hand; restored to what the spec says"
+                events.append(Event("Warning", "DriftCorrected", message))
         for kind, name in plan.delete:
             await self._kube.delete(kind, meta["namespace"], name)
         await self._kube.apply_status(meta["namespace"], meta["name"], plan.status.to_wire())
-        for event in plan.events:
+        for event in events:
             logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
 
@@ -110,6 +129,16 @@ class Reconciler:
         message = f"modes {','.join(md.spec.modes)} are not reconciled by this operator version (online only)"
         status = {"phase": "Pending", "modes": ",".join(md.spec.modes), "message": message}
         await self._kube.apply_status(meta["namespace"], meta["name"], status)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    uid: str
+    generation: int | None  # None for kinds without one (Service)
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> _Seen:
+        return cls(uid=obj["metadata"]["uid"], generation=obj["metadata"].get("generation"))
 
 
 def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:

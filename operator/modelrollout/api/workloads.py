@@ -18,8 +18,8 @@ from modelrollout.api.base import (
 DataFormat = Literal["parquet", "csv", "jsonl"]
 
 
-class Autoscaling(ApiModel):
-    """A HorizontalPodAutoscaler on CPU for the online Deployment."""
+class ScaleBounds(ApiModel):
+    """The replica range an autoscaler keeps to (online pods or stream consumers)."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -31,8 +31,19 @@ class Autoscaling(ApiModel):
         )
     )
 
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest pods the autoscaler keeps.")
-    max_replicas: int = Field(ge=1, le=1000, description="Most pods the autoscaler may run.")
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas the autoscaler keeps.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may run.")
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ScaleBounds:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+
+class Autoscaling(ScaleBounds):
+    """A HorizontalPodAutoscaler on CPU for each online revision."""
+
     target_cpu_utilization_percentage: int = Field(
         default=70,
         ge=1,
@@ -40,12 +51,6 @@ class Autoscaling(ApiModel):
         alias="targetCPUUtilizationPercentage",  # the HorizontalPodAutoscaler v1 spelling users know
         description="Average CPU utilisation (percent of requests) to aim for.",
     )
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> Autoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
-        return self
 
 
 class Batching(ApiModel):
@@ -97,28 +102,10 @@ class KafkaSettings(ApiModel):
     )
 
 
-class StreamAutoscaling(ApiModel):
-    """Scale stream consumers on consumer-group lag."""
+class StreamAutoscaling(ScaleBounds):
+    """Scale stream consumers on consumer-group lag (more consumers than partitions is wasted)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            cel(
-                "self.minReplicas <= self.maxReplicas",
-                "stream.autoscaling.minReplicas must not exceed stream.autoscaling.maxReplicas",
-                field_path=".minReplicas",
-            )
-        )
-    )
-
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest consumers.")
-    max_replicas: int = Field(ge=1, le=1000, description="Most consumers (more than partitions is wasted).")
     lag_threshold: int = Field(default=1000, ge=1, description="Lag per consumer that triggers scaling out.")
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> StreamAutoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("stream.autoscaling.minReplicas must not exceed stream.autoscaling.maxReplicas")
-        return self
 
 
 class StreamSpec(ApiModel):

@@ -26,7 +26,6 @@ from modelrollout.api.status import (
     ReplicaCounts,
     RevisionRef,
 )
-from modelrollout.planning.names import workload_name
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.online import Owner, build_deployment, build_hpa, build_pdb, build_services
 from modelrollout.planning.revision import revision_of
@@ -249,17 +248,6 @@ def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettin
                 events.append(
                     Event("Warning", "ChildRestored", f"{obj['kind']} {obj['metadata']['name']} was missing; recreated")
                 )
-    for ref in decision.keep:
-        health = observed.revisions.get(ref.revision)
-        if health and spec.online.autoscaling is None and health.desired != spec.online.replicas:
-            events.append(
-                Event(
-                    "Warning",
-                    "DriftCorrected",
-                    f"Deployment {workload_name(meta.name, ref.revision)} had {health.desired} replicas; "
-                    f"restored to {spec.online.replicas}",
-                )
-            )
     for kind, name in delete:
         reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
         events.append(Event("Normal", reason, f"{kind} {name} is no longer needed; deleted"))
