@@ -118,6 +118,8 @@ class Reconciler:
 
     async def _report_invalid(self, raw: dict[str, Any], problem: str) -> None:
         meta = raw["metadata"]
+        if (raw.get("status") or {}).get("message") == problem:
+            return  # already said; the resync loop must not repeat it every interval
         now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         condition = {"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": problem}
         status = {"phase": "Failed", "message": problem, "conditions": [{**condition, "lastTransitionTime": now}]}
