@@ -49,10 +49,14 @@ def bearer_token(api_key: dict[str, str]) -> str | None:
 
 
 def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
-    """Handlers for one operator run, bound to its settings (the timer interval is a decorator argument)."""
+    """Handlers for one operator run, bound to its settings."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
+    op = settings  # Kopf passes its own `settings` to activities; ours keeps another name
 
+    # Drift correction and status refresh run as one operator-wide loop, not a Kopf timer: Kopf puts a finalizer
+    # on every object with a timer, and a finalizer would make deleting a ModelDeployment (or its namespace)
+    # hang whenever the operator is not running. Owner references already clean the children up.
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Our own API group for everything Kopf stores on our objects; nothing in `status` but our status.
@@ -65,6 +69,7 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
         kube = await KubeClient.connect(field_manager=op.field_manager, kubeconfig=kubeconfig)
         state["kube"] = kube
         state["reconciler"] = Reconciler(kube, op)
+        state["resync"] = asyncio.create_task(resync_forever(kube, state["reconciler"], op), name="modelrollout-resync")
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -93,22 +98,11 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
         if "kube" in state:
             await state["kube"].close()
 
-    op = settings
-
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
     async def changed(body: kopf.Body, **_: Any) -> None:
         await state["reconciler"].reconcile(body)
-
-    # Drift correction and status refresh run as one operator-wide loop, not a Kopf timer: Kopf puts a finalizer
-    # on every object with a timer, and a finalizer would make deleting a ModelDeployment (or its namespace)
-    # hang whenever the operator is not running. Owner references already clean the children up.
-    @kopf.on.startup(registry=registry)
-    async def start_resync(**_: Any) -> None:
-        state["resync"] = asyncio.create_task(
-            resync_forever(state["kube"], state["reconciler"], op), name="modelrollout-resync"
-        )
 
     for group, version, plural in CHILDREN:
 

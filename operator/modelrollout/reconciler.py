@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.kube.client import KubeClient
-from modelrollout.planning.names import LABEL_NAME, LABEL_REVISION, selector
+from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION, selector
 from modelrollout.planning.observe import RevisionHealth, revision_health
 from modelrollout.planning.reconcile import Event, Observed, Plan, PlanSettings, plan_online
 from modelrollout.settings import OperatorSettings
@@ -74,21 +74,22 @@ class Reconciler:
         """What exists now, plus uid and generation of every owned object: what our apply then returns tells
         exactly whether it re-created or reverted something (a race-free drift report)."""
         name, namespace, uid = md.metadata.name or "", md.metadata.namespace or "", md.metadata.uid
+        owned: dict[str, list[dict[str, Any]]] = {}
+        for kind in OWNED_KINDS:
+            found = await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name})
+            owned[kind] = [obj for obj in found if _owned_by(obj, uid)]
+        seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj) for kind, objs in owned.items() for obj in objs}
         revisions: dict[str, RevisionHealth] = {}
-        for deployment in await self._kube.list_labelled("Deployment", namespace, labels=selector(name, "online")):
-            if not _owned_by(deployment, uid):
+        for deployment in owned["Deployment"]:
+            labels = deployment["metadata"]["labels"]
+            if labels.get(LABEL_MODE) != "online":
                 continue
-            revision = deployment["metadata"]["labels"][LABEL_REVISION]
+            revision = labels[LABEL_REVISION]
             health = revision_health(revision, deployment, [])
             if not health.available:  # only then do the pods' states matter
                 pods = await self._kube.list_labelled("Pod", namespace, labels=selector(name, "online", revision))
                 health = revision_health(revision, deployment, pods)
             revisions[revision] = health
-        seen: dict[tuple[str, str], _Seen] = {}
-        for kind in OWNED_KINDS:
-            for obj in await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name}):
-                if _owned_by(obj, uid):
-                    seen[(kind, obj["metadata"]["name"])] = _Seen.of(obj)
         return Observed(revisions=revisions, existing=frozenset(seen)), seen
 
     async def _execute(
