@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import (
     ApiModel,
+    Duration,
     cel,
     cel_rules,
 )
@@ -40,6 +41,19 @@ class IstioRef(ApiModel):
     )
 
 
+class RouterSettings(ApiModel):
+    """How our router (`modelserver route`) calls the revisions; changes apply without a restart."""
+
+    timeout: Duration = Field(
+        default="10s", description="Longest wait for one upstream answer (stable, canary or shadow)."
+    )
+    retry_on_stable: bool = Field(
+        default=False,
+        description="When the canary fails (error, 5xx or timeout) answer the request from stable instead, so "
+        "clients never see the candidate's failures; the failure still counts against the canary.",
+    )
+
+
 class TrafficRouting(ApiModel):
     """Who moves the traffic between stable and canary."""
 
@@ -65,6 +79,7 @@ class TrafficRouting(ApiModel):
         description="service: replica ratio (coarse); router: our router, exact weights and mirroring; "
         "gatewayAPI: an HTTPRoute; istio: a VirtualService.",
     )
+    router: RouterSettings | None = Field(default=None, description="For provider router.")
     gateway_api: HttpRouteRef | None = Field(default=None, alias="gatewayAPI", description="For provider gatewayAPI.")
     istio: IstioRef | None = Field(default=None, description="For provider istio.")
 

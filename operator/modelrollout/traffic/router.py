@@ -3,13 +3,17 @@
 The ConfigMap holds one key, `router.json`, with a versioned document:
 
     {"schemaVersion": 1, "route": "churn",
-     "backends": {"stable": "http://churn-stable.ns.svc:8080", "canary": "http://churn-canary.ns.svc:8080"},
+     "backends": {"stable": "http://churn-stable.ns.svc:80", "canary": "http://churn-canary.ns.svc:80"},
+     "versions": {"stable": "1", "canary": "2"},
      "weights": {"stable": 90, "canary": 10}, "mirrorPercent": 0,
-     "headerRoute": {"header": "x-canary", "exact": "yes"}}
+     "headerRoute": {"header": "x-canary", "exact": "yes"},
+     "timeoutSeconds": 10, "retryOnStable": false}
 
 `route` is the label value the router puts on its metrics (modelrouter_*{route=...}), which the shadow builtins
-select on. A router must refuse a schemaVersion it does not know rather than guess. The Kubernetes write and
-read are injected callables, so this module stays free of any client.
+select on; `versions` are the model versions behind each role (the metrics' `version` label). A router must
+refuse a schemaVersion it does not know rather than guess. tests/fixtures/router/config-v1.json is the shared
+test vector: the operator's and the router's parsers must both accept it. The Kubernetes write and read are
+injected callables, so this module stays free of any client.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class Backends(_Model):
     canary: str | None = Field(default=None, pattern=r"^https?://", description="Base URL of the canary Service.")
 
 
+class Versions(_Model):
+    stable: str = Field(min_length=1, max_length=63, description="Model version the stable role serves.")
+    canary: str | None = Field(default=None, min_length=1, max_length=63, description="The canary's.")
+
+
 class RouterWeights(_Model):
     stable: int = Field(default=100, ge=0, le=100)
     canary: int = Field(default=0, ge=0, le=100)
@@ -60,9 +69,12 @@ class RouterConfig(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     route: str = Field(min_length=1, max_length=253)
     backends: Backends
+    versions: Versions
     weights: RouterWeights = RouterWeights()
     mirror_percent: int = Field(default=0, ge=0, le=100)
     header_route: HeaderMatch | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="Per upstream call.")
+    retry_on_stable: bool = Field(default=False, description="Answer from stable when the canary fails.")
 
     @model_validator(mode="after")
     def _canary_when_used(self) -> RouterConfig:
@@ -105,17 +117,27 @@ class ConfigMapRouter:
         route: str,
         stable_url: str,
         canary_url: str,
+        versions: Versions,
         write: WriteConfigMap,
         read: ReadConfigMap,
+        timeout_seconds: float = 10.0,
+        retry_on_stable: bool = False,
     ) -> None:
         self._backends = Backends(stable=stable_url, canary=canary_url)
-        self._route = route
+        # Fixed by the spec and the roles, not by the rollout: rewritten into every document.
+        self._fixed: dict[str, Any] = {
+            "route": route,
+            "backends": self._backends.model_dump(),
+            "versions": versions.model_dump(),
+            "timeout_seconds": timeout_seconds,
+            "retry_on_stable": retry_on_stable,
+        }
         self._write = write
         self._read = read
         self._written: RouterConfig | None = None
 
     def _default(self) -> RouterConfig:
-        return RouterConfig(route=self._route, backends=self._backends)
+        return RouterConfig.model_validate(self._fixed)
 
     async def _stored(self) -> RouterConfig | None:
         data = await self._read()
@@ -129,7 +151,7 @@ class ConfigMapRouter:
     async def _update(self, **changes: Any) -> None:
         # A missing or unreadable document is replaced: a safe default (all to stable) plus the change.
         current = await self._stored() or self._default()
-        merged = {**current.model_dump(), "route": self._route, "backends": self._backends.model_dump(), **changes}
+        merged = {**current.model_dump(), **self._fixed, **changes}
         config = RouterConfig.model_validate(merged)
         await self._write(to_configmap_data(config))
         self._written = config
@@ -156,3 +178,8 @@ class ConfigMapRouter:
 
     async def reset(self) -> None:
         await self._update(weights={"stable": 100, "canary": 0}, mirror_percent=0, header_route=None)
+
+    async def sync(self) -> None:
+        """Rewrite the document with the current roles and settings, keeping the rollout's routing (called on
+        every pass: a promotion changes the versions, a spec edit the timeout)."""
+        await self._update()

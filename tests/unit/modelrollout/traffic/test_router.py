@@ -12,12 +12,16 @@ from modelrollout.traffic.router import (
     ConfigMapRouter,
     RouterConfig,
     RouterConfigError,
+    Versions,
     parse_configmap_data,
     to_configmap_data,
 )
+from tests.conftest import REPO_ROOT
 
-STABLE_URL = "http://churn-stable.prod.svc:8080"
-CANARY_URL = "http://churn-canary.prod.svc:8080"
+STABLE_URL = "http://churn-stable.prod.svc:80"
+CANARY_URL = "http://churn-canary.prod.svc:80"
+VERSIONS = {"stable": "1", "canary": "2"}
+SHARED_VECTOR = REPO_ROOT / "tests" / "fixtures" / "router" / "config-v1.json"
 
 
 class Store:
@@ -37,7 +41,14 @@ class Store:
 
 def router(store: Store) -> ConfigMapRouter:
     return ConfigMapRouter(
-        route="churn", stable_url=STABLE_URL, canary_url=CANARY_URL, write=store.write, read=store.read
+        route="churn",
+        stable_url=STABLE_URL,
+        canary_url=CANARY_URL,
+        versions=Versions.model_validate(VERSIONS),
+        write=store.write,
+        read=store.read,
+        timeout_seconds=2.5,
+        retry_on_stable=True,
     )
 
 
@@ -51,22 +62,36 @@ def test_the_document_format_is_versioned_camel_case_json() -> None:
         {
             "route": "churn",
             "backends": {"stable": STABLE_URL, "canary": CANARY_URL},
+            "versions": VERSIONS,
             "weights": {"stable": 90, "canary": 10},
             "mirrorPercent": 5,
             "headerRoute": {"header": "x-canary", "exact": "yes"},
+            "timeoutSeconds": 2.5,
+            "retryOnStable": True,
         }
     )
     data = to_configmap_data(config)
     assert list(data) == [CONFIG_KEY]
-    assert json.loads(data[CONFIG_KEY]) == {
-        "schemaVersion": 1,
-        "route": "churn",
-        "backends": {"stable": STABLE_URL, "canary": CANARY_URL},
-        "weights": {"stable": 90, "canary": 10},
-        "mirrorPercent": 5,
-        "headerRoute": {"header": "x-canary", "exact": "yes"},
-    }
+    # The shared test vector is exactly what we write: the router's own parser is tested against the same file.
+    assert json.loads(data[CONFIG_KEY]) == json.loads(SHARED_VECTOR.read_text())
     assert parse_configmap_data(data) == config
+
+
+async def test_sync_rewrites_roles_and_settings_but_keeps_the_routing() -> None:
+    store = Store()
+    await router(store).set_weights(70, 30)
+    promoted = ConfigMapRouter(
+        route="churn",
+        stable_url=STABLE_URL,
+        canary_url=CANARY_URL,
+        versions=Versions(stable="2"),
+        write=store.write,
+        read=store.read,
+    )
+    await promoted.sync()
+    config = stored(store)
+    assert (config.weights.canary, config.versions.stable, config.versions.canary) == (30, "2", None)
+    assert (config.timeout_seconds, config.retry_on_stable) == (10.0, False)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +109,7 @@ def test_the_document_format_is_versioned_camel_case_json() -> None:
                         "schemaVersion": 1,
                         "route": "x",
                         "backends": {"stable": STABLE_URL},
+                        "versions": {"stable": "1"},
                         "weights": {"stable": 80, "canary": 20},
                     }
                 )
@@ -100,7 +126,12 @@ def test_unusable_documents_are_refused_with_the_reason(data: dict[str, str], me
 def test_weights_must_add_up_to_100() -> None:
     with pytest.raises(ValidationError, match="adding up to 100"):
         RouterConfig.model_validate(
-            {"route": "x", "backends": {"stable": STABLE_URL}, "weights": {"stable": 50, "canary": 10}}
+            {
+                "route": "x",
+                "backends": {"stable": STABLE_URL},
+                "versions": {"stable": "1"},
+                "weights": {"stable": 50, "canary": 10},
+            }
         )
 
 
