@@ -95,6 +95,7 @@ class Sim:
     requests: list[AnalysisRequest] = field(default_factory=list)
     scaled_down: list[str] = field(default_factory=list)
     observed_pods: dict[str, int] = field(default_factory=dict)  # as the last decision saw them
+    failure: str | None = None  # why the candidate's pods cannot become ready, as the handler observes it
 
     @classmethod
     def serving(cls, spec: ModelDeploymentSpec, stable: RevisionRef = V1, **kwargs: Any) -> Sim:
@@ -126,9 +127,10 @@ class Sim:
     def decide(self, verb: Verb | None, metrics: AnalysisOutcome | None) -> Decision:
         observed = self.observed()
         self.observed_pods = dict(self.pods)
-        decision = tick(observed, self.spec, target=self.target, metrics=metrics, now=self.now, verb=verb)
+        inputs: dict[str, Any] = {"target": self.target, "metrics": metrics, "now": self.now, "verb": verb}
+        decision = tick(observed, self.spec, failure=self.failure, **inputs)
         restarted = ModelDeploymentStatus.model_validate(observed.to_wire())
-        again = tick(restarted, self.spec, target=self.target, metrics=metrics, now=self.now, verb=verb)
+        again = tick(restarted, self.spec, failure=self.failure, **inputs)
         assert again.actions == decision.actions, "a restarted operator would act differently"
         assert again.status.to_wire() == decision.status.to_wire(), "a restarted operator would record differently"
         assert again.wake_at == decision.wake_at

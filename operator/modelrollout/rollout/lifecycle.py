@@ -111,6 +111,25 @@ def rollback(w: Work, *, phase: Phase, outcome: Outcome, reason: str, message: s
     w.event("Warning", reason, message)
 
 
+def candidate_failed(w: Work, failure: str) -> None:
+    """The candidate cannot become available (an image that does not pull, a model that does not load, the
+    progress deadline passed): waiting longer only delays the bad news, so stable takes everything back now."""
+    stable = w.status.stable
+    if not w.in_rollout or stable is None:
+        return
+    message = f"{label(w.canary)} cannot become available: {failure}; {label(stable)} keeps serving"
+    rollback(w, phase="Degraded", outcome="Failed", reason="RevisionFailed", message=message)
+
+
+def first_revision_failed(w: Work, failure: str) -> None:
+    """A first revision has nothing to fall back to: it stays Degraded (and keeps trying) until it becomes
+    available or the spec changes. Said once, not on every pass."""
+    message = f"{label(w.canary)} cannot become available: {failure}"
+    if w.before.phase != "Degraded" or w.before.message != message:
+        w.event("Warning", "RevisionFailed", message)
+    w.status.phase, w.status.message = "Degraded", message
+
+
 def next_step(w: Work) -> None:
     s = w.status
     s.current_step = (s.current_step or 0) + 1

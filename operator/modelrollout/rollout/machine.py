@@ -13,7 +13,7 @@ from modelrollout.rollout.actions import Action
 from modelrollout.rollout.analysing import consume, pending, request_due
 from modelrollout.rollout.commands import apply_verb
 from modelrollout.rollout.conditions import sync_conditions
-from modelrollout.rollout.lifecycle import follow_target, scale_downs_due
+from modelrollout.rollout.lifecycle import candidate_failed, first_revision_failed, follow_target, scale_downs_due
 from modelrollout.rollout.plan import PauseStep, WindowStep, build_plan
 from modelrollout.rollout.steps import run_steps
 from modelrollout.rollout.verbs import Verb
@@ -53,11 +53,13 @@ def tick(
     metrics: AnalysisOutcome | None,
     now: datetime,
     verb: Verb | None = None,
+    failure: str | None = None,
 ) -> Decision:
     """Advance the rollout of `target` (the revision the spec asks for) by everything that can happen at `now`.
 
     `status.replicas["stable"|"canary"]` must describe the Deployments of `status.stable` / `status.canary`
     as given. `metrics` is the outcome of a RequestAnalysis from an earlier decision (ignored when stale).
+    `failure` says why the candidate (`status.canary`) cannot become available, when it cannot.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (status times are UTC)")
@@ -72,11 +74,17 @@ def tick(
     if verb is not None:
         apply_verb(w, verb)
     follow_target(w)
+    # The failure was observed for the candidate we were given; a candidate this tick replaced has no pods yet.
+    failing = failure is not None and w.before.canary is not None and w.status.canary == w.before.canary
+    if failing and failure is not None:
+        candidate_failed(w, failure)
     if metrics is not None and w.in_rollout:
         consume(w, metrics)
     run_steps(w)
     request_due(w)
     scale_downs_due(w)
     _settle_phase(w)
+    if failing and failure is not None and w.in_rollout and w.status.stable is None:
+        first_revision_failed(w, failure)
     sync_conditions(w.status, now=now)
     return Decision(status=w.status, actions=tuple(w.actions), wake_at=_wake_at(w))
