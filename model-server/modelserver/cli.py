@@ -1,7 +1,8 @@
-"""`modelserver` command. `serve` runs the online server; batch, stream and route will join it."""
+"""`modelserver` command. `serve` runs the online server, `route` the traffic router; batch and stream will join."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -47,6 +48,41 @@ def serve(
         typer.echo(f"invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(run_server(settings))
+
+
+@app.command()
+def route(
+    *,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
+    configmap: Annotated[
+        str | None, typer.Option(help="NAMESPACE/NAME of the ConfigMap holding router.json (watched)")
+    ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig for --configmap outside a cluster")] = None,
+    config_file: Annotated[Path | None, typer.Option(help="file holding the routing document (polled)")] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(help="VERSION=URL: serve that model version from URL instead of the document's backend"),
+    ] = None,
+    max_shadow_inflight: Annotated[int | None, typer.Option(help="shadow calls in flight; more are dropped")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the traffic split's random generator")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
+) -> None:
+    """Route requests between the stable and canary model servers (weights, header route, shadow mirroring)."""
+    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k != "upstream"}
+    # Imported here: `serve` never loads the proxy's client libraries.
+    from modelserver.routing.server import route as run_router  # noqa: PLC0415
+    from modelserver.routing.settings import RouterSettings, parse_upstreams  # noqa: PLC0415
+
+    try:
+        if upstream:
+            flags["upstream"] = parse_upstreams(upstream)
+        settings = RouterSettings(**flags)
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_router(settings))
 
 
 def main() -> None:

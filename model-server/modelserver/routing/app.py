@@ -1,0 +1,243 @@
+"""The router's ASGI application: its own three endpoints, everything else proxied.
+
+- GET /healthz  200 while the process serves (liveness);
+- GET /readyz   200 once a valid routing document is loaded, else 503 (readiness);
+- GET /metrics  Prometheus text of the modelrouter_* series;
+- any other method and path: forwarded to the backend the routing picks, with the body, the query and the
+  headers (less hop-by-hop ones); the reply comes back with its status, headers and body unchanged, plus
+  `x-modelrollout-version` and `x-modelrollout-role` naming who answered.
+
+A plain ASGI callable rather than a framework app: the proxy path does no routing, parsing or middleware, so
+each request costs one dict lookup of the path on top of the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from modelserver.routing.metrics import CONTENT_TYPE, RouterMetrics
+from modelserver.routing.proxy import (
+    BAD_GATEWAY,
+    JSON_HEADERS,
+    SKIP_AUTO_HEADERS,
+    Proxy,
+    Reply,
+    Request,
+    error_reply,
+    forwardable,
+)
+from modelserver.routing.reload import Routing
+from modelserver.routing.snapshot import uniform
+from modelserver.routing.sources import Source
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SERVICE_UNAVAILABLE = 503
+PAYLOAD_TOO_LARGE = 413
+SHADOW_DRAIN_S = 5.0
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class RouterApp:
+    def __init__(
+        self,
+        *,
+        source: Source,
+        upstreams: dict[str, str] | None = None,
+        metrics: RouterMetrics | None = None,
+        max_shadow_inflight: int = 64,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        max_connections: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else RouterMetrics()
+        self.routing = Routing(metrics=self.metrics, upstreams=upstreams)
+        self.source = source
+        self.max_shadow_inflight = max_shadow_inflight
+        self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
+        self.proxy: Proxy | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._source_task: asyncio.Task[None] | None = None
+        self._draw = uniform(seed)
+        self._own = {b"/healthz": self._live, b"/readyz": self._ready, b"/metrics": self._metrics}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # --- the proxy path -------------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        own = self._own.get(raw_path)
+        if own is not None:
+            await own(send)
+            return
+        snapshot = self.routing.snapshot
+        proxy = self.proxy
+        if snapshot is None or proxy is None:
+            self.metrics.rejected.labels("", "no_config").inc()
+            await _json(send, SERVICE_UNAVAILABLE, {"error": "the router has no routing document yet"})
+            return
+        try:
+            body = await _read_body(scope, receive, self.max_body_bytes)
+        except ClientGone:
+            return
+        if body is None:
+            self.metrics.rejected.labels(snapshot.route, "too_large").inc()
+            message = f"the body exceeds the router's limit of {self.max_body_bytes} bytes"
+            await _json(send, PAYLOAD_TOO_LARGE, {"error": message})
+            return
+        headers = scope["headers"]
+        query: bytes = scope["query_string"]
+        target = raw_path.decode("latin-1")
+        if query:
+            target += "?" + query.decode("latin-1")
+        request = Request(scope["method"], target, forwardable(headers), body)
+        backend = snapshot.choose(headers, self._draw())
+        try:
+            reply = await proxy.forward(snapshot, backend, request)
+        except Exception as exc:  # a bug of ours must still give the client a JSON 502
+            log.exception("forwarding failed")
+            reply = error_reply(BAD_GATEWAY, f"the router failed: {type(exc).__name__}", backend)
+        await _send(send, reply)
+        if (
+            snapshot.mirror_share
+            and reply.backend is snapshot.stable
+            and request.method == "POST"
+            and 200 <= reply.status < 300
+            and snapshot.mirrors(self._draw())
+        ):
+            proxy.mirror(snapshot, request, reply)
+
+    # --- the router's own endpoints -------------------------------------------------------------------------
+
+    async def _live(self, send: Send) -> None:
+        await _json(send, 200, {"live": True})
+
+    async def _ready(self, send: Send) -> None:
+        snapshot = self.routing.snapshot
+        if snapshot is None:
+            await _json(send, SERVICE_UNAVAILABLE, {"ready": False, "reason": "no valid routing document yet"})
+            return
+        weights = snapshot.config.weights
+        body = {
+            "ready": True,
+            "route": snapshot.route,
+            "weights": {"stable": weights.stable, "canary": weights.canary},
+            "mirrorPercent": snapshot.config.mirror_percent,
+        }
+        await _json(send, 200, body)
+
+    async def _metrics(self, send: Send) -> None:
+        content = self.metrics.render()
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    # --- life cycle ---------------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.max_connections, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # bodies pass through as the backend encoded them
+            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+        )
+        self.proxy = Proxy(session=self._session, metrics=self.metrics, max_shadows=self.max_shadow_inflight)
+        self._source_task = asyncio.get_running_loop().create_task(self.source.run(self.routing))
+        self._source_task.add_done_callback(_report_source_end)
+        # What is allocated so far lives until exit; freezing it keeps full collections short.
+        gc.collect()
+        gc.freeze()
+
+    async def stop(self) -> None:
+        if self._source_task is not None:
+            self._source_task.cancel()
+            await asyncio.gather(self._source_task, return_exceptions=True)
+        if self.proxy is not None:
+            await self.proxy.drain(SHADOW_DRAIN_S)
+        if self._session is not None:
+            await self._session.close()
+
+
+def _report_source_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the routing source stopped: %r; the last routing keeps serving", task.exception())
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it exceeds `limit`."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                return None
+            break
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    headers = reply.headers
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _json(send: Send, status: int, content: Any) -> None:
+    body = orjson.dumps(content)
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,156 @@
+"""Every Prometheus metric the router exports, named once (DESIGN.md section 4). Every series has `route`.
+
+- modelrouter_requests_total{route,version,role,code}: one per upstream call (role stable|canary|shadow);
+  a call that got no answer counts under the code the router answers for it (502 refused/reset, 504 timeout).
+- modelrouter_upstream_duration_seconds{route,version,role}: time of each upstream call, answered or not.
+- modelrouter_shadow_comparisons_total{route,result}: agree | disagree | error per mirrored request.
+- modelrouter_shadow_abs_diff{route}: mean |stable - shadow| over the rows of a numeric (floating) answer;
+  the operator's shadowMeanAbsDiff builtin divides its _sum by its _count.
+- modelrouter_shadow_dropped_total{route}: mirrored requests not sent because too many shadows were in flight.
+- modelrouter_weight{route,role}: loaded weights in percent (role stable|canary; shadow = mirrorPercent).
+- modelrouter_config_reloads_total{route,result}: applied | unchanged | invalid | missing.
+- modelrouter_config_stale{route}: 1 while the newest document seen is unusable and an older one serves.
+- modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, ...).
+
+The router runs one process, so a plain registry serves; each RouterMetrics has its own (tests make many).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.process_collector import ProcessCollector
+
+# `*_created` series double the exposition and no query of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# 0.5 ms .. 10 s, the model server's buckets, so both sides of the hop read alike.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# |stable - shadow| has the scale of the model's output: from float noise to large regression values.
+ABS_DIFF_BUCKETS = (0, 1e-6, 1e-4, 1e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100, 1e3, 1e4)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass
+class BackendMetrics:
+    """The series of one (route, version, role), with per-code children cached: no label lookup per call."""
+
+    requests: Counter
+    duration: Histogram
+    route: str
+    version: str
+    role: str
+    _codes: dict[int, Counter] = field(default_factory=dict, repr=False)
+
+    def observe(self, code: int, seconds: float) -> None:
+        counter = self._codes.get(code)
+        if counter is None:
+            counter = self._codes[code] = self.requests.labels(self.route, self.version, self.role, str(code))
+        counter.inc()
+        self.duration.observe(seconds)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.requests = Counter(
+            "modelrouter_requests_total",
+            "Upstream calls by route, model version, role and response code",
+            ["route", "version", "role", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "modelrouter_upstream_duration_seconds",
+            "Duration of upstream calls by route, model version and role",
+            ["route", "version", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.comparisons = Counter(
+            "modelrouter_shadow_comparisons_total",
+            "Comparisons of stable's answer with the shadow's: agree, disagree or error",
+            ["route", "result"],
+            registry=r,
+        )
+        self.abs_diff = Histogram(
+            "modelrouter_shadow_abs_diff",
+            "Mean absolute difference between stable's and the shadow's numeric predictions, per request",
+            ["route"],
+            buckets=ABS_DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "modelrouter_shadow_dropped_total",
+            "Mirrored requests not sent because the bound of shadow calls in flight was reached",
+            ["route"],
+            registry=r,
+        )
+        self.weight = Gauge(
+            "modelrouter_weight",
+            "Loaded routing weights in percent (role shadow: the mirror percentage)",
+            ["route", "role"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "modelrouter_config_reloads_total",
+            "Routing documents seen, by result: applied, unchanged, invalid, missing",
+            ["route", "result"],
+            registry=r,
+        )
+        self.stale = Gauge(
+            "modelrouter_config_stale",
+            "1 while the newest routing document seen is unusable and the last good one keeps serving",
+            ["route"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "modelrouter_rejected_total",
+            "Requests the router answered itself, by reason",
+            ["route", "reason"],
+            registry=r,
+        )
+        self._backends: dict[tuple[str, str, str], BackendMetrics] = {}
+
+    def backend(self, route: str, version: str, role: str) -> BackendMetrics:
+        key = (route, version, role)
+        found = self._backends.get(key)
+        if found is None:
+            found = self._backends[key] = BackendMetrics(
+                self.requests, self.duration.labels(route, version, role), route, version, role
+            )
+        return found
+
+    def comparison(self, route: str, result: str, abs_diff: float | None) -> None:
+        self.comparisons.labels(route, result).inc()
+        if abs_diff is not None:
+            self.abs_diff.labels(route).observe(abs_diff)
+
+    def loaded(self, route: str, *, stable: int, canary: int, mirror: int, previous_route: str | None) -> None:
+        if previous_route is not None and previous_route != route:
+            for role in ("stable", "canary", "shadow"):
+                _forget(self.weight, previous_route, role)
+            _forget(self.stale, previous_route)
+        self.weight.labels(route, "stable").set(stable)
+        self.weight.labels(route, "canary").set(canary)
+        self.weight.labels(route, "shadow").set(mirror)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _forget(metric: MetricWrapperBase, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

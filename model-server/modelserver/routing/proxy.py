@@ -1,0 +1,194 @@
+"""Forwarding one request: pick the backend, call it through the shared connection pool, retry a failed canary
+on stable when the document says so, and send mirrored requests to the canary as shadow calls.
+
+Upstream calls use one aiohttp ClientSession (a pooled, keep-alive connection per concurrent request and
+backend). aiohttp, not httpx: on loopback against our model server, httpx's client alone added ~0.8 ms per call
+(p50 1.45 ms vs 0.66 ms a round trip), more than the router's whole latency budget. Bodies go both ways
+unchanged (no decompression, no re-encoding); hop-by-hop headers are dropped as RFC 9110 requires.
+
+Errors: a backend that cannot be reached answers 502, one that does not answer within timeoutSeconds 504,
+both with a JSON body `{"error": ..., "role": ..., "version": ...}`; 4xx and 5xx answers pass through as they
+are (a canary's 5xx is answered from stable instead when retryOnStable is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from modelserver.routing.metrics import RouterMetrics
+from modelserver.routing.shadow import ERROR, compare
+from modelserver.routing.snapshot import CANARY, SHADOW, Backend, Snapshot
+
+log = logging.getLogger(__name__)
+
+BAD_GATEWAY = 502
+GATEWAY_TIMEOUT = 504
+SERVER_ERROR = 500
+# Connection-level headers (RFC 9110 7.6.1) and the ones the client library sets itself for the upstream
+# call (host, framing). Request and response alike.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+    }
+)
+# The upstream call carries only the client's headers: none of aiohttp's defaults.
+SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+HEADER_LENGTH = b"inference-header-content-length"
+JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+RawHeaders = Sequence[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the client sent, as the ASGI server gave it (headers already without hop-by-hop ones)."""
+
+    method: str
+    target: str  # raw path + "?" + raw query: forwarded byte for byte
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    backend: Backend
+    answered: bool  # False: the router made this reply because the backend gave none
+
+    @property
+    def failed(self) -> bool:
+        return not self.answered or self.status >= SERVER_ERROR
+
+
+def forwardable(headers: RawHeaders) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in HOP_BY_HOP]
+
+
+def error_reply(status: int, message: str, backend: Backend) -> Reply:
+    body = orjson.dumps({"error": message, "role": backend.role, "version": backend.version})
+    return Reply(status, [*JSON_HEADERS, *backend.response_headers], body, backend, answered=False)
+
+
+class Proxy:
+    def __init__(self, *, session: aiohttp.ClientSession, metrics: RouterMetrics, max_shadows: int) -> None:
+        self._session = session
+        self._metrics = metrics
+        self._max_shadows = max_shadows
+        self._shadows: set[asyncio.Task[None]] = set()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    async def call(self, snapshot: Snapshot, backend: Backend, request: Request, *, role: str | None = None) -> Reply:
+        """One upstream call, counted under `role` (default: the backend's)."""
+        metrics = self._metrics.backend(snapshot.route, backend.version, role or backend.role)
+        started = time.perf_counter()
+        try:
+            async with self._session.request(
+                request.method,
+                URL(backend.url + request.target, encoded=True),
+                headers=request.headers,
+                data=request.body or None,
+                timeout=self._timeout(snapshot.timeout_s),
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                status = response.status
+                headers = [(k, v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
+        except TimeoutError:
+            metrics.observe(GATEWAY_TIMEOUT, time.perf_counter() - started)
+            message = f"{backend.role} (version {backend.version}) did not answer within {snapshot.timeout_s:g}s"
+            return error_reply(GATEWAY_TIMEOUT, message, backend)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            metrics.observe(BAD_GATEWAY, time.perf_counter() - started)
+            message = f"{backend.role} (version {backend.version}) failed: {type(exc).__name__}: {exc}"
+            return error_reply(BAD_GATEWAY, message, backend)
+        metrics.observe(status, time.perf_counter() - started)
+        headers.extend(backend.response_headers)
+        return Reply(status, headers, body, backend, answered=True)
+
+    async def forward(self, snapshot: Snapshot, backend: Backend, request: Request) -> Reply:
+        """The client's answer: from `backend`, or from stable when the canary failed and retryOnStable is set.
+        A failed canary call is still counted as the canary's."""
+        reply = await self.call(snapshot, backend, request)
+        if reply.failed and backend.role == CANARY and snapshot.retry_on_stable:
+            log.debug("canary failed with %s; answering from stable", reply.status)
+            return await self.call(snapshot, snapshot.stable, request)
+        return reply
+
+    # --- mirroring ------------------------------------------------------------------------------------------
+
+    @property
+    def shadows_in_flight(self) -> int:
+        return len(self._shadows)
+
+    def mirror(self, snapshot: Snapshot, request: Request, stable: Reply) -> None:
+        """Start a shadow call of `request` to the canary in the background, to compare with stable's reply.
+        Never waits and never raises: over the bound of calls in flight the request is dropped and counted."""
+        if snapshot.canary is None:
+            return
+        if len(self._shadows) >= self._max_shadows:
+            self._metrics.shadow_dropped.labels(snapshot.route).inc()
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(snapshot, snapshot.canary, request, stable))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, snapshot: Snapshot, canary: Backend, request: Request, stable: Reply) -> None:
+        try:
+            shadow = await self.call(snapshot, canary, request, role=SHADOW)
+            if shadow.answered and 200 <= shadow.status < 300:
+                comparison = compare(
+                    stable.body,
+                    _header(stable.headers, HEADER_LENGTH),
+                    shadow.body,
+                    _header(shadow.headers, HEADER_LENGTH),
+                )
+                self._metrics.comparison(snapshot.route, comparison.result, comparison.abs_diff)
+            else:
+                self._metrics.comparison(snapshot.route, ERROR, None)
+        except Exception:
+            log.exception("shadow call failed unexpectedly")
+            self._metrics.comparison(snapshot.route, ERROR, None)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let shadow calls in flight finish (up to `timeout_s`), then cancel the rest."""
+        pending = set(self._shadows)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+
+def _header(headers: RawHeaders, name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,100 @@
+"""The routing in force: documents from a source replace the snapshot, or are refused and the last good one stays.
+
+Swapping is one attribute assignment on the event loop's thread, so it is atomic for every request: each
+request reads `Routing.snapshot` once when it starts and keeps that object to its end. A document that cannot
+be used (not JSON, unknown schemaVersion, invalid) is logged and counted and changes nothing; so is a
+ConfigMap or file that disappears. The router never drops to having no routing once it had some.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from modelserver.routing.config import RouterConfigError, parse_document, route_of
+from modelserver.routing.metrics import RouterMetrics
+from modelserver.routing.snapshot import Snapshot, build_snapshot
+
+log = logging.getLogger(__name__)
+
+APPLIED = "applied"
+UNCHANGED = "unchanged"
+INVALID = "invalid"
+MISSING = "missing"
+
+
+class Routing:
+    def __init__(self, *, metrics: RouterMetrics, upstreams: Mapping[str, str] | None = None) -> None:
+        self.snapshot: Snapshot | None = None
+        self._metrics = metrics
+        self._upstreams = dict(upstreams or {})
+
+    @property
+    def route(self) -> str:
+        return "" if self.snapshot is None else self.snapshot.route
+
+    def apply(self, text: str | bytes, *, origin: str) -> str:
+        """Use the document in `text` if it is valid; returns applied | unchanged | invalid."""
+        current = self.snapshot
+        try:
+            config = parse_document(text)
+        except RouterConfigError as exc:
+            route = self.route or route_of(text) or ""
+            self._metrics.reloads.labels(route, INVALID).inc()
+            if current is not None:
+                self._metrics.stale.labels(route).set(1)
+            log.error(
+                "refused routing document from %s, %s: %s",
+                origin,
+                "keeping the last good one" if current else "no routing yet",
+                exc,
+                extra={"route": route, "origin": origin},
+            )
+            return INVALID
+        if current is not None and current.config == config:
+            self._metrics.reloads.labels(config.route, UNCHANGED).inc()
+            self._metrics.stale.labels(config.route).set(0)
+            return UNCHANGED
+        snapshot = build_snapshot(config, self._upstreams)
+        self.snapshot = snapshot  # the swap: requests from here on see the new routing
+        self._metrics.loaded(
+            config.route,
+            stable=config.weights.stable,
+            canary=config.weights.canary,
+            mirror=config.mirror_percent,
+            previous_route=None if current is None else current.route,
+        )
+        self._metrics.reloads.labels(config.route, APPLIED).inc()
+        self._metrics.stale.labels(config.route).set(0)
+        canary = snapshot.canary
+        log.info(
+            "routing applied from %s: stable %s%% (version %s), canary %s%% (version %s), mirror %s%%",
+            origin,
+            config.weights.stable,
+            snapshot.stable.version,
+            config.weights.canary,
+            canary.version if canary else "-",
+            config.mirror_percent,
+            extra={
+                "route": config.route,
+                "origin": origin,
+                "stable": snapshot.stable.url,
+                "canary": canary.url if canary else None,
+                "header_route": config.header_route.model_dump(exclude_none=True) if config.header_route else None,
+            },
+        )
+        return APPLIED
+
+    def missing(self, reason: str, *, origin: str) -> None:
+        """The source has no document (deleted, no key): keep what serves, say so."""
+        route = self.route
+        self._metrics.reloads.labels(route, MISSING).inc()
+        if self.snapshot is not None:
+            self._metrics.stale.labels(route).set(1)
+        log.warning(
+            "no routing document at %s (%s); %s",
+            origin,
+            reason,
+            "keeping the last good one" if self.snapshot else "not ready until one appears",
+            extra={"route": route, "origin": origin},
+        )
