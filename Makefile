@@ -67,8 +67,12 @@ test-unit: venv ## pure unit tests (no processes, no network)
 test-integration: venv tools prometheus ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
 	$(BIN)/pytest -m integration tests/integration $(PYTEST_ARGS)
 
+.PHONY: test-e2e
+test-e2e: venv tools prometheus ## end-to-end: operator + API server + Prometheus + real model servers and router
+	$(BIN)/pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
 .PHONY: test
-test: lint test-unit test-integration ## everything CI runs: lint, unit, integration (and e2e once it exists)
+test: lint test-unit test-integration test-e2e ## everything CI runs: lint, unit, integration, e2e
 
 # --- API -----------------------------------------------------------------------------------------------
 
