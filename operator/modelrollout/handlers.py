@@ -13,6 +13,7 @@ from modelrollout.api.resource import GROUP, PLURAL, VERSION
 from modelrollout.kube.client import KubeClient
 from modelrollout.planning.names import LABEL_NAME, MANAGED_BY
 from modelrollout.reconciler import Reconciler
+from modelrollout.rollout.verbs import VERB_ANNOTATION
 from modelrollout.settings import OperatorSettings
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -95,6 +96,8 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
             state["resync"].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await state["resync"]
+        if "reconciler" in state:
+            await state["reconciler"].close()
         if "kube" in state:
             await state["kube"].close()
 
@@ -103,6 +106,12 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
     async def changed(body: kopf.Body, **_: Any) -> None:
         await state["reconciler"].reconcile(body)
+
+    # A user verb (kubectl modelrollout promote|abort|...) arrives as an annotation: act on it at once.
+    @kopf.on.event(*RESOURCE, annotations={VERB_ANNOTATION: kopf.PRESENT}, registry=registry)
+    async def verb(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type != "DELETED":
+            await state["reconciler"].reconcile(body)
 
     for group, version, plural in CHILDREN:
 

@@ -1,26 +1,64 @@
-"""Observe -> plan -> execute for one ModelDeployment. The decisions are in `planning`; this is only the I/O."""
+"""Observe -> decide -> execute for one ModelDeployment. Decisions are pure (`rollout.tick` decides the rollout,
+`planning` turns it into objects); this module is only the I/O around them: reading the cluster, asking
+Prometheus when the engine requests an analysis, writing objects, routing, status and events, and waking up
+when the engine says time alone will change something."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
 
+from modelrollout.analysis.evaluate import error_result
+from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
+from modelrollout.analysis.run import run_analysis
+from modelrollout.api.analysis import AnalysisSettings
+from modelrollout.api.base import duration_seconds
 from modelrollout.api.errors import describe_validation_error
-from modelrollout.api.resource import ModelDeployment
+from modelrollout.api.resource import KIND, ModelDeployment
+from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus
 from modelrollout.kube.client import KubeClient
-from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION, selector
-from modelrollout.planning.observe import RevisionHealth, revision_health
-from modelrollout.planning.reconcile import Event, Observed, Plan, PlanSettings, plan_online
+from modelrollout.kube.routers import RouterContext, router_for
+from modelrollout.planning.names import (
+    ANNOTATION_REPLICAS,
+    LABEL_MODE,
+    LABEL_NAME,
+    LABEL_REVISION,
+    selector,
+)
+from modelrollout.planning.observe import revision_health
+from modelrollout.planning.reconcile import (
+    Event,
+    Observed,
+    Plan,
+    PlanSettings,
+    RevisionState,
+    candidate_failure,
+    engine_input,
+    plan_objects,
+    target_of,
+)
+from modelrollout.rollout import Action, Decision, RequestAnalysis, SetHeaderRoute, SetMirror, SetWeights, tick
+from modelrollout.rollout.sizing import provider
+from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
-OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap")
+# One pass answers at most this many analysis requests (a background run and a step run can fall due together).
+ANALYSES_PER_PASS = 4
+# A wake-up "now" still waits this long, so a decision that keeps asking to run again cannot spin.
+MIN_WAKE_S = 0.2
+Key = tuple[str, str]
 
 
 class Reconciler:
@@ -30,31 +68,43 @@ class Reconciler:
         self, kube: KubeClient, settings: OperatorSettings, *, clock: Callable[[], datetime] | None = None
     ) -> None:
         self._kube = kube
+        self._settings = settings
         self._plan_settings = PlanSettings(
             default_image=settings.default_image,
             progress_deadline_s=settings.progress_deadline_s,
             history_limit=settings.history_limit,
         )
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._wakeups: dict[Key, asyncio.Task[None]] = {}
+        self._http = httpx.AsyncClient()  # one connection pool to Prometheus for every analysis
+
+    async def close(self) -> None:
+        for task in self._wakeups.values():
+            task.cancel()
+        for task in list(self._wakeups.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._http.aclose()
 
     async def reconcile(self, body: Mapping[str, Any]) -> None:
-        raw = dict(body)
-        meta = raw["metadata"]
+        meta = dict(body)["metadata"]
         key = (meta["namespace"], meta["name"])
         async with self._locks.setdefault(key, asyncio.Lock()):
             # Re-read under the lock: a pass that waited must act on the latest spec and status, not a stale one.
-            fresh = await self._kube.get("ModelDeployment", *key)
+            fresh = await self._kube.get(KIND, *key)
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 return
             await self._reconcile(fresh)
 
     async def reconcile_owner_of(self, child: Mapping[str, Any]) -> None:
-        """A child changed (deleted, edited): reconcile the ModelDeployment that owns it, now."""
+        """A child changed (deleted, edited, its pods became ready): reconcile the ModelDeployment that owns it."""
         meta = child.get("metadata", {})
         owner = meta.get("labels", {}).get(LABEL_NAME)
         if owner:
             await self.reconcile({"metadata": {"namespace": meta["namespace"], "name": owner}})
+
+    # --- one pass -------------------------------------------------------------------------------------------
 
     async def _reconcile(self, raw: dict[str, Any]) -> None:
         try:
@@ -66,9 +116,96 @@ class Reconciler:
             await self._report_unsupported(raw, md)
             return
         observed, seen = await self._observe(md)
-        plan = plan_online(md, observed=observed, settings=self._plan_settings, now=self._clock())
-        spec_unchanged = (md.status is not None) and md.status.observed_generation == md.metadata.generation
-        await self._execute(raw, plan, seen, spec_unchanged=spec_unchanged)
+        now = self._clock()
+        raw_verb = (raw["metadata"].get("annotations") or {}).get(VERB_ANNOTATION)
+        verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
+        decision, actions = await self._decide(md, observed, verb, now)
+        plan = plan_objects(
+            md, decided=decision.status, actions=actions, observed=observed, settings=self._plan_settings, now=now
+        )
+        if verb_problem:
+            plan.events.append(Event("Warning", "InvalidVerb", verb_problem))
+        spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
+        await self._execute(raw, md, plan, actions, seen, spec_unchanged=spec_unchanged)
+        if raw_verb is not None:
+            # Applied (its id is in status now) or refused with an event: either way it is consumed.
+            await self._kube.remove_annotation(
+                KIND, md.metadata.namespace or "", md.metadata.name or "", VERB_ANNOTATION, if_value=raw_verb
+            )
+        self._wake((md.metadata.namespace or "", md.metadata.name or ""), decision.wake_at, now)
+
+    async def _decide(
+        self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime
+    ) -> tuple[Decision, list[Action]]:
+        """Tick; while the engine asks for an analysis, run it and tick again with the outcome."""
+        spec = md.spec
+        target = target_of(spec, self._plan_settings)
+        status = md.status or ModelDeploymentStatus()
+        blocked = _unsupported_provider(md, status, target.revision)
+        if blocked is not None:
+            return blocked, []
+        decision = tick(
+            engine_input(status, observed),
+            spec,
+            target=target,
+            metrics=None,
+            now=now,
+            verb=verb,
+            failure=candidate_failure(status, observed),
+        )
+        actions = list(decision.actions)
+        for _ in range(ANALYSES_PER_PASS):
+            requests = [a.request for a in decision.actions if isinstance(a, RequestAnalysis)]
+            if not requests:
+                break
+            outcome = await self._analyse(md, requests[0], now)
+            decision = tick(
+                engine_input(decision.status, observed),
+                spec,
+                target=target,
+                metrics=outcome,
+                now=now,
+                failure=candidate_failure(decision.status, observed),
+            )
+            actions += decision.actions
+        return decision, actions
+
+    async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
+        meta = md.metadata
+        analysis = md.spec.rollout.analysis or AnalysisSettings()
+        configured = analysis.prometheus
+        address = configured.address if configured else self._settings.prometheus_url
+        if address is None:
+            return _error_outcome(
+                request,
+                now,
+                "no Prometheus to ask: set spec.rollout.analysis.prometheus.address, or MODELROLLOUT_PROMETHEUS_URL "
+                "on the operator",
+            )
+        token = None
+        if configured and configured.bearer_token_secret:
+            ref = configured.bearer_token_secret
+            secret = await self._kube.get("Secret", meta.namespace or "", ref.name)
+            token = _secret_value(secret, ref.key)
+            if token is None:
+                return _error_outcome(
+                    request, now, f"bearerTokenSecret {ref.name}/{ref.key} does not exist in namespace {meta.namespace}"
+                )
+        prometheus = PrometheusProvider(
+            address=address,
+            timeout_seconds=duration_seconds(configured.timeout) if configured else 10.0,
+            bearer_token=token,
+            client=self._http,
+        )
+        return await run_analysis(
+            prometheus,
+            request,
+            namespace=meta.namespace or "",
+            name=meta.name or "",
+            model=md.spec.model.name,
+            scrape_interval_seconds=self._settings.prometheus_scrape_interval_s,
+            now=now,
+        )
 
     async def _observe(self, md: ModelDeployment) -> tuple[Observed, dict[tuple[str, str], _Seen]]:
         """What exists now, plus uid and generation of every owned object: what our apply then returns tells
@@ -79,7 +216,7 @@ class Reconciler:
             found = await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name})
             owned[kind] = [obj for obj in found if _owned_by(obj, uid)]
         seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj) for kind, objs in owned.items() for obj in objs}
-        revisions: dict[str, RevisionHealth] = {}
+        revisions: dict[str, RevisionState] = {}
         for deployment in owned["Deployment"]:
             labels = deployment["metadata"]["labels"]
             if labels.get(LABEL_MODE) != "online":
@@ -89,33 +226,90 @@ class Reconciler:
             if not health.available:  # only then do the pods' states matter
                 pods = await self._kube.list_labelled("Pod", namespace, labels=selector(name, "online", revision))
                 health = revision_health(revision, deployment, pods)
-            revisions[revision] = health
+            revisions[revision] = RevisionState(
+                health=health, replicas=_asked_replicas(deployment), deployment=deployment
+            )
         return Observed(revisions=revisions, existing=frozenset(seen)), seen
 
     async def _execute(
-        self, raw: dict[str, Any], plan: Plan, seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
+        self,
+        raw: dict[str, Any],
+        md: ModelDeployment,
+        plan: Plan,
+        actions: Sequence[Action],
+        seen: dict[tuple[str, str], _Seen],
+        *,
+        spec_unchanged: bool,
     ) -> None:
+        """Pods first, then traffic, then taking pods away: a revision never gets traffic it has no pods for."""
         meta = raw["metadata"]
         events = list(plan.events)
-        for obj in plan.apply:
-            key = (obj["kind"], obj["metadata"]["name"])
-            after = _Seen.of(await self._kube.apply(obj))
-            before = seen.get(key)
-            if before is None:
-                continue  # created: the plan already said whether that was a restoration
-            if after.uid != before.uid:
-                # Deleted between our observation and this apply: restored all the same, and said so.
-                events.append(Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated"))
-            elif spec_unchanged and None not in (before.generation, after.generation) and after != before:
-                # Our apply changed the object's spec although our spec did not change: someone had edited it.
-                message = f"{key[0]} {key[1]} had been changed by hand; restored to what the spec says"
-                events.append(Event("Warning", "DriftCorrected", message))
+        for obj in plan.grow:
+            events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
+        await self._route(md, plan.status, actions)
+        for obj in plan.shrink:
+            events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
         for kind, name in plan.delete:
             await self._kube.delete(kind, meta["namespace"], name)
         await self._kube.apply_status(meta["namespace"], meta["name"], plan.status.to_wire())
         for event in events:
             logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
+
+    async def _apply(
+        self, obj: dict[str, Any], seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
+    ) -> list[Event]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        after = _Seen.of(await self._kube.apply(obj))
+        before = seen.get(key)
+        if before is None:
+            return []  # created: the plan already said whether that was a restoration
+        if after.uid != before.uid:
+            # Deleted between our observation and this apply: restored all the same, and said so.
+            return [Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated")]
+        if spec_unchanged and None not in (before.generation, after.generation) and after != before:
+            # Our apply changed the object's spec although our spec did not change: someone had edited it.
+            message = f"{key[0]} {key[1]} had been changed by hand; restored to what the spec says"
+            return [Event("Warning", "DriftCorrected", message)]
+        return []
+
+    async def _route(self, md: ModelDeployment, status: ModelDeploymentStatus, actions: Sequence[Action]) -> None:
+        """Execute the engine's routing actions in order through the provider's TrafficRouter, then make sure
+        the routing in place is what status says (a deleted or hand-edited routing object is restored)."""
+        router = router_for(RouterContext(md=md, status=status, kube=self._kube))
+        if router is None:
+            return  # provider service: the Services of the plan are the routing
+        for action in actions:
+            if isinstance(action, SetWeights):
+                await router.set_weights(action.stable, action.canary)
+            elif isinstance(action, SetMirror):
+                await router.set_mirror(action.percent)
+            elif isinstance(action, SetHeaderRoute):
+                await router.set_header_route(action.match)
+        weights = status.weights
+        if await router.converge(stable=weights.stable, canary=weights.canary, mirror=weights.mirror) and not any(
+            isinstance(a, SetWeights | SetMirror) for a in actions
+        ):
+            logger.info("%s/%s: routing differed from status; restored", md.metadata.namespace, md.metadata.name)
+
+    def _wake(self, key: Key, at: datetime | None, now: datetime) -> None:
+        """Run a pass at `at` (the engine's next time-driven change); replaces any earlier wake-up of `key`."""
+        current = self._wakeups.pop(key, None)
+        if current is not None and current is not asyncio.current_task():
+            current.cancel()
+        if at is None:
+            return
+        delay = max((at - now).total_seconds(), MIN_WAKE_S)
+        self._wakeups[key] = asyncio.create_task(self._wake_after(key, delay), name=f"wake-{key[0]}-{key[1]}")
+
+    async def _wake_after(self, key: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.reconcile({"metadata": {"namespace": key[0], "name": key[1]}})
+        except Exception:
+            logger.exception("timed pass of %s/%s failed; the periodic resync retries it", *key)
+
+    # --- what cannot be reconciled --------------------------------------------------------------------------
 
     async def _report_invalid(self, raw: dict[str, Any], problem: str) -> None:
         meta = raw["metadata"]
@@ -132,6 +326,46 @@ class Reconciler:
         message = f"modes {','.join(md.spec.modes)} are not reconciled by this operator version (online only)"
         status = {"phase": "Pending", "modes": ",".join(md.spec.modes), "message": message}
         await self._kube.apply_status(meta["namespace"], meta["name"], status)
+
+
+def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:
+    try:
+        return parse_verb_annotation(annotations), None
+    except InvalidVerbAnnotation as exc:
+        return None, str(exc)
+
+
+def _unsupported_provider(md: ModelDeployment, status: ModelDeploymentStatus, target: str) -> Decision | None:
+    """Gateway API and Istio routing are not wired yet: a new revision waits (stable keeps serving) instead of
+    being rolled out with weights nobody applies. A first revision needs no routing and comes up as usual."""
+    chosen = provider(md.spec)
+    if chosen in ("service", "router") or status.stable is None or status.stable.revision == target:
+        return None
+    message = (
+        f"revision {target} waits: trafficRouting.provider {chosen} is not supported by this operator version yet "
+        f"(use router or service); revision {status.stable.revision} keeps serving"
+    )
+    return Decision(status=status.model_copy(update={"phase": "Paused", "message": message}), actions=(), wake_at=None)
+
+
+def _error_outcome(request: AnalysisRequest, now: datetime, message: str) -> AnalysisOutcome:
+    metrics = [error_result(metric, message) for metric in request.metrics]
+    run = AnalysisRun(at=now, verdict="Error", kind=request.kind, step=request.step, metrics=metrics)
+    return AnalysisOutcome(request=request, run=run)
+
+
+def _secret_value(secret: dict[str, Any] | None, key: str) -> str | None:
+    encoded = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(encoded).decode().strip() if encoded else None
+
+
+def _asked_replicas(deployment: dict[str, Any]) -> int:
+    """The replica count we last asked for (our annotation), else what the Deployment says (an object made by
+    an earlier operator version)."""
+    annotated = (deployment["metadata"].get("annotations") or {}).get(ANNOTATION_REPLICAS)
+    if annotated is not None and annotated.isdigit():
+        return int(annotated)
+    return int(deployment.get("spec", {}).get("replicas", 1))
 
 
 @dataclass(frozen=True)

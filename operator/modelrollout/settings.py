@@ -27,3 +27,14 @@ class OperatorSettings(BaseSettings):
     liveness_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz; 0 disables it.")
     field_manager: str = Field(default="modelrollout", description="Server-side apply field manager.")
     history_limit: int = Field(default=10, ge=1, le=100, description="Finished rollouts kept in status.history.")
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Prometheus for analysis when a ModelDeployment sets no spec.rollout.analysis.prometheus.",
+    )
+    prometheus_scrape_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="Scrape interval of that Prometheus: rate windows are never shorter than four of them.",
+    )

@@ -29,6 +29,7 @@ KINDS: dict[str, KindPath] = {
     "HorizontalPodAutoscaler": KindPath("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": KindPath("/apis/policy/v1", "poddisruptionbudgets"),
     "ConfigMap": KindPath("/api/v1", "configmaps"),
+    "Secret": KindPath("/api/v1", "secrets"),
     "Pod": KindPath("/api/v1", "pods"),
     "Event": KindPath("/api/v1", "events"),
     KIND: KindPath(f"/apis/{GROUP}/{VERSION}", PLURAL),
@@ -136,6 +137,21 @@ class KubeClient:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def remove_annotation(self, kind: str, namespace: str, name: str, key: str, *, if_value: str) -> bool:
+        """Remove annotation `key` only while it still has `if_value` (a JSON patch `test`), so a value written
+        after we read it is never lost. False when it changed or is gone."""
+        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": pointer, "value": if_value}, {"op": "remove", "path": pointer}]
+        try:
+            await self._call(
+                "PATCH", _path(kind, namespace, name), body=patch, content_type="application/json-patch+json"
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
 
     async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Apply status through the subresource; fields we stop sending (e.g. a finished canary) are removed."""

@@ -10,10 +10,11 @@ LABEL_NAME = f"{GROUP}/name"
 LABEL_REVISION = f"{GROUP}/revision"
 LABEL_MODE = f"{GROUP}/mode"
 LABEL_ROLE = f"{GROUP}/role"
+ANNOTATION_REPLICAS = f"{GROUP}/replicas"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout", "app.kubernetes.io/part-of": "modelrollout"}
 
 Mode = Literal["online", "batch", "stream"]
-ServiceRole = Literal["main", "stable", "canary"]
+ServiceRole = Literal["main", "stable", "canary", "preview"]
 
 
 def workload_name(name: str, revision: str) -> str:
@@ -24,6 +25,11 @@ def workload_name(name: str, revision: str) -> str:
 def service_name(name: str, role: ServiceRole) -> str:
     """`<name>` is what clients call; `<name>-stable` and `<name>-canary` address one revision each."""
     return name if role == "main" else f"{name}-{role}"
+
+
+def router_configmap_name(name: str) -> str:
+    """`<name>-router`: the routing document our router reads (provider `router`)."""
+    return f"{name}-router"
 
 
 def selector(name: str, mode: Mode, revision: str | None = None) -> dict[str, str]:

@@ -13,6 +13,7 @@ from modelrollout.api.base import duration_seconds
 from modelrollout.api.resource import API_VERSION, KIND
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.planning.names import (
+    ANNOTATION_REPLICAS,
     LABEL_ROLE,
     MANAGED_BY,
     ServiceRole,
@@ -138,40 +139,84 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
     }
 
 
-def build_deployment(
-    spec: ModelDeploymentSpec,
+def _deployment(
     owner: Owner,
     *,
     revision: str,
-    image_default: str,
+    template: dict[str, Any],
+    replicas: int,
+    autoscaled: bool,
     progress_deadline_s: int,
 ) -> dict[str, Any]:
-    """The Deployment `<name>-<revision>` running the model server for one revision."""
-    online = spec.online
-    if online is None:
-        raise ValueError("build_deployment needs spec.online")
     labels = selector(owner.name, "online", revision)
+    metadata = owner.metadata(workload_name(owner.name, revision), labels)
+    # The replica count the rollout wants for this revision, kept on the object: the next pass re-applies it
+    # (and so undoes a hand-made `kubectl scale`) without needing the step that decided it.
+    metadata["annotations"] = {ANNOTATION_REPLICAS: str(replicas)}
     body: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": owner.metadata(workload_name(owner.name, revision), labels),
+        "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": labels},
             "revisionHistoryLimit": 1,
             "progressDeadlineSeconds": progress_deadline_s,
             # A revision's pods only change when the operator itself changes; never drop capacity for that.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": _pod_template(spec, labels=labels, image=spec.model.image or image_default),
+            "template": template,
         },
     }
-    # Under an autoscaler the replica count is the HPA's; applying it here would fight the HPA.
-    if online.autoscaling is None:
-        body["spec"]["replicas"] = online.replicas
+    # Under an autoscaler the replica count is the HPA's; applying it here would fight the HPA. A revision at
+    # zero has no HPA (an HPA cannot scale to zero), so zero is always ours to set.
+    if not autoscaled or replicas == 0:
+        body["spec"]["replicas"] = replicas
     return body
 
 
-def build_service(owner: Owner, *, role: ServiceRole, revision: str) -> dict[str, Any]:
-    """A ClusterIP Service on port 80 selecting the pods of one revision."""
+def build_deployment(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    *,
+    revision: str,
+    replicas: int,
+    image_default: str,
+    progress_deadline_s: int,
+) -> dict[str, Any]:
+    """The Deployment `<name>-<revision>` running the model server for the spec's revision."""
+    online = spec.online
+    if online is None:
+        raise ValueError("build_deployment needs spec.online")
+    labels = selector(owner.name, "online", revision)
+    return _deployment(
+        owner,
+        revision=revision,
+        template=_pod_template(spec, labels=labels, image=spec.model.image or image_default),
+        replicas=replicas,
+        autoscaled=online.autoscaling is not None,
+        progress_deadline_s=progress_deadline_s,
+    )
+
+
+def rebuild_deployment(
+    stored: dict[str, Any], owner: Owner, *, revision: str, replicas: int, autoscaled: bool, progress_deadline_s: int
+) -> dict[str, Any]:
+    """The Deployment of a revision the spec no longer describes (stable during a rollout, an old revision kept
+    for undo): its pod template is the one stored in the cluster, since the spec that made it is gone."""
+    template = stored.get("spec", {}).get("template")
+    if not template:
+        raise ValueError(f"Deployment {workload_name(owner.name, revision)} has no pod template to keep")
+    return _deployment(
+        owner,
+        revision=revision,
+        template=template,
+        replicas=replicas,
+        autoscaled=autoscaled,
+        progress_deadline_s=progress_deadline_s,
+    )
+
+
+def build_service(owner: Owner, *, role: ServiceRole, revision: str | None) -> dict[str, Any]:
+    """A ClusterIP Service on port 80 selecting the pods of one revision (of every revision when None)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -186,26 +231,34 @@ def build_service(owner: Owner, *, role: ServiceRole, revision: str) -> dict[str
     }
 
 
-def build_services(owner: Owner, *, serving: str, stable: str, canary: str) -> list[dict[str, Any]]:
-    """`<name>` -> the revision clients get; `<name>-stable` / `<name>-canary` -> one revision each.
+def build_services(
+    owner: Owner, *, stable: str, canary: str, main: str | None, preview: bool = False
+) -> list[dict[str, Any]]:
+    """`<name>` is what clients call: one revision, or (`main` None) every online pod of the model, which is
+    how the `service` provider splits traffic by pod counts. `<name>-stable` / `<name>-canary` address one
+    revision each; blue-green adds `<name>-preview` on the candidate, for smoke tests before the switch.
 
-    Without a rollout in progress the canary Service addresses the stable revision, so it always has endpoints.
+    Without a rollout in progress the canary (and preview) Service addresses stable, so it always has endpoints.
     """
-    return [
-        build_service(owner, role="main", revision=serving),
+    services = [
+        build_service(owner, role="main", revision=main),
         build_service(owner, role="stable", revision=stable),
         build_service(owner, role="canary", revision=canary),
     ]
+    if preview:
+        services.append(build_service(owner, role="preview", revision=canary))
+    return services
 
 
-def build_hpa(spec: ModelDeploymentSpec, owner: Owner, *, revision: str) -> dict[str, Any] | None:
-    """A CPU HorizontalPodAutoscaler per revision, when autoscaling is set.
+def build_hpa(spec: ModelDeploymentSpec, owner: Owner, *, revision: str, replicas: int) -> dict[str, Any] | None:
+    """A CPU HorizontalPodAutoscaler per running revision, when autoscaling is set.
 
-    One per revision (as Flagger does for primary and canary) so a new revision starts at minReplicas instead of
-    one pod, and the switch to it never drops capacity.
+    One per revision (as Flagger does for primary and canary) so a new revision starts at the pods the rollout
+    asks for instead of one, and the switch to it never drops capacity: `replicas` (what the rollout wants for
+    this revision now) is its floor. A revision at zero gets none.
     """
     scaling = spec.online.autoscaling if spec.online else None
-    if scaling is None:
+    if scaling is None or replicas == 0:
         return None
     return {
         "apiVersion": "autoscaling/v2",
@@ -217,7 +270,7 @@ def build_hpa(spec: ModelDeploymentSpec, owner: Owner, *, revision: str) -> dict
                 "kind": "Deployment",
                 "name": workload_name(owner.name, revision),
             },
-            "minReplicas": scaling.min_replicas,
+            "minReplicas": min(max(replicas, 1), scaling.max_replicas),
             "maxReplicas": scaling.max_replicas,
             "metrics": [
                 {

@@ -1,34 +1,35 @@
-"""One reconcile pass for online serving, as a pure function: (resource, observations, now) -> plan.
+"""A reconcile pass around the rollout engine, as pure functions: what the engine is given (the target revision,
+pods per role, why the candidate fails) and which objects make its decision real (each revision's Deployment at
+the size the engine asked for, the Services on the roles, what to prune), with the status and events around it.
 
-The plan says which objects to apply (server-side), which to delete, which events to emit and what the status
-becomes. Handlers only execute it, so every decision here is unit-tested without a cluster.
-
-Revisions: `status.stable` is the revision users are served. A spec whose pod inputs hash to another revision
-brings that revision up beside stable; with `rollout.strategy: direct` traffic switches to it once it is
-Available and the old revision is removed. A revision that cannot become available (bad image, model that does
-not load, progress deadline) is reported as Degraded and never replaces stable.
+The engine (`modelrollout.rollout.tick`) decides; this module only turns decisions into objects. Handlers
+execute the plan: `grow` first, then the routing actions, then `shrink`, then `delete`, then status. So a
+revision gets its pods before it gets traffic, and keeps them until its traffic has gone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from modelrollout.api.resource import ModelDeployment
-from modelrollout.api.status import (
-    Condition,
-    ConditionStatus,
-    HistoryEntry,
-    ModelDeploymentStatus,
-    Outcome,
-    Phase,
-    ReplicaCounts,
-    RevisionRef,
-)
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import Condition, ModelDeploymentStatus, ReplicaCounts, RevisionRef
+from modelrollout.planning.names import LABEL_REVISION, router_configmap_name, workload_name
 from modelrollout.planning.observe import RevisionHealth
-from modelrollout.planning.online import Owner, build_deployment, build_hpa, build_pdb, build_services
+from modelrollout.planning.online import (
+    Owner,
+    build_deployment,
+    build_hpa,
+    build_pdb,
+    build_services,
+    rebuild_deployment,
+)
 from modelrollout.planning.revision import revision_of
+from modelrollout.rollout.actions import Action, EnsureRevision, RecordEvent, ScaleDown
+from modelrollout.rollout.sizing import full_replicas, provider
 
 EventType = Literal["Normal", "Warning"]
 
@@ -41,11 +42,21 @@ class PlanSettings:
 
 
 @dataclass(frozen=True)
+class RevisionState:
+    """One revision's Deployment as found: its health, the replica count we last asked for, and the stored
+    object (the only record of the pod template of a revision the spec no longer describes)."""
+
+    health: RevisionHealth
+    replicas: int
+    deployment: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Observed:
-    """Online Deployments found for this ModelDeployment (by revision) and every owned object that exists
+    """Online Deployments of this ModelDeployment (by revision) and every owned object that exists
     (kind, name); owned objects missing from a plan are pruned."""
 
-    revisions: dict[str, RevisionHealth] = field(default_factory=dict)
+    revisions: dict[str, RevisionState] = field(default_factory=dict)
     existing: frozenset[tuple[str, str]] = frozenset()
 
 
@@ -58,227 +69,217 @@ class Event:
 
 @dataclass(frozen=True)
 class Plan:
-    apply: list[dict[str, Any]]
+    grow: list[dict[str, Any]]
+    shrink: list[dict[str, Any]]
     delete: list[tuple[str, str]]
     status: ModelDeploymentStatus
     events: list[Event]
 
 
-@dataclass
-class _Decision:
-    """What the revision logic settles before objects and conditions are derived from it."""
-
-    phase: Phase
-    message: str
-    serving: RevisionRef
-    stable: RevisionRef | None
-    canary: RevisionRef | None
-    keep: list[RevisionRef]
-    failure: str | None = None
-    promoted_from: RevisionRef | None = None
-    events: list[Event] = field(default_factory=list)
-    superseded: list[HistoryEntry] = field(default_factory=list)
+def target_of(spec: ModelDeploymentSpec, settings: PlanSettings) -> RevisionRef:
+    """The revision the spec asks for."""
+    return RevisionRef(revision=revision_of(spec, default_image=settings.default_image), version=spec.model.version)
 
 
-def _label(ref: RevisionRef) -> str:
-    return f"revision {ref.revision} (version {ref.version})"
+def replicas_by_revision(observed: Observed) -> dict[str, int]:
+    return {rev: state.replicas for rev, state in observed.revisions.items()}
 
 
-def _finished(
-    ref: RevisionRef, outcome: Outcome, started: datetime | None, now: datetime, message: str
-) -> HistoryEntry:
-    return HistoryEntry(
-        revision=ref.revision,
-        version=ref.version,
-        outcome=outcome,
-        started_at=started or now,
-        finished_at=now,
-        message=message,
-    )
-
-
-def _decide(
-    md: ModelDeployment, target: RevisionRef, prev: ModelDeploymentStatus, observed: Observed, now: datetime
-) -> _Decision:
-    stable = prev.stable
-    health = observed.revisions.get(target.revision)
-    decision: _Decision
-
-    if stable is None:  # first revision: nothing to protect yet
-        decision = _Decision("Progressing", f"bringing up {_label(target)}", target, None, target, [target])
-        if health and health.available:
-            decision = _Decision("Healthy", f"serving {_label(target)}", target, target, None, [target])
-            decision.events.append(Event("Normal", "RevisionAvailable", f"{_label(target)} is available and serving"))
-        elif health and health.failure:
-            decision.phase, decision.failure = "Degraded", health.failure
-            decision.message = f"{_label(target)} cannot become available: {health.failure}"
-    elif stable.revision == target.revision:
-        decision = _Decision("Healthy", f"serving {_label(stable)}", stable, stable, None, [stable])
-        if health is None or not health.available:
-            decision.phase, decision.message = "Progressing", f"waiting for {_label(stable)} to be available"
-            if health and health.failure:
-                decision.phase, decision.failure = "Degraded", health.failure
-                decision.message = f"{_label(stable)} is not available: {health.failure}"
-    elif md.spec.rollout.strategy != "direct":
-        # Progressive strategies are driven by the rollout engine; until it runs, stable keeps serving untouched.
-        decision = _Decision(
-            "Paused",
-            f"{_label(target)} waits: strategy {md.spec.rollout.strategy} needs the rollout engine, which this "
-            f"operator version does not run yet; {_label(stable)} keeps serving",
-            stable,
-            stable,
-            None,
-            [stable],
-        )
-    else:
-        decision = _replace_directly(stable, target, health)
-
-    # A candidate that is no longer the target (the spec moved on, or back) is over.
-    if prev.canary and prev.canary.revision not in (target.revision, decision.serving.revision):
-        message = f"{_label(prev.canary)} was superseded by {_label(target)} before it was promoted"
-        decision.superseded.append(_finished(prev.canary, "Superseded", prev.rollout_started_at, now, message))
-        decision.events.append(Event("Normal", "RevisionSuperseded", message))
-    return decision
-
-
-def _replace_directly(stable: RevisionRef, target: RevisionRef, health: RevisionHealth | None) -> _Decision:
-    if health and health.available:
-        decision = _Decision("Healthy", f"serving {_label(target)}", target, target, None, [target])
-        decision.promoted_from = stable
-        message = f"{_label(target)} replaced {_label(stable)} (strategy direct)"
-        decision.events.append(Event("Normal", "RevisionPromoted", message))
-        return decision
-    decision = _Decision(
-        "Progressing",
-        f"bringing up {_label(target)}; {_label(stable)} keeps serving until it is available",
-        stable,
-        stable,
-        target,
-        [stable, target],
-    )
-    if health and health.failure:
-        decision.phase, decision.failure = "Degraded", health.failure
-        decision.message = f"{_label(target)} cannot become available: {health.failure}; {_label(stable)} keeps serving"
-    return decision
-
-
-def _conditions(
-    prev: list[Condition], decision: _Decision, *, serving_ready: bool, generation: int | None, now: datetime
-) -> list[Condition]:
-    progressing = decision.canary is not None and decision.failure is None
-    wanted: list[tuple[str, ConditionStatus, str, str]] = [
-        (
-            "Ready",
-            "True" if serving_ready else "False",
-            "Serving" if serving_ready else "NotAvailable",
-            f"serving {_label(decision.serving)}" if serving_ready else f"{_label(decision.serving)} is not available",
-        ),
-        (
-            "Progressing",
-            "True" if progressing else "False",
-            "NewRevisionProgressing" if progressing else ("RevisionFailed" if decision.failure else "Stable"),
-            decision.message,
-        ),
-        (
-            "Degraded",
-            "True" if decision.failure else "False",
-            "RevisionFailed" if decision.failure else "AsExpected",
-            decision.failure or "",
-        ),
-    ]
-    by_type = {c.type: c for c in prev}
-    out = []
-    for kind, state, reason, message in wanted:
-        old = by_type.get(kind)
-        since = old.last_transition_time if old and old.status == state else now
-        out.append(
-            Condition(
-                type=kind,
-                status=state,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=generation,
+def engine_input(status: ModelDeploymentStatus, observed: Observed) -> ModelDeploymentStatus:
+    """Status as the engine wants it: status.replicas describes the stable and canary revisions as observed."""
+    replicas: dict[str, ReplicaCounts] = {}
+    for role, ref in (("stable", status.stable), ("canary", status.canary)):
+        state = observed.revisions.get(ref.revision) if ref else None
+        if ref is not None:
+            replicas[role] = ReplicaCounts(
+                desired=state.health.desired if state else 0, ready=state.health.ready if state else 0
             )
+    return status.model_copy(update={"replicas": replicas})
+
+
+def candidate_failure(status: ModelDeploymentStatus, observed: Observed) -> str | None:
+    """Why the candidate's pods cannot become ready, when they cannot (pods it was not asked to run cannot fail)."""
+    state = observed.revisions.get(status.canary.revision) if status.canary else None
+    if state is None or state.replicas == 0:
+        return None
+    return state.health.failure
+
+
+def wanted_replicas(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observed: Observed, actions: Iterable[Action]
+) -> dict[str, int]:
+    """Pods per revision after the actions: what we asked for before, changed by each EnsureRevision and
+    ScaleDown in order. A stable revision nobody asked anything of (its Deployment was deleted) runs at full size."""
+    wanted = replicas_by_revision(observed)
+    for action in actions:
+        if isinstance(action, EnsureRevision):
+            wanted[action.revision.revision] = action.replicas
+        elif isinstance(action, ScaleDown):
+            wanted[action.revision] = 0
+    if status.stable is not None:
+        wanted.setdefault(status.stable.revision, full_replicas(spec))
+    return wanted
+
+
+def _kept_revisions(status: ModelDeploymentStatus, wanted: dict[str, int], target: RevisionRef) -> set[str]:
+    """Revisions whose Deployment stays: the roles, anything running, anything due to scale down, the target
+    (held at zero after a rollback, for retry) and the last revision promoted before stable (at zero, for undo)."""
+    keep = {ref.revision for ref in (status.stable, status.canary, status.held) if ref is not None}
+    keep |= {rev for rev, n in wanted.items() if n > 0}
+    keep |= {d.revision for d in status.scale_downs}
+    if status.canary is not None or (status.stable is not None and status.stable.revision == target.revision):
+        keep.add(target.revision)
+    stable = status.stable.revision if status.stable else None
+    previous = next(
+        (h.revision for h in reversed(status.history) if h.outcome == "Promoted" and h.revision != stable), None
+    )
+    if previous is not None:
+        keep.add(previous)
+    return keep
+
+
+def _main_selects(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, stable: str, canary: str) -> str | None:
+    """What `<name>` selects. The `service` provider splits by pod counts: every revision's pods while the canary
+    has a share, the canary alone once it has everything (a blue-green switch). Other providers leave the split
+    to the router: `<name>` is stable."""
+    if provider(spec) != "service" or status.canary is None:
+        return stable
+    weight = status.weights.canary
+    if weight >= 100:
+        return canary
+    return None if weight > 0 else stable
+
+
+def _ready_condition(
+    prev: Sequence[Condition], stable: RevisionRef | None, observed: Observed, generation: int | None, now: datetime
+) -> Condition:
+    state = observed.revisions.get(stable.revision) if stable else None
+    serving = bool(state and state.health.available)
+    if stable is None:
+        reason, message = "NoRevision", "no revision has become available yet"
+    elif serving:
+        reason, message = "Serving", f"serving revision {stable.revision} (version {stable.version})"
+    else:
+        failure = state.health.failure if state else "its Deployment is missing"
+        reason = "NotAvailable"
+        message = f"revision {stable.revision} (version {stable.version}) is not available" + (
+            f": {failure}" if failure else ""
         )
-    return out
+    status = "True" if serving else "False"
+    old = next((c for c in prev if c.type == "Ready"), None)
+    since = old.last_transition_time if old and old.status == status else now
+    return Condition(
+        type="Ready",
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
 
 
-def _counts(health: RevisionHealth | None) -> ReplicaCounts:
-    return ReplicaCounts(desired=health.desired, ready=health.ready) if health else ReplicaCounts()
-
-
-def plan_online(md: ModelDeployment, *, observed: Observed, settings: PlanSettings, now: datetime) -> Plan:
-    """The whole reconcile decision for a ModelDeployment with `spec.online`."""
+def plan_objects(
+    md: ModelDeployment,
+    *,
+    decided: ModelDeploymentStatus,
+    actions: Sequence[Action],
+    observed: Observed,
+    settings: PlanSettings,
+    now: datetime,
+) -> Plan:
+    """The objects, status and events that make the engine's decision (`decided`, `actions`) real."""
     spec, meta = md.spec, md.metadata
     if spec.online is None or meta.name is None or meta.namespace is None or meta.uid is None:
-        raise ValueError("plan_online needs spec.online and a stored object (name, namespace, uid)")
-    prev = md.status or ModelDeploymentStatus()
-    target = RevisionRef(revision=revision_of(spec, default_image=settings.default_image), version=spec.model.version)
-    decision = _decide(md, target, prev, observed, now)
+        raise ValueError("plan_objects needs spec.online and a stored object (name, namespace, uid)")
     owner = Owner(name=meta.name, namespace=meta.namespace, uid=meta.uid)
+    target = target_of(spec, settings)
+    wanted = wanted_replicas(spec, decided, observed, actions)
+    before = replicas_by_revision(observed)
+    autoscaled = spec.online.autoscaling is not None
+    events = [Event(a.type, a.reason, a.message) for a in actions if isinstance(a, RecordEvent)]
 
-    apply = [
-        build_deployment(
-            spec,
-            owner,
-            revision=ref.revision,
-            image_default=settings.default_image,
-            progress_deadline_s=settings.progress_deadline_s,
-        )
-        for ref in decision.keep
-    ]
-    stable_rev = (decision.stable or decision.serving).revision
-    canary_rev = (decision.canary or decision.stable or decision.serving).revision
-    apply += build_services(owner, serving=decision.serving.revision, stable=stable_rev, canary=canary_rev)
-    apply += [hpa for ref in decision.keep if (hpa := build_hpa(spec, owner, revision=ref.revision))]
-    apply += [pdb] if (pdb := build_pdb(spec, owner)) else []
+    grow: list[dict[str, Any]] = []
+    shrink: list[dict[str, Any]] = []
+    for revision in sorted(_kept_revisions(decided, wanted, target)):
+        replicas = wanted.get(revision, 0)
+        state = observed.revisions.get(revision)
+        if revision == target.revision:
+            deployment = build_deployment(
+                spec,
+                owner,
+                revision=revision,
+                replicas=replicas,
+                image_default=settings.default_image,
+                progress_deadline_s=settings.progress_deadline_s,
+            )
+        elif state is not None:
+            deployment = rebuild_deployment(
+                state.deployment,
+                owner,
+                revision=revision,
+                replicas=replicas,
+                autoscaled=autoscaled,
+                progress_deadline_s=settings.progress_deadline_s,
+            )
+        else:
+            message = (
+                f"Deployment {workload_name(owner.name, revision)} was deleted and cannot be recreated: the spec "
+                "that described it has changed since"
+            )
+            events.append(Event("Warning", "RevisionLost", message))
+            continue
+        objects = [deployment]
+        if hpa := build_hpa(spec, owner, revision=revision, replicas=replicas):
+            objects.append(hpa)
+        (shrink if replicas < before.get(revision, 0) else grow).extend(objects)
+
+    serving = decided.stable or decided.canary or target
+    stable_rev = serving.revision
+    canary_rev = (decided.canary or serving).revision
+    grow += build_services(
+        owner,
+        stable=stable_rev,
+        canary=canary_rev,
+        main=_main_selects(spec, decided, stable_rev, canary_rev),
+        preview=spec.rollout.strategy == "blueGreen",
+    )
+    grow += [pdb] if (pdb := build_pdb(spec, owner)) else []
 
     # Prune: whatever we own that this plan no longer wants goes (old revisions, an HPA after autoscaling was
-    # turned off, a PDB after scaling to one pod), exactly as `kubectl apply --prune` would.
-    wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in apply}
-    delete = sorted(observed.existing - wanted)
+    # turned off or its revision scaled to zero, a PDB after scaling to one pod), as `kubectl apply --prune`
+    # would. The router's ConfigMap is written by the router provider, not here, and stays while it is in use.
+    wanted_objects = {(obj["kind"], obj["metadata"]["name"]) for obj in grow + shrink}
+    if provider(spec) == "router":
+        wanted_objects.add(("ConfigMap", router_configmap_name(owner.name)))
+    delete = sorted(observed.existing - wanted_objects)
 
-    events = list(decision.events)
+    prev = md.status or ModelDeploymentStatus()
     # Same generation as our last pass: the spec did not change, so anything missing was removed behind our back
-    # (after a spec change, a missing object is simply new).
+    # (after a spec change, a missing object is simply new; a revision brought up by the rollout is new too).
     if prev.observed_generation is not None and prev.observed_generation == meta.generation:
-        for obj in apply:
-            if (obj["kind"], obj["metadata"]["name"]) not in observed.existing:
-                events.append(
-                    Event("Warning", "ChildRestored", f"{obj['kind']} {obj['metadata']['name']} was missing; recreated")
-                )
+        for obj in grow + shrink:
+            key = (obj["kind"], obj["metadata"]["name"])
+            if key not in observed.existing and not _newly_started(obj, before):
+                events.append(Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated"))
     for kind, name in delete:
         reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
         events.append(Event("Normal", reason, f"{kind} {name} is no longer needed; deleted"))
-    if decision.failure and not any(c.type == "Degraded" and c.status == "True" for c in prev.conditions):
-        events.append(Event("Warning", "RevisionFailed", decision.message))
 
-    started = prev.rollout_started_at if prev.canary and prev.canary.revision == target.revision else None
-    history = [*prev.history, *decision.superseded]
-    if decision.promoted_from:
-        message = f"{_label(target)} replaced {_label(decision.promoted_from)}"
-        history.append(_finished(target, "Promoted", started, now, message))
-    serving_health = observed.revisions.get(decision.serving.revision)
-    serving_ready = bool(serving_health and serving_health.available and decision.stable is not None)
-    roles = {"stable": decision.stable or decision.serving}
-    if decision.canary and decision.canary != roles["stable"]:
-        roles["canary"] = decision.canary
-
-    status = prev.model_copy(
+    others = [c for c in decided.conditions if c.type != "Ready"]
+    ready = _ready_condition(prev.conditions, decided.stable, observed, meta.generation, now)
+    status = decided.model_copy(
         update={
-            "phase": decision.phase,
             "observed_generation": meta.generation,
             "modes": ",".join(spec.modes),
-            "message": decision.message,
-            "stable": decision.stable,
-            "canary": decision.canary,
-            "rollout_started_at": (started or now) if decision.canary else None,
-            "replicas": {role: _counts(observed.revisions.get(ref.revision)) for role, ref in roles.items()},
-            "conditions": _conditions(
-                prev.conditions, decision, serving_ready=serving_ready, generation=meta.generation, now=now
-            ),
-            "history": history[-settings.history_limit :],
+            "replicas": engine_input(decided, observed).replicas,
+            "conditions": [ready, *others],
+            "history": decided.history[-settings.history_limit :],
         }
     )
-    return Plan(apply=apply, delete=delete, status=status, events=events)
+    return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
+
+
+def _newly_started(obj: dict[str, Any], before: dict[str, int]) -> bool:
+    """An HPA that did not exist because its revision ran no pods until now (an HPA cannot hold zero pods)."""
+    revision = obj["metadata"]["labels"].get(LABEL_REVISION, "")
+    return obj["kind"] == "HorizontalPodAutoscaler" and before.get(revision, 0) == 0

@@ -179,7 +179,16 @@ class ConfigMapRouter:
     async def reset(self) -> None:
         await self._update(weights={"stable": 100, "canary": 0}, mirror_percent=0, header_route=None)
 
-    async def sync(self) -> None:
-        """Rewrite the document with the current roles and settings, keeping the rollout's routing (called on
-        every pass: a promotion changes the versions, a spec edit the timeout)."""
-        await self._update()
+    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
+        """Make the stored document say `stable`/`canary`/`mirror` with the current roles and settings (a
+        promotion changes the versions, a spec edit the timeout), keeping its header route. Writes only when
+        the document differs: True when it did (it was missing, edited by hand, or out of date)."""
+        check_weights(stable, canary)
+        stored = await self._stored()
+        routing = {"weights": {"stable": stable, "canary": canary}, "mirror_percent": mirror}
+        expected = RouterConfig.model_validate({**(stored or self._default()).model_dump(), **self._fixed, **routing})
+        if stored == expected:
+            return False
+        await self._write(to_configmap_data(expected))
+        self._written = expected
+        return True

@@ -151,12 +151,13 @@ async def test_online_example_converges_to_healthy_with_real_replica_counts(
     assert deployment.status.ready_replicas == status["replicas"]["stable"]["ready"] == want
     assert deployment.metadata.owner_references[0].uid == obj["metadata"]["uid"]
     services = await k8s.services(name)
-    assert set(services) == {name, f"{name}-stable", f"{name}-canary"}
+    preview = {f"{name}-preview"} if spec.rollout.strategy == "blueGreen" else set()
+    assert set(services) == {name, f"{name}-stable", f"{name}-canary", *preview}
     assert {s.spec.selector[LABEL_REVISION] for s in services.values()} == {revision}
     kinds = {kind for kind, _ in await k8s.children(name)}
     assert ("HorizontalPodAutoscaler" in kinds) == (spec.online.autoscaling is not None)
     assert ("PodDisruptionBudget" in kinds) == (want > 1)
-    await k8s.wait_for_events(name, "RevisionAvailable")
+    await k8s.wait_for_events(name, "RolloutStarted", "Promoted")
     # Kopf keeps its bookkeeping in our API group, and nothing of its own in status.
     assert not [k for k in obj["metadata"].get("annotations", {}) if k.startswith("kopf.zalando.org/")]
     assert all(k.startswith("modelrollout.dev/") for k in obj["metadata"].get("annotations", {}) if "/" in k)
@@ -236,7 +237,7 @@ async def test_a_restarted_operator_changes_nothing_that_was_correct(k8s: Cluste
     await k8s.healthy("iris")
     # mid-way: a second revision that cannot start, so a replacement is in progress (and failing) at the restart
     await k8s.patch_model("iris", version="8", image="invalid.modelrollout.dev/model-server:8")
-    await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "the bad revision to be Degraded")
+    await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "the bad revision to be rolled back")
     await asyncio.sleep(operator.interval_s)  # let in-flight passes settle
     children, status = await k8s.children("iris"), (await k8s.get("iris"))["status"]
     assert len([kind for kind, _ in children if kind == "Deployment"]) == 2
@@ -261,11 +262,14 @@ async def test_an_image_that_cannot_be_pulled_never_replaces_the_healthy_revisio
     status = obj["status"]
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True"
-    assert degraded["reason"] == "RevisionFailed"
     assert "ErrImagePull" in degraded["message"]
     assert "invalid.modelrollout.dev/model-server:2" in degraded["message"]
+    # Rolled back at once (no waiting for the progress deadline) and held: not retried until the spec changes.
     assert status["stable"] == stable
-    assert status["canary"]["version"] == "2"
+    assert "canary" not in status
+    assert status["held"]["version"] == "2"
+    assert status["history"][-1]["outcome"] == "Failed"
+    assert status["weights"] == {"stable": 100, "canary": 0, "mirror": 0}
     await _assert_stable_still_serves(k8s, "iris", stable["revision"])
     await k8s.wait_for_events("iris", "RevisionFailed")
 
@@ -292,7 +296,7 @@ async def test_a_first_revision_that_cannot_start_is_degraded(k8s: Cluster, oper
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "False"
 
 
-async def test_direct_strategy_replaces_the_revision_once_available_then_removes_the_old(
+async def test_direct_strategy_replaces_the_revision_once_available_then_scales_the_old_down(
     k8s: Cluster, operator: OperatorProcess
 ) -> None:
     await k8s.create("online-direct.yaml")
@@ -306,14 +310,18 @@ async def test_direct_strategy_replaces_the_revision_once_available_then_removes
     assert status["history"][-1]["outcome"] == "Promoted"
     assert status["history"][-1]["revision"] == new
 
-    async def old_removed() -> bool | None:
-        names = {d.metadata.name for d in await k8s.deployments("iris")}
-        return True if names == {f"iris-{new}"} else None
-
-    await eventually(old_removed, within=CONVERGE_S, what="the old revision's Deployment to be removed")
+    assert [d["revision"] for d in status["scaleDowns"]] == [old]
     services = await k8s.services("iris")
     assert {s.spec.selector[LABEL_REVISION] for s in services.values()} == {new}
-    await k8s.wait_for_events("iris", "RevisionPromoted", "RevisionRemoved")
+
+    # The old revision keeps its pods for scaleDownDelay (a fast undo), then goes to zero but stays, for undo.
+    async def old_at_zero() -> bool | None:
+        replicas = {d.metadata.name: d.spec.replicas for d in await k8s.deployments("iris")}
+        return True if replicas == {f"iris-{new}": 1, f"iris-{old}": 0} else None
+
+    await eventually(old_at_zero, within=CONVERGE_S, what="the old revision to be scaled to zero after the delay")
+    assert not (await k8s.get("iris"))["status"].get("scaleDowns")
+    await k8s.wait_for_events("iris", "Promoted")
 
 
 async def _assert_stable_still_serves(k8s: Cluster, name: str, revision: str) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from modelrollout.api.resource import ModelDeployment
-from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION, LABEL_ROLE
+from modelrollout.planning.names import ANNOTATION_REPLICAS, LABEL_MODE, LABEL_NAME, LABEL_REVISION, LABEL_ROLE
 from modelrollout.planning.online import (
     HTTP_PORT,
     Owner,
@@ -14,6 +14,7 @@ from modelrollout.planning.online import (
     build_pdb,
     build_services,
     model_server_env,
+    rebuild_deployment,
 )
 from tests.support.manifests import load_example
 
@@ -28,9 +29,14 @@ def spec_of(example: str, **online: Any) -> Any:
     return ModelDeployment.model_validate(body).spec
 
 
-def deployment(example: str = "online-canary-router.yaml", **online: Any) -> dict[str, Any]:
+def deployment(example: str = "online-canary-router.yaml", replicas: int = 3, **online: Any) -> dict[str, Any]:
     return build_deployment(
-        spec_of(example, **online), OWNER, revision="abcd1234", image_default=IMAGE, progress_deadline_s=120
+        spec_of(example, **online),
+        OWNER,
+        revision="abcd1234",
+        replicas=replicas,
+        image_default=IMAGE,
+        progress_deadline_s=120,
     )
 
 
@@ -115,13 +121,30 @@ def test_pods_are_locked_down_and_scraped() -> None:
 
 
 def test_replicas_are_ours_only_without_an_autoscaler() -> None:
-    assert deployment(replicas=3)["spec"]["replicas"] == 3
-    scaled = deployment(autoscaling={"minReplicas": 2, "maxReplicas": 5})
+    plain = deployment("online-direct.yaml", replicas=3)
+    assert plain["spec"]["replicas"] == 3
+    assert plain["metadata"]["annotations"] == {ANNOTATION_REPLICAS: "3"}, "the rollout's ask, kept on the object"
+    scaled = deployment(replicas=2, autoscaling={"minReplicas": 2, "maxReplicas": 5})
     assert "replicas" not in scaled["spec"], "applying replicas would fight the HPA"
+    retired = deployment(replicas=0, autoscaling={"minReplicas": 2, "maxReplicas": 5})
+    assert retired["spec"]["replicas"] == 0, "no HPA holds a revision at zero, so zero is ours"
+
+
+def test_a_revision_the_spec_no_longer_describes_keeps_its_stored_pod_template() -> None:
+    stored = deployment(replicas=3)
+    stored["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example/model-server:0"
+    rebuilt = rebuild_deployment(
+        stored, OWNER, revision="abcd1234", replicas=0, autoscaled=False, progress_deadline_s=9
+    )
+    assert rebuilt["spec"]["template"] == stored["spec"]["template"]
+    assert (rebuilt["spec"]["replicas"], rebuilt["spec"]["progressDeadlineSeconds"]) == (0, 9)
+    assert rebuilt["metadata"]["name"] == "churn-abcd1234"
+    with pytest.raises(ValueError, match="no pod template"):
+        rebuild_deployment({}, OWNER, revision="r", replicas=1, autoscaled=False, progress_deadline_s=9)
 
 
 def test_services_select_one_revision_each() -> None:
-    main, stable, canary = build_services(OWNER, serving="aaaa0000", stable="aaaa0000", canary="bbbb1111")
+    main, stable, canary = build_services(OWNER, stable="aaaa0000", canary="bbbb1111", main="aaaa0000")
     assert [s["metadata"]["name"] for s in (main, stable, canary)] == ["churn", "churn-stable", "churn-canary"]
     assert [s["metadata"]["labels"][LABEL_ROLE] for s in (main, stable, canary)] == ["main", "stable", "canary"]
     assert main["spec"]["selector"][LABEL_REVISION] == "aaaa0000"
@@ -129,9 +152,20 @@ def test_services_select_one_revision_each() -> None:
     assert main["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
 
 
-def test_hpa_per_revision_only_when_asked() -> None:
-    assert build_hpa(spec_of("online-direct.yaml"), OWNER, revision="r1") is None
-    hpa = build_hpa(spec_of("online-canary-router.yaml"), OWNER, revision="r1")
+def test_the_main_service_can_span_revisions_and_blue_green_gets_a_preview() -> None:
+    main, *_, preview = build_services(OWNER, stable="aaaa0000", canary="bbbb1111", main=None, preview=True)
+    assert main["spec"]["selector"] == {LABEL_NAME: "churn", LABEL_MODE: "online"}
+    assert preview["metadata"]["name"] == "churn-preview"
+    assert preview["spec"]["selector"][LABEL_REVISION] == "bbbb1111"
+
+
+def test_hpa_per_running_revision_only_when_asked() -> None:
+    assert build_hpa(spec_of("online-direct.yaml"), OWNER, revision="r1", replicas=1) is None
+    assert build_hpa(spec_of("online-canary-router.yaml"), OWNER, revision="r1", replicas=0) is None
+    floor = build_hpa(spec_of("online-canary-router.yaml"), OWNER, revision="r1", replicas=1)
+    assert floor is not None
+    assert floor["spec"]["minReplicas"] == 1, "a canary step's pods are the HPA's floor"
+    hpa = build_hpa(spec_of("online-canary-router.yaml"), OWNER, revision="r1", replicas=2)
     assert hpa is not None
     assert hpa["metadata"]["name"] == "churn-r1"
     assert hpa["metadata"]["labels"][LABEL_REVISION] == "r1"
@@ -161,4 +195,6 @@ def test_pdb_only_when_more_than_one_pod_is_guaranteed(online: dict[str, Any], e
 
 def test_build_deployment_refuses_a_spec_without_online() -> None:
     with pytest.raises(ValueError, match=r"spec\.online"):
-        build_deployment(spec_of("batch.yaml"), OWNER, revision="r", image_default=IMAGE, progress_deadline_s=60)
+        build_deployment(
+            spec_of("batch.yaml"), OWNER, revision="r", replicas=1, image_default=IMAGE, progress_deadline_s=60
+        )

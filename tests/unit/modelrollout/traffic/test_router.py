@@ -77,9 +77,12 @@ def test_the_document_format_is_versioned_camel_case_json() -> None:
     assert parse_configmap_data(data) == config
 
 
-async def test_sync_rewrites_roles_and_settings_but_keeps_the_routing() -> None:
+async def test_converge_rewrites_roles_and_settings_only_when_they_differ() -> None:
     store = Store()
     await router(store).set_weights(70, 30)
+    await router(store).set_header_route(HeaderMatch(header="x-canary"))
+    assert not await router(store).converge(stable=70, canary=30, mirror=0)
+    assert store.writes == 2
     promoted = ConfigMapRouter(
         route="churn",
         stable_url=STABLE_URL,
@@ -88,10 +91,14 @@ async def test_sync_rewrites_roles_and_settings_but_keeps_the_routing() -> None:
         write=store.write,
         read=store.read,
     )
-    await promoted.sync()
+    assert await promoted.converge(stable=100, canary=0, mirror=0)
     config = stored(store)
-    assert (config.weights.canary, config.versions.stable, config.versions.canary) == (30, "2", None)
+    assert (config.weights.canary, config.versions.stable, config.versions.canary) == (0, "2", None)
     assert (config.timeout_seconds, config.retry_on_stable) == (10.0, False)
+    assert config.header_route == HeaderMatch(header="x-canary")
+    store.data = None  # deleted by hand: written again from what status says
+    assert await promoted.converge(stable=90, canary=10, mirror=5)
+    assert (stored(store).weights.canary, stored(store).mirror_percent) == (10, 5)
 
 
 @pytest.mark.parametrize(
