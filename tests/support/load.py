@@ -95,6 +95,10 @@ class LoadSummary:
                 found.append(o)
         return found
 
+    def last(self, count: int) -> LoadSummary:
+        """Only the `count` requests sent last."""
+        return LoadSummary(self.outcomes[-count:] if count else ())
+
     def since(self, sent_at: float) -> LoadSummary:
         """Only the requests sent at or after `sent_at` (wall clock, time.time())."""
         return LoadSummary(tuple(o for o in self.outcomes if o.sent_at >= sent_at))
