@@ -193,7 +193,7 @@ def _step_state(index: int, status: ModelDeploymentStatus) -> tuple[str, str, st
     if index > current:
         return " ", "", "dim"
     if status.paused:
-        return "‖", pause_words(status), "bold yellow"
+        return "‖", f"paused ({status.pause_reason})" if status.pause_reason else "paused", "bold yellow"
     return "▶", "current", "bold cyan"
 
 
