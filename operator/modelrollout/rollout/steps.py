@@ -123,6 +123,17 @@ _RUNNERS: dict[type[Step], Callable[[Work, Any, int], bool]] = {
 }
 
 
+def _promotion_allowed(w: Work) -> bool:
+    """Steps done on time alone must not promote on missing or bad data: once background analysis has run, its
+    latest run must have passed (a run that could not decide holds the promotion until one passes, or the
+    inconclusiveLimit pauses the rollout for a human)."""
+    runs = [r for r in w.status.analysis.runs if r.kind == "Background"]
+    if not runs or runs[-1].verdict == "Successful":
+        return True
+    w.status.message = f"all steps done: promotion waits for a passing analysis run (latest: {runs[-1].verdict})"
+    return False
+
+
 def run_steps(w: Work) -> None:
     # Bounded: each pass either completes a step (at most one per step) or returns.
     for _ in range(len(w.plan.steps) + 2):
@@ -138,5 +149,7 @@ def run_steps(w: Work) -> None:
             enter_promoting(w, "all steps done")
             continue
         if not _RUNNERS[type(step)](w, step, index):
+            return
+        if index == len(w.plan.steps) - 1 and not _promotion_allowed(w):
             return
         next_step(w)

@@ -281,3 +281,27 @@ def test_the_scale_down_is_not_repeated_and_not_applied_to_a_revision_serving_ag
     sim.run(until=lambda s: s.status.stable == V1)
     sim.wait(300)
     assert V1.revision not in [a.revision for a in sim.actions(ScaleDown)]
+
+
+def test_steps_done_on_time_do_not_promote_while_the_latest_analysis_could_not_decide() -> None:
+    # Prometheus goes away mid-rollout: the timed steps run out, but missing data must not promote.
+    verdicts: dict[str, Verdict] = {"now": "Successful"}
+    spec = make_spec(
+        {
+            "strategy": "canary",
+            "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}]},
+            "analysis": analysis(inconclusiveLimit=100),
+        }
+    )
+    sim = Sim.serving(spec, script=lambda _request: verdicts["now"])
+    sim.tick()
+    sim.wait(30)  # one passing background run
+    verdicts["now"] = "Error"
+    sim.run(until=lambda s: "promotion waits" in (s.status.message or ""), step_s=10)
+    for _ in range(10):
+        sim.wait(30)
+        assert sim.status.stable == V1, "promoted without a passing run"
+        assert sim.status.canary == V2
+    verdicts["now"] = "Successful"
+    sim.run(until=lambda s: s.status.phase == "Healthy", step_s=10, limit=10)
+    assert sim.status.stable == V2
