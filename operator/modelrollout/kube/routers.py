@@ -44,7 +44,8 @@ def _configmap_router(ctx: RouterContext) -> ConfigMapRouter:
     owner = Owner(name=name, namespace=namespace, uid=uid)
     configmap = router_configmap_name(name)
     serving = status.stable or status.canary
-    canary = status.canary if status.stable is not None else None
+    # Without a rollout the canary Service selects stable's pods, so the canary role serves stable's version.
+    canary = status.canary if status.stable is not None and status.canary is not None else serving
     routing = spec.rollout.traffic_routing
     settings = routing.router if routing else None
 

@@ -81,6 +81,9 @@ class RouterConfig(_Model):
         uses_canary = self.weights.canary > 0 or self.mirror_percent > 0 or self.header_route is not None
         if uses_canary and self.backends.canary is None:
             raise ValueError("weights, mirror or a header route send traffic to the canary but it has no backend")
+        if (self.backends.canary is None) != (self.versions.canary is None):
+            # The router labels every answer with the version behind its role: a backend needs its version.
+            raise ValueError("backends.canary and versions.canary are set together or not at all")
         return self
 
 

@@ -87,13 +87,13 @@ async def test_converge_rewrites_roles_and_settings_only_when_they_differ() -> N
         route="churn",
         stable_url=STABLE_URL,
         canary_url=CANARY_URL,
-        versions=Versions(stable="2"),
+        versions=Versions(stable="2", canary="2"),  # no rollout: the canary Service selects stable's pods
         write=store.write,
         read=store.read,
     )
     assert await promoted.converge(stable=100, canary=0, mirror=0)
     config = stored(store)
-    assert (config.weights.canary, config.versions.stable, config.versions.canary) == (0, "2", None)
+    assert (config.weights.canary, config.versions.stable, config.versions.canary) == (0, "2", "2")
     assert (config.timeout_seconds, config.retry_on_stable) == (10.0, False)
     assert config.header_route == HeaderMatch(header="x-canary")
     store.data = None  # deleted by hand: written again from what status says
@@ -128,6 +128,17 @@ async def test_converge_rewrites_roles_and_settings_only_when_they_differ() -> N
 def test_unusable_documents_are_refused_with_the_reason(data: dict[str, str], message: str) -> None:
     with pytest.raises(RouterConfigError, match=message):
         parse_configmap_data(data)
+
+
+def test_a_canary_backend_comes_with_its_version() -> None:
+    with pytest.raises(ValidationError, match="set together"):
+        RouterConfig.model_validate(
+            {
+                "route": "x",
+                "backends": {"stable": STABLE_URL, "canary": CANARY_URL},
+                "versions": {"stable": "1"},
+            }
+        )
 
 
 def test_weights_must_add_up_to_100() -> None:
