@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from modelrollout.cli import main
 from modelrollout.cli.kube import connect
 from modelrollout.cli.main import app
 
@@ -144,3 +146,34 @@ async def test_the_namespace_defaults_to_the_contexts(tmp_path: Path) -> None:
     finally:
         await current.api.close()
         await other.api.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("promote", "churn"), ("promote", False, True, "60s", False)),
+        (("promote", "churn", "--full", "--no-wait"), ("promote", True, False, "60s", False)),
+        (("abort", "churn", "--timeout", "2m", "--force"), ("abort", False, True, "2m", True)),
+        (("retry", "churn"), ("retry", False, True, "60s", False)),
+        (("pause", "churn", "--no-wait"), ("pause", False, False, "60s", False)),
+        (("resume", "churn", "--wait", "--timeout", "5"), ("resume", False, True, "5", False)),
+        (("undo", "churn", "-n", "prod", "--context", "ctx"), ("undo", False, True, "60s", False)),
+    ],
+)
+def test_each_verb_command_delivers_its_verb(
+    monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: tuple[Any, ...]
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    async def fake(verb_name: str, target: Any, *, name: str, full: bool, how: Any) -> int:
+        calls.append((verb_name, target, name, full, how))
+        return 0
+
+    monkeypatch.setattr(main, "_deliver", fake)
+    code, _, err = invoke(*args)
+    assert code == 0, err
+    ((verb_name, target, name, full, how),) = calls
+    assert name == "churn"
+    assert (verb_name, full, how.wait, how.timeout, how.force) == expected
+    if "-n" in args:
+        assert (target.namespace, target.context) == ("prod", "ctx")
