@@ -136,6 +136,24 @@ class Target:
     context: str | None
 
 
+@app.callback()
+def _everywhere(
+    ctx: typer.Context,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """-n/--kubeconfig/--context also before the command (`kubectl modelrollout -n prod status churn`): kubectl
+    refuses flags before a plugin's name, so this is where they go for kubectl users."""
+    ctx.obj = Target(namespace, kubeconfig, context)
+
+
+def _target(ctx: typer.Context, namespace: str | None, kubeconfig: str | None, context: str | None) -> Target:
+    """The command's own flags, else those given before the command."""
+    given = ctx.obj if isinstance(ctx.obj, Target) else Target(None, None, None)
+    return Target(namespace or given.namespace, kubeconfig or given.kubeconfig, context or given.context)
+
+
 @contextlib.asynccontextmanager
 async def _api(target: Target) -> AsyncIterator[Api]:
     from modelrollout.cli.kube import Api, connect  # noqa: PLC0415 - the Kubernetes client takes seconds to import
@@ -264,6 +282,7 @@ async def _status(name: str, target: Target, *, watch: bool, output: Output) -> 
 
 @app.command()
 def status(
+    ctx: typer.Context,
     name: NameArg,
     *,
     namespace: NamespaceOpt = None,
@@ -273,7 +292,7 @@ def status(
     output: Annotated[Output, typer.Option("--output", "-o", help="table (for people), json or yaml.")] = Output.table,
 ) -> None:
     """Phase, revisions, steps, weights, replicas, analysis, conditions, history and recent events."""
-    _run(_status(name, Target(namespace, kubeconfig, context), watch=watch, output=output))
+    _run(_status(name, _target(ctx, namespace, kubeconfig, context), watch=watch, output=output))
 
 
 # --- list ----------------------------------------------------------------------------------------------------------
@@ -292,6 +311,7 @@ async def _list(target: Target, *, all_namespaces: bool) -> None:
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     *,
     namespace: NamespaceOpt = None,
     kubeconfig: KubeconfigOpt = None,
@@ -299,7 +319,7 @@ def list_(
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="In every namespace.")] = False,
 ) -> None:
     """ModelDeployments: name, modes, strategy, stable, canary, weight, phase, age."""
-    _run(_list(Target(namespace, kubeconfig, context), all_namespaces=all_namespaces))
+    _run(_list(_target(ctx, namespace, kubeconfig, context), all_namespaces=all_namespaces))
 
 
 # --- verbs ---------------------------------------------------------------------------------------------------------
@@ -349,6 +369,7 @@ def _verb(verb_name: VerbName, target: Target, *, name: str, full: bool, how: De
 
 @app.command()
 def promote(
+    ctx: typer.Context,
     name: NameArg,
     *,
     full: Annotated[bool, typer.Option("--full", help="Skip every remaining step and promote now.")] = False,
@@ -360,12 +381,13 @@ def promote(
     force: ForceOpt = False,
 ) -> None:
     """Go on to the next step now (a pause step ends, a running step is skipped); --full: promote now."""
-    target = Target(namespace, kubeconfig, context)
+    target = _target(ctx, namespace, kubeconfig, context)
     _verb("promote", target, name=name, full=full, how=Delivery(wait, timeout, force))
 
 
 def _simple_verb(verb_name: VerbName, summary: str) -> Callable[..., None]:
     def command(
+        ctx: typer.Context,
         name: NameArg,
         *,
         namespace: NamespaceOpt = None,
@@ -375,7 +397,7 @@ def _simple_verb(verb_name: VerbName, summary: str) -> Callable[..., None]:
         timeout: TimeoutOpt = "60s",
         force: ForceOpt = False,
     ) -> None:
-        target = Target(namespace, kubeconfig, context)
+        target = _target(ctx, namespace, kubeconfig, context)
         _verb(verb_name, target, name=name, full=False, how=Delivery(wait, timeout, force))
 
     command.__doc__ = summary

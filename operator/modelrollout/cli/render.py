@@ -27,7 +27,7 @@ from modelrollout.api.status import (
     RevisionRef,
     Weights,
 )
-from modelrollout.rollout.plan import Plan, Step, build_plan
+from modelrollout.rollout.plan import AnalysisStep, PauseStep, Plan, ShadowStep, Step, WindowStep, build_plan
 
 PHASE_STYLES: Mapping[str, str] = {
     "Pending": "dim",
@@ -202,8 +202,8 @@ def _step_timing(step: Step, status: ModelDeploymentStatus, now: datetime) -> st
     if started is None:
         return ""
     elapsed = (now - _utc(started)).total_seconds()
-    seconds = getattr(step, "seconds", None)
-    if isinstance(seconds, int | float):
+    seconds = step.seconds if isinstance(step, PauseStep | AnalysisStep | WindowStep | ShadowStep) else None
+    if seconds is not None:
         left = seconds - elapsed
         return f"started {age(elapsed)} ago, {age(left)} left" if left > 0 else f"started {age(elapsed)} ago, due"
     return f"started {age(elapsed)} ago"

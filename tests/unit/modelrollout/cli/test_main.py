@@ -158,6 +158,9 @@ async def test_the_namespace_defaults_to_the_contexts(tmp_path: Path) -> None:
         (("pause", "churn", "--no-wait"), ("pause", False, False, "60s", False)),
         (("resume", "churn", "--wait", "--timeout", "5"), ("resume", False, True, "5", False)),
         (("undo", "churn", "-n", "prod", "--context", "ctx"), ("undo", False, True, "60s", False)),
+        # before the command, as `kubectl modelrollout -n prod ...` (kubectl refuses flags before a plugin)
+        (("-n", "prod", "--context", "ctx", "undo", "churn"), ("undo", False, True, "60s", False)),
+        (("-n", "other", "--context", "ctx", "undo", "churn", "-n", "prod"), ("undo", False, True, "60s", False)),
     ],
 )
 def test_each_verb_command_delivers_its_verb(
