@@ -229,6 +229,8 @@ async def _next_change(
     getter.cancel()
     if follower in done:
         follower.result()  # raises the watch's CliError
+        if not changes.empty():  # the last change and the end of the watch arrived together
+            return changes.get_nowait()
         raise CliError("the watch ended unexpectedly")
     return False
 
