@@ -10,7 +10,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -215,7 +215,7 @@ class Reconciler:
         for kind in OWNED_KINDS:
             found = await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name})
             owned[kind] = [obj for obj in found if _owned_by(obj, uid)]
-        seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj) for kind, objs in owned.items() for obj in objs}
+        seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj, kind) for kind, objs in owned.items() for obj in objs}
         revisions: dict[str, RevisionState] = {}
         for deployment in owned["Deployment"]:
             labels = deployment["metadata"]["labels"]
@@ -260,15 +260,17 @@ class Reconciler:
         self, obj: dict[str, Any], seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
     ) -> list[Event]:
         key = (obj["kind"], obj["metadata"]["name"])
-        after = _Seen.of(await self._kube.apply(obj))
+        after = _Seen.of(await self._kube.apply(obj), obj["kind"])
         before = seen.get(key)
         if before is None:
             return []  # created: the plan already said whether that was a restoration
         if after.uid != before.uid:
             # Deleted between our observation and this apply: restored all the same, and said so.
             return [Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated")]
-        if spec_unchanged and None not in (before.generation, after.generation) and after != before:
-            # Our apply changed the object's spec although our spec did not change: someone had edited it.
+        intended = _intent(obj, obj["kind"]) != before.intent  # the rollout itself resized it (a step, a scale-down)
+        if spec_unchanged and not intended and None not in (before.generation, after.generation) and after != before:
+            # Our apply changed the object's spec although neither our spec nor the rollout asked for a change:
+            # someone had edited it.
             message = f"{key[0]} {key[1]} had been changed by hand; restored to what the spec says"
             return [Event("Warning", "DriftCorrected", message)]
         return []
@@ -372,10 +374,20 @@ def _asked_replicas(deployment: dict[str, Any]) -> int:
 class _Seen:
     uid: str
     generation: int | None  # None for kinds without one (Service)
+    intent: str | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, obj: dict[str, Any]) -> _Seen:
-        return cls(uid=obj["metadata"]["uid"], generation=obj["metadata"].get("generation"))
+    def of(cls, obj: dict[str, Any], kind: str) -> _Seen:
+        meta = obj["metadata"]
+        return cls(uid=meta["uid"], generation=meta.get("generation"), intent=_intent(obj, kind))
+
+
+def _intent(obj: dict[str, Any], kind: str) -> str | None:
+    """What the rollout asks of an object beyond the spec: a Deployment's replica count, an HPA's floor.
+    (`kind` is passed: items of a list response carry none.)"""
+    if kind == "HorizontalPodAutoscaler":
+        return str(obj.get("spec", {}).get("minReplicas"))
+    return (obj["metadata"].get("annotations") or {}).get(ANNOTATION_REPLICAS)
 
 
 def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
