@@ -24,7 +24,7 @@ from tests.support.models import Classifiers, ModelArtifact, Regressors, train_c
 from tests.support.modelservers import ModelServer, Router, router_configmap_name, start_all
 from tests.support.operator import OperatorProcess
 from tests.support.processes import ManagedProcess
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer
 
 MODEL = "churn"  # spec.model.name, and the ModelDeployment's name (the router's `route`)
 
@@ -147,19 +147,40 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         stack.prometheus.close()
 
 
+StartOperator = Callable[..., OperatorProcess]
+
+
 @pytest.fixture
-async def operator(
+async def start_operator(
     cluster: Cluster, crds: list[str], namespace: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[OperatorProcess]:
-    """The operator process watching the test's namespace (started; `restart()` to crash it)."""
-    process = OperatorProcess(kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path)
-    process.start()
+) -> AsyncIterator[StartOperator]:
+    """`start_operator(**env)`: the operator process watching the test's namespace, told that Prometheus scrapes
+    every SCRAPE_INTERVAL_S (so its rate windows are seconds, not minutes); `env` adds MODELROLLOUT_* settings,
+    e.g. MODELROLLOUT_PROMETHEUS_URL=stack.prometheus.url. Stopped (and its log printed on failure) afterwards."""
+    started: list[OperatorProcess] = []
+
+    def start(**env: str) -> OperatorProcess:
+        settings = {"MODELROLLOUT_PROMETHEUS_SCRAPE_INTERVAL_S": f"{SCRAPE_INTERVAL_S:g}", **env}
+        process = OperatorProcess(
+            kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, extra_env=settings
+        )
+        process.start()
+        started.append(process)
+        return process
+
     try:
-        yield process
+        yield start
     finally:
-        process.stop()
-        if _failed(request):
-            print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
+        for process in started:
+            process.stop()
+            if _failed(request):
+                print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
+
+
+@pytest.fixture
+def operator(start_operator: StartOperator) -> OperatorProcess:
+    """The operator with the default e2e settings (see start_operator)."""
+    return start_operator()
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:
