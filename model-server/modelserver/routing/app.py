@@ -19,14 +19,12 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from modelserver.routing.metrics import CONTENT_TYPE, RouterMetrics
 from modelserver.routing.proxy import (
     BAD_GATEWAY,
     JSON_HEADERS,
-    SKIP_AUTO_HEADERS,
     Proxy,
     Reply,
     Request,
@@ -36,6 +34,7 @@ from modelserver.routing.proxy import (
 from modelserver.routing.reload import Routing
 from modelserver.routing.snapshot import uniform
 from modelserver.routing.sources import Source
+from modelserver.routing.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ class RouterApp:
         metrics: RouterMetrics | None = None,
         max_shadow_inflight: int = 64,
         max_body_bytes: int = 16 * 1024 * 1024,
-        max_connections: int = 0,
         seed: int | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else RouterMetrics()
@@ -70,9 +68,8 @@ class RouterApp:
         self.source = source
         self.max_shadow_inflight = max_shadow_inflight
         self.max_body_bytes = max_body_bytes
-        self.max_connections = max_connections
         self.proxy: Proxy | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: UpstreamClient | None = None
         self._source_task: asyncio.Task[None] | None = None
         self._draw = uniform(seed)
         self._own = {b"/healthz": self._live, b"/readyz": self._ready, b"/metrics": self._metrics}
@@ -109,10 +106,8 @@ class RouterApp:
             return
         headers = scope["headers"]
         query: bytes = scope["query_string"]
-        target = raw_path.decode("latin-1")
-        if query:
-            target += "?" + query.decode("latin-1")
-        request = Request(scope["method"], target, forwardable(headers), body)
+        target = raw_path + b"?" + query if query else raw_path
+        request = Request(scope["method"].encode(), target, forwardable(headers), body)
         backend = snapshot.choose(headers, self._draw())
         try:
             reply = await proxy.forward(snapshot, backend, request)
@@ -123,7 +118,7 @@ class RouterApp:
         if (
             snapshot.mirror_share
             and reply.backend is snapshot.stable
-            and request.method == "POST"
+            and request.method == b"POST"
             and 200 <= reply.status < 300
             and snapshot.mirrors(self._draw())
         ):
@@ -172,14 +167,8 @@ class RouterApp:
                 return
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.max_connections, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # bodies pass through as the backend encoded them
-            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-            skip_auto_headers=SKIP_AUTO_HEADERS,
-        )
-        self.proxy = Proxy(session=self._session, metrics=self.metrics, max_shadows=self.max_shadow_inflight)
+        self._client = UpstreamClient()
+        self.proxy = Proxy(client=self._client, metrics=self.metrics, max_shadows=self.max_shadow_inflight)
         self._source_task = asyncio.get_running_loop().create_task(self.source.run(self.routing))
         self._source_task.add_done_callback(_report_source_end)
         # What is allocated so far lives until exit; freezing it keeps full collections short.
@@ -192,8 +181,8 @@ class RouterApp:
             await asyncio.gather(self._source_task, return_exceptions=True)
         if self.proxy is not None:
             await self.proxy.drain(SHADOW_DRAIN_S)
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def _report_source_end(task: asyncio.Task[None]) -> None:

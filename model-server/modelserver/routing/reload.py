@@ -38,7 +38,12 @@ class Routing:
         current = self.snapshot
         try:
             config = parse_document(text)
-        except RouterConfigError as exc:
+            if current is not None and current.config == config:
+                self._metrics.reloads.labels(config.route, UNCHANGED).inc()
+                self._metrics.stale.labels(config.route).set(0)
+                return UNCHANGED
+            snapshot = build_snapshot(config, self._upstreams)
+        except (RouterConfigError, ValueError) as exc:  # ValueError: a backend URL that cannot be taken apart
             route = self.route or route_of(text) or ""
             self._metrics.reloads.labels(route, INVALID).inc()
             if current is not None:
@@ -51,11 +56,6 @@ class Routing:
                 extra={"route": route, "origin": origin},
             )
             return INVALID
-        if current is not None and current.config == config:
-            self._metrics.reloads.labels(config.route, UNCHANGED).inc()
-            self._metrics.stale.labels(config.route).set(0)
-            return UNCHANGED
-        snapshot = build_snapshot(config, self._upstreams)
         self.snapshot = snapshot  # the swap: requests from here on see the new routing
         self._metrics.loaded(
             config.route,

@@ -38,7 +38,6 @@ def build_app(settings: RouterSettings) -> RouterApp:
         upstreams=settings.upstream,
         max_shadow_inflight=settings.max_shadow_inflight,
         max_body_bytes=settings.max_body_bytes,
-        max_connections=settings.max_connections,
         seed=settings.seed,
     )
 

@@ -30,7 +30,6 @@ class RouterSettings(BaseSettings):
     watch_timeout_s: PositiveInt = Field(300, description="server-side timeout of one ConfigMap watch")
     max_shadow_inflight: PositiveInt = Field(64, description="shadow calls in flight; more are dropped")
     max_body_bytes: PositiveInt = 16 * 1024 * 1024
-    max_connections: int = Field(0, ge=0, description="pooled connections per backend (0: unbounded)")
     seed: int | None = Field(None, description="seed of the split's random generator (tests)")
     graceful_timeout_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelserver.routing.config import HeaderRoute, RouterConfig
+from modelserver.routing.upstream import Origin
 
 Headers = Sequence[tuple[bytes, bytes]]
 STABLE = "stable"
@@ -32,10 +33,12 @@ class Backend:
     role: str
     version: str
     url: str  # base URL without a trailing slash; the request's path and query are appended as they came
-    response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False)
+    origin: Origin = field(init=False, compare=False)
+    response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         tags = ((b"x-modelrollout-version", self.version.encode()), (b"x-modelrollout-role", self.role.encode()))
+        object.__setattr__(self, "origin", Origin.parse(self.url))
         object.__setattr__(self, "response_headers", tags)
 
 

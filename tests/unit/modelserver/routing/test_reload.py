@@ -81,3 +81,12 @@ def test_a_new_route_name_moves_the_weight_gauges() -> None:
     routing.apply(json.dumps(vector() | {"route": "churn-2"}), origin="test")
     assert sample(metrics, "modelrouter_weight", route="churn", role="stable") is None
     assert sample(metrics, "modelrouter_weight", route="churn-2", role="stable") == 90
+
+
+def test_a_backend_url_that_cannot_be_used_is_refused() -> None:
+    routing, metrics = make()
+    routing.apply(SHARED_VECTOR.read_text(), origin="test")
+    good = routing.snapshot
+    unusable = vector() | {"backends": {"stable": "http://", "canary": "http://churn-canary.prod.svc:80"}}
+    assert routing.apply(json.dumps(unusable), origin="test") == INVALID
+    assert routing.snapshot is good
