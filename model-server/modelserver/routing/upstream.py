@@ -187,6 +187,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = None
         self._reset()
         self.reusable = keep_alive and not self.closed
+        self.received = False  # bytes arriving from now on belong to no request
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
