@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 IGNORED_REASON = "VerbIgnored"
 CONFLICT_RETRIES = 5
-# The operator records its events before it writes status; these re-reads only cover an operator that does not.
+# Once status.lastVerbId shows the verb applied, how long to wait for the operator to finish that pass (remove the
+# annotation, after its events are recorded); and, when it never does, how often to look for a VerbIgnored warning.
+CONSUME_GRACE_S = 5.0
 EVENT_GRACE_S = (0.0, 0.5, 1.0)
 
 
@@ -123,8 +125,10 @@ async def ignored_event_names(api: Api, name: str, uid: str | None) -> set[str]:
     return {e.name for e in await api.events(name, uid=uid) if e.info.reason == IGNORED_REASON}
 
 
-async def _find_ignored(api: Api, name: str, uid: str | None, verb: Verb, before: set[str]) -> EventInfo | None:
-    for delay in EVENT_GRACE_S:
+async def _find_ignored(
+    api: Api, name: str, verb: Verb, *, uid: str | None, before: set[str], grace: tuple[float, ...]
+) -> EventInfo | None:
+    for delay in grace:
         await asyncio.sleep(delay)
         for event in await api.events(name, uid=uid):
             info = event.info
@@ -138,33 +142,54 @@ async def _find_ignored(api: Api, name: str, uid: str | None, verb: Verb, before
     return None
 
 
+def _holds(obj: Mapping[str, Any], verb: Verb) -> bool:
+    """Whether the verb annotation is still this verb (the operator removes it once the pass is done)."""
+    try:
+        return parse_verb_annotation(_annotations(obj)) == verb
+    except ValueError:
+        return False
+
+
 async def wait_applied(
     api: Api, name: str, verb: Verb, *, timeout_s: float, timeout_text: str, before: set[str]
 ) -> Outcome:
-    """Watch the object until status.lastVerbId is the verb's id; then report the phase, message, and the
-    VerbIgnored warning the operator recorded for it (events not in `before`)."""
+    """Watch the object until the operator has applied the verb (status.lastVerbId is its id) and finished that
+    pass (the annotation removed: the operator writes status, then events, then removes it); then report the
+    phase, the message, and the VerbIgnored warning it recorded for the verb (events not in `before`)."""
     applied: Mapping[str, Any] | None = None
+    consumed = False
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout_s):
-            async with contextlib.aclosing(api.watch(name)) as changes:
-                async for obj in changes:
-                    if obj is None:
-                        raise CliError(f"modeldeployment {api.namespace}/{name} was deleted before {verb.name} applied")
-                    if is_applied(obj, verb):
-                        applied = obj
+        async with asyncio.timeout(timeout_s) as deadline, contextlib.aclosing(api.watch(name)) as changes:
+            async for obj in changes:
+                if obj is None:
+                    raise CliError(f"modeldeployment {api.namespace}/{name} was deleted before {verb.name} applied")
+                if is_applied(obj, verb):
+                    if applied is None:  # the rest of the pass should follow at once; do not wait long for it
+                        limit = deadline.when()
+                        soon = loop.time() + CONSUME_GRACE_S
+                        deadline.reschedule(soon if limit is None else min(limit, soon))
+                    applied = obj
+                    if not _holds(obj, verb):
+                        consumed = True
                         break
-                    other = _replaced_by(obj, verb)
-                    if other is not None:
-                        raise CliError(
-                            f"{describe(verb)} was replaced by {describe(other)} before the operator applied it",
-                            exit_code=EXIT_NOT_APPLIED,
-                        )
+                    continue
+                other = _replaced_by(obj, verb)
+                if other is not None:
+                    raise CliError(
+                        f"{describe(verb)} was replaced by {describe(other)} before the operator applied it",
+                        exit_code=EXIT_NOT_APPLIED,
+                    )
     except TimeoutError:
-        raise CliError(timeout_message(verb, api.namespace, name, timeout_text), exit_code=EXIT_NOT_APPLIED) from None
+        if applied is None:
+            raise CliError(
+                timeout_message(verb, api.namespace, name, timeout_text), exit_code=EXIT_NOT_APPLIED
+            ) from None
     assert applied is not None
     status = _status(applied)
     uid = applied.get("metadata", {}).get("uid")
-    ignored = await _find_ignored(api, name, uid, verb, before)
+    grace = (0.0,) if consumed else EVENT_GRACE_S
+    ignored = await _find_ignored(api, name, verb, uid=uid, before=before, grace=grace)
     return Outcome(
         verb=verb, phase=str(status.get("phase", "Pending")), message=str(status.get("message", "")), ignored=ignored
     )

@@ -24,6 +24,7 @@ from modelrollout.rollout.verbs import VERB_ANNOTATION, Verb, parse_verb_annotat
 from tests.conftest import REPO_ROOT, Cluster
 from tests.support.crds import install_crds
 from tests.support.manifests import load_example
+from tests.support.operator import OperatorProcess
 from tests.support.rollout import Sim
 from tests.support.waiting import eventually
 from tests.unit.modelrollout.cli.states import with_failed_run
@@ -149,8 +150,8 @@ def cli(cluster: Cluster, namespace: str) -> Cli:
 
 @contextlib.asynccontextmanager
 async def stand_in_operator(objects: Objects, *, ignore: str = "") -> AsyncIterator[list[Verb]]:
-    """Applies each verb annotated on NAME as the operator's contract says: (a VerbIgnored warning when `ignore`),
-    status.lastVerbId and a phase/message, then the annotation removed."""
+    """Applies each verb annotated on NAME in the operator's order: status (lastVerbId, phase, message), then its
+    events (a VerbIgnored warning when `ignore`), then the annotation removed."""
     applied: list[Verb] = []
 
     async def loop() -> None:
@@ -158,13 +159,14 @@ async def stand_in_operator(objects: Objects, *, ignore: str = "") -> AsyncItera
             obj = await objects.get()
             verb = parse_verb_annotation(obj["metadata"].get("annotations"))
             if verb is not None and verb.id != (obj.get("status") or {}).get("lastVerbId"):
-                if ignore:
-                    await objects.warn(obj, "VerbIgnored", f"{verb.name}: {ignore}")
-                    status = {"lastVerbId": verb.id}
-                else:
-                    status = {"lastVerbId": verb.id, "phase": "Paused", "paused": True, "pauseReason": "User"}
+                status: dict[str, Any] = {"lastVerbId": verb.id}
+                if not ignore:
+                    status |= {"phase": "Paused", "paused": True, "pauseReason": "User"}
                     status["message"] = "paused by a user; resume to continue"
                 await objects.write_status(status)
+                await asyncio.sleep(0.5)  # a slow pass: the CLI must wait for the whole of it
+                if ignore:
+                    await objects.warn(obj, "VerbIgnored", f"{verb.name}: {ignore}")
                 await objects.annotate({VERB_ANNOTATION: None})
                 applied.append(verb)
             await asyncio.sleep(0.2)
@@ -328,6 +330,29 @@ async def test_an_ignored_verb_is_exit_1_with_the_operators_reason(objects: Obje
     assert result.code == 1
     assert "the operator ignored resume: no rollout in progress" in result.err
     assert "older warning" not in result.err
+
+
+async def test_the_real_operator_explains_an_ignored_verb(
+    objects: Objects, cli: Cli, cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    operator = OperatorProcess(kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path)
+    operator.start()
+    try:
+        await objects.create("online-direct.yaml", name="iris")
+
+        async def healthy() -> bool | None:
+            return True if (await objects.get("iris")).get("status", {}).get("phase") == "Healthy" else None
+
+        await eventually(healthy, within=90, what="iris to be Healthy")
+        result = await cli.run("promote", "iris", "--timeout", "60s")
+        assert result.code == 1, (result.out, result.err, operator.log()[-5000:])
+        assert "the operator ignored promote: no rollout in progress" in result.err
+        assert "is unchanged; phase Healthy" in result.out
+        obj = await objects.get("iris")
+        assert VERB_ANNOTATION not in obj["metadata"].get("annotations", {})
+        assert obj["status"]["lastVerbId"]
+    finally:
+        operator.stop()
 
 
 # --- errors --------------------------------------------------------------------------------------------------------

@@ -42,9 +42,9 @@ class FakeApi:
 
     namespace = "prod"
 
-    def __init__(self, body: dict[str, Any], *, operator: Operator | None = None) -> None:
+    def __init__(self, body: dict[str, Any], *, operator: Operator | list[Operator] | None = None) -> None:
         self.body = body
-        self.operator = operator
+        self.operator = [operator] if callable(operator) else list(operator or [])
         self.patches: list[dict[str, Any]] = []
         self.event_list: list[NamedEvent] = []
         self.before_patch: Callable[[FakeApi], None] | None = None  # someone else writes between our read and write
@@ -73,8 +73,8 @@ class FakeApi:
 
     async def watch(self, name: str) -> AsyncGenerator[dict[str, Any] | None, None]:
         yield copy.deepcopy(self.body)
-        if self.operator is not None:
-            self.operator(self)
+        for step in self.operator:  # each step of the operator is one change seen by the watch
+            step(self)
             yield None if self.deleted else copy.deepcopy(self.body)
         await asyncio.Event().wait()  # nothing else ever changes
 
@@ -88,12 +88,31 @@ class FakeApi:
 def applies(
     *, phase: str = "Paused", message: str = "paused by a user; resume to continue", ignore: str = ""
 ) -> Operator:
+    """The operator's whole pass seen as one change."""
+
+    def operator(api: FakeApi) -> None:
+        writes_status(phase=phase, message=message)(api)
+        records_and_removes(ignore)(api)
+
+    return operator
+
+
+def writes_status(*, phase: str = "Paused", message: str = "") -> Operator:
+    def operator(api: FakeApi) -> None:
+        verb = deliver.parse_verb_annotation(api.body["metadata"]["annotations"])
+        assert verb is not None
+        api.body["status"].update(lastVerbId=verb.id, phase=phase, message=message)
+        api.bump()
+
+    return operator
+
+
+def records_and_removes(ignore: str = "") -> Operator:
     def operator(api: FakeApi) -> None:
         verb = deliver.parse_verb_annotation(api.body["metadata"]["annotations"])
         assert verb is not None
         if ignore:
             api.warn("VerbIgnored", f"{verb.name}: {ignore}")
-        api.body["status"].update(lastVerbId=verb.id, phase=phase, message=message)
         del api.body["metadata"]["annotations"][VERB_ANNOTATION]
         api.bump()
 
@@ -101,8 +120,9 @@ def applies(
 
 
 @pytest.fixture(autouse=True)
-def no_event_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deliver, "EVENT_GRACE_S", (0.0,))
+def short_graces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deliver, "EVENT_GRACE_S", (0.0, 0.05))
+    monkeypatch.setattr(deliver, "CONSUME_GRACE_S", 0.2)
 
 
 # --- pure helpers -------------------------------------------------------------------------------------------------
@@ -243,6 +263,20 @@ async def test_ignored_reports_the_operators_warning() -> None:
     outcome = await _send_and_wait(api, Verb(name="promote", id="p2"))
     assert outcome.ignored is not None
     assert outcome.why_ignored() == "the operator ignored promote: no rollout in progress"
+
+
+async def test_the_warning_recorded_after_the_status_write_is_found() -> None:
+    # The operator writes status (lastVerbId) first, then records its events, then removes the annotation.
+    api = FakeApi(obj(), operator=[writes_status(phase="Healthy"), records_and_removes("no rollout in progress")])
+    outcome = await _send_and_wait(api, Verb(name="abort", id="p5"))
+    assert outcome.ignored is not None
+    assert outcome.why_ignored() == "the operator ignored abort: no rollout in progress"
+
+
+async def test_an_operator_that_never_removes_the_annotation_still_counts_as_applied() -> None:
+    api = FakeApi(obj(), operator=[writes_status(phase="Paused", message="paused by a user")])
+    outcome = await _send_and_wait(api, Verb(name="pause", id="p6"), timeout_s=30)
+    assert (outcome.phase, outcome.ignored) == ("Paused", None)
 
 
 async def test_an_older_warning_is_not_taken_for_this_verbs() -> None:
