@@ -84,9 +84,11 @@ crds: venv ## regenerate the CRD from the pydantic models (a unit test fails whe
 
 # --- product ----------------------------------------------------------------------------------------
 
+DEMO_CLUSTER ?= mr-demo
+
 .PHONY: demo
-demo: venv tools ## bring up the local cluster and show it (grows into a full rollout demo)
-	hack/demo.sh
+demo: venv tools prometheus ## canary rollouts on a local cluster, printed as they happen (KEEP=1 keeps it running)
+	CLUSTER_NAME=$(DEMO_CLUSTER) hack/demo.sh
 
 .PHONY: e2e-kind
 e2e-kind: ## run the e2e suite on a kind cluster instead (needs Docker; never used by make test)
