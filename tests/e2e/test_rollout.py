@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.planning.names import router_configmap_name
-from modelrollout.traffic.router import parse_configmap_data
+from modelrollout.traffic.router import RouterConfig, parse_configmap_data
 from tests.conftest import Cluster
 from tests.e2e.conftest import LaunchStack, Stack
 from tests.support.load import Load, LoadSummary
@@ -91,6 +92,7 @@ class Sample:
     status: tuple[int, int, int]  # stable, canary, mirror
     configmap: tuple[int, int, int] | None
     router: tuple[int, int, int] | None
+    stable_version: str | None = None  # the version behind the router's stable role, per the ConfigMap
 
 
 @dataclass
@@ -167,15 +169,14 @@ class Rollout:
 
     # --- routing as the three parties see it ------------------------------------------------------------------
 
-    async def configmap_weights(self) -> tuple[int, int, int] | None:
+    async def configmap(self) -> RouterConfig | None:
         try:
             found = await client.CoreV1Api(self.api).read_namespaced_config_map(
                 router_configmap_name(self.stack.name), self.stack.namespace
             )
         except client.ApiException:
             return None
-        config = parse_configmap_data(found.data or {})
-        return (config.weights.stable, config.weights.canary, config.mirror_percent)
+        return parse_configmap_data(found.data or {})
 
     async def router_weights(self, http: httpx.AsyncClient) -> tuple[int, int, int] | None:
         router = self.stack.router
@@ -200,14 +201,18 @@ class Rollout:
             while True:
                 status = await self.status()
                 w = status.get("weights") or {}
+                config = await self.configmap()
                 self.samples.append(
                     Sample(
                         at=time.time(),
                         step=status.get("currentStep"),
                         phase=status.get("phase"),
                         status=(w.get("stable", 100), w.get("canary", 0), w.get("mirror", 0)),
-                        configmap=await self.configmap_weights(),
+                        configmap=(config.weights.stable, config.weights.canary, config.mirror_percent)
+                        if config
+                        else None,
                         router=await self.router_weights(http),
+                        stable_version=config.versions.stable if config else None,
                     )
                 )
                 await asyncio.sleep(0.1)
@@ -406,17 +411,22 @@ async def test_blue_green_switches_at_once_only_after_a_passing_pre_promotion_an
     preview.stop()
     await rollout.stop_recording()
 
-    history = rollout.configmap_canary_history()
     status = await rollout.status()
     step_runs = [r for r in status["analysis"]["runs"] if r["kind"] == "Step"]
     assert step_runs, "no pre-promotion analysis ran"
+    # Never a gradual shift: the router's canary share is never between nothing and everything.
+    assert all(s.configmap[1] in (0, 100) for s in rollout.samples if s.configmap), rollout.samples
+    switched = rollout.first_time(lambda s: s.stable_version == "2")
     if healthy:
-        # No gradual shift: from nothing to everything, then the roles flip (stable is version 2 now).
-        assert history[-3:] == [0, 100, 0], history
         assert step_runs[-1]["verdict"] == "Successful"
+        passed_at = datetime.fromisoformat(step_runs[-1]["at"]).timestamp()
+        assert switched is not None
+        # At once: the switch lands with the pass that saw the verdict (the sample clock is 0.1 s).
+        assert switched - passed_at <= INTERVAL_S, (passed_at, switched)
         assert summary.last(RATE).by_version.keys() == {"2"}
     else:
-        assert history == [0], f"a failing preview must never get traffic: {history}"
+        assert switched is None, "a failing preview must never get traffic"
+        assert rollout.configmap_canary_history() == [0]
         assert step_runs[-1]["verdict"] == "Failed"
         assert status["stable"]["version"] == "1"
         assert summary.by_version.keys() == {"1"}, summary.describe()
@@ -440,7 +450,7 @@ async def test_a_disagreeing_shadow_is_not_promoted_and_clients_never_see_its_an
 
     await rollout.to_version("2")
     status = await rollout.wait(
-        lambda s: s.get("phase") in ("RolledBack", "Degraded", "Healthy") and "canary" not in s, "a shadow verdict"
+        lambda s: any(h["version"] == "2" for h in s.get("history", [])), "the shadow rollout to end"
     )
     summary = load.stop()
     await rollout.stop_recording()
@@ -488,7 +498,7 @@ async def test_an_operator_killed_mid_rollout_continues_from_the_same_step_once(
     events = await rollout.events()
     weight_events = [message for reason, message in events if reason == "WeightSet"]
     assert len(weight_events) == 2, f"each weight step once: {weight_events}"
-    assert [reason for reason, _ in events].count("RolloutStarted") == 1
+    assert [reason for reason, _ in events].count("RolloutStarted") == 2  # version 1, then version 2
     assert [reason for reason, _ in events].count("Promoted") == 2  # version 1, then version 2
     assert status["history"][-1]["outcome"] == "Promoted"
     assert not summary.failures, summary.describe()
