@@ -131,3 +131,10 @@ prometheus: ## install Prometheus (Debian package) for the analysis tests, unles
 .PHONY: test-analysis
 test-analysis: venv prometheus ## the Prometheus provider against a real Prometheus scraping a real exporter
 	$(BIN)/pytest -m integration tests/integration/analysis $(PYTEST_ARGS)
+
+# --- router -------------------------------------------------------------------------------------------
+
+.PHONY: bench-router
+bench-router: venv ## model server direct vs through `modelserver route` (100/0, 90/10) on loopback (~6 min) -> bench/results/router.md
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python bench/router/run.py --out bench/results/router.md --workdir bench/results/raw/router

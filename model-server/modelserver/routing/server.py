@@ -54,6 +54,7 @@ def route(settings: RouterSettings) -> int:
         http="httptools",
         ws="none",
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-* pass to the backend untouched; the router itself reads none
         log_config=logging_config,
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),

@@ -116,6 +116,18 @@ class _Connection(asyncio.Protocol):
             transport.write(body)
         return waiter
 
+    async def exchange(self, head: bytes, body: bytes, *, is_head: bool, deadline: float) -> Response:
+        """Send a request and await its answer until `deadline` (loop time)."""
+        # A timer on the answer's future rather than asyncio.timeout(): the same deadline for a fraction of the
+        # cost on the path every request takes. A connection whose answer is late stays busy, and is closed
+        # when released.
+        waiter = self.send(head, body, is_head=is_head)
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
     @property
     def busy(self) -> bool:
         return self._waiter is not None
@@ -205,17 +217,15 @@ class _Pool:
         self._tls = tls
         self._idle: list[_Connection] = []
 
-    async def acquire(self) -> tuple[_Connection, bool]:
-        """A connection and whether it was reused."""
-        loop = asyncio.get_running_loop()
-        if self._idle:
-            oldest = loop.time() - IDLE_S
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed and connection.idle_since > oldest:
-                    return connection, True
-                connection.close()
-        return await self.connect(), False
+    def take(self, now: float) -> _Connection | None:
+        """The most recently used idle connection that is still open and fresh, if any."""
+        oldest = now - IDLE_S
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and connection.idle_since > oldest:
+                return connection
+            connection.close()
+        return None
 
     async def connect(self) -> _Connection:
         origin = self.origin
@@ -266,25 +276,39 @@ class UpstreamClient:
         head = _head(origin, method, target, headers, body)
         pool = self._pool(origin)
         is_head = method == b"HEAD"
-        async with asyncio.timeout(timeout_s):
-            connection, reused = await pool.acquire()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        connection = pool.take(loop.time())
+        reused = connection is not None
+        if connection is None:
+            connection = await _connect(pool, deadline)
+        try:
             try:
-                try:
-                    return await connection.send(head, body, is_head=is_head)
-                except UpstreamError:
-                    if not reused or connection.received:
-                        raise
-                # The idle connection had been closed by the backend: the request never reached it.
-                connection.close()
-                connection = await pool.connect()
-                return await connection.send(head, body, is_head=is_head)
-            finally:
-                pool.release(connection)
+                return await connection.exchange(head, body, is_head=is_head, deadline=deadline)
+            except UpstreamError:
+                if not reused or connection.received:
+                    raise
+            # The idle connection had been closed by the backend: the request never reached it.
+            connection.close()
+            connection = await _connect(pool, deadline)
+            return await connection.exchange(head, body, is_head=is_head, deadline=deadline)
+        finally:
+            pool.release(connection)
 
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+
+
+async def _connect(pool: _Pool, deadline: float) -> _Connection:
+    async with asyncio.timeout_at(deadline):
+        return await pool.connect()
+
+
+def _expire(waiter: asyncio.Future[Response]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _head(origin: Origin, method: bytes, target: bytes, headers: RawHeaders, body: bytes) -> bytes:

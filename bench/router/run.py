@@ -1,0 +1,311 @@
+"""Router benchmark: the same model server called directly and through `modelserver route`, same client, same load.
+
+Run by `make bench-router`. Everything listens on 127.0.0.1; every wrk run is bounded by --duration. The load
+generator and its Lua script are bench/serving's (wrk, one thread, optional pacing for a fixed offered load).
+
+Set-ups, measured in interleaved rounds so that drift on a shared machine hits all of them alike:
+- direct:       wrk -> model server (version 1)
+- router 100/0: wrk -> router -> model server (version 1)
+- router 90/10: wrk -> router -> 90% version 1, 10% version 2 (a second server with the same model file)
+Loads: `serial` (one connection, closed loop: the latency of one request with nothing else going on),
+`fixed` (16 connections paced to a fixed offered rate, the same for every set-up) and `saturation`
+(32 connections as fast as they go: throughput).
+
+Pinning (2 cores): both model servers on CPU 0; wrk on CPU 1, and the router on CPU 1 beside it. The model
+server thus has the same core to itself in every set-up; the router shares wrk's core (wrk is light at the
+fixed loads, but at saturation the two compete, so router throughput there is a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import joblib
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+HERE = Path(__file__).resolve().parent
+N_FEATURES = 20
+MODEL = "logreg"
+
+
+def _serving() -> ModuleType:
+    """bench/serving/run.py, for its wrk runner, result type and machine description."""
+    spec = importlib.util.spec_from_file_location("bench_serving_run", HERE.parent / "serving" / "run.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("bench/serving/run.py not found")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+serving = _serving()
+PRIORITY: list[str] = serving.PRIORITY
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    weights: tuple[int, int] | None  # None: direct
+
+
+SETUPS = [Setup("direct", None), Setup("router 100/0", (100, 0)), Setup("router 90/10", (90, 10))]
+
+
+def train(workdir: Path) -> tuple[Path, Path]:
+    x, y = make_classification(n_samples=5000, n_features=N_FEATURES, n_informative=8, random_state=0)
+    path = workdir / "model.joblib"
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), path)
+    body = {
+        "inputs": [{"name": "input-0", "shape": [1, N_FEATURES], "datatype": "FP64", "data": x[:1].tolist()}],
+        "outputs": [{"name": "predict"}],
+    }
+    body_path = workdir / "body.json"
+    body_path.write_text(json.dumps(body))
+    return path, body_path
+
+
+class Process:
+    def __init__(self, command: list[str], *, cpus: str, log: Path, ready: str, cwd: Path) -> None:
+        self.log = log.open("ab")
+        self.command = command
+        self.process = subprocess.Popen(
+            [*PRIORITY, "taskset", "-c", cpus, *command],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self._wait(ready)
+
+    def _wait(self, url: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{shlex.join(self.command)} exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{url} not ready within {timeout}s")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+
+
+def model_server(path: Path, version: str, workdir: Path) -> tuple[Process, int]:
+    port = serving.free_port()
+    command = [
+        sys.executable, "-m", "modelserver", "serve", "--model-uri", str(path), "--model-name", MODEL,
+        "--model-version", version, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    ready = f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready"
+    return Process(command, cpus="0", log=workdir / f"server-{version}.log", ready=ready, cwd=workdir), port
+
+
+def routing(weights: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "schemaVersion": 1,
+        "route": MODEL,
+        "backends": {"stable": f"http://{MODEL}-stable.bench.svc:80", "canary": f"http://{MODEL}-canary.bench.svc:80"},
+        "versions": {"stable": "1", "canary": "2"},
+        "weights": {"stable": weights[0], "canary": weights[1]},
+        "timeoutSeconds": 10,
+    }
+
+
+def configure(config: Path, router_port: int, weights: tuple[int, int]) -> None:
+    temp = config.with_suffix(".tmp")
+    temp.write_text(json.dumps(routing(weights)))
+    os.replace(temp, config)
+    deadline = time.monotonic() + 30
+    want = {"stable": weights[0], "canary": weights[1]}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{router_port}/readyz", timeout=2) as response:
+            if json.loads(response.read())["weights"] == want:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the router did not load weights {weights}")
+
+
+@dataclass
+class Measured:
+    runs: list[Any]  # serving.Run, one per round
+    router_cpu_ms: list[float]  # router CPU time per request, per round (router set-ups only)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(run, attribute) for run in self.runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=1000, help="offered req/s of the fixed load")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--paced-connections", type=int, default=16)
+    args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    model, body = train(args.workdir)
+    processes: list[Process] = []
+    loads = {
+        "serial": {"connections": 1, "rate": 0.0},
+        "fixed": {"connections": args.paced_connections, "rate": args.rate},
+        "saturation": {"connections": args.connections, "rate": 0.0},
+    }
+    results: dict[tuple[str, str], Measured] = {(s.name, load): Measured([], []) for s in SETUPS for load in loads}
+    try:
+        stable, stable_port = model_server(model, "1", args.workdir)
+        canary, canary_port = model_server(model, "2", args.workdir)
+        processes += [stable, canary]
+        config = args.workdir / "router.json"
+        config.write_text(json.dumps(routing((100, 0))))
+        router_port = serving.free_port()
+        command = [
+            sys.executable, "-m", "modelserver", "route", "--port", str(router_port), "--config-file", str(config),
+            "--upstream", f"1=http://127.0.0.1:{stable_port}", "--upstream", f"2=http://127.0.0.1:{canary_port}",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        router = Process(
+            command, cpus="1", log=args.workdir / "router.log", ready=f"http://127.0.0.1:{router_port}/readyz",
+            cwd=args.workdir,
+        )  # fmt: skip
+        processes.append(router)
+        path = f"/v2/models/{MODEL}/infer"
+        for round_ in range(args.rounds):
+            for setup in SETUPS:
+                if setup.weights is None:
+                    url = f"http://127.0.0.1:{stable_port}{path}"
+                else:
+                    configure(config, router_port, setup.weights)
+                    url = f"http://127.0.0.1:{router_port}{path}"
+                for load, shape in loads.items():
+                    serving.wrk(url, body, seconds=2, connections=shape["connections"], rate=shape["rate"],
+                                workdir=args.workdir)  # fmt: skip
+                    cpu_before = router.cpu_seconds()
+                    run = serving.wrk(
+                        url, body, seconds=args.duration, connections=shape["connections"], rate=shape["rate"],
+                        workdir=args.workdir,
+                    )  # fmt: skip
+                    measured = results[(setup.name, load)]
+                    measured.runs.append(run)
+                    if setup.weights is not None:
+                        requests = run.raw["requests"]
+                        measured.router_cpu_ms.append((router.cpu_seconds() - cpu_before) * 1000 / max(requests, 1))
+                    print(
+                        f"round {round_ + 1} {setup.name:<13} {load:<10} {run.rps:8.0f} req/s "
+                        f"p50 {run.p50_ms:6.3f} ms p99 {run.p99_ms:7.3f} ms err {run.errors}",
+                        flush=True,
+                    )
+    finally:
+        for process in processes:
+            process.stop()
+    finished = dt.datetime.now(dt.UTC)
+    info = serving.machine() | {"load_before": load_before}
+    report = render(results, loads=loads, info=info, args=args, span=(started, finished))
+    args.out.write_text(report)
+    print(report)
+
+
+def render(
+    results: dict[tuple[str, str], Measured],
+    *,
+    loads: dict[str, dict[str, float]],
+    info: dict[str, str],
+    args: argparse.Namespace,
+    span: tuple[dt.datetime, dt.datetime],
+) -> str:
+    started, finished = span
+    lines = [
+        "# Router benchmark: model server called directly vs through `modelserver route`",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC (took {(finished - started).total_seconds() / 60:.0f} min)",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} memory, kernel {info['kernel']}, "
+        f"Python {info['python']}; load average (1/5/15 min) {info['load_before']} before the run, "
+        f"{info['load']} after it (other processes on the machine share the 2 cores)",
+        f"- command: `make bench-router` (runs `bench/router/run.py --duration {args.duration} --rounds "
+        f"{args.rounds} --rate {args.rate:g} --connections {args.connections} --paced-connections "
+        f"{args.paced_connections}`)",
+        "- model: scikit-learn LogisticRegression, 20 features, one row per request, Open Inference Protocol v2 "
+        f"JSON on `POST /v2/models/{MODEL}/infer` asking for the `predict` output; one modelserver worker each "
+        "for version 1 (stable) and version 2 (canary, same file).",
+        "- router: one `modelserver route` process, routing document from `--config-file`, backends given by "
+        "`--upstream`; 90/10 splits per request at random.",
+        f"- load generator: {info['wrk']} with `bench/serving/request.lua`, 1 thread, under "
+        f"`{' '.join(PRIORITY) or 'the default priority'}` like the servers and the router. `serial`: 1 "
+        f"connection, closed loop. `fixed`: {args.paced_connections} connections with exponential think times "
+        f"offering {args.rate:g} req/s in total. `saturation`: {args.connections} connections as fast as they "
+        f"go. Each run lasts {args.duration} s after a 2 s warm-up.",
+        "- pinning (`taskset`): both model servers on CPU 0; wrk and the router on CPU 1.",
+        f"- rounds: {args.rounds}, each measuring every set-up and load in turn; the tables show the median "
+        "over the rounds.",
+        "",
+    ]
+    for load in loads:
+        direct = results[("direct", load)]
+        lines += [
+            f"## {load}",
+            "",
+            "| set-up | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio | p99 ratio "
+            "| req/s ratio | router CPU per request |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for setup in SETUPS:
+            m = results[(setup.name, load)]
+            if not m.runs:
+                continue
+            rps, p50, p90, p99 = (m.median(a) for a in ("rps", "p50_ms", "p90_ms", "p99_ms"))
+            d50, d99, drps = direct.median("p50_ms"), direct.median("p99_ms"), direct.median("rps")
+            cpu = f"{statistics.median(m.router_cpu_ms):.3f} ms" if m.router_cpu_ms else "-"
+            added = "-" if setup.weights is None else f"**{p50 - d50:+.3f}**"
+            added99 = "-" if setup.weights is None else f"**{p99 - d99:+.3f}**"
+            lines.append(
+                f"| {setup.name} | {rps:,.0f} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {added} | {added99} "
+                f"| {p50 / d50:.2f}x | {p99 / d99:.2f}x | {rps / drps:.2f}x | {cpu} |"
+            )
+        lines.append("")
+    errors = sum(run.errors for m in results.values() for run in m.runs)
+    lines += [f"Errors (connect/read/write/timeouts/non-2xx) over all runs: {errors}.", ""]
+    lines += ["Every run (round, set-up, load: req/s, p50 / p99 ms):", ""]
+    for (name, load), m in results.items():
+        cells = ", ".join(f"{r.rps:,.0f} req/s {r.p50_ms:.3f} / {r.p99_ms:.3f}" for r in m.runs)
+        lines.append(f"- {name}, {load}: {cells}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
