@@ -90,3 +90,4 @@ def test_a_backend_url_that_cannot_be_used_is_refused() -> None:
     unusable = vector() | {"backends": {"stable": "http://", "canary": "http://churn-canary.prod.svc:80"}}
     assert routing.apply(json.dumps(unusable), origin="test") == INVALID
     assert routing.snapshot is good
+    assert sample(metrics, "modelrouter_config_stale", route="churn") == 1
