@@ -65,6 +65,10 @@ NAMESPACE = "modelrollout-demo"
 CLUSTER_NAME = "mr-demo"
 FAILING_SHARE = 0.3
 SLOW_MS = 300.0
+# SlowModel sleeps on the server's event loop (tests/e2e/faulty.py): one worker answers at most 1000/SLOW_MS calls a
+# second. A saturated server cannot even be scraped, and no data is not a failure (noData: inconclusive pauses the
+# rollout), so the slow version gets enough workers for its share of the load: then it is measured, and is slow.
+SLOW_WORKERS = 6
 RATE = 40.0  # requests per second through the router
 RECONCILE_INTERVAL_S = 5.0
 POLL_S = 0.5
@@ -400,10 +404,19 @@ class Stack:
 
     @classmethod
     def plan(
-        cls, artifacts: Mapping[str, ModelArtifact], *, namespace: str, name: str, kubeconfig: Path, work_dir: Path
+        cls,
+        artifacts: Mapping[str, ModelArtifact],
+        *,
+        namespace: str,
+        name: str,
+        kubeconfig: Path,
+        work_dir: Path,
+        workers: Mapping[str, int] | None = None,
     ) -> Stack:
         servers = {
-            version: ModelServer(artifact, model=name, version=version, work_dir=work_dir)
+            version: ModelServer(
+                artifact, model=name, version=version, work_dir=work_dir, workers=(workers or {}).get(version, 1)
+            )
             for version, artifact in artifacts.items()
         }
         router = Router(
@@ -804,11 +817,18 @@ async def run_demo(console: Console, options: Options, kubeconfig: Path, stacks:
         )
         artifacts = {"1": models.stable, "2": models.healthy, "3": bad}
         console.print(
-            f"trained in {time.monotonic() - started:.1f}s on scikit-learn's breast cancer data "
+            f"trained in {time.monotonic() - started:.2f}s on scikit-learn's breast cancer data "
             f"({len(models.dataset)} rows): v1 {models.stable.label} (logistic regression), "
             f"v2 {models.healthy.label} (more regularised, agrees on 99%), v3 {bad.label} ({bad.model_class})"
         )
-        stack = Stack.plan(artifacts, namespace=options.namespace, name=NAME, kubeconfig=kubeconfig, work_dir=work)
+        stack = Stack.plan(
+            artifacts,
+            namespace=options.namespace,
+            name=NAME,
+            kubeconfig=kubeconfig,
+            work_dir=work,
+            workers={"3": SLOW_WORKERS} if options.bad == "slow" else None,
+        )
         stacks.append(stack)
         stack.start()
         for version, server in stack.servers.items():
