@@ -53,7 +53,16 @@ from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, V
 from modelrollout.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
-OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap")
+OWNED_KINDS = (
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "ConfigMap",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+)
 # One pass answers at most this many analysis requests (a background run and a step run can fall due together).
 ANALYSES_PER_PASS = 4
 # A wake-up "now" still waits this long, so a decision that keeps asking to run again cannot spin.

@@ -13,7 +13,7 @@ from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.kube.client import KubeClient
 from modelrollout.planning.names import router_configmap_name, selector, service_name
 from modelrollout.planning.online import SERVICE_PORT, Owner
-from modelrollout.rollout.sizing import provider
+from modelrollout.planning.router import uses_router
 from modelrollout.traffic.base import TrafficRouter
 from modelrollout.traffic.router import ConfigMapRouter, Versions
 
@@ -32,8 +32,9 @@ class RouterContext:
 
 
 def router_for(ctx: RouterContext) -> ConvergingRouter | None:
-    """The provider's router; None for provider `service`, whose routing is the Services themselves."""
-    if provider(ctx.md.spec) == "router":
+    """The provider's router; None for provider `service`, whose routing is the Services themselves, and for
+    strategy direct without a provider, which never splits traffic."""
+    if uses_router(ctx.md.spec):
         return _configmap_router(ctx)
     return None
 

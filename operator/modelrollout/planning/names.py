@@ -13,7 +13,7 @@ LABEL_ROLE = f"{GROUP}/role"
 ANNOTATION_REPLICAS = f"{GROUP}/replicas"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout", "app.kubernetes.io/part-of": "modelrollout"}
 
-Mode = Literal["online", "batch", "stream"]
+Mode = Literal["online", "batch", "stream", "router"]
 ServiceRole = Literal["main", "stable", "canary", "preview"]
 
 
@@ -25,6 +25,11 @@ def workload_name(name: str, revision: str) -> str:
 def service_name(name: str, role: ServiceRole) -> str:
     """`<name>` is what clients call; `<name>-stable` and `<name>-canary` address one revision each."""
     return name if role == "main" else f"{name}-{role}"
+
+
+def router_name(name: str) -> str:
+    """`<name>-router`: the router's Deployment, ServiceAccount, Role and RoleBinding (provider `router`)."""
+    return f"{name}-router"
 
 
 def router_configmap_name(name: str) -> str:

@@ -215,8 +215,9 @@ def rebuild_deployment(
     )
 
 
-def build_service(owner: Owner, *, role: ServiceRole, revision: str | None) -> dict[str, Any]:
-    """A ClusterIP Service on port 80 selecting the pods of one revision (of every revision when None)."""
+def build_service(owner: Owner, *, role: ServiceRole, revision: str | None, router: bool = False) -> dict[str, Any]:
+    """A ClusterIP Service on port 80 selecting the pods of one revision (of every revision when None), or our
+    router's pods."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -225,23 +226,24 @@ def build_service(owner: Owner, *, role: ServiceRole, revision: str | None) -> d
         ),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector(owner.name, "online", revision),
+            "selector": selector(owner.name, "router") if router else selector(owner.name, "online", revision),
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
 def build_services(
-    owner: Owner, *, stable: str, canary: str, main: str | None, preview: bool = False
+    owner: Owner, *, stable: str, canary: str, main: str | None, preview: bool = False, router: bool = False
 ) -> list[dict[str, Any]]:
-    """`<name>` is what clients call: one revision, or (`main` None) every online pod of the model, which is
-    how the `service` provider splits traffic by pod counts. `<name>-stable` / `<name>-canary` address one
-    revision each; blue-green adds `<name>-preview` on the candidate, for smoke tests before the switch.
+    """`<name>` is what clients call: our router's pods (`router`), one revision, or (`main` None) every online
+    pod of the model, which is how the `service` provider splits traffic by pod counts. `<name>-stable` and
+    `<name>-canary` address one revision each; blue-green adds `<name>-preview` on the candidate, for smoke
+    tests before the switch.
 
     Without a rollout in progress the canary (and preview) Service addresses stable, so it always has endpoints.
     """
     services = [
-        build_service(owner, role="main", revision=main),
+        build_service(owner, role="main", revision=main, router=router),
         build_service(owner, role="stable", revision=stable),
         build_service(owner, role="canary", revision=canary),
     ]

@@ -28,6 +28,7 @@ from modelrollout.planning.online import (
     rebuild_deployment,
 )
 from modelrollout.planning.revision import revision_of
+from modelrollout.planning.router import build_router, uses_router
 from modelrollout.rollout.actions import Action, EnsureRevision, RecordEvent, ScaleDown
 from modelrollout.rollout.sizing import full_replicas, provider
 
@@ -236,12 +237,16 @@ def plan_objects(
     serving = decided.stable or decided.canary or target
     stable_rev = serving.revision
     canary_rev = (decided.canary or serving).revision
+    routed = uses_router(spec)
+    if routed:
+        grow += build_router(spec, owner, image_default=settings.default_image)
     grow += build_services(
         owner,
         stable=stable_rev,
         canary=canary_rev,
         main=_main_selects(spec, decided, stable_rev, canary_rev),
         preview=spec.rollout.strategy == "blueGreen",
+        router=routed,
     )
     grow += [pdb] if (pdb := build_pdb(spec, owner)) else []
 
@@ -249,7 +254,7 @@ def plan_objects(
     # turned off or its revision scaled to zero, a PDB after scaling to one pod), as `kubectl apply --prune`
     # would. The router's ConfigMap is written by the router provider, not here, and stays while it is in use.
     wanted_objects = {(obj["kind"], obj["metadata"]["name"]) for obj in grow + shrink}
-    if provider(spec) == "router":
+    if routed:
         wanted_objects.add(("ConfigMap", router_configmap_name(owner.name)))
     delete = sorted(observed.existing - wanted_objects)
 

@@ -12,7 +12,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment
-from modelrollout.planning.names import LABEL_NAME, LABEL_REVISION
+from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION
+from modelrollout.planning.router import uses_router
 from tests.support.manifests import load_example
 from tests.support.operator import OperatorProcess
 from tests.support.waiting import eventually
@@ -77,8 +78,9 @@ class Cluster:
 
         return await self.wait_for(name, check, f"Healthy on version {version}")
 
-    async def deployments(self, name: str) -> list[Any]:
-        listed = await self.apps.list_namespaced_deployment(self.ns, label_selector=f"{LABEL_NAME}={name}")
+    async def deployments(self, name: str, mode: str = "online") -> list[Any]:
+        selector = f"{LABEL_NAME}={name},{LABEL_MODE}={mode}"
+        listed = await self.apps.list_namespaced_deployment(self.ns, label_selector=selector)
         return list(listed.items)
 
     async def services(self, name: str) -> dict[str, Any]:
@@ -153,7 +155,17 @@ async def test_online_example_converges_to_healthy_with_real_replica_counts(
     services = await k8s.services(name)
     preview = {f"{name}-preview"} if spec.rollout.strategy == "blueGreen" else set()
     assert set(services) == {name, f"{name}-stable", f"{name}-canary", *preview}
+    main = services.pop(name)
     assert {s.spec.selector[LABEL_REVISION] for s in services.values()} == {revision}
+    if uses_router(spec):
+        # Clients call <name>, which is our router; it reads the routing the operator writes.
+        assert main.spec.selector == {LABEL_NAME: name, LABEL_MODE: "router"}
+        [router] = await k8s.deployments(name, mode="router")
+        assert router.status.ready_replicas == router.spec.replicas
+        routing = await k8s.core.read_namespaced_config_map(f"{name}-router", k8s.ns)
+        assert '"weights":{"canary":0,"stable":100}' in routing.data["router.json"]
+    else:
+        assert main.spec.selector[LABEL_REVISION] == revision
     kinds = {kind for kind, _ in await k8s.children(name)}
     assert ("HorizontalPodAutoscaler" in kinds) == (spec.online.autoscaling is not None)
     assert ("PodDisruptionBudget" in kinds) == (want > 1)
@@ -215,9 +227,9 @@ async def test_deleted_or_edited_children_are_restored_within_one_interval(
 
 
 async def test_deleting_the_model_deployment_removes_every_child(k8s: Cluster, operator: OperatorProcess) -> None:
-    await k8s.create("online-canary-router.yaml")  # Deployment, 3 Services, HPA, PDB
+    await k8s.create("online-canary-router.yaml")  # revision and router Deployments, 3 Services, HPA, PDB
     obj = await k8s.healthy("churn")
-    assert len(await k8s.children("churn")) == 6
+    assert len(await k8s.children("churn")) == 7
     # No finalizer: deleting never depends on the operator running (an uninstalled operator must not wedge
     # namespace deletion); owner references let the garbage collector do the cleanup.
     assert not obj["metadata"].get("finalizers")
@@ -327,5 +339,5 @@ async def test_direct_strategy_replaces_the_revision_once_available_then_scales_
 async def _assert_stable_still_serves(k8s: Cluster, name: str, revision: str) -> None:
     deployment = await k8s.apps.read_namespaced_deployment(f"{name}-{revision}", k8s.ns)
     assert deployment.status.ready_replicas == deployment.spec.replicas
-    main = (await k8s.services(name))[name]
-    assert main.spec.selector[LABEL_REVISION] == revision
+    stable = (await k8s.services(name))[f"{name}-stable"]
+    assert stable.spec.selector[LABEL_REVISION] == revision

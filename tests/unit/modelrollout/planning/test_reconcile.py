@@ -72,6 +72,7 @@ def observed(*states: RevisionState, extra: set[tuple[str, str]] | None = None) 
     existing = {("Deployment", f"iris-{s.health.revision}") for s in states}
     existing |= {("Service", "iris"), ("Service", "iris-stable"), ("Service", "iris-canary")}
     existing |= {("PodDisruptionBudget", "iris"), ("ConfigMap", "iris-router")} | (extra or set())
+    existing |= {(kind, "iris-router") for kind in ("Deployment", "ServiceAccount", "Role", "RoleBinding")}
     return Observed(revisions={s.health.revision: s for s in states}, existing=frozenset(existing))
 
 
@@ -104,7 +105,12 @@ def one_pass(resource: ModelDeployment, seen: Observed, *, now: datetime = T0) -
 
 
 def by_name(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+    """Objects of `kind` by name; for Deployments, only the model's revisions (not the router)."""
+    return {
+        o["metadata"]["name"]: o
+        for o in objects
+        if o["kind"] == kind and o["metadata"]["labels"].get("modelrollout.dev/mode") != "router"
+    }
 
 
 def selects(p: Plan, service: str) -> str | None:
@@ -151,7 +157,9 @@ def test_a_first_revision_is_brought_up_at_full_size_behind_every_service() -> N
     (deployment,) = by_name(p.grow, "Deployment").values()
     assert deployment["metadata"]["name"] == f"iris-{V1.revision}"
     assert deployment["spec"]["replicas"] == 4
-    assert {selects(p, s) for s in ("iris", "iris-stable", "iris-canary")} == {V1.revision}
+    assert {selects(p, s) for s in ("iris-stable", "iris-canary")} == {V1.revision}
+    main = by_name(p.grow, "Service")["iris"]["spec"]["selector"]
+    assert main == {"modelrollout.dev/name": "iris", "modelrollout.dev/mode": "router"}, "clients go to the router"
     assert p.status.canary == V1
     assert p.status.phase == "Promoting"
     assert not p.shrink
@@ -164,11 +172,7 @@ def test_a_canary_step_gets_pods_before_traffic_and_its_own_service() -> None:
     deployments = by_name(p.grow, "Deployment")
     assert deployments[f"iris-{V2.revision}"]["spec"]["replicas"] == 1  # 20% of 4 pods, at least one
     assert deployments[f"iris-{V1.revision}"]["spec"]["template"] == {"v": "1"}, "stable keeps its stored pods"
-    assert (selects(p, "iris"), selects(p, "iris-stable"), selects(p, "iris-canary")) == (
-        V1.revision,
-        V1.revision,
-        V2.revision,
-    )
+    assert (selects(p, "iris-stable"), selects(p, "iris-canary")) == (V1.revision, V2.revision)
     assert p.status.canary == V2
     assert ("ConfigMap", "iris-router") not in p.delete, "the router's document stays while provider is router"
     assert any(isinstance(a, RecordEvent) and a.reason == "RolloutStarted" for a in actions)
@@ -184,6 +188,7 @@ def test_the_service_provider_splits_by_pods_behind_the_main_service(weight: int
     expected = {"stable": V1.revision, "canary": V2.revision, None: None}[main]
     assert selects(p, "iris") == expected
     assert ("ConfigMap", "iris-router") in p.delete, "no router document without the router provider"
+    assert ("Deployment", "iris-router") in p.delete, "nor a router"
 
 
 def test_a_rollback_moves_traffic_before_it_takes_the_candidates_pods() -> None:
@@ -208,6 +213,7 @@ def test_the_previous_promoted_revision_is_kept_at_zero_for_undo_and_older_ones_
     p = plan(resource, observed(state(V1, replicas=0), state(V2, replicas=0), state(V3)))
     assert by_name(p.grow, "Deployment")[f"iris-{V2.revision}"]["spec"]["replicas"] == 0
     assert ("Deployment", f"iris-{V1.revision}") in p.delete
+    assert ("Deployment", "iris-router") not in p.delete
     assert "RevisionRemoved" in [e.reason for e in p.events]
 
 
@@ -255,9 +261,13 @@ def test_missing_children_are_restored_and_said_so_when_the_spec_did_not_change(
     restored = sorted(e.message for e in p.events if e.reason == "ChildRestored")
     assert restored == [
         f"Deployment iris-{V1.revision} was missing; recreated",
+        "Deployment iris-router was missing; recreated",
         "PodDisruptionBudget iris was missing; recreated",
+        "Role iris-router was missing; recreated",
+        "RoleBinding iris-router was missing; recreated",
         "Service iris-canary was missing; recreated",
         "Service iris-stable was missing; recreated",
+        "ServiceAccount iris-router was missing; recreated",
     ]
     after_spec_change = md(status=serving(observed_generation=4))
     assert not [e for e in one_pass(after_spec_change, seen)[0].events if e.reason == "ChildRestored"]
@@ -296,8 +306,32 @@ def test_history_is_bounded_by_the_operator_setting() -> None:
     assert [h.revision for h in p.status.history] == ["r3", "r4", "r5"]
 
 
+def test_the_router_provider_runs_our_router_with_only_configmap_read_access() -> None:
+    p = plan(md(status=serving()), observed(state(V1)))
+    routers = {(o["kind"], o["metadata"]["name"]): o for o in p.grow if o["metadata"]["name"] == "iris-router"}
+    assert set(routers) == {(k, "iris-router") for k in ("ServiceAccount", "Role", "RoleBinding", "Deployment")}
+    assert routers["Role", "iris-router"]["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
+    pod = routers["Deployment", "iris-router"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "iris-router"
+    (container,) = pod["containers"]
+    assert container["args"][:3] == ["route", "--configmap", "ml/iris-router"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert routers["Deployment", "iris-router"]["spec"]["replicas"] == 2, "never a single point of failure"
+
+
 def test_planning_needs_a_stored_online_resource() -> None:
     body = load_example("batch.yaml")
     body["metadata"] = {"name": "b", "namespace": "ml", "uid": "u", "generation": 1}
     with pytest.raises(ValueError, match=r"spec\.online"):
         plan(ModelDeployment.model_validate(body), Observed())
+
+
+def test_strategy_direct_runs_no_router_unless_asked() -> None:
+    direct = md(status=serving(), rollout={"strategy": "direct"})
+    p = plan(direct, observed(state(V1)))
+    assert ("Deployment", "iris-router") in p.delete
+    assert selects(p, "iris") == V1.revision
+    asked = md(status=serving(), rollout={"strategy": "direct", "trafficRouting": {"provider": "router"}})
+    assert ("Deployment", "iris-router") not in plan(asked, observed(state(V1))).delete

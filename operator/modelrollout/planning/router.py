@@ -1,0 +1,110 @@
+"""Our router in the cluster (provider `router`): a Deployment running `modelserver route` that reads the
+ConfigMap `<name>-router` the operator writes, with a ServiceAccount allowed to read ConfigMaps of its
+namespace and nothing else. The `<name>` Service then selects the router's pods, so clients calling `<name>`
+get the exact weights, mirroring and header routes of the rollout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.planning.names import MANAGED_BY, router_configmap_name, router_name, selector
+from modelrollout.planning.online import HTTP_PORT, RUN_AS_USER, Owner
+
+ROUTER_CONTAINER = "router"
+
+
+def uses_router(spec: ModelDeploymentSpec) -> bool:
+    """Provider `router`, asked for or by default; strategy direct never splits traffic, so it runs a router
+    only when trafficRouting asks for one explicitly."""
+    routing = spec.rollout.traffic_routing
+    if routing is None:
+        return spec.rollout.strategy != "direct"
+    return routing.provider == "router"
+
+
+def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[str, Any]:
+    labels = selector(owner.name, "router")
+    probe = {"periodSeconds": 2, "failureThreshold": 3, "timeoutSeconds": 2}
+    container: dict[str, Any] = {
+        "name": ROUTER_CONTAINER,
+        "image": image,
+        "args": [
+            "route",
+            "--configmap",
+            f"{owner.namespace}/{router_configmap_name(owner.name)}",
+            "--host",
+            "0.0.0.0",  # a pod listens on its own network namespace
+            "--port",
+            str(HTTP_PORT),
+        ],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        # Ready only once a routing document is loaded: a router without routes must not get traffic.
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, **probe},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, **probe, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "metadata": {
+            "labels": {**MANAGED_BY, **labels},
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(HTTP_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "serviceAccountName": router_name(owner.name),
+            "containers": [container],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_USER,
+                "runAsGroup": RUN_AS_USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+
+
+def build_router(spec: ModelDeploymentSpec, owner: Owner, *, image_default: str) -> list[dict[str, Any]]:
+    """ServiceAccount, Role, RoleBinding and Deployment of the router (two pods once the model runs more than
+    one: the router is in every request's path, so it must not be a single point of failure)."""
+    name = router_name(owner.name)
+    labels = selector(owner.name, "router")
+    online_pods = spec.online.replicas if spec.online and spec.online.autoscaling is None else 2
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": owner.metadata(name, labels)}
+    # Namespace-wide read of ConfigMaps: RBAC cannot narrow list/watch to one name for every API server version
+    # we support, and the router must list+watch its document.
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": owner.metadata(name, labels),
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": owner.metadata(name, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(name, labels),
+        "spec": {
+            "replicas": 2 if online_pods > 1 else 1,
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": _router_pod(spec, owner, image=spec.model.image or image_default),
+        },
+    }
+    return [account, role, binding, deployment]
