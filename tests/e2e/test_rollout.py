@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,27 +43,6 @@ STEPS = [
     {"setWeight": 80},
     {"pause": {"duration": "6s"}},
 ]
-
-
-@pytest.fixture
-async def operator(
-    cluster: Cluster, crds: list[str], namespace: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[OperatorProcess]:
-    """The operator, told that Prometheus scrapes every second (so its rate windows are 4 s, not 60)."""
-    process = OperatorProcess(
-        kubeconfig=cluster.kubeconfig,
-        namespace=namespace,
-        log_dir=tmp_path,
-        extra_env={"MODELROLLOUT_PROMETHEUS_SCRAPE_INTERVAL_S": "1"},
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- operator log ({process.log_path}) ---\n{process.log()[-30000:]}")
 
 
 def analysis(stack: Stack, **settings: Any) -> dict[str, Any]:

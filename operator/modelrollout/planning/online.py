@@ -57,6 +57,20 @@ class Owner:
         }
 
 
+# Every container we run: non-root, read-only root filesystem, no privilege escalation, no capabilities.
+LOCKED_DOWN_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+SCRAPED: dict[str, str] = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(HTTP_PORT),
+    "prometheus.io/path": "/metrics",
+}
+
+
 def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
     """The model server reads its whole configuration from MODELSERVER_* variables (pydantic-settings)."""
     model = spec.model
@@ -104,12 +118,7 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
         "startupProbe": _probe("/v2/health/live", period=2, failures=150),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         "readinessProbe": _probe("/v2/health/ready", period=2, failures=2),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
     if spec.model.resources:
@@ -117,11 +126,7 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
     return {
         "metadata": {
             "labels": {**MANAGED_BY, **labels},
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(HTTP_PORT),
-                "prometheus.io/path": "/metrics",
-            },
+            "annotations": dict(SCRAPED),
         },
         "spec": {
             "containers": [container],

@@ -9,7 +9,7 @@ from typing import Any
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.planning.names import MANAGED_BY, router_configmap_name, router_name, selector
-from modelrollout.planning.online import HTTP_PORT, RUN_AS_USER, Owner
+from modelrollout.planning.online import HTTP_PORT, LOCKED_DOWN_CONTAINER, RUN_AS_USER, SCRAPED, Owner
 
 ROUTER_CONTAINER = "router"
 
@@ -43,22 +43,13 @@ def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, **probe},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, **probe, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
         "metadata": {
             "labels": {**MANAGED_BY, **labels},
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(HTTP_PORT),
-                "prometheus.io/path": "/metrics",
-            },
+            "annotations": dict(SCRAPED),
         },
         "spec": {
             "serviceAccountName": router_name(owner.name),
