@@ -114,9 +114,12 @@ class RouterApp:
         except Exception as exc:  # a bug of ours must still give the client a JSON 502
             log.exception("forwarding failed")
             reply = error_reply(BAD_GATEWAY, f"the router failed: {type(exc).__name__}", backend)
-        await _send(send, reply)
+        await _send(send, reply, head=request.method == b"HEAD")
+        # Mirrored: POST requests (inference) sent to stable by the split and answered 2xx by it; a request that
+        # went to the canary first (and perhaps fell back on stable) is not copied to the canary again.
         if (
             snapshot.mirror_share
+            and backend is snapshot.stable
             and reply.backend is snapshot.stable
             and request.method == b"POST"
             and 200 <= reply.status < 300
@@ -218,9 +221,10 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
             return b"".join(chunks)
 
 
-async def _send(send: Send, reply: Reply) -> None:
+async def _send(send: Send, reply: Reply, *, head: bool = False) -> None:
     headers = reply.headers
-    headers.append((b"content-length", str(len(reply.body)).encode()))
+    if not head:  # a HEAD answer carries the backend's Content-Length already
+        headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
 

@@ -47,6 +47,9 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# Not passed back from a backend either: the router sets its own (and its own Content-Length).
+OURS = frozenset({b"x-modelrollout-version", b"x-modelrollout-role"})
+DROPPED_FROM_ANSWERS = HOP_BY_HOP | OURS
 HEADER_LENGTH = b"inference-header-content-length"
 JSON_HEADERS = ((b"content-type", b"application/json"),)
 
@@ -109,7 +112,9 @@ class Proxy:
             metrics.observe(BAD_GATEWAY, time.perf_counter() - started)
             return error_reply(BAD_GATEWAY, f"{backend.role} (version {backend.version}): {exc}", backend)
         metrics.observe(response.status, time.perf_counter() - started)
-        headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
+        headers = [(k, v) for k, v in response.headers if k.lower() not in DROPPED_FROM_ANSWERS]
+        if request.method == b"HEAD":  # the length of the body a GET would have had, which HEAD answers report
+            headers.extend((k, v) for k, v in response.headers if k.lower() == b"content-length")
         headers.extend(backend.response_headers)
         return Reply(response.status, headers, response.body, backend, answered=True)
 

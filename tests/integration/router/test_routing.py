@@ -59,6 +59,7 @@ def test_requests_and_answers_pass_through_unchanged(fleet: Fleet, start_router:
     for method, path, kwargs in [
         ("POST", INFER, {"json": body}),
         ("GET", "/v2/models/clf", {}),
+        ("HEAD", "/v2/models/clf", {}),
         ("GET", "/v2/models/clf/ready", {}),
         ("GET", "/v2/health/ready", {}),
         ("POST", "/predict?threshold=0.9", {"json": [{f"f{i}": float(v) for i, v in enumerate(fleet.x[0])}]}),
@@ -70,6 +71,7 @@ def test_requests_and_answers_pass_through_unchanged(fleet: Fleet, start_router:
         expected = direct.request(method, path, **kwargs)
         assert (via.status_code, via.content) == (expected.status_code, expected.content), (method, path)
         assert via.headers["content-type"] == expected.headers["content-type"]
+        assert via.headers["content-length"] == expected.headers["content-length"]
         assert via.headers["x-modelrollout-version"] == "1"
     direct.close()
 
