@@ -48,7 +48,6 @@ from modelrollout.planning.reconcile import (
     target_of,
 )
 from modelrollout.rollout import Action, Decision, RequestAnalysis, SetHeaderRoute, SetMirror, SetWeights, tick
-from modelrollout.rollout.sizing import provider
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
 
@@ -150,34 +149,37 @@ class Reconciler:
         spec = md.spec
         target = target_of(spec, self._plan_settings)
         status = md.status or ModelDeploymentStatus()
-        blocked = _unsupported_provider(md, status, target.revision)
-        if blocked is not None:
-            return blocked, []
-        decision = tick(
-            engine_input(status, observed),
-            spec,
-            target=target,
-            metrics=None,
-            now=now,
-            verb=verb,
-            failure=candidate_failure(status, observed),
-        )
-        actions = list(decision.actions)
+
+        def decide(base: ModelDeploymentStatus, outcome: AnalysisOutcome | None, with_verb: Verb | None) -> Decision:
+            return tick(
+                engine_input(base, observed),
+                spec,
+                target=target,
+                metrics=outcome,
+                now=now,
+                verb=with_verb,
+                failure=candidate_failure(base, observed),
+            )
+
+        # An analysis that is due is judged before the pass acts on anything else: tick again from the same
+        # starting point with its outcome, so a step that ends in the same second as a failing run never raises
+        # the weight first. Only a request that this start could not have answered (a step entered during the
+        # pass) is judged on the decision that made it.
+        base, base_verb, done = status, verb, list[Action]()
+        decision = decide(base, None, base_verb)
         for _ in range(ANALYSES_PER_PASS):
             requests = [a.request for a in decision.actions if isinstance(a, RequestAnalysis)]
             if not requests:
                 break
             outcome = await self._analyse(md, requests[0], now)
-            decision = tick(
-                engine_input(decision.status, observed),
-                spec,
-                target=target,
-                metrics=outcome,
-                now=now,
-                failure=candidate_failure(decision.status, observed),
-            )
-            actions += decision.actions
-        return decision, actions
+            redo = decide(base, outcome, base_verb)
+            if _recorded(redo.status, base):
+                decision = redo
+                continue
+            done += decision.actions
+            base, base_verb = decision.status, None
+            decision = decide(base, outcome, None)
+        return decision, [*done, *decision.actions]
 
     async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
         meta = md.metadata
@@ -277,6 +279,8 @@ class Reconciler:
             # Deleted between our observation and this apply: restored all the same, and said so.
             return [Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated")]
         intended = _intent(obj, obj["kind"]) != before.intent  # the rollout itself resized it (a step, a scale-down)
+        # Under an HPA the Deployment's replicas are the HPA's to change at any moment: not a hand edit.
+        intended = intended or (obj["kind"] == "Deployment" and "replicas" not in obj["spec"])
         if spec_unchanged and not intended and None not in (before.generation, after.generation) and after != before:
             # Our apply changed the object's spec although neither our spec nor the rollout asked for a change:
             # someone had edited it.
@@ -298,10 +302,9 @@ class Reconciler:
             elif isinstance(action, SetHeaderRoute):
                 await router.set_header_route(action.match)
         weights = status.weights
-        if await router.converge(stable=weights.stable, canary=weights.canary, mirror=weights.mirror) and not any(
-            isinstance(a, SetWeights | SetMirror) for a in actions
-        ):
-            logger.info("%s/%s: routing differed from status; restored", md.metadata.namespace, md.metadata.name)
+        if await router.converge(stable=weights.stable, canary=weights.canary, mirror=weights.mirror):
+            # Also the normal path when the roles changed (a new candidate's version); hence debug.
+            logger.debug("%s/%s: routing document rewritten from status", md.metadata.namespace, md.metadata.name)
 
     def _wake(self, key: Key, at: datetime | None, now: datetime) -> None:
         """Run a pass at `at` (the engine's next time-driven change); replaces any earlier wake-up of `key`."""
@@ -339,24 +342,17 @@ class Reconciler:
         await self._kube.apply_status(meta["namespace"], meta["name"], status)
 
 
+def _recorded(after: ModelDeploymentStatus, before: ModelDeploymentStatus) -> bool:
+    """Whether a tick recorded a new analysis run."""
+    runs, earlier = after.analysis.runs, before.analysis.runs
+    return bool(runs) and (not earlier or runs[-1] != earlier[-1])
+
+
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:
     try:
         return parse_verb_annotation(annotations), None
     except InvalidVerbAnnotation as exc:
         return None, str(exc)
-
-
-def _unsupported_provider(md: ModelDeployment, status: ModelDeploymentStatus, target: str) -> Decision | None:
-    """Gateway API and Istio routing are not wired yet: a new revision waits (stable keeps serving) instead of
-    being rolled out with weights nobody applies. A first revision needs no routing and comes up as usual."""
-    chosen = provider(md.spec)
-    if chosen in ("service", "router") or status.stable is None or status.stable.revision == target:
-        return None
-    message = (
-        f"revision {target} waits: trafficRouting.provider {chosen} is not supported by this operator version yet "
-        f"(use router or service); revision {status.stable.revision} keeps serving"
-    )
-    return Decision(status=status.model_copy(update={"phase": "Paused", "message": message}), actions=(), wake_at=None)
 
 
 def _error_outcome(request: AnalysisRequest, now: datetime, message: str) -> AnalysisOutcome:
