@@ -39,10 +39,16 @@ class QueryContext:
     version: str
     revision: str
     window_seconds: int
+    offset_seconds: int = 0  # how far back the window ends (mannWhitney's points); 0: now
 
     @property
     def interval(self) -> str:
         return f"{self.window_seconds}s"
+
+    @property
+    def range(self) -> str:
+        """A range selector's suffix: `[window]`, then ` offset Ns` for a window that ends in the past."""
+        return f"[{self.interval}]" + (f" offset {self.offset_seconds}s" if self.offset_seconds else "")
 
 
 def rate_window(*, requested_seconds: float, scrape_interval_seconds: float) -> int:
@@ -67,7 +73,7 @@ def _route(ctx: QueryContext, extra: str = "") -> str:
 
 
 def _sum(function: str, series: str, ctx: QueryContext) -> str:
-    return f"sum({function}({series}[{ctx.interval}]))"
+    return f"sum({function}({series}{ctx.range}))"
 
 
 def _share(function: str, part: str, whole: str, ctx: QueryContext) -> str:
@@ -79,7 +85,7 @@ def _share(function: str, part: str, whole: str, ctx: QueryContext) -> str:
 def _latency(quantile: float) -> Callable[[QueryContext], str]:
     def query(ctx: QueryContext) -> str:
         buckets = f"modelserver_request_duration_seconds_bucket{_server(ctx)}"
-        return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{ctx.interval}])))"
+        return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}{ctx.range})))"
 
     return query
 
@@ -130,6 +136,55 @@ def samples_query(builtin: Builtin | None, ctx: QueryContext) -> str:
     if builtin in SHADOW_BUILTINS:
         return _sum("increase", "modelrouter_shadow_comparisons_total" + _route(ctx), ctx)
     return _sum("increase", "modelserver_requests_total" + _server(ctx), ctx)
+
+
+# The model server's request-duration histogram buckets (modelserver.metrics.LATENCY_BUCKETS; a unit test keeps
+# the two equal): an SLO for counting slow requests must be one of these edges, or the count would be a guess.
+LATENCY_BUCKET_EDGES: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+LATENCY_BUILTINS: frozenset[Builtin] = frozenset({"latencyP95", "latencyP99"})
+
+
+@dataclass(frozen=True, slots=True)
+class CountQueries:
+    """Cumulative counts of one revision: bad events and all requests, summed over its series. Differences of
+    two runs' answers are the window's increases (a drop means a counter reset: the new value is the increase)."""
+
+    bad: str
+    total: str
+    what: str  # the bad event, in words
+
+
+def _le(edge: float) -> str:
+    # Clients write 1 as "1" or "1.0" (and Prometheus 3 normalises to one of them): match either spelling.
+    text = repr(float(edge))
+    whole = text.removesuffix(".0")
+    return f'le=~"{whole}|{text}"' if whole != text else f'le="{text}"'
+
+
+def count_queries(builtin: Builtin | None, slo_seconds: float | None, ctx: QueryContext) -> CountQueries | str:
+    """What the sequential judge counts for a metric, or why it cannot: errors for errorRate (non-2xx answers),
+    requests slower than `slo_seconds` (the metric's max, a bucket edge) for the latency builtins."""
+    if builtin == "errorRate":
+        requests = "modelserver_requests_total"
+        return CountQueries(
+            bad=f"sum({requests}{_server(ctx, ',code!~' + _quoted('2..'))}) or vector(0)",
+            total=f"sum({requests}{_server(ctx)})",
+            what="non-2xx answers",
+        )
+    if builtin in LATENCY_BUILTINS:
+        if slo_seconds is None:
+            return f"the sequential judge counts requests slower than max: set max on {builtin} to a bucket edge"
+        if not any(math.isclose(slo_seconds, edge) for edge in LATENCY_BUCKET_EDGES):
+            edges = ", ".join(f"{e:g}" for e in LATENCY_BUCKET_EDGES)
+            return f"max {slo_seconds:g}s is not a bucket edge of the model server's latency histogram ({edges})"
+        edge = min(LATENCY_BUCKET_EDGES, key=lambda e: abs(e - slo_seconds))
+        histogram = "modelserver_request_duration_seconds"
+        total = f"sum({histogram}_count{_server(ctx)})"
+        fast = f"sum({histogram}_bucket{_server(ctx, ',' + _le(edge))})"
+        return CountQueries(bad=f"{total} - {fast}", total=total, what=f"requests slower than {edge:g}s")
+    return f"the sequential judge counts errors (errorRate) and slow requests (latency builtins), not {builtin}"
 
 
 def custom_query(template: str, ctx: QueryContext) -> str:

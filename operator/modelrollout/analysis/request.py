@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelrollout.api.analysis import AnalysisMetric, JudgeType, NoDataPolicy
+from modelrollout.api.analysis import AnalysisMetric, Judge, JudgeType, NoDataPolicy
 from modelrollout.api.status import AnalysisRun, RevisionRef, RunKind
 
 
@@ -28,6 +28,12 @@ class AnalysisRequest:
     min_requests: int
     min_comparisons: int
     judge: JudgeType = "threshold"
+    # alpha, tolerance and scores of the statistical judges (spec.rollout.analysis.judge); None: the defaults
+    judge_settings: Judge | None = None
+
+    @property
+    def settings(self) -> Judge:
+        return self.judge_settings if self.judge_settings is not None else Judge(type=self.judge)
 
     def answers(self, other: AnalysisRequest) -> bool:
         """Whether a result for `self` settles `other`: same candidate and kind (and step for step runs);

@@ -7,24 +7,35 @@ failed measurements are `Error` verdicts, so a tick never sees an exception from
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from modelrollout.analysis.evaluate import error_result, evaluate_metric, run_verdict, unsupported_judge
+from modelrollout.analysis import judged
+from modelrollout.analysis.evaluate import error_result, evaluate_metric, run_verdict
+from modelrollout.analysis.judges import mann_whitney
 from modelrollout.analysis.provider import MetricProvider, QueryResult
 from modelrollout.analysis.queries import (
     SHADOW_BUILTINS,
+    CountQueries,
     QueryContext,
     QueryTemplateError,
     builtin_query,
+    count_queries,
     custom_query,
     rate_window,
     samples_query,
 )
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.analysis import AnalysisMetric
-from modelrollout.api.status import AnalysisRun, MetricResult, RevisionRef
+from modelrollout.api.status import AnalysisRun, MetricResult, RevisionRef, Verdict
+
+# mannWhitney compares this many points per revision (one per rate window, ending now and further back).
+MW_MIN_POINTS = 6
+MW_MAX_POINTS = 20
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +68,70 @@ def _plan(metric: AnalysisMetric, canary: QueryContext, stable: QueryContext | N
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """The sequential judge's queries: cumulative bad and total counts of both revisions."""
+
+    canary: CountQueries
+    stable: CountQueries
+    previous: dict[str, float] | None
+
+    def all(self) -> tuple[str, ...]:
+        return (self.canary.bad, self.canary.total, self.stable.bad, self.stable.total)
+
+
+@dataclass(frozen=True, slots=True)
+class _Points:
+    """The mannWhitney judge's queries: the metric per revision over consecutive windows back from now."""
+
+    canary: tuple[str, ...]
+    stable: tuple[str, ...]
+
+    def all(self) -> tuple[str, ...]:
+        return self.canary + self.stable
+
+
+_Entry = MetricResult | _Queries | _Counts | _Points
+
+
+def _points(metric: AnalysisMetric, request: AnalysisRequest, ctx: QueryContext) -> tuple[str, ...]:
+    count = max(MW_MIN_POINTS, min(MW_MAX_POINTS, math.ceil(request.window_seconds / ctx.window_seconds)))
+    return tuple(_query(metric, dataclasses.replace(ctx, offset_seconds=i * ctx.window_seconds)) for i in range(count))
+
+
+def _statistical(
+    metric: AnalysisMetric,
+    request: AnalysisRequest,
+    canary: QueryContext,
+    stable: QueryContext | None,
+    previous: Sequence[AnalysisRun],
+) -> _Entry | None:
+    """The queries of the sequential or mannWhitney judge, or None when the metric is judged by threshold (a
+    metric those judges cannot measure: custom queries, shadow builtins, requestRate; or no stable revision)."""
+    builtin = metric.builtin
+    if stable is None or builtin is None or builtin in SHADOW_BUILTINS or builtin == "requestRate":
+        return None
+    if request.judge == "sequential":
+        mine, theirs = count_queries(builtin, metric.max, canary), count_queries(builtin, metric.max, stable)
+        if isinstance(mine, str) or isinstance(theirs, str):
+            return error_result(metric, str(mine if isinstance(mine, str) else theirs))
+        return _Counts(mine, theirs, judged.previous_evidence(metric, previous))
+    return _Points(_points(metric, request, canary), _points(metric, request, stable))
+
+
 def _prepare(
-    metric: AnalysisMetric, request: AnalysisRequest, canary: QueryContext, stable: QueryContext | None
-) -> MetricResult | _Queries:
+    metric: AnalysisMetric,
+    request: AnalysisRequest,
+    canary: QueryContext,
+    stable: QueryContext | None,
+    previous: Sequence[AnalysisRun],
+) -> _Entry:
     """The queries a metric needs, or its verdict already when it cannot be measured at all."""
-    if request.judge != "threshold":
-        return unsupported_judge(metric, request.judge)
     try:
+        if request.judge != "threshold":
+            planned = _statistical(metric, request, canary, stable, previous)
+            if planned is not None:
+                return planned
         return _plan(metric, canary, stable)
     except QueryTemplateError as exc:
         return error_result(metric, str(exc))
@@ -108,24 +176,67 @@ async def run_analysis(
     model: str,
     scrape_interval_seconds: float,
     now: datetime,
+    previous: Sequence[AnalysisRun] = (),
 ) -> AnalysisOutcome:
     """Measure and judge every metric of `request`. `model` is spec.model.name (the `model` label; assumed the
     same for stable and candidate), `scrape_interval_seconds` the Prometheus scrape interval, which bounds the
-    window from below."""
+    window from below. `previous`: status.analysis.runs of this rollout, where the sequential judge keeps its
+    state (without them every sequential run starts the test afresh and decides nothing)."""
     window = rate_window(requested_seconds=request.window_seconds, scrape_interval_seconds=scrape_interval_seconds)
     canary = _context(request.canary, namespace=namespace, name=name, model=model, window=window)
     stable = (
         _context(request.stable, namespace=namespace, name=name, model=model, window=window) if request.stable else None
     )
 
-    entries = [_prepare(metric, request, canary, stable) for metric in request.metrics]
+    entries = [_prepare(metric, request, canary, stable, previous) for metric in request.metrics]
     # Metrics share queries (every server metric's sample count is the same): ask each distinct one once.
-    distinct = sorted({q for entry in entries if isinstance(entry, _Queries) for q in entry.all()})
+    distinct = sorted({q for entry in entries if not isinstance(entry, MetricResult) for q in entry.all()})
     answers = dict(zip(distinct, await asyncio.gather(*(_ask(provider, q) for q in distinct)), strict=True))
-    final = [
-        entry if isinstance(entry, MetricResult) else _judge(metric, entry, answers, request)
-        for metric, entry in zip(request.metrics, entries, strict=True)
-    ]
-
-    run = AnalysisRun(at=now, verdict=run_verdict(final), kind=request.kind, step=request.step, metrics=final)
+    final, verdict = _verdicts(request, entries, answers)
+    run = AnalysisRun(at=now, verdict=verdict, kind=request.kind, step=request.step, metrics=final)
     return AnalysisOutcome(request=request, run=run)
+
+
+def _verdicts(
+    request: AnalysisRequest, entries: list[_Entry], answers: dict[str, QueryResult]
+) -> tuple[list[MetricResult], Verdict]:
+    """Every metric's result and the run's verdict: the worst metric, except that the metrics mannWhitney
+    compares count as one, by their score."""
+    settings = request.settings
+    results: dict[str, MetricResult] = {}
+    compared: list[tuple[AnalysisMetric, mann_whitney.Comparison]] = []
+    for metric, entry in zip(request.metrics, entries, strict=True):
+        match entry:
+            case MetricResult():
+                results[metric.name] = entry
+            case _Queries():
+                results[metric.name] = _judge(metric, entry, answers, request)
+            case _Counts():
+                raw = judged.RawCounts(*(answers[q] for q in entry.all()))
+                results[metric.name] = judged.judge_sequential(
+                    metric,
+                    raw,
+                    previous=entry.previous,
+                    judge=settings,
+                    min_requests=request.min_requests,
+                    no_data=request.no_data,
+                    what=entry.canary.what,
+                )
+            case _Points():
+                comparison = judged.compare_points(
+                    metric, [answers[q] for q in entry.canary], [answers[q] for q in entry.stable], settings
+                )
+                if isinstance(comparison, str):
+                    results[metric.name] = error_result(metric, comparison)
+                else:
+                    compared.append((metric, comparison))
+    verdicts: list[Verdict] = []
+    if compared:
+        scored, score_verdict = judged.mann_whitney_results(compared, judge=settings, no_data=request.no_data)
+        results.update((r.name, r) for r in scored)
+        verdicts.append(score_verdict)
+    others = [r for r in results.values() if r.name not in {m.name for m, _ in compared}]
+    if others or not compared:
+        verdicts.append(run_verdict(others))
+    final = [results[m.name] for m in request.metrics]
+    return final, run_verdict(MetricResult(name="run", verdict=v) for v in verdicts)

@@ -66,6 +66,12 @@ class AnalysisMetric(ApiModel):
     )
     weight: int = Field(default=1, ge=0, le=100, description="Weight in the mannWhitney judge's score.")
     critical: bool = Field(default=False, description="mannWhitney: a failure of this metric fails the run.")
+    group: str | None = Field(
+        default=None,
+        max_length=63,
+        description="mannWhitney: metrics of a group share one score weighted by their summed weights; "
+        "a metric without a group is a group of its own.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AnalysisMetric:
@@ -110,6 +116,14 @@ class Judge(ApiModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="False-alarm rate the statistical judges keep.")
     pass_score: int = Field(default=95, ge=0, le=100, description="mannWhitney: least score that passes.")
     marginal_score: int = Field(default=75, ge=0, le=100, description="mannWhitney: least score that is not a fail.")
+    tolerance: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="sequential and mannWhitney: the tolerated relative regression (0.5 = +50% of stable's "
+        "bad-event rate or median) for metrics without relativeToStable.maxIncrease; sequential promotes once its "
+        "upper confidence bound is below it.",
+    )
 
 
 class AnalysisSettings(ApiModel):

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from modelrollout.analysis.queries import (
+    LATENCY_BUCKET_EDGES,
+    CountQueries,
     QueryContext,
     QueryTemplateError,
     builtin_query,
+    count_queries,
     custom_query,
     rate_window,
     samples_query,
 )
+from modelserver.metrics import LATENCY_BUCKETS
 
 CTX = QueryContext(
     namespace="prod", name="churn-md", model="churn", version="7", revision="e5f6a7b8", window_seconds=60
@@ -100,3 +106,29 @@ def test_a_scrape_interval_must_be_positive() -> None:
 
 def test_context_interval_is_a_promql_duration() -> None:
     assert CTX.interval == "60s"
+
+
+def test_latency_bucket_edges_are_the_model_servers() -> None:
+    assert LATENCY_BUCKET_EDGES == LATENCY_BUCKETS
+
+
+def test_count_queries_for_the_sequential_judge() -> None:
+    ctx = QueryContext(namespace="prod", name="churn", model="churn", version="7", revision="r", window_seconds=60)
+    sel = 'namespace="prod",model="churn",version="7"'
+    errors = count_queries("errorRate", None, ctx)
+    assert errors == CountQueries(
+        bad=f'sum(modelserver_requests_total{{{sel},code!~"2.."}}) or vector(0)',
+        total=f"sum(modelserver_requests_total{{{sel}}})",
+        what="non-2xx answers",
+    )
+    slow = count_queries("latencyP99", 1.0, ctx)
+    assert isinstance(slow, CountQueries)
+    assert slow.bad == (
+        f"sum(modelserver_request_duration_seconds_count{{{sel}}}) - "
+        f'sum(modelserver_request_duration_seconds_bucket{{{sel},le=~"1|1.0"}})'
+    )
+    assert "not a bucket edge" in str(count_queries("latencyP95", 0.2, ctx))
+    assert "set max" in str(count_queries("latencyP95", None, ctx))
+    assert "not requestRate" in str(count_queries("requestRate", None, ctx))
+    back = builtin_query("requestRate", dataclasses.replace(ctx, offset_seconds=120))
+    assert back == f"sum(rate(modelserver_requests_total{{{sel}}}[60s] offset 120s))"

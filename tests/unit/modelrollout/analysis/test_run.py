@@ -5,8 +5,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.analysis.run import run_analysis
@@ -164,14 +162,6 @@ async def test_a_bad_placeholder_is_an_error_for_that_metric_only() -> None:
     )
     assert [r.verdict for r in outcome.run.metrics] == ["Error", "Successful"]
     assert outcome.run.verdict == "Error"
-
-
-@pytest.mark.parametrize("judge", ["sequential", "mannWhitney"])
-async def test_later_judges_decide_nothing_and_query_nothing(judge: JudgeType) -> None:
-    provider = TableProvider(SERVER_TABLE)
-    outcome = await run(provider, request(m(name="p95", builtin="latencyP95", max=1), judge=judge))
-    assert outcome.run.verdict == "Inconclusive"
-    assert not provider.asked
 
 
 async def test_a_provider_that_raises_gives_error_verdicts() -> None:
