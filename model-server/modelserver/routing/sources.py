@@ -137,6 +137,7 @@ class ConfigMapSource:
                     version = await self._list(core, routing)
                     backoff.reset()
                     await self._watch(core, routing, version)
+                    log.debug("watch of %s ended after its %ss; listing again", self.origin, self.watch_timeout_s)
                 except ApiException as exc:
                     if exc.status == HTTP_GONE:
                         log.info("watch of %s expired (410 Gone); listing again", self.origin)

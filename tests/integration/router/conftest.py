@@ -233,12 +233,14 @@ class StartRouter(Protocol):
     ) -> Router: ...
 
 
-def launch_router(directory: Path, args: list[str]) -> Router:
+def launch_router(directory: Path, args: list[str], env: Mapping[str, str] | None = None) -> Router:
     port = free_port()
     log_path = directory / f"router-{port}.log"
     command = [sys.executable, "-m", "modelserver", "route", "--port", str(port), "--log-text", *args]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=directory, env={**os.environ, **(env or {})}
+        )
     config_path = Path(args[args.index("--config-file") + 1]) if "--config-file" in args else None
     return Router(process, port, log_path, config_path)
 

@@ -52,7 +52,9 @@ async def test_the_router_follows_the_configmap(
 ) -> None:
     core = client.CoreV1Api(kube_api)
     args = ["--configmap", f"{namespace}/{NAME}", "--kubeconfig", str(cluster.kubeconfig)]
-    router = launch_router(tmp_path, [*args, *upstream_args(fleet.upstreams("clf"))])
+    # Watches that expire every second: changes must still arrive across the re-lists that follow.
+    env = {"MODELSERVER_ROUTER_WATCH_TIMEOUT_S": "1", "MODELSERVER_ROUTER_LOG_LEVEL": "debug"}
+    router = launch_router(tmp_path, [*args, *upstream_args(fleet.upstreams("clf"))], env=env)
     try:
         router.wait("/healthz")
         assert router.client.get("/readyz").status_code == 503  # no ConfigMap yet
@@ -61,8 +63,11 @@ async def test_the_router_follows_the_configmap(
         assert router.client.post(INFER, json=v2_body(fleet.x[0])).headers["x-modelrollout-version"] == "1"
 
         for weights in [(0, 100), (50, 50), (100, 0), (0, 100)]:
+            await asyncio.sleep(0.7)  # at a different point of the watch's one-second life each time
             await core.replace_namespaced_config_map(NAME, namespace, configmap(namespace, document(weights=weights)))
             await weights_applied(router, *weights)
+        # Each expired watch was followed by a list, which saw the document again, unchanged.
+        assert router.sample("modelrouter_config_reloads_total", route="clf", result="unchanged") >= 2
         answered = {
             router.client.post(INFER, json=v2_body(fleet.x[i])).headers["x-modelrollout-version"] for i in range(10)
         }
