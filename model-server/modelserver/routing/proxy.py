@@ -56,7 +56,9 @@ JSON_HEADERS = ((b"content-type", b"application/json"),)
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+# Request and Reply are made for every request: plain slotted dataclasses, whose __init__ costs a third of a
+# frozen one's. Nothing changes them after they are made (except the Content-Length added when sending).
+@dataclass(slots=True)
 class Request:
     """What the client sent, as the ASGI server gave it (headers already without hop-by-hop ones)."""
 
@@ -66,7 +68,7 @@ class Request:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     status: int
     headers: list[tuple[bytes, bytes]]
