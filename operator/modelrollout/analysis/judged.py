@@ -160,6 +160,11 @@ def compare_points(
     for answer in (*canary, *stable):
         if answer.error is not None:
             return f"query failed: {answer.error}"
+    if canary and not canary[0].has_data:
+        # The newest window has no canary data (a traffic gap): older points alone must not promote.
+        return mann_whitney.Comparison(
+            "NoData", False, 0, len(stable), message="no canary data in the latest window (no traffic?)"
+        )
     relative = metric.relative_to_stable
     up_bad = metric.max is not None or (relative is not None and relative.max_increase is not None)
     down_bad = metric.min is not None or (relative is not None and relative.max_decrease is not None)

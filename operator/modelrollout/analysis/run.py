@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from modelrollout.analysis import judged
-from modelrollout.analysis.evaluate import error_result, evaluate_metric, run_verdict
+from modelrollout.analysis.evaluate import clip, error_result, evaluate_metric, run_verdict
 from modelrollout.analysis.judges import mann_whitney
 from modelrollout.analysis.provider import MetricProvider, QueryResult
 from modelrollout.analysis.queries import (
@@ -189,10 +189,31 @@ async def run_analysis(
     )
 
     entries = [_prepare(metric, request, canary, stable, previous) for metric in request.metrics]
+    # A run over a long window can pass on traffic that has since stopped: it must not promote in a traffic gap.
+    floor = rate_window(requested_seconds=0, scrape_interval_seconds=scrape_interval_seconds)
+    recent = samples_query(None, dataclasses.replace(canary, window_seconds=floor))
+    needs_recent = any(m.builtin not in SHADOW_BUILTINS for m in request.metrics)
     # Metrics share queries (every server metric's sample count is the same): ask each distinct one once.
-    distinct = sorted({q for entry in entries if not isinstance(entry, MetricResult) for q in entry.all()})
+    asked = {q for entry in entries if not isinstance(entry, MetricResult) for q in entry.all()}
+    distinct = sorted(asked | {recent} if needs_recent else asked)
     answers = dict(zip(distinct, await asyncio.gather(*(_ask(provider, q) for q in distinct)), strict=True))
     final, verdict = _verdicts(request, entries, answers)
+    if verdict == "Successful" and needs_recent and not (answers[recent].has_data and (answers[recent].value or 0) > 0):
+        verdict = "Inconclusive"
+        final = [
+            r.model_copy(
+                update={
+                    "verdict": "Inconclusive",
+                    "message": clip(
+                        f"no canary request in the last {floor}s "
+                        f"(a traffic gap): no promotion on older data; {r.message or ''}"
+                    ),
+                }
+            )
+            if r.verdict == "Successful"
+            else r
+            for r in final
+        ]
     run = AnalysisRun(at=now, verdict=verdict, kind=request.kind, step=request.step, metrics=final)
     return AnalysisOutcome(request=request, run=run)
 

@@ -175,3 +175,12 @@ async def test_mann_whitney_without_enough_points_never_promotes() -> None:
     metric = m(name="p99", builtin="latencyP99", relativeToStable={"maxIncrease": 0.2})
     run = await analyse(provider, request(metric, judge="mannWhitney", window_seconds=60), [], 0)
     assert run.verdict == "Inconclusive"
+
+
+async def test_mann_whitney_never_promotes_when_the_latest_window_is_empty() -> None:
+    nan = float("nan")  # the latest window (offset 0) has no canary data; older ones look fine
+    provider = Points(canary=[nan, 0.10, 0.11, 0.09, 0.10, 0.12], stable=[0.11, 0.10, 0.10, 0.09, 0.11, 0.10])
+    metric = m(name="p99", builtin="latencyP99", relativeToStable={"maxIncrease": 0.2})
+    run = await analyse(provider, request(metric, judge="mannWhitney", window_seconds=60), [], 0)
+    assert run.verdict == "Inconclusive"
+    assert "latest window" in (run.metrics[0].message or "")

@@ -108,7 +108,21 @@ async def test_each_distinct_query_is_asked_once() -> None:
         ),
     )
     assert set(provider.asked.values()) == {1}
-    assert len(provider.asked) == 3  # p95, request rate, and the shared request count
+    # p95, request rate, the shared request count, and the canary's requests over the last 4 scrapes
+    assert len(provider.asked) == 4
+
+
+async def test_no_promotion_when_the_canary_had_no_request_lately() -> None:
+    # The window holds 300 requests, but none in the last 4 scrapes: a traffic gap must never promote.
+    provider = TableProvider([("[4s]", QueryResult.of(0)), *SERVER_TABLE])
+    outcome = await run(provider, request(m(name="p95", builtin="latencyP95", max=0.2)))
+    assert outcome.run.verdict == "Inconclusive"
+    assert "traffic gap" in (outcome.run.metrics[0].message or "")
+    failing = await run(
+        TableProvider([("[4s]", QueryResult.of(0)), *SERVER_TABLE]),
+        request(m(name="p95", builtin="latencyP95", max=0.1)),
+    )
+    assert failing.run.verdict == "Failed"  # ...but a failure still counts
 
 
 async def test_the_stable_revision_is_only_queried_for_relative_bounds() -> None:
