@@ -1,6 +1,6 @@
 """Real model servers and the real router (`python -m modelserver route`) as processes on loopback.
 
-Model servers are started once per session (loading one takes about two seconds) and serve:
+Model servers are started once for the package's tests (loading one takes about two seconds) and serve:
 - "clf" (a logistic regression on 20 features) as version 1 and, from the same file, version 2: identical
   answers; a differently trained classifier as version 3; faulty_models.Faulty as version 8 (fails with 500,
   or answers after a second when asked to);
@@ -65,7 +65,7 @@ def records(row: np.ndarray[Any, Any]) -> list[dict[str, float]]:
     return [{f"f{i}": float(v) for i, v in enumerate(row)}]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once this package's tests are done, not at the end of the session
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("router-models")
     x, y = builders.binary_data()
