@@ -21,7 +21,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 
 AGREE = "agree"
@@ -157,6 +156,8 @@ def _decode_binary(datatype: str, blob: bytes) -> list[Any]:
             values.append(blob[offset : offset + length].decode("utf-8", "replace"))
             offset += length
         return values
+    import numpy as np  # noqa: PLC0415 - only binary answers need it; the router starts without numpy
+
     dtype = _DTYPES.get(datatype)
     if dtype is None or len(blob) % np.dtype(dtype).itemsize:
         raise Unreadable(f"cannot decode binary {datatype or 'untyped'} data")
