@@ -99,8 +99,11 @@ def judge_sequential(
     min_requests: int,
     no_data: NoDataPolicy,
     what: str,
+    tests: int = 1,
 ) -> MetricResult:
-    """One run of the sequential test: the increases since the previous run are added to the stored state."""
+    """One run of the sequential test: the increases since the previous run are added to the stored state.
+    `tests`: how many sequential metrics the run has; each gets alpha / tests (Bonferroni), so that a healthy
+    canary is rolled back by any of them with probability at most alpha."""
     values = raw.values()
     if isinstance(values, str):
         return _result(metric, "Error", values, {})
@@ -122,7 +125,8 @@ def judge_sequential(
     state = sequential.state_from_evidence(previous)
     assert state is not None  # previous_evidence only returns complete states
     tolerance = tolerance_up(metric, judge)
-    decided = sequential.decide(state, window, alpha=judge.alpha, tolerance=tolerance, min_requests=min_requests)
+    alpha = judge.alpha / max(tests, 1)
+    decided = sequential.decide(state, window, alpha=alpha, tolerance=tolerance, min_requests=min_requests)
     totals = [previous.get(key, 0.0) + inc for key, inc in zip(CUMULATIVE_KEYS, increases, strict=True)]
     canary_bad, canary_requests, stable_bad, stable_requests = totals
     verdict = decided.verdict
@@ -133,7 +137,8 @@ def judge_sequential(
         **dict(zip(CUMULATIVE_KEYS, totals, strict=True)),
         **sequential.state_evidence(decided.log_likelihood),
         "logEvidence": decided.log_e,
-        "logThreshold": math.log(1 / judge.alpha),
+        "logThreshold": math.log(1 / alpha),
+        "alpha": alpha,
         "ratioLower": decided.lower,
         "ratioUpper": decided.upper,
         "ratioEstimate": decided.estimate,

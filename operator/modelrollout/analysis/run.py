@@ -94,8 +94,11 @@ class _Points:
 _Entry = MetricResult | _Queries | _Counts | _Points
 
 
-def _points(metric: AnalysisMetric, request: AnalysisRequest, ctx: QueryContext) -> tuple[str, ...]:
-    count = max(MW_MIN_POINTS, min(MW_MAX_POINTS, math.ceil(request.window_seconds / ctx.window_seconds)))
+def _points(metric: AnalysisMetric, request: AnalysisRequest, ctx: QueryContext, point_s: int) -> tuple[str, ...]:
+    """The metric over consecutive `point_s` windows (the shortest rate window), newest first, covering the
+    run's window but never fewer than MW_MIN_POINTS of them."""
+    ctx = dataclasses.replace(ctx, window_seconds=point_s)
+    count = max(MW_MIN_POINTS, min(MW_MAX_POINTS, math.ceil(request.window_seconds / point_s)))
     return tuple(_query(metric, dataclasses.replace(ctx, offset_seconds=i * ctx.window_seconds)) for i in range(count))
 
 
@@ -105,6 +108,8 @@ def _statistical(
     canary: QueryContext,
     stable: QueryContext | None,
     previous: Sequence[AnalysisRun],
+    *,
+    point_s: int,
 ) -> _Entry | None:
     """The queries of the sequential or mannWhitney judge, or None when the metric is judged by threshold (a
     metric those judges cannot measure: custom queries, shadow builtins, requestRate; or no stable revision)."""
@@ -116,7 +121,7 @@ def _statistical(
         if isinstance(mine, str) or isinstance(theirs, str):
             return error_result(metric, str(mine if isinstance(mine, str) else theirs))
         return _Counts(mine, theirs, judged.previous_evidence(metric, previous))
-    return _Points(_points(metric, request, canary), _points(metric, request, stable))
+    return _Points(_points(metric, request, canary, point_s), _points(metric, request, stable, point_s))
 
 
 def _prepare(
@@ -125,11 +130,13 @@ def _prepare(
     canary: QueryContext,
     stable: QueryContext | None,
     previous: Sequence[AnalysisRun],
+    *,
+    point_s: int,
 ) -> _Entry:
     """The queries a metric needs, or its verdict already when it cannot be measured at all."""
     try:
         if request.judge != "threshold":
-            planned = _statistical(metric, request, canary, stable, previous)
+            planned = _statistical(metric, request, canary, stable, previous, point_s=point_s)
             if planned is not None:
                 return planned
         return _plan(metric, canary, stable)
@@ -188,11 +195,12 @@ async def run_analysis(
         _context(request.stable, namespace=namespace, name=name, model=model, window=window) if request.stable else None
     )
 
-    entries = [_prepare(metric, request, canary, stable, previous) for metric in request.metrics]
-    # A run over a long window can pass on traffic that has since stopped: it must not promote in a traffic gap.
     floor = rate_window(requested_seconds=0, scrape_interval_seconds=scrape_interval_seconds)
+    entries = [_prepare(metric, request, canary, stable, previous, point_s=floor) for metric in request.metrics]
+    # A run over a long window can pass on traffic that has since stopped: it must not promote in a traffic gap.
+    # (Builtin server metrics only: custom queries may measure traffic the model server does not count.)
     recent = samples_query(None, dataclasses.replace(canary, window_seconds=floor))
-    needs_recent = any(m.builtin not in SHADOW_BUILTINS for m in request.metrics)
+    needs_recent = any(m.builtin is not None and m.builtin not in SHADOW_BUILTINS for m in request.metrics)
     # Metrics share queries (every server metric's sample count is the same): ask each distinct one once.
     asked = {q for entry in entries if not isinstance(entry, MetricResult) for q in entry.all()}
     distinct = sorted(asked | {recent} if needs_recent else asked)
@@ -226,6 +234,7 @@ def _verdicts(
     settings = request.settings
     results: dict[str, MetricResult] = {}
     compared: list[tuple[AnalysisMetric, mann_whitney.Comparison]] = []
+    tests = sum(isinstance(entry, _Counts) for entry in entries)
     for metric, entry in zip(request.metrics, entries, strict=True):
         match entry:
             case MetricResult():
@@ -242,6 +251,7 @@ def _verdicts(
                     min_requests=request.min_requests,
                     no_data=request.no_data,
                     what=entry.canary.what,
+                    tests=tests,
                 )
             case _Points():
                 comparison = judged.compare_points(

@@ -184,3 +184,31 @@ async def test_mann_whitney_never_promotes_when_the_latest_window_is_empty() -> 
     run = await analyse(provider, request(metric, judge="mannWhitney", window_seconds=60), [], 0)
     assert run.verdict == "Inconclusive"
     assert "latest window" in (run.metrics[0].message or "")
+
+
+async def test_sequential_metrics_share_alpha() -> None:
+    counters = Counters({("7", "bad"): 0, ("7", "total"): 0, ("6", "bad"): 0, ("6", "total"): 0})
+    metrics = (m(name="errors", builtin="errorRate", max=0.05), m(name="p99", builtin="latencyP99", max=0.25))
+    first = await analyse(counters, request(*metrics, judge="sequential"), [], 0)
+    second = await analyse(counters, request(*metrics, judge="sequential"), [first], 1)
+    # Two tests at alpha 0.05 / 2 each: a healthy canary is rolled back by either with probability <= 0.05.
+    assert [(r.evidence or {})["alpha"] for r in second.metrics] == [0.025, 0.025]
+
+
+async def test_mann_whitney_points_are_rate_windows_whatever_the_run_window() -> None:
+    provider = Points(canary=[0.10] * 6, stable=[0.10] * 6)
+    metric = m(name="p99", builtin="latencyP99", relativeToStable={"maxIncrease": 0.2})
+    await analyse(provider, request(metric, judge="mannWhitney", window_seconds=300), [], 0)
+    windows = {re.search(r"\[(\d+)s\]( offset \d+s)?", q).group(0) for q in provider.asked if "histogram" in q}  # type: ignore[union-attr]
+    assert windows == {"[60s]"} | {f"[60s] offset {60 * i}s" for i in range(1, 6)}
+
+
+async def test_custom_queries_are_not_held_back_by_the_traffic_gap_rule() -> None:
+    @dataclass
+    class NoServerTraffic:
+        async def query(self, promql: str) -> QueryResult:
+            return QueryResult.of(0 if "modelserver_requests_total" in promql and "[60s]" in promql else 500)
+
+    metric = m(name="lag", query="sum(stream_lag)", max=1000)
+    run = await analyse(NoServerTraffic(), request(metric, min_requests=0), [], 0)
+    assert run.verdict == "Successful"
