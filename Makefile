@@ -46,6 +46,10 @@ cluster-up: tools ## start the local control plane (kwok fake nodes); prints the
 cluster-down: ## stop and delete the local control plane
 	hack/cluster-down.sh
 
+.PHONY: mesh-crds
+mesh-crds: ## fetch (once, cached by version) the Gateway API and Istio CRDs; the traffic tests install them
+	hack/mesh-crds.sh
+
 # --- quality -----------------------------------------------------------------------------------------
 
 .PHONY: fmt
@@ -64,7 +68,7 @@ test-unit: venv ## pure unit tests (no processes, no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv tools prometheus ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
+test-integration: venv tools prometheus mesh-crds ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
 	$(BIN)/pytest -m integration tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e

@@ -35,6 +35,10 @@ KINDS: dict[str, KindPath] = {
     "RoleBinding": KindPath("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Pod": KindPath("/api/v1", "pods"),
     "Event": KindPath("/api/v1", "events"),
+    # Users' routing objects the gatewayAPI and istio providers edit (read, then merge-patched).
+    "HTTPRoute": KindPath("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "VirtualService": KindPath("/apis/networking.istio.io/v1", "virtualservices"),
+    "DestinationRule": KindPath("/apis/networking.istio.io/v1", "destinationrules"),
     KIND: KindPath(f"/apis/{GROUP}/{VERSION}", PLURAL),
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -107,6 +111,19 @@ class KubeClient:
             query=[("fieldManager", self._field_manager), ("force", "true")],
             body=obj,
             content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any], *, strict: bool = False
+    ) -> dict[str, Any]:
+        """A JSON merge patch of an object someone else owns, for lists that server-side apply cannot share (an
+        atomic list is owned whole: the fields we change are recorded as ours as an Update, so an owner's later
+        server-side apply of them conflicts unless forced; kubectl edit and client-side apply do not). A
+        `metadata.resourceVersion` in the patch makes it conditional (409 when the object changed since);
+        `strict` refuses fields the schema does not know instead of dropping them."""
+        query = [("fieldManager", self._field_manager)] + ([("fieldValidation", "Strict")] if strict else [])
+        return await self._call(
+            "PATCH", _path(kind, namespace, name), query=query, body=patch, content_type="application/merge-patch+json"
         )
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

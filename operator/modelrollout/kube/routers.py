@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from modelrollout.api.base import duration_seconds
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
@@ -14,7 +16,11 @@ from modelrollout.kube.client import KubeClient
 from modelrollout.planning.names import router_configmap_name, selector, service_name
 from modelrollout.planning.online import SERVICE_PORT, Owner
 from modelrollout.planning.router import uses_router
+from modelrollout.rollout.sizing import provider
 from modelrollout.traffic.base import TrafficRouter
+from modelrollout.traffic.gateway_api import GatewayAPIRouter, GatewayTarget, MirrorSupport
+from modelrollout.traffic.istio import DestinationRuleAccess, IstioRouter, IstioTarget
+from modelrollout.traffic.patching import Conflict, ReadObject, UnsupportedField, WriteSpec
 from modelrollout.traffic.router import ConfigMapRouter, Versions
 
 
@@ -36,7 +42,99 @@ def router_for(ctx: RouterContext) -> ConvergingRouter | None:
     strategy direct without a provider, which never splits traffic."""
     if uses_router(ctx.md.spec):
         return _configmap_router(ctx)
+    chosen = provider(ctx.md.spec)
+    if chosen == "gatewayAPI":
+        return _gateway_api_router(ctx)
+    if chosen == "istio":
+        return _istio_router(ctx)
     return None
+
+
+# Learnt once per process from the API server (strict field validation), shared by every HTTPRoute router.
+_MIRROR_SUPPORT = MirrorSupport()
+
+
+def _object_access(ctx: RouterContext, kind: str, name: str, *, strict: bool = False) -> tuple[ReadObject, WriteSpec]:
+    """Read and conditional write (merge patch of `spec` under the resourceVersion read) of a user's object."""
+    namespace = ctx.md.metadata.namespace or ""
+
+    async def read() -> dict[str, Any] | None:
+        return await ctx.kube.get(kind, namespace, name)
+
+    async def write(spec: dict[str, Any], resource_version: str) -> dict[str, Any]:
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": spec}
+        try:
+            return await ctx.kube.merge_patch(kind, namespace, name, patch, strict=strict)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"{kind} {namespace}/{name} changed since it was read") from exc
+            body = str(exc.body or "")
+            if exc.status in (400, 422) and "percent" in body and ("unknown field" in body or "not declared" in body):
+                raise UnsupportedField("percent", body) from exc
+            raise
+
+    return read, write
+
+
+def _gateway_api_router(ctx: RouterContext) -> GatewayAPIRouter:
+    routing = ctx.md.spec.rollout.traffic_routing
+    ref = routing.gateway_api if routing else None
+    if ref is None:  # the spec's validation rules make this impossible
+        raise ValueError("trafficRouting.provider is gatewayAPI but trafficRouting.gatewayAPI is not set")
+    name = ctx.md.metadata.name or ""
+    read, write = _object_access(ctx, "HTTPRoute", ref.http_route, strict=True)
+    return GatewayAPIRouter(
+        target=GatewayTarget(
+            name=name,
+            stable_service=service_name(name, "stable"),
+            canary_service=service_name(name, "canary"),
+            port=SERVICE_PORT,
+            rule_name=ref.rule_name,
+        ),
+        read=read,
+        write=write,
+        mirror_support=_MIRROR_SUPPORT,
+        what=f"HTTPRoute {ctx.md.metadata.namespace}/{ref.http_route}",
+    )
+
+
+def _istio_router(ctx: RouterContext) -> IstioRouter:
+    routing = ctx.md.spec.rollout.traffic_routing
+    ref = routing.istio if routing else None
+    if ref is None:  # the spec's validation rules make this impossible
+        raise ValueError("trafficRouting.provider is istio but trafficRouting.istio is not set")
+    name, namespace = ctx.md.metadata.name or "", ctx.md.metadata.namespace or ""
+    rule = None
+    if ref.destination_rule:
+        stable = ctx.status.stable or ctx.status.canary
+        # Without a rollout the canary subset selects stable's pods, as the canary Service does; before any
+        # revision is known both select the model's online pods (there is at most one revision then).
+        canary = ctx.status.canary or stable
+        rule_read, rule_write = _object_access(ctx, "DestinationRule", ref.destination_rule)
+        rule = DestinationRuleAccess(
+            read=rule_read,
+            write=rule_write,
+            labels={
+                "stable": selector(name, "online", stable.revision if stable else None),
+                "canary": selector(name, "online", canary.revision if canary else None),
+            },
+            what=f"DestinationRule {namespace}/{ref.destination_rule}",
+        )
+    read, write = _object_access(ctx, "VirtualService", ref.virtual_service)
+    return IstioRouter(
+        target=IstioTarget(
+            name=name,
+            namespace=namespace,
+            stable_service=service_name(name, "stable"),
+            canary_service=service_name(name, "canary"),
+            port=SERVICE_PORT,
+            routes=tuple(ref.routes) if ref.routes is not None else None,
+        ),
+        read=read,
+        write=write,
+        destination_rule=rule,
+        what=f"VirtualService {namespace}/{ref.virtual_service}",
+    )
 
 
 def _configmap_router(ctx: RouterContext) -> ConfigMapRouter:

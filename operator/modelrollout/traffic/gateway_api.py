@@ -1,0 +1,284 @@
+"""The `gatewayAPI` provider: weights, mirroring and a header route on the user's Gateway API HTTPRoute.
+
+We manage ONE rule of the route: the rule named `ruleName`, else the first rule. In it we own
+- `backendRefs`: exactly the `<name>-stable` and `<name>-canary` Services with the weights (other fields of an
+  existing ref to one of them, such as its filters, are kept; refs to other backends are replaced);
+- one `RequestMirror` filter to the canary Service while mirroring (with `percent` unless the installed CRD
+  predates it: then it mirrors everything, the closest the API can say);
+and while a header route is set we add one rule right after it, named `<rule name>-modelrollout-header`: a copy
+of the managed rule whose matches also require the header and whose only backend is the canary. Gateway API
+ranks a match with more header matches above the same match without them, so it wins over the managed rule.
+Every other rule, and every other field of the managed rule (matches, the user's filters, timeouts), is the
+user's and is written back exactly as read. `reset()` removes the mirror filter and the header rule.
+
+Pure document functions (`current_routing`, `render_rules`) plus `GatewayAPIRouter`, which takes its read and
+write as callables (see traffic.patching for why it writes the rule list back under a resourceVersion).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from modelrollout.traffic.base import HeaderMatch, check_weights
+from modelrollout.traffic.patching import (
+    HEADER_SUFFIX,
+    PRESENCE_REGEX,
+    Object,
+    ReadObject,
+    Routing,
+    RoutingTargetError,
+    UnsupportedField,
+    WriteSpec,
+    all_to_stable,
+    percentages,
+    read_modify_write,
+)
+
+logger = logging.getLogger(__name__)
+Rule = dict[str, Any]
+MIRROR = "RequestMirror"
+# HTTPRoute allows 16 rules; the header route needs one of them.
+MAX_RULES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTarget:
+    """Which rule we manage and the Services it sends to."""
+
+    name: str  # the ModelDeployment: names the header rule when the managed rule has no name
+    stable_service: str
+    canary_service: str
+    port: int = 80
+    rule_name: str | None = None
+
+
+@dataclass(slots=True)
+class MirrorSupport:
+    """Whether the installed HTTPRoute CRD knows `requestMirror.percent` (Gateway API >= 1.3 standard). Learnt
+    from the API server's strict field validation and shared by every router of the process."""
+
+    percent: bool = True
+
+
+# --- pure document functions --------------------------------------------------------------------------------
+
+
+def _service_ref(name: str, port: int) -> dict[str, Any]:
+    # With the CRD's defaults spelled out, so what the API server stores equals what we render.
+    return {"group": "", "kind": "Service", "name": name, "port": port}
+
+
+def _is_service(ref: dict[str, Any], name: str) -> bool:
+    return ref.get("name") == name and ref.get("group", "") == "" and ref.get("kind", "Service") == "Service"
+
+
+def header_rule_name(managed: Rule, target: GatewayTarget) -> str:
+    return f"{managed.get('name') or target.name}{HEADER_SUFFIX}"
+
+
+def _is_header_rule(rule: Rule) -> bool:
+    return str(rule.get("name", "")).endswith(HEADER_SUFFIX)
+
+
+def _managed_index(rules: list[Rule], target: GatewayTarget) -> int:
+    """Index of the rule we manage among `rules` (which hold no header rule of ours)."""
+    if target.rule_name is None:
+        if not rules:
+            raise RoutingTargetError("the HTTPRoute has no rules")
+        return 0
+    for index, rule in enumerate(rules):
+        if rule.get("name") == target.rule_name:
+            return index
+    names = [rule.get("name") for rule in rules]
+    raise RoutingTargetError(f"the HTTPRoute has no rule named {target.rule_name!r} (rule names: {names})")
+
+
+def _is_our_mirror(flt: dict[str, Any], target: GatewayTarget) -> bool:
+    backend = (flt.get("requestMirror") or {}).get("backendRef") or {}
+    return flt.get("type") == MIRROR and _is_service(backend, target.canary_service)
+
+
+def _header_entry(match: HeaderMatch) -> dict[str, Any]:
+    if match.exact is not None:
+        return {"type": "Exact", "name": match.header, "value": match.exact}
+    return {"type": "RegularExpression", "name": match.header, "value": match.regex or PRESENCE_REGEX}
+
+
+def _parse_header(entry: dict[str, Any]) -> HeaderMatch:
+    value = entry.get("value")
+    if entry.get("type", "Exact") == "Exact":
+        return HeaderMatch(header=entry["name"], exact=value)
+    return HeaderMatch(header=entry["name"], regex=None if value == PRESENCE_REGEX else value)
+
+
+def _with_header(matches: list[dict[str, Any]], match: HeaderMatch) -> list[dict[str, Any]]:
+    entry = _header_entry(match)
+    out = []
+    for m in matches or [{"path": {"type": "PathPrefix", "value": "/"}}]:
+        # Header names are case-insensitive and unique within a match: ours replaces one of the same name.
+        kept = [h for h in m.get("headers", []) if str(h.get("name", "")).lower() != match.header.lower()]
+        out.append({**m, "headers": [*kept, entry]})
+    return out
+
+
+def current_routing(rules: list[Rule], target: GatewayTarget) -> Routing:
+    """The routing the HTTPRoute expresses now (all to stable where it says nothing)."""
+    base = [rule for rule in rules if not _is_header_rule(rule)]
+    managed = base[_managed_index(base, target)]
+    weights = {"stable": 0, "canary": 0}
+    for ref in managed.get("backendRefs") or []:
+        for role, service in (("stable", target.stable_service), ("canary", target.canary_service)):
+            if _is_service(ref, service):
+                weights[role] += int(ref.get("weight", 1))
+    stable, canary = percentages(weights["stable"], weights["canary"])
+    mirror = 0
+    for flt in managed.get("filters") or []:
+        if _is_our_mirror(flt, target):
+            spec = flt["requestMirror"]
+            fraction = spec.get("fraction")
+            if "percent" in spec:
+                mirror = int(spec["percent"])
+            elif fraction:
+                mirror = int(100 * fraction["numerator"] / fraction.get("denominator", 100) + 0.5)
+            else:
+                mirror = 100
+    header = None
+    header_name = header_rule_name(managed, target)
+    for rule in rules:
+        if rule.get("name") == header_name and rule.get("matches"):
+            theirs = {str(h.get("name", "")).lower(): h for h in (managed.get("matches") or [{}])[0].get("headers", [])}
+            added = [h for h in rule["matches"][0].get("headers", []) if theirs.get(h["name"].lower()) != h]
+            if added:
+                header = _parse_header(added[-1])
+    return Routing(stable=stable, canary=canary, mirror=mirror, header=header)
+
+
+def render_rules(
+    rules: list[Rule], routing: Routing, target: GatewayTarget, *, mirror_percent: bool = True
+) -> list[Rule]:
+    """`rules` with the managed rule saying `routing`, our header rule present exactly when a header route is
+    set, and every other rule as it was."""
+    base = [rule for rule in rules if not _is_header_rule(rule)]
+    index = _managed_index(base, target)
+    managed = copy.deepcopy(base[index])
+
+    existing = {ref.get("name"): ref for ref in managed.get("backendRefs") or [] if isinstance(ref, dict)}
+    managed["backendRefs"] = [
+        {**existing.get(service, {}), **_service_ref(service, target.port), "weight": weight}
+        for service, weight in ((target.stable_service, routing.stable), (target.canary_service, routing.canary))
+    ]
+    theirs = [flt for flt in managed.get("filters") or [] if not _is_our_mirror(flt, target)]
+    filters = list(theirs)
+    if routing.mirror > 0:
+        mirror: dict[str, Any] = {"backendRef": _service_ref(target.canary_service, target.port)}
+        if routing.mirror < 100 and mirror_percent:
+            mirror["percent"] = routing.mirror
+        filters.append({"type": MIRROR, "requestMirror": mirror})
+    if filters:
+        managed["filters"] = filters
+    else:
+        managed.pop("filters", None)
+
+    added: list[Rule] = []
+    if routing.header is not None:
+        if len(base) >= MAX_RULES:
+            raise RoutingTargetError(f"the HTTPRoute has {len(base)} rules: no room for the header route's rule")
+        header_rule = {key: copy.deepcopy(value) for key, value in managed.items() if key not in ("filters", "name")}
+        header_rule["name"] = header_rule_name(managed, target)
+        header_rule["matches"] = _with_header(managed.get("matches") or [], routing.header)
+        header_rule["backendRefs"] = [{**_service_ref(target.canary_service, target.port), "weight": 1}]
+        if theirs:
+            header_rule["filters"] = copy.deepcopy(theirs)
+        added.append(header_rule)
+    return [*base[:index], managed, *added, *base[index + 1 :]]
+
+
+# --- the router ---------------------------------------------------------------------------------------------
+
+
+class GatewayAPIRouter:
+    """TrafficRouter (and ConvergingRouter) on one HTTPRoute. Each change starts from the route as stored, so a
+    restarted operator, or another pass, keeps whatever the route says beyond the change."""
+
+    def __init__(
+        self,
+        *,
+        target: GatewayTarget,
+        read: ReadObject,
+        write: WriteSpec,
+        mirror_support: MirrorSupport | None = None,
+        what: str = "the HTTPRoute",
+    ) -> None:
+        self._target = target
+        self._read = read
+        self._write = write
+        self._support = mirror_support or MirrorSupport()
+        self._what = what
+        self._written: list[Rule] | None = None
+
+    async def _change(self, routing_of: Callable[[Routing], Routing]) -> bool:
+        """Apply `routing_of(current Routing) -> Routing` to the route; True when it was written."""
+        try:
+            return await self._rewrite(routing_of)
+        except RoutingTargetError as exc:
+            if not all_to_stable(routing_of):
+                raise
+            logger.warning("%s; nothing to route while all traffic goes to stable", exc)
+            return False
+
+    async def _rewrite(self, routing_of: Callable[[Routing], Routing]) -> bool:
+
+        def render(obj: Object) -> Object:
+            rules = (obj.get("spec") or {}).get("rules") or []
+            routing = routing_of(current_routing(rules, self._target))
+            return {"rules": render_rules(rules, routing, self._target, mirror_percent=self._support.percent)}
+
+        try:
+            stored, changed = await self._write_rules(render)
+        except UnsupportedField as exc:
+            if exc.field != "percent" or not self._support.percent:
+                raise
+            logger.warning("the installed HTTPRoute CRD has no requestMirror.percent: mirroring all requests")
+            self._support.percent = False
+            stored, changed = await self._write_rules(render)
+        self._written = (stored.get("spec") or {}).get("rules") or []
+        return changed
+
+    async def _write_rules(self, render: Callable[[Object], Object]) -> tuple[Object, bool]:
+        return await read_modify_write(read=self._read, write=self._write, render=render, what=self._what)
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        check_weights(stable, canary)
+        await self._change(lambda current: replace(current, stable=stable, canary=canary))
+
+    async def set_mirror(self, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"mirror percent must be within 0..100, got {percent}")
+        await self._change(lambda current: replace(current, mirror=percent))
+
+    async def set_header_route(self, match: HeaderMatch | None) -> None:
+        await self._change(lambda current: replace(current, header=match))
+
+    async def verify(self) -> bool:
+        """The route exists with the rule we manage, and (after a write) its rules are the ones we wrote."""
+        obj = await self._read()
+        if obj is None:
+            return False
+        rules = (obj.get("spec") or {}).get("rules") or []
+        try:
+            current_routing(rules, self._target)
+        except RoutingTargetError:
+            return False
+        return self._written is None or rules == self._written
+
+    async def reset(self) -> None:
+        await self._change(lambda _current: Routing())
+
+    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
+        """Make the route say these weights and mirror share (keeping its header route); True when written."""
+        check_weights(stable, canary)
+        return await self._change(lambda current: replace(current, stable=stable, canary=canary, mirror=mirror))

@@ -1,0 +1,96 @@
+"""What the Gateway API and Istio routers share: the routing they express, and read-modify-write of a user's
+object with a resourceVersion precondition.
+
+Both edit objects the user owns (an HTTPRoute, a VirtualService) whose lists of rules have no merge key
+(`x-kubernetes-list-type: atomic` for HTTPRoute rules, no list type at all for VirtualService routes), so
+server-side apply cannot own one rule: applying the list would claim all of it. Instead every change reads the
+object, rewrites only the rule we manage (plus the rules we add), and writes the list back as a merge patch
+carrying the resourceVersion it was read at; when someone wrote in between, the API server answers 409 and we
+start again from their version. Users' edits to other rules therefore always survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modelrollout.traffic.base import HeaderMatch, check_weights
+
+Object = dict[str, Any]
+ReadObject = Callable[[], Awaitable[Object | None]]
+# (merge patch of `spec`, resourceVersion read) -> the object as stored; raises Conflict on a stale version.
+WriteSpec = Callable[[Object, str], Awaitable[Object]]
+CONFLICT_RETRIES = 8
+# Our own rules and routes are recognised by this suffix on their name.
+HEADER_SUFFIX = "-modelrollout-header"
+PRESENCE_REGEX = ".*"
+
+
+class Conflict(Exception):
+    """The object changed after we read it (the resourceVersion precondition failed)."""
+
+
+class UnsupportedField(Exception):
+    """The installed CRD does not know a field we sent (strict field validation refused it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RoutingTargetError(RuntimeError):
+    """The user's routing object is missing, or lacks the rule or route we were told to manage."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Everything a router expresses: weights per role, the mirrored share and the header route."""
+
+    stable: int = 100
+    canary: int = 0
+    mirror: int = 0
+    header: HeaderMatch | None = None
+
+    def __post_init__(self) -> None:
+        check_weights(self.stable, self.canary)
+        if not 0 <= self.mirror <= 100:
+            raise ValueError(f"mirror percent must be within 0..100, got {self.mirror}")
+
+
+def all_to_stable(routing_of: Callable[[Routing], Routing]) -> bool:
+    """Whether a change leaves routing that sends nothing to the canary as it is. A missing routing object (or a
+    missing rule in it) routes nothing to the canary, so such a change is no error there: a first revision comes
+    up before the platform team has created its route. A change that would send the canary traffic still fails,
+    holding the rollout where it is until the object exists."""
+    return routing_of(Routing()) == Routing()
+
+
+def percentages(stable: float, canary: float) -> tuple[int, int]:
+    """Raw backend weights as the stable/canary percentages they give (all to stable when both are 0)."""
+    total = stable + canary
+    if total <= 0:
+        return 100, 0
+    share = int(100 * canary / total + 0.5)
+    return 100 - share, share
+
+
+async def read_modify_write(
+    *, read: ReadObject, write: WriteSpec, render: Callable[[Object], Object], what: str
+) -> tuple[Object, bool]:
+    """Read the object, let `render(obj)` say the new values of the `spec` fields it manages, write them when
+    they differ (conditioned on the resourceVersion read), and retry from a fresh read on a conflict.
+    Returns the object as stored and whether it was written."""
+    for _ in range(CONFLICT_RETRIES):
+        obj = await read()
+        if obj is None:
+            raise RoutingTargetError(f"{what} does not exist")
+        spec = obj.get("spec") or {}
+        wanted = render(obj)
+        if all(spec.get(key) == value for key, value in wanted.items()):
+            return obj, False
+        try:
+            return await write(wanted, obj["metadata"]["resourceVersion"]), True
+        except Conflict:
+            continue
+    raise Conflict(f"{what} kept changing while we wrote it ({CONFLICT_RETRIES} attempts)")

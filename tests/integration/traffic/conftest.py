@@ -1,0 +1,163 @@
+"""Fixtures for the mesh routers: the Gateway API and Istio CRDs (installed by hack/mesh-crds.sh, which fetches
+them from their Go modules once and caches them by version), the operator's own KubeClient, and users' routing
+objects to edit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+
+from modelrollout.kube.client import KubeClient
+from tests.conftest import HACK, REPO_ROOT, Cluster
+from tests.support.crds import install_crds
+from tests.support.operator import OperatorProcess, free_port
+from tests.support.waiting import eventually
+
+GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
+VIRTUAL_SERVICE = ("networking.istio.io", "v1", "virtualservices")
+DESTINATION_RULE = ("networking.istio.io", "v1", "destinationrules")
+JSON_PATCH = {"_content_type": "application/json-patch+json"}
+
+
+@pytest.fixture(scope="session")
+def mesh_crds(cluster: Cluster) -> Path:
+    """Gateway API (standard channel) and Istio CRDs in the cluster, established and served."""
+    done = subprocess.run(
+        [str(HACK / "mesh-crds.sh"), "install"],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    for plural in ("httproutes.gateway.networking.k8s.io", "virtualservices.networking.istio.io"):
+        # A just-established CRD may still answer 429 while its storage initialises.
+        for _ in range(60):
+            if cluster.kubectl("get", plural, "-A", check=False).returncode == 0:
+                break
+            time.sleep(0.5)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+async def kube(cluster: Cluster, mesh_crds: Path) -> AsyncIterator[KubeClient]:
+    """The operator's own client (field manager `modelrollout`), as the reconciler holds it."""
+    kube = await KubeClient.connect(field_manager="modelrollout", kubeconfig=str(cluster.kubeconfig))
+    try:
+        yield kube
+    finally:
+        await kube.close()
+
+
+class Objects:
+    """The user's routing objects in one namespace, created, read and edited as a platform team would."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api)
+
+    async def create(self, resource: tuple[str, str, str], body: dict[str, Any]) -> dict[str, Any]:
+        group, version, plural = resource
+        created: dict[str, Any] = await self.custom.create_namespaced_custom_object(
+            group, version, self.ns, plural, body, field_manager="platform-team"
+        )
+        return created
+
+    async def get(self, resource: tuple[str, str, str], name: str) -> dict[str, Any]:
+        group, version, plural = resource
+        found: dict[str, Any] = await self.custom.get_namespaced_custom_object(group, version, self.ns, plural, name)
+        return found
+
+    async def json_patch(self, resource: tuple[str, str, str], name: str, ops: list[dict[str, Any]]) -> None:
+        group, version, plural = resource
+        await self.custom.patch_namespaced_custom_object(
+            group, version, self.ns, plural, name, ops, field_manager="platform-team", **JSON_PATCH
+        )
+
+
+@pytest.fixture
+async def objects(kube_api: client.ApiClient, namespace: str, mesh_crds: Path) -> Objects:
+    return Objects(kube_api, namespace)
+
+
+def _service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration", "30m").stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+async def restricted_kubeconfig(
+    cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> AsyncIterator[Path]:
+    """A kubeconfig with nothing but deploy/rbac.yaml's ClusterRole (bound cluster-wide, as deployed)."""
+    rbac = {doc["kind"]: doc for doc in yaml.safe_load_all((REPO_ROOT / "deploy" / "rbac.yaml").read_text())}
+    account = rbac["ServiceAccount"]["metadata"]["name"]
+    role_name = f"{rbac['ClusterRole']['metadata']['name']}-{namespace}"
+    rbac_api = client.RbacAuthorizationV1Api(kube_api)
+    await client.CoreV1Api(kube_api).create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+    await rbac_api.create_cluster_role({**rbac["ClusterRole"], "metadata": {"name": role_name}})
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name}
+    await rbac_api.create_cluster_role_binding(
+        {"metadata": {"name": role_name}, "roleRef": role_ref, "subjects": [subject]}
+    )
+    try:
+        yield _service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
+    finally:
+        await rbac_api.delete_cluster_role_binding(role_name)
+        await rbac_api.delete_cluster_role(role_name)
+
+
+@pytest.fixture
+async def operator(
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    restricted_kubeconfig: Path,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[OperatorProcess]:
+    """The real operator process, running with only the permissions of deploy/rbac.yaml."""
+    await install_crds(kube_api)
+    process = OperatorProcess(
+        kubeconfig=restricted_kubeconfig,
+        namespace=namespace,
+        log_dir=tmp_path,
+        extra_env={"MODELROLLOUT_LIVENESS_PORT": str(free_port()), "MODELROLLOUT_RECONCILE_INTERVAL_S": "2"},
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
+
+
+__all__ = ["DESTINATION_RULE", "GATEWAY", "VIRTUAL_SERVICE", "Objects", "eventually"]

@@ -1,0 +1,174 @@
+"""The real operator process (with nothing but deploy/rbac.yaml's permissions) rolls a canary out through the
+user's HTTPRoute and through an Istio VirtualService + DestinationRule: timed pauses, no analysis. The weights
+it writes are read back while it runs, and end at stable 100 after promotion; the platform team's own rule,
+edited mid-rollout, survives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from modelrollout.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modelrollout.planning.names import selector
+from modelrollout.traffic import gateway_api, istio
+from modelrollout.traffic.patching import Routing
+from tests.integration.traffic.conftest import DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE, Objects
+from tests.integration.traffic.test_routers import (
+    DESTINATION,
+    GATEWAY_TARGET,
+    HTTP_ROUTE,
+    _istio_target,
+    _virtual_service,
+)
+from tests.support.operator import OperatorProcess
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STEPS = [
+    {"setWeight": 20},
+    {"pause": {"duration": "3s"}},
+    {"setWeight": 50},
+    {"pause": {"duration": "3s"}},
+    {"setWeight": 80},
+    {"pause": {"duration": "3s"}},
+]
+MERGE = {"_content_type": "application/merge-patch+json"}
+
+
+def _model(version: str) -> dict[str, Any]:
+    return {
+        "name": "pricing",
+        "version": version,
+        "uri": f"s3://models/pricing/{version}/model.joblib",
+        "format": "sklearn",
+    }
+
+
+def _manifest(routing: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "pricing"},
+        "spec": {
+            "model": _model("1"),
+            "online": {"replicas": 2},
+            "rollout": {"strategy": "canary", "canary": {"steps": STEPS}, "trafficRouting": routing},
+        },
+    }
+
+
+async def _roll_out(
+    kube_api: client.ApiClient,
+    objects: Objects,
+    operator: OperatorProcess,
+    *,
+    routing: dict[str, Any],
+    resource: tuple[str, str, str],
+    parse: Callable[[dict[str, Any]], Routing],
+    user_edit_path: str,
+) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(kube_api)
+    ns = objects.ns
+
+    async def status() -> dict[str, Any]:
+        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pricing")
+        return obj.get("status") or {}
+
+    async def healthy_on(version: str) -> dict[str, Any] | None:
+        found = await status()
+        ok = found.get("phase") == "Healthy" and (found.get("stable") or {}).get("version") == version
+        return found if ok and "canary" not in found else None
+
+    await custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _manifest(routing))
+    await eventually(lambda: healthy_on("1"), within=60, what="version 1 Healthy")
+    assert parse(await objects.get(resource, "pricing")) == Routing()
+
+    seen: list[int] = []
+
+    async def watch_weights() -> None:
+        while True:
+            routed = parse(await objects.get(resource, "pricing"))
+            assert routed.stable + routed.canary == 100
+            if not seen or seen[-1] != routed.canary:
+                seen.append(routed.canary)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch_weights())
+    try:
+        await custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "pricing", {"spec": {"model": _model("2")}}, **MERGE
+        )
+
+        async def at_half() -> bool | None:
+            return True if 50 in seen else None
+
+        await eventually(at_half, within=60, what="the canary at 50%")
+        await objects.json_patch(
+            resource, "pricing", [{"op": "replace", "path": user_edit_path, "value": "/mid-rollout"}]
+        )
+        done = await eventually(lambda: healthy_on("2"), within=90, what="version 2 promoted")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert [w for w in seen if w in (20, 50, 80)] == [20, 50, 80], f"canary weights seen: {seen}"
+    assert seen[-1] == 0
+    stored = await objects.get(resource, "pricing")
+    assert parse(stored) == Routing(), "promoted: everything to stable (now version 2)"
+    assert "/mid-rollout" in str(stored["spec"]), "the platform team's edit survived the rollout"
+    refusals = re.findall(r".*(?:\(403\)|\b403 Forbidden|[Ff]orbidden|APIForbiddenError).*", operator.log())
+    assert not refusals, "\n".join(refusals[:20])
+    return done
+
+
+async def test_canary_through_an_httproute(
+    kube_api: client.ApiClient, objects: Objects, operator: OperatorProcess
+) -> None:
+    await objects.create(GATEWAY, dict(HTTP_ROUTE))
+    await _roll_out(
+        kube_api,
+        objects,
+        operator,
+        routing={"provider": "gatewayAPI", "gatewayAPI": {"httpRoute": "pricing", "ruleName": "model"}},
+        resource=GATEWAY,
+        parse=lambda obj: gateway_api.current_routing(obj["spec"]["rules"], GATEWAY_TARGET),
+        user_edit_path="/spec/rules/0/matches/0/path/value",
+    )
+    rules = (await objects.get(GATEWAY, "pricing"))["spec"]["rules"]
+    assert [r["name"] for r in rules] == ["home", "model"]
+    assert rules[1]["backendRefs"][0] == {
+        "group": "",
+        "kind": "Service",
+        "name": "pricing-stable",
+        "port": 80,
+        "weight": 100,
+    }
+
+
+async def test_canary_through_a_virtual_service_and_subsets(
+    kube_api: client.ApiClient, objects: Objects, operator: OperatorProcess
+) -> None:
+    await objects.create(DESTINATION_RULE, dict(DESTINATION))
+    await objects.create(VIRTUAL_SERVICE, _virtual_service("pricing-all"))
+    done = await _roll_out(
+        kube_api,
+        objects,
+        operator,
+        routing={
+            "provider": "istio",
+            "istio": {"virtualService": "pricing", "routes": ["primary"], "destinationRule": "pricing"},
+        },
+        resource=VIRTUAL_SERVICE,
+        parse=lambda obj: istio.current_routing(obj["spec"]["http"], _istio_target("pricing-all")),
+        user_edit_path="/spec/http/0/match/0/uri/prefix",
+    )
+    subsets = {s["name"]: s["labels"] for s in (await objects.get(DESTINATION_RULE, "pricing"))["spec"]["subsets"]}
+    assert subsets["stable"] == selector("pricing", "online", done["stable"]["revision"])
+    assert subsets["legacy"] == {"version": "old"}
