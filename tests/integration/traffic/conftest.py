@@ -20,7 +20,6 @@ from modelrollout.kube.client import KubeClient
 from tests.conftest import HACK, REPO_ROOT, Cluster
 from tests.support.crds import install_crds
 from tests.support.operator import OperatorProcess, free_port
-from tests.support.waiting import eventually
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = ("networking.istio.io", "v1", "virtualservices")
@@ -158,6 +157,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, f"rep_{report.when}", report)
-
-
-__all__ = ["DESTINATION_RULE", "GATEWAY", "VIRTUAL_SERVICE", "Objects", "eventually"]
