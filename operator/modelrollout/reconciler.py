@@ -50,6 +50,7 @@ from modelrollout.planning.reconcile import (
 from modelrollout.rollout import Action, Decision, RequestAnalysis, SetHeaderRoute, SetMirror, SetWeights, tick
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
+from modelrollout.traffic.patching import RoutingTargetError
 
 logger = logging.getLogger(__name__)
 OWNED_KINDS = (
@@ -257,7 +258,15 @@ class Reconciler:
         events = list(plan.events)
         for obj in plan.grow:
             events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
-        await self._route(md, plan.status, actions)
+        try:
+            await self._route(md, plan.status, actions)
+        except RoutingTargetError as exc:
+            # The user's HTTPRoute/VirtualService is missing or has no rule we can manage: say so where users
+            # look, and leave status as it was (the next pass retries; stable keeps its traffic meanwhile).
+            message = f"cannot route traffic: {exc}; the rollout holds at its step until this is fixed"
+            logger.warning("%s/%s %s", meta["namespace"], meta["name"], message)
+            await self._kube.emit_event(raw, type_="Warning", reason="RoutingFailed", message=message)
+            raise
         for obj in plan.shrink:
             events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
         for kind, name in plan.delete:
