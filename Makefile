@@ -142,3 +142,9 @@ test-analysis: venv prometheus ## the Prometheus provider against a real Prometh
 bench-router: venv ## model server direct vs through `modelserver route` (100/0, 90/10) on loopback (~6 min) -> bench/results/router.md
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/router/run.py --out bench/results/router.md --workdir bench/results/raw/router
+
+# --- decisions ----------------------------------------------------------------------------------------
+
+.PHONY: bench-decisions
+bench-decisions: venv ## every analysis judge on 1000 seeded simulated rollouts per scenario, decided by the real tick (~7 min on 2 cores) -> bench/results/decisions.md
+	$(BIN)/python bench/decisions/run.py --seeds 1000 --jobs 2 --out bench/results/decisions.md
