@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from bench.decisions.replay import STEP_SECONDS
 from bench.decisions.streams import SCRAPE_S, Streams, histogram_quantile
+
 from modelrollout.analysis import judged
 from modelrollout.analysis.evaluate import evaluate_metric, run_verdict
 from modelrollout.analysis.judges import sequential

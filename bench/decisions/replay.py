@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tests.support.rollout import V2, Sim, make_spec
+
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import Verdict
-from tests.support.rollout import V2, Sim, make_spec
 
 STEP_SECONDS = 300  # the analysis step's duration: the earliest a canary may be promoted
 
@@ -62,8 +63,14 @@ def _started(weight: int, interval_s: int) -> tuple[Sim, float]:
 def replay(weight: int, interval_s: int, run_index: int, verdict: Verdict) -> Replayed:
     """Run `run_index` (1-based: the run one interval after the canary got traffic) answered with `verdict`."""
     template, traffic_at = _started(weight, interval_s)
-    sim = Sim(spec=template.spec, target=template.target, status=template.status.model_copy(deep=True),
-              now=template.now, pods=dict(template.pods), weights=template.weights)
+    sim = Sim(
+        spec=template.spec,
+        target=template.target,
+        status=template.status.model_copy(deep=True),
+        now=template.now,
+        pods=dict(template.pods),
+        weights=template.weights,
+    )
     asked: list[AnalysisRequest] = []
 
     def script(request: AnalysisRequest) -> Verdict:

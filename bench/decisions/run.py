@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -26,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 import numpy as np  # noqa: E402
-
 from bench.decisions.judging import INTERVAL_S, JUDGES, Windows, decide  # noqa: E402
 from bench.decisions.replay import replay  # noqa: E402
 from bench.decisions.streams import Scenario, generate  # noqa: E402
@@ -94,7 +94,17 @@ def evaluate(scenario: Scenario, judge: str, seeds: int) -> Tally:
     p90 = float(np.percentile(times, 90)) if times else float("nan")
     reqs = float(np.median(requests)) if requests else float("nan")
     return Tally(
-        scenario.name, judge, scenario.healthy, seeds, rolled, promoted, undecided, in_gap, med, p90, reqs,
+        scenario.name,
+        judge,
+        scenario.healthy,
+        seeds,
+        rolled,
+        promoted,
+        undecided,
+        in_gap,
+        med,
+        p90,
+        reqs,
         time.monotonic() - started,
     )
 
@@ -104,11 +114,11 @@ def _pct(n: int, of: int) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return "-" if seconds != seconds else f"{seconds / 60:.1f}"
+    return "-" if math.isnan(seconds) else f"{seconds / 60:.1f}"
 
 
 def _row(t: Tally) -> str:
-    requests = "-" if t.median_requests != t.median_requests else f"{t.median_requests:,.0f}"
+    requests = "-" if math.isnan(t.median_requests) else f"{t.median_requests:,.0f}"
     return (
         f"| {t.scenario} | {t.judge} | {_pct(t.rolled_back, t.seeds)} | {_pct(t.promoted, t.seeds)} | "
         f"{_pct(t.undecided, t.seeds)} | {_minutes(t.median_s)} ({_minutes(t.p90_s)}) | {requests} |"
@@ -212,9 +222,12 @@ def main() -> None:
         tallies = []
         for f in futures:
             t = f.result()
-            print(f"{t.scenario:40s} {t.judge:12s} rolled back {t.rolled_back:5d} promoted {t.promoted:5d} "
-                  f"undecided {t.undecided:5d} median {t.median_s / 60:5.1f} min {t.median_requests:9.0f} req "
-                  f"({t.seconds:.0f} s)", flush=True)
+            print(
+                f"{t.scenario:40s} {t.judge:12s} rolled back {t.rolled_back:5d} promoted {t.promoted:5d} "
+                f"undecided {t.undecided:5d} median {t.median_s / 60:5.1f} min {t.median_requests:9.0f} req "
+                f"({t.seconds:.0f} s)",
+                flush=True,
+            )
             tallies.append(t)
     elapsed = time.monotonic() - started
     command = "python bench/decisions/run.py " + " ".join(sys.argv[1:])
