@@ -217,6 +217,8 @@ class Reconciler:
             model=md.spec.model.name,
             scrape_interval_seconds=self._settings.prometheus_scrape_interval_s,
             now=now,
+            # The sequential judge's evidence so far lives in the runs of this rollout.
+            previous=(md.status.analysis.runs if md.status else []),
         )
 
     async def _observe(self, md: ModelDeployment) -> tuple[Observed, dict[tuple[str, str], _Seen]]:

@@ -47,6 +47,7 @@ def _request(w: Work, kind: RunKind, metrics: tuple[AnalysisMetric, ...], window
         min_requests=settings.min_requests,
         min_comparisons=w.plan.min_comparisons,
         judge=settings.judge.type,
+        judge_settings=settings.judge,
     )
 
 
