@@ -54,13 +54,13 @@ mesh-crds: ## fetch (once, cached by version) the Gateway API and Istio CRDs; th
 
 .PHONY: fmt
 fmt: venv ## format and auto-fix
-	$(BIN)/ruff format operator model-server tests
-	$(BIN)/ruff check --fix operator model-server tests
+	$(BIN)/ruff format operator model-server tests hack
+	$(BIN)/ruff check --fix operator model-server tests hack
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict on our packages
-	$(BIN)/ruff check operator model-server tests
-	$(BIN)/ruff format --check operator model-server tests
+	$(BIN)/ruff check operator model-server tests hack
+	$(BIN)/ruff format --check operator model-server tests hack
 	$(BIN)/mypy
 
 .PHONY: test-unit
