@@ -166,12 +166,20 @@ class Measured:
         return statistics.median(getattr(run, attribute) for run in self.runs)
 
 
+def paired(measured: Measured, direct: Measured, attribute: str) -> float:
+    """Median over the rounds of (this set-up's value - the direct run's value in the same round)."""
+    return statistics.median(
+        getattr(ours, attribute) - getattr(theirs, attribute)
+        for ours, theirs in zip(measured.runs, direct.runs, strict=True)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=1000, help="offered req/s of the fixed load")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paced-connections", type=int, default=16)
@@ -271,8 +279,9 @@ def render(
         f"offering {args.rate:g} req/s in total. `saturation`: {args.connections} connections as fast as they "
         f"go. Each run lasts {args.duration} s after a 2 s warm-up.",
         "- pinning (`taskset`): both model servers on CPU 0; wrk and the router on CPU 1.",
-        f"- rounds: {args.rounds}, each measuring every set-up and load in turn; the tables show the median "
-        "over the rounds.",
+        f"- rounds: {args.rounds}, each measuring every set-up and load in turn (about a minute apart); the "
+        "tables show the median over the rounds, and `added` is the median of each round's difference to the "
+        "direct run of the same round and load (paired, so slow drift of the machine cancels out).",
         "",
     ]
     for load in loads:
@@ -291,8 +300,8 @@ def render(
             rps, p50, p90, p99 = (m.median(a) for a in ("rps", "p50_ms", "p90_ms", "p99_ms"))
             d50, d99, drps = direct.median("p50_ms"), direct.median("p99_ms"), direct.median("rps")
             cpu = f"{statistics.median(m.router_cpu_ms):.3f} ms" if m.router_cpu_ms else "-"
-            added = "-" if setup.weights is None else f"**{p50 - d50:+.3f}**"
-            added99 = "-" if setup.weights is None else f"**{p99 - d99:+.3f}**"
+            added = "-" if setup.weights is None else f"**{paired(m, direct, 'p50_ms'):+.3f}**"
+            added99 = "-" if setup.weights is None else f"**{paired(m, direct, 'p99_ms'):+.3f}**"
             lines.append(
                 f"| {setup.name} | {rps:,.0f} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {added} | {added99} "
                 f"| {p50 / d50:.2f}x | {p99 / d99:.2f}x | {rps / drps:.2f}x | {cpu} |"
