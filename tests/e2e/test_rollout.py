@@ -510,3 +510,25 @@ async def test_no_promotion_while_prometheus_is_down(world: World) -> None:
     summary = load.stop()
     assert status["analysis"]["runs"][-1]["verdict"] == "Successful"
     assert not summary.failures, summary.describe()
+
+
+async def test_the_sequential_judge_rolls_a_failing_candidate_back_with_its_evidence(world: World) -> None:
+    stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.failing(0.3)})
+    rollout = world.rollout_of(stack)
+    settings = analysis(
+        stack, judge={"type": "sequential"}, metrics=[{"name": "errors", "builtin": "errorRate", "max": 0.02}]
+    )
+    await rollout.create(routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": settings}))
+    load = await serve_through_router(rollout, world.classifiers.dataset)
+
+    await rollout.to_version("2")
+    status = await rollout.wait(lambda s: s.get("phase") == "RolledBack", "rolled back by the sequential test")
+    summary = load.stop()
+
+    failed = status["analysis"]["runs"][-1]
+    assert failed["verdict"] == "Failed"
+    (errors,) = [m for m in failed["metrics"] if m["name"] == "errors"]
+    assert errors["verdict"] == "Failed"
+    assert errors["evidence"], "the judge says why: its statistic, bound and counts"
+    assert status["stable"]["version"] == "1"
+    assert not summary.failures, summary.describe()
