@@ -154,7 +154,8 @@ class AnalysisSettings(ApiModel):
     )
     no_data: NoDataPolicy = Field(
         default="inconclusive",
-        description="Verdict for an empty or NaN result or too little traffic: inconclusive, fail or pass.",
+        description="Verdict for an empty or NaN result or too little traffic: inconclusive, fail or pass. "
+        "pass never promotes a candidate without requests in the last window (a traffic gap).",
     )
     min_requests: int = Field(
         default=20, ge=0, description="Fewest canary requests in a window for a metric to count as data."
