@@ -119,7 +119,7 @@ async def _roll_out(
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
     assert [w for w in seen if w in (20, 50, 80)] == [20, 50, 80], f"canary weights seen: {seen}"
-    assert seen[-1] == 0
+    # Read now, not from the watcher's last sample: routing is written before the status that says Healthy.
     stored = await objects.get(resource, "pricing")
     assert parse(stored) == Routing(), "promoted: everything to stable (now version 2)"
     assert "/mid-rollout" in str(stored["spec"]), "the platform team's edit survived the rollout"
