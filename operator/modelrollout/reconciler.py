@@ -28,6 +28,7 @@ from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
+from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
     LABEL_MODE,
@@ -42,12 +43,10 @@ from modelrollout.planning.reconcile import (
     Plan,
     PlanSettings,
     RevisionState,
-    candidate_failure,
-    engine_input,
     plan_objects,
     target_of,
 )
-from modelrollout.rollout import Action, Decision, RequestAnalysis, SetHeaderRoute, SetMirror, SetWeights, tick
+from modelrollout.rollout import Action, Decision, SetHeaderRoute, SetMirror, SetWeights
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
 from modelrollout.traffic.patching import RoutingTargetError
@@ -63,8 +62,6 @@ OWNED_KINDS = (
     "Role",
     "RoleBinding",
 )
-# One pass answers at most this many analysis requests (a background run and a step run can fall due together).
-ANALYSES_PER_PASS = 4
 # A wake-up "now" still waits this long, so a decision that keeps asking to run again cannot spin.
 MIN_WAKE_S = 0.2
 Key = tuple[str, str]
@@ -146,41 +143,13 @@ class Reconciler:
     async def _decide(
         self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime
     ) -> tuple[Decision, list[Action]]:
-        """Tick; while the engine asks for an analysis, run it and tick again with the outcome."""
-        spec = md.spec
-        target = target_of(spec, self._plan_settings)
+        target = target_of(md.spec, self._plan_settings)
         status = md.status or ModelDeploymentStatus()
 
-        def decide(base: ModelDeploymentStatus, outcome: AnalysisOutcome | None, with_verb: Verb | None) -> Decision:
-            return tick(
-                engine_input(base, observed),
-                spec,
-                target=target,
-                metrics=outcome,
-                now=now,
-                verb=with_verb,
-                failure=candidate_failure(base, observed),
-            )
+        async def analyse(request: AnalysisRequest) -> AnalysisOutcome:
+            return await self._analyse(md, request, now)
 
-        # An analysis that is due is judged before the pass acts on anything else: tick again from the same
-        # starting point with its outcome, so a step that ends in the same second as a failing run never raises
-        # the weight first. Only a request that this start could not have answered (a step entered during the
-        # pass) is judged on the decision that made it.
-        base, base_verb, done = status, verb, list[Action]()
-        decision = decide(base, None, base_verb)
-        for _ in range(ANALYSES_PER_PASS):
-            requests = [a.request for a in decision.actions if isinstance(a, RequestAnalysis)]
-            if not requests:
-                break
-            outcome = await self._analyse(md, requests[0], now)
-            redo = decide(base, outcome, base_verb)
-            if _recorded(redo.status, base):
-                decision = redo
-                continue
-            done += decision.actions
-            base, base_verb = decision.status, None
-            decision = decide(base, outcome, None)
-        return decision, [*done, *decision.actions]
+        return await decide_pass(md.spec, status, observed=observed, target=target, verb=verb, now=now, analyse=analyse)
 
     async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
         meta = md.metadata
@@ -351,12 +320,6 @@ class Reconciler:
         message = f"modes {','.join(md.spec.modes)} are not reconciled by this operator version (online only)"
         status = {"phase": "Pending", "modes": ",".join(md.spec.modes), "message": message}
         await self._kube.apply_status(meta["namespace"], meta["name"], status)
-
-
-def _recorded(after: ModelDeploymentStatus, before: ModelDeploymentStatus) -> bool:
-    """Whether a tick recorded a new analysis run."""
-    runs, earlier = after.analysis.runs, before.analysis.runs
-    return bool(runs) and (not earlier or runs[-1] != earlier[-1])
 
 
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:
