@@ -20,16 +20,17 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from modelrollout.traffic.base import HeaderMatch, check_weights
+from modelrollout.traffic.base import HeaderMatch
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
     Object,
     ReadObject,
     Routing,
+    RoutingChanges,
     RoutingTargetError,
     UnsupportedField,
     WriteSpec,
@@ -200,7 +201,7 @@ def render_rules(
 # --- the router ---------------------------------------------------------------------------------------------
 
 
-class GatewayAPIRouter:
+class GatewayAPIRouter(RoutingChanges):
     """TrafficRouter (and ConvergingRouter) on one HTTPRoute. Each change starts from the route as stored, so a
     restarted operator, or another pass, keeps whatever the route says beyond the change."""
 
@@ -251,18 +252,6 @@ class GatewayAPIRouter:
     async def _write_rules(self, render: Callable[[Object], Object]) -> tuple[Object, bool]:
         return await read_modify_write(read=self._read, write=self._write, render=render, what=self._what)
 
-    async def set_weights(self, stable: int, canary: int) -> None:
-        check_weights(stable, canary)
-        await self._change(lambda current: replace(current, stable=stable, canary=canary))
-
-    async def set_mirror(self, percent: int) -> None:
-        if not 0 <= percent <= 100:
-            raise ValueError(f"mirror percent must be within 0..100, got {percent}")
-        await self._change(lambda current: replace(current, mirror=percent))
-
-    async def set_header_route(self, match: HeaderMatch | None) -> None:
-        await self._change(lambda current: replace(current, header=match))
-
     async def verify(self) -> bool:
         """The route exists with the rule we manage, and (after a write) its rules are the ones we wrote."""
         obj = await self._read()
@@ -274,11 +263,3 @@ class GatewayAPIRouter:
         except RoutingTargetError:
             return False
         return self._written is None or rules == self._written
-
-    async def reset(self) -> None:
-        await self._change(lambda _current: Routing())
-
-    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
-        """Make the route say these weights and mirror share (keeping its header route); True when written."""
-        check_weights(stable, canary)
-        return await self._change(lambda current: replace(current, stable=stable, canary=canary, mirror=mirror))

@@ -26,13 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modelrollout.traffic.base import HeaderMatch, check_weights
+from modelrollout.traffic.base import HeaderMatch
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
     Object,
     ReadObject,
     Routing,
+    RoutingChanges,
     RoutingTargetError,
     WriteSpec,
     all_to_stable,
@@ -228,7 +229,7 @@ class DestinationRuleAccess:
     what: str = "the DestinationRule"
 
 
-class IstioRouter:
+class IstioRouter(RoutingChanges):
     """TrafficRouter (and ConvergingRouter) on one VirtualService (and DestinationRule). Each change starts from
     the objects as stored, so another pass or a restarted operator keeps what they say beyond the change."""
 
@@ -287,18 +288,6 @@ class IstioRouter:
         self._written_http = (stored.get("spec") or {}).get("http") or []
         return changed or subsets_changed
 
-    async def set_weights(self, stable: int, canary: int) -> None:
-        check_weights(stable, canary)
-        await self._change(lambda current: replace(current, stable=stable, canary=canary))
-
-    async def set_mirror(self, percent: int) -> None:
-        if not 0 <= percent <= 100:
-            raise ValueError(f"mirror percent must be within 0..100, got {percent}")
-        await self._change(lambda current: replace(current, mirror=percent))
-
-    async def set_header_route(self, match: HeaderMatch | None) -> None:
-        await self._change(lambda current: replace(current, header=match))
-
     async def verify(self) -> bool:
         """The objects exist with the routes we manage, and (after a write) say what we wrote."""
         target = self._target
@@ -319,11 +308,3 @@ class IstioRouter:
         except RoutingTargetError:
             return False
         return self._written_http is None or http == self._written_http
-
-    async def reset(self) -> None:
-        await self._change(lambda _current: Routing())
-
-    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
-        """Make the objects say these weights and mirror share (keeping the header route); True when written."""
-        check_weights(stable, canary)
-        return await self._change(lambda current: replace(current, stable=stable, canary=canary, mirror=mirror))

@@ -12,7 +12,7 @@ start again from their version. Users' edits to other rules therefore always sur
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch, check_weights
@@ -94,3 +94,32 @@ async def read_modify_write(
         except Conflict:
             continue
     raise Conflict(f"{what} kept changing while we wrote it ({CONFLICT_RETRIES} attempts)")
+
+
+class RoutingChanges:
+    """The TrafficRouter verbs for routers whose whole routing is one `Routing` value: each verb changes one part
+    of what is in place (`_change` reads it, applies the function, writes only if it differs)."""
+
+    async def _change(self, routing_of: Callable[[Routing], Routing]) -> bool:
+        raise NotImplementedError
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        check_weights(stable, canary)
+        await self._change(lambda current: replace(current, stable=stable, canary=canary))
+
+    async def set_mirror(self, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"mirror percent must be within 0..100, got {percent}")
+        await self._change(lambda current: replace(current, mirror=percent))
+
+    async def set_header_route(self, match: HeaderMatch | None) -> None:
+        await self._change(lambda current: replace(current, header=match))
+
+    async def reset(self) -> None:
+        await self._change(lambda _current: Routing())
+
+    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
+        """Make the routing in place say these weights and mirror share (keeping its header route); True when
+        something was written."""
+        check_weights(stable, canary)
+        return await self._change(lambda current: replace(current, stable=stable, canary=canary, mirror=mirror))
