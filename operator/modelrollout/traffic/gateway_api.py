@@ -34,7 +34,6 @@ from modelrollout.traffic.patching import (
     RoutingTargetError,
     UnsupportedField,
     WriteSpec,
-    all_to_stable,
     percentages,
     read_modify_write,
 )
@@ -220,16 +219,6 @@ class GatewayAPIRouter(RoutingChanges):
         self._support = mirror_support or MirrorSupport()
         self._what = what
         self._written: list[Rule] | None = None
-
-    async def _change(self, routing_of: Callable[[Routing], Routing]) -> bool:
-        """Apply `routing_of(current Routing) -> Routing` to the route; True when it was written."""
-        try:
-            return await self._rewrite(routing_of)
-        except RoutingTargetError as exc:
-            if not all_to_stable(routing_of):
-                raise
-            logger.warning("%s; nothing to route while all traffic goes to stable", exc)
-            return False
 
     async def _rewrite(self, routing_of: Callable[[Routing], Routing]) -> bool:
 

@@ -36,7 +36,6 @@ from modelrollout.traffic.patching import (
     RoutingChanges,
     RoutingTargetError,
     WriteSpec,
-    all_to_stable,
     percentages,
     read_modify_write,
 )
@@ -266,16 +265,6 @@ class IstioRouter(RoutingChanges):
         if not host:
             raise RoutingTargetError(f"{rule.what} has no host")
         return replace(self._target, subset_host=str(host)), changed
-
-    async def _change(self, routing_of: Callable[[Routing], Routing]) -> bool:
-        """Apply `routing_of(current Routing) -> Routing` to the objects; True when one was written."""
-        try:
-            return await self._rewrite(routing_of)
-        except RoutingTargetError as exc:
-            if not all_to_stable(routing_of):
-                raise
-            logger.warning("%s; nothing to route while all traffic goes to stable", exc)
-            return False
 
     async def _rewrite(self, routing_of: Callable[[Routing], Routing]) -> bool:
         target, subsets_changed = await self._subsets()

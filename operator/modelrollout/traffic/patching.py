@@ -11,6 +11,7 @@ start again from their version. Users' edits to other rules therefore always sur
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +26,9 @@ CONFLICT_RETRIES = 8
 # Our own rules and routes are recognised by this suffix on their name.
 HEADER_SUFFIX = "-modelrollout-header"
 PRESENCE_REGEX = ".*"
+
+
+logger = logging.getLogger(__name__)
 
 
 class Conflict(Exception):
@@ -98,10 +102,20 @@ async def read_modify_write(
 
 class RoutingChanges:
     """The TrafficRouter verbs for routers whose whole routing is one `Routing` value: each verb changes one part
-    of what is in place (`_change` reads it, applies the function, writes only if it differs)."""
+    of what is in place (`_rewrite` reads it, applies the function, writes only if it differs)."""
+
+    async def _rewrite(self, routing_of: Callable[[Routing], Routing]) -> bool:
+        """Apply `routing_of(current Routing) -> Routing` to the routing objects; True when one was written."""
+        raise NotImplementedError
 
     async def _change(self, routing_of: Callable[[Routing], Routing]) -> bool:
-        raise NotImplementedError
+        try:
+            return await self._rewrite(routing_of)
+        except RoutingTargetError as exc:
+            if not all_to_stable(routing_of):
+                raise
+            logger.warning("%s; nothing to route while all traffic goes to stable", exc)
+            return False
 
     async def set_weights(self, stable: int, canary: int) -> None:
         check_weights(stable, canary)
