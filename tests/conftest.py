@@ -87,3 +87,12 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
         yield name
     finally:
         await core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the item (`rep_setup`, `rep_call`, ...), so fixtures can tell in teardown
+    whether the test failed and print the logs of the processes it ran."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -22,7 +22,7 @@ from tests.conftest import Cluster
 from tests.support.crds import install_crds
 from tests.support.models import Classifiers, ModelArtifact, Regressors, train_classifiers, train_regressors
 from tests.support.modelservers import ModelServer, Router, router_configmap_name, start_all
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, call_failed, stop_and_report
 from tests.support.processes import ManagedProcess
 from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer
 
@@ -138,7 +138,7 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         return stack
 
     yield launch
-    failed = _failed(request)
+    failed = call_failed(request)
     for stack in stacks:
         if failed:
             print(stack.describe())
@@ -172,24 +172,10 @@ async def start_operator(
         yield start
     finally:
         for process in started:
-            process.stop()
-            if _failed(request):
-                print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
+            stop_and_report(process, request)
 
 
 @pytest.fixture
 def operator(start_operator: StartOperator) -> OperatorProcess:
     """The operator with the default e2e settings (see start_operator)."""
     return start_operator()
-
-
-def _failed(request: pytest.FixtureRequest) -> bool:
-    report = getattr(request.node, "rep_call", None)
-    return report is not None and report.failed
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)

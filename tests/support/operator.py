@@ -7,7 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 INTERVAL_S = 5.0  # half the production default; the drift tests assert restoration within one interval
 
@@ -76,3 +80,25 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def call_failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test's call phase failed (tests/conftest.py keeps each phase's report on the test item)."""
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and bool(report.failed)
+
+
+def stop_and_report(process: OperatorProcess, request: pytest.FixtureRequest) -> None:
+    """Stop the operator; when the test failed, print the end of its log (that is where the why usually is)."""
+    process.stop()
+    if call_failed(request):
+        print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
+
+
+@contextmanager
+def operator_running(process: OperatorProcess, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    process.start()
+    try:
+        yield process
+    finally:
+        stop_and_report(process, request)

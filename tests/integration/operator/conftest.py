@@ -8,7 +8,7 @@ from kubernetes_asyncio import client
 
 from tests.conftest import Cluster
 from tests.support.crds import install_crds
-from tests.support.operator import OperatorProcess, free_port
+from tests.support.operator import OperatorProcess, free_port, operator_running
 
 
 @pytest.fixture
@@ -22,18 +22,5 @@ async def operator(
         log_dir=tmp_path,
         extra_env={"MODELROLLOUT_LIVENESS_PORT": str(free_port())},
     )
-    process.start()
-    try:
+    with operator_running(process, request):
         yield process
-    finally:
-        process.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)

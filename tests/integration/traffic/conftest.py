@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from kubernetes_asyncio import client
 from modelrollout.kube.client import KubeClient
 from tests.conftest import HACK, REPO_ROOT, Cluster
 from tests.support.crds import install_crds
-from tests.support.operator import OperatorProcess, free_port
+from tests.support.operator import OperatorProcess, free_port, operator_running
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = ("networking.istio.io", "v1", "virtualservices")
@@ -142,18 +142,5 @@ async def operator(
         log_dir=tmp_path,
         extra_env={"MODELROLLOUT_LIVENESS_PORT": str(free_port()), "MODELROLLOUT_RECONCILE_INTERVAL_S": "2"},
     )
-    process.start()
-    try:
+    with operator_running(process, request):
         yield process
-    finally:
-        process.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- operator log ({process.log_path}) ---\n{process.log()[-20000:]}")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    setattr(item, f"rep_{report.when}", report)
