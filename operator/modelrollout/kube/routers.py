@@ -17,7 +17,7 @@ from modelrollout.planning.names import router_configmap_name, selector, service
 from modelrollout.planning.online import SERVICE_PORT, Owner
 from modelrollout.planning.router import uses_router
 from modelrollout.rollout.sizing import provider
-from modelrollout.traffic.base import TrafficRouter
+from modelrollout.traffic.base import StickyBy, TrafficRouter
 from modelrollout.traffic.gateway_api import GatewayAPIRouter, GatewayTarget, MirrorSupport
 from modelrollout.traffic.istio import DestinationRuleAccess, IstioRouter, IstioTarget
 from modelrollout.traffic.patching import Conflict, ReadObject, UnsupportedField, WriteSpec
@@ -25,8 +25,9 @@ from modelrollout.traffic.router import ConfigMapRouter, Versions
 
 
 class ConvergingRouter(TrafficRouter, Protocol):
-    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
-        """Make the routing in place say this (with the current roles); True when something had to change."""
+    async def converge(self, *, stable: int, canary: int, mirror: int, sticky: StickyBy | None = None) -> bool:
+        """Make the routing in place say this (with the current roles), keeping its header route; True when
+        something had to change. `sticky` is the assignment the rollout wants (an A/B test's), None for none."""
         ...
 
 

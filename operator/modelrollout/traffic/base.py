@@ -29,6 +29,22 @@ class HeaderMatch(BaseModel):
         return self
 
 
+class StickyBy(BaseModel):
+    """A/B tests split users, not requests: a request's variant follows the value of this header or cookie (a user
+    id, a session id), so one user always sees one variant."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    header: str | None = Field(default=None, min_length=1, max_length=256, description="Header holding the key.")
+    cookie: str | None = Field(default=None, min_length=1, max_length=256, description="Cookie holding the key.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StickyBy:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("sticky assignment is by exactly one of header or cookie")
+        return self
+
+
 class TrafficRouter(Protocol):
     """Moves live traffic between the stable and canary roles. Every method is idempotent: the operator may
     repeat a call after a crash, and repeating it must change nothing."""
@@ -45,12 +61,17 @@ class TrafficRouter(Protocol):
         """Send requests matching `match` to the canary whatever the weights; None removes the route."""
         ...
 
+    async def set_sticky(self, by: StickyBy | None) -> None:
+        """While set, the canary's weight is a share of users: each request goes to the variant its `by` value is
+        assigned to, so a user stays on one variant. None: back to splitting requests."""
+        ...
+
     async def verify(self) -> bool:
         """Whether the routing last set is the routing in place."""
         ...
 
     async def reset(self) -> None:
-        """Everything to stable: weights 100/0, no mirror, no header route."""
+        """Everything to stable: weights 100/0, no mirror, no header route, no sticky assignment."""
         ...
 
 
