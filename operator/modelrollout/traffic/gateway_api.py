@@ -11,6 +11,13 @@ ranks a match with more header matches above the same match without them, so it 
 Every other rule, and every other field of the managed rule (matches, the user's filters, timeouts), is the
 user's and is written back exactly as read. `reset()` removes the mirror filter and the header rule.
 
+While an A/B test runs (a sticky assignment, see traffic.buckets) the managed rule's weights are 100/0 and the
+header rule is the one above with a `RegularExpression` match on the key's header (`cookie` for a cookie) that
+holds the canary's users: the canary's share is then a share of users. Reading the route back, such a header
+rule is the assignment again (`Routing.sticky`, with the canary's percent), not a header route. Regular
+expression header matches are Extended support in Gateway API: an implementation without them refuses the rule
+(or, if it ignores it, keeps everyone on stable).
+
 Pure document functions (`current_routing`, `render_rules`) plus `GatewayAPIRouter`, which takes its read and
 write as callables (see traffic.patching for why it writes the rule list back under a resourceVersion).
 """
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.buckets import sticky_from_match
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
@@ -154,14 +162,20 @@ def current_routing(rules: list[Rule], target: GatewayTarget) -> Routing:
             added = [h for h in rule["matches"][0].get("headers", []) if theirs.get(h["name"].lower()) != h]
             if added:
                 header = _parse_header(added[-1])
+    assignment = sticky_from_match(header) if header is not None else None
+    if assignment is not None:
+        by, percent = assignment
+        return Routing(stable=100 - percent, canary=percent, mirror=mirror, sticky=by)
     return Routing(stable=stable, canary=canary, mirror=mirror, header=header)
 
 
 def render_rules(
     rules: list[Rule], routing: Routing, target: GatewayTarget, *, mirror_percent: bool = True
 ) -> list[Rule]:
-    """`rules` with the managed rule saying `routing`, our header rule present exactly when a header route is
-    set, and every other rule as it was."""
+    """`rules` with the managed rule saying `routing` (as rendered: a sticky assignment becomes weights and a
+    header route), our header rule present exactly when a header route is rendered, and every other rule as
+    it was."""
+    routing = routing.rendered()
     base = [rule for rule in rules if not _is_header_rule(rule)]
     index = _managed_index(base, target)
     managed = copy.deepcopy(base[index])

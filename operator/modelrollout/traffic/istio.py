@@ -10,6 +10,11 @@ and while a header route is set we insert, right BEFORE each managed route (Isti
 matches), a copy of it named `<route name>-modelrollout-header` whose matches also require the header and whose
 only destination is the canary. Every other route and field is the user's and is written back as read.
 
+While an A/B test runs (a sticky assignment, see traffic.buckets) each managed route's weights are 100/0 and
+the header route before it is the one above with a `regex` match on the key's header (`cookie` for a cookie)
+that holds the canary's users: the canary's share is then a share of users. Reading the VirtualService back,
+such a header route is the assignment again (`Routing.sticky`, with the canary's percent), not a header route.
+
 In the DestinationRule we own the subsets named `stable` and `canary` (their labels select the revision behind
 each role; other fields of those subsets and every other subset stay the user's). Its `host` must be a Service
 that selects the pods of every revision, since a subset only narrows the host's endpoints.
@@ -27,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.buckets import sticky_from_match
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
@@ -158,6 +164,10 @@ def current_routing(http: list[Route], target: IstioTarget) -> Routing:
             if added:
                 key = sorted(added)[-1]
                 header = _parse_header(key, added[key])
+    assignment = sticky_from_match(header) if header is not None else None
+    if assignment is not None:
+        by, percent = assignment
+        return Routing(stable=100 - percent, canary=percent, mirror=mirror, sticky=by)
     return Routing(stable=stable, canary=canary, mirror=mirror, header=header)
 
 
@@ -178,8 +188,10 @@ def _render_managed(route: Route, routing: Routing, target: IstioTarget) -> Rout
 
 
 def render_http(http: list[Route], routing: Routing, target: IstioTarget) -> list[Route]:
-    """`http` with every managed route saying `routing`, our header routes (one before each managed route)
-    present exactly when a header route is set, and every other route as it was."""
+    """`http` with every managed route saying `routing` (as rendered: a sticky assignment becomes weights and a
+    header route), our header routes (one before each managed route) present exactly when a header route is
+    rendered, and every other route as it was."""
+    routing = routing.rendered()
     managed_ids = {id(route) for route in _managed(http, target)}
     out: list[Route] = []
     for route in http:

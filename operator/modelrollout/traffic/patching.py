@@ -7,6 +7,12 @@ server-side apply cannot own one rule: applying the list would claim all of it. 
 object, rewrites only the rule we manage (plus the rules we add), and writes the list back as a merge patch
 carrying the resourceVersion it was read at; when someone wrote in between, the API server answers 409 and we
 start again from their version. Users' edits to other rules therefore always survive.
+
+An A/B test's sticky assignment (`Routing.sticky`) cannot be said with weights (neither API hashes a header
+value): `Routing.rendered()` turns it into weights 100/0 plus a header route on the key's last two hex digits
+(traffic.buckets), and the routers read such a header route back as the assignment, so the round trip is
+lossless. At canary 0% (or 100%) there is nothing to split: the object then holds no header route and so does
+not remember the assignment; `converge(..., sticky=...)` says weights and assignment in one write.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modelrollout.traffic.base import HeaderMatch, check_weights
+from modelrollout.traffic.base import HeaderMatch, StickyBy, check_weights
+from modelrollout.traffic.buckets import sticky_match
 
 Object = dict[str, Any]
 ReadObject = Callable[[], Awaitable[Object | None]]
@@ -49,17 +56,31 @@ class RoutingTargetError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Routing:
-    """Everything a router expresses: weights per role, the mirrored share and the header route."""
+    """Everything a router expresses: weights per role, the mirrored share, the header route, and the sticky
+    assignment of an A/B test (with it, `canary` is a share of users, not of requests)."""
 
     stable: int = 100
     canary: int = 0
     mirror: int = 0
     header: HeaderMatch | None = None
+    sticky: StickyBy | None = None
 
     def __post_init__(self) -> None:
         check_weights(self.stable, self.canary)
         if not 0 <= self.mirror <= 100:
             raise ValueError(f"mirror percent must be within 0..100, got {self.mirror}")
+        if self.header is not None and self.sticky is not None:
+            raise ValueError("an A/B test's sticky assignment and a header route cannot be set together")
+
+    def rendered(self) -> Routing:
+        """What the routing object says for this routing: without a sticky assignment, this routing; with one,
+        weights 100/0 (mirror as is) and a header route sending the canary's users to it. At canary 0% or 100%
+        every user is on one variant: weights alone say it, no header route."""
+        if self.sticky is None:
+            return self
+        if self.canary in (0, 100):
+            return Routing(stable=self.stable, canary=self.canary, mirror=self.mirror)
+        return Routing(mirror=self.mirror, header=sticky_match(self.sticky, self.canary))
 
 
 def all_to_stable(routing_of: Callable[[Routing], Routing]) -> bool:
@@ -67,7 +88,7 @@ def all_to_stable(routing_of: Callable[[Routing], Routing]) -> bool:
     missing rule in it) routes nothing to the canary, so such a change is no error there: a first revision comes
     up before the platform team has created its route. A change that would send the canary traffic still fails,
     holding the rollout where it is until the object exists."""
-    return routing_of(Routing()) == Routing()
+    return routing_of(Routing()).rendered() == Routing()
 
 
 def percentages(stable: float, canary: float) -> tuple[int, int]:
@@ -129,11 +150,16 @@ class RoutingChanges:
     async def set_header_route(self, match: HeaderMatch | None) -> None:
         await self._change(lambda current: replace(current, header=match))
 
+    async def set_sticky(self, by: StickyBy | None) -> None:
+        await self._change(lambda current: replace(current, sticky=by))
+
     async def reset(self) -> None:
         await self._change(lambda _current: Routing())
 
-    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
-        """Make the routing in place say these weights and mirror share (keeping its header route); True when
-        something was written."""
+    async def converge(self, *, stable: int, canary: int, mirror: int, sticky: StickyBy | None = None) -> bool:
+        """Make the routing in place say these weights, mirror share and sticky assignment (keeping its header
+        route); True when something was written."""
         check_weights(stable, canary)
-        return await self._change(lambda current: replace(current, stable=stable, canary=canary, mirror=mirror))
+        return await self._change(
+            lambda current: replace(current, stable=stable, canary=canary, mirror=mirror, sticky=sticky)
+        )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.base import HeaderMatch, StickyBy
+from modelrollout.traffic.buckets import sticky_match
 from modelrollout.traffic.gateway_api import (
     GatewayAPIRouter,
     GatewayTarget,
@@ -241,3 +243,76 @@ async def test_a_missing_route_is_reported() -> None:
     await router.reset()
     with pytest.raises(RoutingTargetError):
         await router.converge(stable=100, canary=0, mirror=10)
+
+
+# --- A/B: a sticky assignment -------------------------------------------------------------------------------
+
+BY_USER = StickyBy(header="X-User-Id")
+BY_COOKIE = StickyBy(cookie="uid")
+
+
+@pytest.mark.parametrize("by", [BY_USER, BY_COOKIE], ids=["header", "cookie"])
+@pytest.mark.parametrize("percent", [1, 20, 50, 99])
+def test_sticky_renders_weights_100_0_and_a_bucket_rule(by: StickyBy, percent: int) -> None:
+    routing = Routing(stable=100 - percent, canary=percent, mirror=5, sticky=by)
+    rules = render_rules(_rules(), routing, TARGET)
+    assert [r.get("name") for r in rules] == ["home", "model", "model-modelrollout-header"]
+    assert rules[1]["backendRefs"] == [_ref("pricing-stable", 100), _ref("pricing-canary", 0)]
+    match = sticky_match(by, percent)
+    entry = {"type": "RegularExpression", "name": match.header, "value": match.regex}
+    assert rules[2]["matches"] == [{**MODEL["matches"][0], "headers": [*MODEL["matches"][0]["headers"], entry]}]
+    assert rules[2]["backendRefs"] == [_ref("pricing-canary", 1)]
+    # Read back, the rule is the assignment again, and rendering that changes nothing.
+    assert current_routing(rules, TARGET) == routing
+    assert render_rules(rules, current_routing(rules, TARGET), TARGET) == rules
+    assert rules == render_rules(_rules(), Routing(mirror=5, header=match), TARGET), "what it expresses"
+
+
+@pytest.mark.parametrize("canary", [0, 100])
+def test_sticky_at_0_or_100_percent_is_weights_alone(canary: int) -> None:
+    rules = render_rules(_rules(), Routing(stable=100 - canary, canary=canary, sticky=BY_USER), TARGET)
+    assert rules == render_rules(_rules(), Routing(stable=100 - canary, canary=canary), TARGET)
+    assert [r.get("name") for r in rules] == ["home", "model"]
+
+
+def test_a_users_header_route_is_not_an_assignment() -> None:
+    # Lower-case hex only: not our spelling. (A user's route spelt exactly as ours would read as an assignment.)
+    match = HeaderMatch(header="x-user-id", regex="^.*(0[0-9a-f])$")
+    rules = render_rules(_rules(), Routing(stable=90, canary=10, header=match), TARGET)
+    assert current_routing(rules, TARGET) == Routing(stable=90, canary=10, header=match)
+
+
+async def test_ab_verbs_are_idempotent() -> None:
+    store = Store(_rules())
+    router = GatewayAPIRouter(target=TARGET, read=store.read, write=store.write)
+
+    async def twice(verb: Callable[[], Awaitable[object]], expected: Routing) -> None:
+        await verb()
+        assert current_routing(store.obj["spec"]["rules"], TARGET) == expected
+        writes, rules = store.writes, copy.deepcopy(store.obj["spec"]["rules"])
+        await verb()
+        assert store.writes == writes, "repeating a verb writes nothing"
+        assert store.obj["spec"]["rules"] == rules
+        assert await router.verify()
+
+    ab = Routing(stable=50, canary=50, sticky=BY_USER)
+    await twice(lambda: router.set_weights(50, 50), Routing(stable=50, canary=50))
+    await twice(lambda: router.set_sticky(BY_USER), ab)
+    await twice(lambda: router.converge(stable=50, canary=50, mirror=0, sticky=BY_USER), ab)
+    await twice(lambda: router.set_weights(80, 20), Routing(stable=80, canary=20, sticky=BY_USER))
+    await twice(lambda: router.set_mirror(10), Routing(stable=80, canary=20, mirror=10, sticky=BY_USER))
+    await twice(lambda: router.set_sticky(BY_COOKIE), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
+    with pytest.raises(ValueError, match="cannot be set together"):
+        await router.set_header_route(HeaderMatch(header="x-canary", exact="yes"))
+    await twice(lambda: router.set_header_route(None), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
+    await twice(lambda: router.set_sticky(None), Routing(stable=80, canary=20, mirror=10))
+    await twice(
+        lambda: router.converge(stable=70, canary=30, mirror=0, sticky=BY_USER), Routing(70, 30, sticky=BY_USER)
+    )
+    await twice(router.reset, Routing())
+    assert store.obj["spec"]["rules"] == render_rules(_rules(), Routing(), TARGET)
+    # Nothing to split at canary 0%: no route is needed yet, so a missing one is no error.
+    missing = GatewayAPIRouter(target=TARGET, read=Store([]).read, write=store.write)
+    assert not await missing.converge(stable=100, canary=0, mirror=0, sticky=BY_USER)
+    with pytest.raises(RoutingTargetError):
+        await missing.converge(stable=90, canary=10, mirror=0, sticky=BY_USER)

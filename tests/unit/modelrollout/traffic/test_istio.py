@@ -4,11 +4,13 @@ against an in-memory store."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.base import HeaderMatch, StickyBy
+from modelrollout.traffic.buckets import sticky_match
 from modelrollout.traffic.istio import (
     DestinationRuleAccess,
     IstioRouter,
@@ -217,3 +219,76 @@ async def test_missing_objects() -> None:
     dr = DestinationRuleAccess(read=missing, write=vs.write, labels={"stable": {}, "canary": {}})
     with pytest.raises(RoutingTargetError, match="the DestinationRule does not exist"):
         await IstioRouter(target=TARGET, read=vs.read, write=vs.write, destination_rule=dr).set_weights(50, 50)
+
+
+# --- A/B: a sticky assignment -------------------------------------------------------------------------------
+
+BY_USER = StickyBy(header="x-user-id")
+BY_COOKIE = StickyBy(cookie="uid")
+
+
+@pytest.mark.parametrize("by", [BY_USER, BY_COOKIE], ids=["header", "cookie"])
+@pytest.mark.parametrize("percent", [1, 20, 50, 99])
+def test_sticky_renders_weights_100_0_and_a_bucket_route(by: StickyBy, percent: int) -> None:
+    routing = Routing(stable=100 - percent, canary=percent, mirror=5, sticky=by)
+    http = render_http(_http(), routing, TARGET)
+    assert [r["name"] for r in http] == ["docs", "primary-modelrollout-header", "primary"]
+    assert http[2]["route"] == [_dest("rank-stable", 100), _dest("rank-canary", 0)]
+    assert http[2]["mirrorPercentage"] == {"value": 5.0}
+    match = sticky_match(by, percent)
+    assert http[1]["match"] == [
+        {"uri": {"prefix": "/rank"}, "headers": {"x-team": {"exact": "a"}, match.header: {"regex": match.regex}}}
+    ]
+    assert http[1]["route"] == [{"destination": {"host": "rank-canary", "port": {"number": 80}}, "weight": 100}]
+    assert current_routing(http, TARGET) == routing
+    assert render_http(http, current_routing(http, TARGET), TARGET) == http
+    assert http == render_http(_http(), Routing(mirror=5, header=match), TARGET), "what it expresses"
+
+
+@pytest.mark.parametrize("canary", [0, 100])
+def test_sticky_at_0_or_100_percent_is_weights_alone(canary: int) -> None:
+    http = render_http(_http(), Routing(stable=100 - canary, canary=canary, sticky=BY_USER), TARGET)
+    assert http == render_http(_http(), Routing(stable=100 - canary, canary=canary), TARGET)
+    assert [r["name"] for r in http] == ["docs", "primary"]
+
+
+def test_a_sticky_header_name_reads_back_in_lower_case() -> None:
+    http = render_http(_http(), Routing(stable=70, canary=30, sticky=StickyBy(header="X-User-Id")), TARGET)
+    assert current_routing(http, TARGET) == Routing(stable=70, canary=30, sticky=BY_USER)
+    # Header names are case-insensitive: either spelling renders the same VirtualService.
+    assert render_http(http, Routing(stable=70, canary=30, sticky=StickyBy(header="X-User-Id")), TARGET) == http
+
+
+async def test_ab_verbs_are_idempotent() -> None:
+    vs = Store({"http": _http()})
+    router = IstioRouter(target=TARGET, read=vs.read, write=vs.write)
+
+    async def twice(verb: Callable[[], Awaitable[object]], expected: Routing) -> None:
+        await verb()
+        assert current_routing(vs.obj["spec"]["http"], TARGET) == expected
+        writes, http = vs.writes, copy.deepcopy(vs.obj["spec"]["http"])
+        await verb()
+        assert vs.writes == writes, "repeating a verb writes nothing"
+        assert vs.obj["spec"]["http"] == http
+        assert await router.verify()
+
+    ab = Routing(stable=50, canary=50, sticky=BY_USER)
+    await twice(lambda: router.set_weights(50, 50), Routing(stable=50, canary=50))
+    await twice(lambda: router.set_sticky(StickyBy(header="X-User-Id")), ab)
+    await twice(lambda: router.converge(stable=50, canary=50, mirror=0, sticky=BY_USER), ab)
+    await twice(lambda: router.set_weights(80, 20), Routing(stable=80, canary=20, sticky=BY_USER))
+    await twice(lambda: router.set_mirror(10), Routing(stable=80, canary=20, mirror=10, sticky=BY_USER))
+    await twice(lambda: router.set_sticky(BY_COOKIE), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
+    with pytest.raises(ValueError, match="cannot be set together"):
+        await router.set_header_route(HeaderMatch(header="x-canary", exact="yes"))
+    await twice(lambda: router.set_header_route(None), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
+    await twice(lambda: router.set_sticky(None), Routing(stable=80, canary=20, mirror=10))
+    await twice(
+        lambda: router.converge(stable=70, canary=30, mirror=0, sticky=BY_USER), Routing(70, 30, sticky=BY_USER)
+    )
+    await twice(router.reset, Routing())
+    assert vs.obj["spec"]["http"] == render_http(_http(), Routing(), TARGET)
+    no_route = IstioRouter(target=TARGET, read=Store({"http": [copy.deepcopy(DOCS)]}).read, write=vs.write)
+    assert not await no_route.converge(stable=100, canary=0, mirror=0, sticky=BY_USER), "nothing to split yet"
+    with pytest.raises(RoutingTargetError):
+        await no_route.converge(stable=90, canary=10, mirror=0, sticky=BY_USER)

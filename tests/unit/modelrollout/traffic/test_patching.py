@@ -1,0 +1,37 @@
+"""The Routing value the Gateway API and Istio routers share: what a sticky assignment renders to."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelrollout.traffic.base import HeaderMatch, StickyBy
+from modelrollout.traffic.buckets import sticky_match
+from modelrollout.traffic.patching import Routing, all_to_stable
+
+BY = StickyBy(cookie="session")
+
+
+def test_without_an_assignment_a_routing_renders_as_itself() -> None:
+    routing = Routing(stable=70, canary=30, mirror=10, header=HeaderMatch(header="x-c", exact="1"))
+    assert routing.rendered() is routing
+
+
+def test_an_assignment_renders_weights_100_0_and_its_header_route() -> None:
+    assert Routing(stable=75, canary=25, mirror=10, sticky=BY).rendered() == Routing(
+        stable=100, canary=0, mirror=10, header=sticky_match(BY, 25)
+    )
+
+
+@pytest.mark.parametrize(("stable", "canary"), [(100, 0), (0, 100)])
+def test_with_everyone_on_one_variant_weights_say_it(stable: int, canary: int) -> None:
+    assert Routing(stable=stable, canary=canary, mirror=3, sticky=BY).rendered() == Routing(stable, canary, 3)
+
+
+def test_a_header_route_and_an_assignment_are_refused_together() -> None:
+    with pytest.raises(ValueError, match="cannot be set together"):
+        Routing(stable=50, canary=50, header=HeaderMatch(header="x-c"), sticky=BY)
+
+
+def test_an_assignment_with_nothing_to_split_routes_all_to_stable() -> None:
+    assert all_to_stable(lambda current: Routing(sticky=BY))
+    assert not all_to_stable(lambda current: Routing(stable=90, canary=10, sticky=BY))
