@@ -7,6 +7,7 @@ The ConfigMap holds one key, `router.json`, with a versioned document:
      "versions": {"stable": "1", "canary": "2"},
      "weights": {"stable": 90, "canary": 10}, "mirrorPercent": 0,
      "headerRoute": {"header": "x-canary", "exact": "yes"},
+     "stickyBy": {"header": "x-user-id"},
      "timeoutSeconds": 10, "retryOnStable": false}
 
 `route` is the label value the router puts on its metrics (modelrouter_*{route=...}), which the shadow builtins
@@ -14,18 +15,23 @@ select on; `versions` are the model versions behind each role (the metrics' `ver
 refuse a schemaVersion it does not know rather than guess. tests/fixtures/router/config-v1.json is the shared
 test vector: the operator's and the router's parsers must both accept it. The Kubernetes write and read are
 injected callables, so this module stays free of any client.
+
+`stickyBy` (optional: `{"header": name}` or `{"cookie": name}`, exactly one) makes the canary's weight a share
+of users rather than of requests: the router sends each request to the variant the value of that header or
+cookie is assigned to (a header route still wins), so one user always sees one variant.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from modelrollout.traffic.base import HeaderMatch, check_weights
+from modelrollout.traffic.base import HeaderMatch, StickyBy, check_weights
 
 SCHEMA_VERSION: Literal[1] = 1
 CONFIG_KEY = "router.json"
@@ -33,6 +39,8 @@ CONFIG_KEY = "router.json"
 ConfigMapData = dict[str, str]
 WriteConfigMap = Callable[[ConfigMapData], Awaitable[None]]
 ReadConfigMap = Callable[[], Awaitable[Mapping[str, str] | None]]
+# RFC 6265 cookie-name = token: a name outside it could be neither read from a Cookie header nor set.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class RouterConfigError(ValueError):
@@ -73,6 +81,7 @@ class RouterConfig(_Model):
     weights: RouterWeights = RouterWeights()
     mirror_percent: int = Field(default=0, ge=0, le=100)
     header_route: HeaderMatch | None = None
+    sticky_by: StickyBy | None = Field(default=None, description="Split users by this header or cookie value.")
     timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="Per upstream call.")
     retry_on_stable: bool = Field(default=False, description="Answer from stable when the canary fails.")
 
@@ -84,6 +93,10 @@ class RouterConfig(_Model):
         if (self.backends.canary is None) != (self.versions.canary is None):
             # The router labels every answer with the version behind its role: a backend needs its version.
             raise ValueError("backends.canary and versions.canary are set together or not at all")
+        cookie = self.sticky_by.cookie if self.sticky_by else None
+        if cookie is not None and not _COOKIE_NAME.fullmatch(cookie):
+            # The router refuses such a document: refuse it here too, before it is written.
+            raise ValueError(f"stickyBy.cookie {cookie!r} is not a cookie name (an RFC 6265 token)")
         return self
 
 
@@ -171,6 +184,9 @@ class ConfigMapRouter:
     async def set_header_route(self, match: HeaderMatch | None) -> None:
         await self._update(header_route=match.model_dump() if match else None)
 
+    async def set_sticky(self, by: StickyBy | None) -> None:
+        await self._update(sticky_by=_sticky(by))
+
     async def verify(self) -> bool:
         """The stored document is readable and is the one this router last wrote (or, before any write, merely
         readable). Whether the router process has loaded it is not visible from the ConfigMap."""
@@ -180,18 +196,27 @@ class ConfigMapRouter:
         return self._written is None or stored == self._written
 
     async def reset(self) -> None:
-        await self._update(weights={"stable": 100, "canary": 0}, mirror_percent=0, header_route=None)
+        await self._update(weights={"stable": 100, "canary": 0}, mirror_percent=0, header_route=None, sticky_by=None)
 
-    async def converge(self, *, stable: int, canary: int, mirror: int) -> bool:
-        """Make the stored document say `stable`/`canary`/`mirror` with the current roles and settings (a
-        promotion changes the versions, a spec edit the timeout), keeping its header route. Writes only when
-        the document differs: True when it did (it was missing, edited by hand, or out of date)."""
+    async def converge(self, *, stable: int, canary: int, mirror: int, sticky: StickyBy | None = None) -> bool:
+        """Make the stored document say `stable`/`canary`/`mirror` and exactly the sticky assignment `sticky`
+        (None: none) with the current roles and settings (a promotion changes the versions, a spec edit the
+        timeout), keeping its header route. Writes only when the document differs: True when it did (it was
+        missing, edited by hand, or out of date)."""
         check_weights(stable, canary)
         stored = await self._stored()
-        routing = {"weights": {"stable": stable, "canary": canary}, "mirror_percent": mirror}
+        routing = {
+            "weights": {"stable": stable, "canary": canary},
+            "mirror_percent": mirror,
+            "sticky_by": _sticky(sticky),
+        }
         expected = RouterConfig.model_validate({**(stored or self._default()).model_dump(), **self._fixed, **routing})
         if stored == expected:
             return False
         await self._write(to_configmap_data(expected))
         self._written = expected
         return True
+
+
+def _sticky(by: StickyBy | None) -> dict[str, Any] | None:
+    return None if by is None else by.model_dump()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import pytest
 from pydantic import ValidationError
 
-from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.base import HeaderMatch, StickyBy
 from modelrollout.traffic.router import (
     CONFIG_KEY,
     ConfigMapRouter,
@@ -57,6 +57,12 @@ def stored(store: Store) -> RouterConfig:
     return parse_configmap_data(store.data)
 
 
+def written(store: Store) -> dict[str, object]:
+    assert store.data is not None
+    body: dict[str, object] = json.loads(store.data[CONFIG_KEY])
+    return body
+
+
 def test_the_document_format_is_versioned_camel_case_json() -> None:
     config = RouterConfig.model_validate(
         {
@@ -66,6 +72,7 @@ def test_the_document_format_is_versioned_camel_case_json() -> None:
             "weights": {"stable": 90, "canary": 10},
             "mirrorPercent": 5,
             "headerRoute": {"header": "x-canary", "exact": "yes"},
+            "stickyBy": {"header": "x-user-id"},
             "timeoutSeconds": 2.5,
             "retryOnStable": True,
         }
@@ -233,3 +240,74 @@ def test_a_header_match_sets_at_most_one_way_to_match() -> None:
     with pytest.raises(ValidationError, match="at most one of exact or regex"):
         HeaderMatch(header="x", exact="a", regex="b")
     assert HeaderMatch(header="x").exact is None
+
+
+async def test_set_sticky_keeps_the_rest_and_none_removes_it() -> None:
+    store = Store()
+    r = router(store)
+    await r.set_weights(70, 30)
+    await r.set_header_route(HeaderMatch(header="x-canary"))
+    await r.set_sticky(StickyBy(cookie="uid"))
+    config = stored(store)
+    assert config.sticky_by == StickyBy(cookie="uid")
+    assert (config.weights.canary, config.header_route) == (30, HeaderMatch(header="x-canary"))
+    assert written(store)["stickyBy"] == {"cookie": "uid"}  # camelCase, only the key that is set
+    assert await r.verify()
+    await r.set_sticky(StickyBy(header="x-user-id"))
+    assert stored(store).sticky_by == StickyBy(header="x-user-id")
+    await r.set_sticky(None)
+    assert stored(store).sticky_by is None
+    assert "stickyBy" not in written(store)
+    assert stored(store).weights.canary == 30
+
+
+async def test_reset_clears_the_sticky_assignment() -> None:
+    store = Store()
+    r = router(store)
+    await r.set_weights(50, 50)
+    await r.set_sticky(StickyBy(header="x-user-id"))
+    await r.reset()
+    config = stored(store)
+    assert config.sticky_by is None
+    assert (config.weights.stable, config.weights.canary) == (100, 0)
+
+
+async def test_converge_makes_the_sticky_assignment_exactly_what_it_is_given() -> None:
+    store = Store()
+    r = router(store)
+    await r.set_header_route(HeaderMatch(header="x-canary"))
+    by = StickyBy(header="x-user-id")
+    assert await r.converge(stable=70, canary=30, mirror=0, sticky=by)
+    assert stored(store).sticky_by == by
+    assert stored(store).header_route == HeaderMatch(header="x-canary")  # kept
+    writes = store.writes
+    assert not await r.converge(stable=70, canary=30, mirror=0, sticky=by)
+    assert store.writes == writes
+    # Another key: replaced, not merged.
+    assert await r.converge(stable=70, canary=30, mirror=0, sticky=StickyBy(cookie="uid"))
+    assert stored(store).sticky_by == StickyBy(cookie="uid")
+    # Without `sticky` (the default None) converge removes an assignment it finds, even one set by hand.
+    assert await r.converge(stable=70, canary=30, mirror=0)
+    assert stored(store).sticky_by is None
+    assert stored(store).header_route == HeaderMatch(header="x-canary")
+    assert not await r.converge(stable=70, canary=30, mirror=0, sticky=None)
+    await r.set_sticky(by)
+    assert await r.converge(stable=70, canary=30, mirror=0)
+    assert stored(store).sticky_by is None
+
+
+@pytest.mark.parametrize(
+    ("sticky", "message"),
+    [
+        ({"header": "x-user-id", "cookie": "uid"}, "exactly one of header or cookie"),
+        ({}, "exactly one of header or cookie"),
+        ({"header": ""}, "at least 1 character"),
+        ({"cookie": "user id"}, "not a cookie name"),
+        ({"cookie": "uid;x"}, "not a cookie name"),
+        ({"query": "uid"}, "query"),
+    ],
+)
+def test_an_invalid_sticky_by_is_refused_with_the_reason(sticky: dict[str, str], message: str) -> None:
+    document = json.loads(SHARED_VECTOR.read_text()) | {"stickyBy": sticky}
+    with pytest.raises(RouterConfigError, match=message):
+        parse_configmap_data({CONFIG_KEY: json.dumps(document)})
