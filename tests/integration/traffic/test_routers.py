@@ -20,7 +20,8 @@ from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import ConvergingRouter, RouterContext, router_for
 from modelrollout.planning.names import selector
 from modelrollout.traffic import gateway_api, istio
-from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.base import HeaderMatch, StickyBy
+from modelrollout.traffic.buckets import sticky_match
 from modelrollout.traffic.patching import HEADER_SUFFIX, Routing
 from tests.integration.traffic.conftest import DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE, Objects
 
@@ -229,7 +230,9 @@ class Session:
         assert await router.verify()
         # The next passes find nothing to change: what we render is exactly what the API server stores.
         again = self.router()
-        assert not await again.converge(stable=expected.stable, canary=expected.canary, mirror=expected.mirror)
+        assert not await again.converge(
+            stable=expected.stable, canary=expected.canary, mirror=expected.mirror, sticky=expected.sticky
+        )
         assert (await self.stored())["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
         return stored
 
@@ -244,6 +247,10 @@ def _mirror(percent: int) -> Callable[[ConvergingRouter], Awaitable[None]]:
 
 def _header(match: HeaderMatch | None) -> Callable[[ConvergingRouter], Awaitable[None]]:
     return lambda router: router.set_header_route(match)
+
+
+def _sticky(by: StickyBy | None) -> Callable[[ConvergingRouter], Awaitable[None]]:
+    return lambda router: router.set_sticky(by)
 
 
 def _reset(router: ConvergingRouter) -> Awaitable[None]:
@@ -379,3 +386,71 @@ async def test_destination_rule_subsets_follow_the_roles(objects: Objects, kube:
     subsets = {s["name"]: s["labels"] for s in (await objects.get(DESTINATION_RULE, "pricing"))["spec"]["subsets"]}
     assert subsets["stable"] == subsets["canary"] == selector("pricing", "online", CANARY.revision)
     assert subsets["legacy"] == {"version": "old"}
+
+
+def _bucket_rule(session: Session, stored: dict[str, Any], match: HeaderMatch) -> None:
+    """The managed rule sends everyone to stable; our one added rule sends the canary's users to the canary."""
+    managed = _managed(session, stored)
+    [added] = session.case.ours(stored)
+    if session.case.resource == GATEWAY:
+        assert [ref["weight"] for ref in managed["backendRefs"]] == [100, 0]
+        assert [r["name"] for r in stored["spec"]["rules"]][:3] == ["home", "model", "model-modelrollout-header"]
+        assert added["matches"][0]["path"] == {"type": "PathPrefix", "value": "/predict"}
+        assert added["matches"][0]["headers"] == [
+            {"type": "RegularExpression", "name": match.header, "value": match.regex}
+        ]
+        assert [ref["name"] for ref in added["backendRefs"]] == ["pricing-canary"]
+    else:
+        assert [entry["weight"] for entry in managed["route"]] == [100, 0]
+        assert [r["name"] for r in stored["spec"]["http"]][:3] == ["docs", "primary-modelrollout-header", "primary"]
+        assert added["match"][0]["uri"] == {"prefix": "/predict"}
+        assert added["match"][0]["headers"] == {match.header: {"regex": match.regex}}
+        assert [entry["weight"] for entry in added["route"]] == [100]
+        assert added["route"][0]["destination"] in (
+            {"host": "pricing-canary", "port": {"number": 80}},
+            {"host": "pricing-all", "subset": "canary"},
+        )
+
+
+async def test_ab_sticky_assignment_by_header_then_cookie_then_abort(session: Session) -> None:
+    by_user, by_cookie = StickyBy(header="x-user-id"), StickyBy(cookie="session")
+    await session.step(_weights(50, 50), Routing(stable=50, canary=50))
+    # The canary's 50% becomes a share of users: weights 100/0, and a rule for the users of the canary's buckets.
+    stored = await session.step(_sticky(by_user), Routing(stable=50, canary=50, sticky=by_user))
+    _bucket_rule(session, stored, sticky_match(by_user, 50))
+    # The share of users moves as weights do, the assignment staying.
+    stored = await session.step(_weights(80, 20), Routing(stable=80, canary=20, sticky=by_user))
+    _bucket_rule(session, stored, sticky_match(by_user, 20))
+    # The platform team adds a rule of their own while the test runs; it must outlive every change of ours.
+    theirs = {
+        "gatewayAPI": {
+            "name": "beta",
+            "matches": [{"path": {"type": "PathPrefix", "value": "/beta"}}],
+            "backendRefs": [{"name": "beta", "port": 80}],
+        },
+        "istio": {
+            "name": "beta",
+            "match": [{"uri": {"prefix": "/beta"}}],
+            "route": [{"destination": {"host": "beta"}}],
+        },
+    }["gatewayAPI" if session.case.resource == GATEWAY else "istio"]
+    key = session.case.rules_key
+    await session.objects.json_patch(
+        session.case.resource, "pricing", [{"op": "add", "path": f"/spec/{key}/-", "value": theirs}]
+    )
+    stored = await session.step(_sticky(by_cookie), Routing(stable=80, canary=20, sticky=by_cookie))
+    _bucket_rule(session, stored, sticky_match(by_cookie, 20))
+    assert sticky_match(by_cookie, 20).header == "cookie"
+    users = [r for r in stored["spec"][key] if r.get("name") in ("home", "docs", "beta")]
+    assert [r["name"] for r in users][-1] == "beta"
+    # Abort: our rule goes, weights back to stable, and the user's rules are exactly as they were.
+    router = session.router()
+    await router.reset()
+    stored = await session.stored()
+    assert session.case.parse(stored) == Routing()
+    assert session.case.ours(stored) == []
+    assert [r for r in stored["spec"][key] if r.get("name") in ("home", "docs", "beta")] == users
+    if session.case.resource == GATEWAY:
+        assert _managed(session, stored)["filters"] == MODEL_FILTERS
+    assert await router.verify()
+    assert not await session.router().converge(stable=100, canary=0, mirror=0, sticky=by_cookie)
