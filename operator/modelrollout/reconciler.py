@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from modelrollout.analysis import experiment
 from modelrollout.analysis.evaluate import error_result
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
@@ -46,7 +47,8 @@ from modelrollout.planning.reconcile import (
     plan_objects,
     target_of,
 )
-from modelrollout.rollout import Action, Decision, SetHeaderRoute, SetMirror, SetWeights
+from modelrollout.rollout import Action, Decision, SetHeaderRoute, SetMirror, SetSticky, SetWeights
+from modelrollout.rollout.ab_test import sticky_for
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
 from modelrollout.traffic.patching import RoutingTargetError
@@ -178,6 +180,9 @@ class Reconciler:
             bearer_token=token,
             client=self._http,
         )
+        if request.kind == "Experiment":
+            where = {"namespace": meta.namespace or "", "name": meta.name or "", "model": md.spec.model.name}
+            return await experiment.run_experiment(prometheus, request, now=now, **where)
         return await run_analysis(
             prometheus,
             request,
@@ -281,8 +286,11 @@ class Reconciler:
                 await router.set_mirror(action.percent)
             elif isinstance(action, SetHeaderRoute):
                 await router.set_header_route(action.match)
+            elif isinstance(action, SetSticky):
+                await router.set_sticky(action.by)
         weights = status.weights
-        if await router.converge(stable=weights.stable, canary=weights.canary, mirror=weights.mirror):
+        sticky = sticky_for(md.spec, status)
+        if await router.converge(stable=weights.stable, canary=weights.canary, mirror=weights.mirror, sticky=sticky):
             # Also the normal path when the roles changed (a new candidate's version); hence debug.
             logger.debug("%s/%s: routing document rewritten from status", md.metadata.namespace, md.metadata.name)
 
@@ -330,6 +338,8 @@ def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | 
 
 
 def _error_outcome(request: AnalysisRequest, now: datetime, message: str) -> AnalysisOutcome:
+    if request.kind == "Experiment":
+        return experiment.error_outcome(request, now, message)
     metrics = [error_result(metric, message) for metric in request.metrics]
     run = AnalysisRun(at=now, verdict="Error", kind=request.kind, step=request.step, metrics=metrics)
     return AnalysisOutcome(request=request, run=run)

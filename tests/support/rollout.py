@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modelrollout.analysis import ab_test, experiment
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import (
@@ -30,6 +31,7 @@ from modelrollout.rollout import (
     ScaleDown,
     SetHeaderRoute,
     SetMirror,
+    SetSticky,
     SetWeights,
     Verb,
     tick,
@@ -69,6 +71,9 @@ def run_for(request: AnalysisRequest, verdict: Verdict, at: datetime) -> Analysi
 
 
 Script = Callable[[AnalysisRequest], Verdict | None]
+# An A/B evaluation's counts (stable, canary) for a request at a time; a string: the measurement failed so;
+# None: leave it unanswered.
+Counts = Callable[[AnalysisRequest, datetime], tuple[ab_test.Arm, ab_test.Arm] | str | None]
 
 
 def always(verdict: Verdict) -> Script:
@@ -90,6 +95,8 @@ class Sim:
     weights: tuple[int, int] = (100, 0)
     mirror: int = 0
     header_route: Any = None
+    sticky: Any = None
+    counts: Counts | None = None  # answers Experiment requests (A/B tests)
     stable_role: str | None = None
     decisions: list[Decision] = field(default_factory=list)
     requests: list[AnalysisRequest] = field(default_factory=list)
@@ -148,6 +155,8 @@ class Sim:
                     self.mirror = p
                 case SetHeaderRoute(match=m):
                     self.header_route = m
+                case SetSticky(by=by):
+                    self.sticky = by
                 case Promote(revision=ref):
                     self.stable_role = ref.revision
                 case ScaleDown(revision=rev):
@@ -170,12 +179,21 @@ class Sim:
             if not requested:
                 break
             self.requests.append(requested[0])
-            verdict = self.script(requested[0])
-            if verdict is None:
+            outcome = self._answer(requested[0])
+            if outcome is None:
                 break
-            decision = self.decide(None, run_for(requested[0], verdict, self.now))
+            decision = self.decide(None, outcome)
             self._execute(decision)
         return decision
+
+    def _answer(self, request: AnalysisRequest) -> AnalysisOutcome | None:
+        if request.kind == "Experiment":
+            counts = self.counts(request, self.now) if self.counts is not None else None
+            if isinstance(counts, str):
+                return experiment.error_outcome(request, self.now, counts)
+            return None if counts is None else experiment.judge(request, self.now, *counts)
+        verdict = self.script(request)
+        return None if verdict is None else run_for(request, verdict, self.now)
 
     def wait(self, seconds: float) -> Decision:
         self.now += timedelta(seconds=seconds)

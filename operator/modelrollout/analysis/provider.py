@@ -6,9 +6,12 @@ the metrics that needed it, decided by the rollout like any other verdict, never
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +44,13 @@ class MetricProvider(Protocol):
     `QueryResult.failed(...)` instead."""
 
     async def query(self, promql: str) -> QueryResult: ...
+
+
+async def ask(provider: MetricProvider, promql: str) -> QueryResult:
+    """`provider.query`, with any exception (a provider bug) turned into a failed result: analysis must end in an
+    Error verdict, never in a crashed tick."""
+    try:
+        return await provider.query(promql)
+    except Exception as exc:
+        logger.warning("metric provider raised for %r", promql, exc_info=True)
+        return QueryResult.failed(f"{type(exc).__name__}: {exc}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelrollout.api.analysis import AnalysisMetric, Judge, JudgeType, NoDataPolicy
-from modelrollout.api.status import AnalysisRun, RevisionRef, RunKind
+from modelrollout.api.rollout import AbTestSettings
+from modelrollout.api.status import AbTestResult, AnalysisRun, RevisionRef, RunKind
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,6 +31,8 @@ class AnalysisRequest:
     judge: JudgeType = "threshold"
     # alpha, tolerance and scores of the statistical judges (spec.rollout.analysis.judge); None: the defaults
     judge_settings: Judge | None = None
+    # kind Experiment: the A/B test to evaluate over `window_seconds` (the time since users were split)
+    ab_test: AbTestSettings | None = None
 
     @property
     def settings(self) -> Judge:
@@ -48,3 +51,4 @@ class AnalysisOutcome:
 
     request: AnalysisRequest
     run: AnalysisRun
+    experiment: AbTestResult | None = None  # kind Experiment: the test on the counts measured

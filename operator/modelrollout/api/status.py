@@ -16,9 +16,9 @@ from modelrollout.api.base import ApiModel
 Phase = Literal["Pending", "Progressing", "Paused", "Promoting", "Healthy", "Degraded", "RolledBack", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
-Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
-RunKind = Literal["Background", "Step", "Final"]
-PauseReason = Literal["PauseStep", "User", "Inconclusive", "AnalysisMisconfigured", "AbTestNotSupportedYet"]
+Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed", "Undecided"]
+RunKind = Literal["Background", "Step", "Final", "Experiment"]
+PauseReason = Literal["PauseStep", "User", "Inconclusive", "AnalysisMisconfigured"]
 
 
 class RevisionRef(ApiModel):
@@ -57,7 +57,8 @@ class AnalysisRun(ApiModel):
     kind: RunKind | None = Field(
         default=None,
         description="Background (every interval while the candidate gets traffic), Step (an analysis step or "
-        "blue-green pre-promotion analysis) or Final (shadow's verdict over its whole duration).",
+        "blue-green pre-promotion analysis), Final (shadow's verdict over its whole duration) or Experiment (an A/B "
+        "test's evaluation of the success metric since the split).",
     )
     step: int | None = Field(default=None, description="Canary step index the run belonged to.")
     metrics: list[MetricResult] = Field(default_factory=list, description="Per-metric results.")
@@ -93,7 +94,9 @@ class HistoryEntry(ApiModel):
 
     revision: str = Field(max_length=16, description="The candidate revision.")
     version: str = Field(max_length=63, description="Its model version.")
-    outcome: Outcome = Field(description="Promoted, RolledBack, Aborted, Superseded or Failed.")
+    outcome: Outcome = Field(
+        description="Promoted, RolledBack, Aborted, Superseded, Failed or Undecided (an A/B test without a winner)."
+    )
     started_at: datetime = Field(description="When the rollout began.")
     finished_at: datetime = Field(description="When it ended.")
     message: str | None = Field(default=None, max_length=1024, description="Why it ended so.")
@@ -118,6 +121,8 @@ class AbTestResult(ApiModel):
     e_value: float | None = Field(default=None, ge=0, description="e-value (sequential test).")
     samples_stable: int = Field(default=0, ge=0, description="Trials of stable.")
     samples_canary: int = Field(default=0, ge=0, description="Trials of the canary.")
+    rate_stable: float | None = Field(default=None, ge=0, le=1, description="Success rate of stable.")
+    rate_canary: float | None = Field(default=None, ge=0, le=1, description="Success rate of the canary.")
 
 
 class ScheduledScaleDown(ApiModel):
@@ -150,7 +155,7 @@ class ModelDeploymentStatus(ApiModel):
     pause_reason: PauseReason | None = Field(
         default=None,
         description="Why it is paused: PauseStep, User, Inconclusive (analysis could not decide), "
-        "AnalysisMisconfigured or AbTestNotSupportedYet.",
+        "or AnalysisMisconfigured.",
     )
     held: RevisionRef | None = Field(
         default=None,

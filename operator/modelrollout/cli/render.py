@@ -21,6 +21,7 @@ from rich.text import Text
 
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import (
+    AbTestResult,
     AnalysisRun,
     AnalysisStatus,
     ModelDeploymentStatus,
@@ -51,13 +52,13 @@ OUTCOME_STYLES: Mapping[str, str] = {
     "Aborted": "yellow",
     "Superseded": "dim",
     "Failed": "red",
+    "Undecided": "yellow",
 }
 PAUSE_HINTS: Mapping[str, str] = {
     "PauseStep": "waiting at a pause step; promote goes on",
     "User": "paused by a user; resume continues",
     "Inconclusive": "analysis could not decide; resume, promote or abort",
     "AnalysisMisconfigured": "the analysis cannot run as configured; fix the spec, promote or abort",
-    "AbTestNotSupportedYet": "abTest is not supported yet; promote --full or abort",
 }
 BAR_WIDTH = 40
 RECENT_RUNS = 3
@@ -334,15 +335,7 @@ def _summary(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime) 
     if status.rollout_started_at is not None:
         rows.append(("Rollout started", when(status.rollout_started_at, now)))
     if status.ab_test is not None:
-        ab = status.ab_test
-        interval = f" [{number(ab.interval.low)}, {number(ab.interval.high)}]" if ab.interval else ""
-        rows.append(
-            (
-                "A/B test",
-                f"winner {ab.winner or 'undecided yet'}, effect {number(ab.effect)}{interval}, "
-                f"p {number(ab.p_value)}, samples stable {ab.samples_stable} / canary {ab.samples_canary}",
-            )
-        )
+        rows.append(("A/B test", _ab_test(status.ab_test)))
     for sd in status.scale_downs:
         rows.append(("Scale-down", f"revision {sd.revision} {when(sd.at, now)}"))
     generation = md.metadata.generation
@@ -350,6 +343,23 @@ def _summary(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime) 
         rows.append(("Generation", f"{generation}, operator has seen {status.observed_generation} (catching up)"))
     rows.append(("Last verb", status.last_verb_id or NONE))
     return _fields(rows)
+
+
+def _ab_test(ab: AbTestResult) -> str:
+    def pct(value: float | None) -> str:
+        return NONE if value is None else f"{100 * value:.2f}%"
+
+    parts = [f"winner {ab.winner}" if ab.winner else "running"]
+    parts.append(f"success stable {pct(ab.rate_stable)} vs canary {pct(ab.rate_canary)}")
+    if ab.effect is not None:
+        interval = f" [{100 * ab.interval.low:+.2f}, {100 * ab.interval.high:+.2f}]" if ab.interval else ""
+        parts.append(f"effect {100 * ab.effect:+.2f} points{interval}")
+    if ab.p_value is not None:
+        parts.append(f"p {number(ab.p_value)}")
+    if ab.e_value is not None:
+        parts.append(f"e-value {number(ab.e_value)}")
+    parts.append(f"samples stable {ab.samples_stable} / canary {ab.samples_canary}")
+    return ", ".join(parts)
 
 
 def render_status(

@@ -11,6 +11,7 @@ from modelrollout.rollout.actions import (
     ScaleDown,
     SetHeaderRoute,
     SetMirror,
+    SetSticky,
     SetWeights,
 )
 from modelrollout.rollout.machine import Decision, tick
@@ -28,6 +29,7 @@ __all__ = [
     "ScaleDown",
     "SetHeaderRoute",
     "SetMirror",
+    "SetSticky",
     "SetWeights",
     "Verb",
     "tick",

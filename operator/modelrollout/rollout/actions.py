@@ -12,7 +12,7 @@ from typing import Literal
 
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import RevisionRef
-from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.base import HeaderMatch, StickyBy
 
 Role = Literal["stable", "canary"]
 EventType = Literal["Normal", "Warning"]
@@ -52,6 +52,14 @@ class SetHeaderRoute:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SetSticky:
+    """TrafficRouter.set_sticky(by): from now on the weights split users, by this header or cookie value (an A/B
+    test); None: back to splitting requests. Emitted before the SetWeights it qualifies."""
+
+    by: StickyBy | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Promote:
     """`revision` becomes stable: point the stable role (the `<name>-stable` and `<name>` Services, the router's
     stable backend) at it. `previous` stops being stable; a later ScaleDown retires it."""
@@ -86,4 +94,14 @@ class RequestAnalysis:
     request: AnalysisRequest
 
 
-Action = EnsureRevision | SetWeights | SetMirror | SetHeaderRoute | Promote | ScaleDown | RecordEvent | RequestAnalysis
+Action = (
+    EnsureRevision
+    | SetWeights
+    | SetMirror
+    | SetHeaderRoute
+    | SetSticky
+    | Promote
+    | ScaleDown
+    | RecordEvent
+    | RequestAnalysis
+)

@@ -4,6 +4,7 @@ Three kinds of run, at most one requested per tick (a step's own run first):
 - Step: an analysis step (or blue-green's pre-promotion analysis), once its duration has passed, over that
   duration; repeated every interval while it neither passes nor exhausts a limit.
 - Final: shadow's verdict over the whole shadow duration, once it has passed; repeated likewise.
+- Experiment: an A/B test's evaluation over everything since the split, every interval (rollout.ab_test).
 - Background: every interval while the candidate gets traffic (weight or mirror), over one interval, paused
   or not: a pause keeps the split, so it must not switch off the safety net.
 
@@ -22,9 +23,10 @@ from modelrollout.analysis.evaluate import clip
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.analysis import AnalysisMetric
 from modelrollout.api.status import AnalysisRun, RunKind
+from modelrollout.rollout import ab_test
 from modelrollout.rollout.actions import RequestAnalysis
 from modelrollout.rollout.lifecycle import next_step, rollback
-from modelrollout.rollout.plan import AnalysisStep, ShadowStep
+from modelrollout.rollout.plan import AnalysisStep, ExperimentStep, ShadowStep
 from modelrollout.rollout.work import RUNS_LIMIT, Work, label
 
 
@@ -34,7 +36,9 @@ class Pending:
     request: AnalysisRequest
 
 
-def _request(w: Work, kind: RunKind, metrics: tuple[AnalysisMetric, ...], window_s: float) -> AnalysisRequest:
+def _request(
+    w: Work, kind: RunKind, metrics: tuple[AnalysisMetric, ...], window_s: float, step: ExperimentStep | None = None
+) -> AnalysisRequest:
     settings = w.plan.analysis
     return AnalysisRequest(
         kind=kind,
@@ -48,6 +52,7 @@ def _request(w: Work, kind: RunKind, metrics: tuple[AnalysisMetric, ...], window
         min_comparisons=w.plan.min_comparisons,
         judge=settings.judge.type,
         judge_settings=settings.judge,
+        ab_test=step.settings if step is not None else None,
     )
 
 
@@ -74,6 +79,10 @@ def pending(w: Work) -> list[Pending]:
     elif isinstance(step, ShadowStep):
         final = _request(w, "Final", w.plan.background_metrics, step.seconds)
         out.append(Pending(_due_at(w, "Final", step.seconds), final))
+    elif isinstance(step, ExperimentStep):
+        due = ab_test.due_at(w, step)
+        if due is not None:
+            out.append(Pending(due, _request(w, "Experiment", (), ab_test.window_s(w), step)))
     weights = s.weights
     if s.analysis.next_run_at is not None and w.plan.background_metrics and (weights.canary or weights.mirror):
         background = _request(w, "Background", w.plan.background_metrics, w.plan.interval_s)
@@ -102,6 +111,10 @@ def consume(w: Work, outcome: AnalysisOutcome) -> None:
     counters.runs = [*counters.runs, run][-RUNS_LIMIT:]
     if kind == "Background":
         counters.next_run_at = w.after(w.plan.interval_s)
+    step = w.step()
+    if kind == "Experiment" and isinstance(step, ExperimentStep):
+        ab_test.consume(w, run, outcome.experiment, step)
+        return
     summary = clip(_summary(run))
 
     if run.verdict == "Failed":

@@ -69,6 +69,7 @@ def start(w: Work) -> None:
     s.current_step, s.step_started_at, s.rollout_started_at = 0, w.now, w.now
     s.paused, s.pause_reason = False, None
     s.analysis = AnalysisStatus()
+    s.ab_test = None
     _keep_running(w, target)
     if s.stable is None or not w.plan.steps:
         # Nothing to compare with (first revision) or nothing to step through (direct): promote once available.
@@ -159,6 +160,7 @@ def promote_when_ready(w: Work) -> None:
     old = s.stable
     if s.weights.mirror:
         w.set_mirror(0)
+    w.end_split()
     w.emit(Promote(revision=new, previous=old))
     # Re-sent even when unchanged: after Promote, the stable role means the new revision.
     w.emit(SetWeights(stable=100, canary=0))

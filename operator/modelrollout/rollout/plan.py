@@ -4,7 +4,8 @@
     blueGreen  Preview (full size) -> Analysis (pre-promotion) -> Pause (unless autoPromote) -> Switch -> Window
     shadow     Mirror -> Shadow (periodic runs, then a final verdict over the whole duration)
     direct     nothing: straight to promotion, which waits until the candidate is available
-    abTest     Blocked: issue 7 brings it; the rollout pauses with reason AbTestNotSupportedYet
+    abTest     Split (weight% of users, sticky by header or cookie) -> Experiment (the success metric per
+               variant, tested every interval until a winner, or undecided at maxDuration)
 
 After the last step comes promotion (phase Promoting): the candidate at full size, then it becomes stable.
 status.currentStep indexes these steps; for canary they are exactly spec.rollout.canary.steps.
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 
 from modelrollout.api.analysis import AnalysisMetric, AnalysisSettings, MetricBound
 from modelrollout.api.base import duration_seconds
-from modelrollout.api.rollout import CanaryStep, RolloutSpec, ShadowSettings
-from modelrollout.api.status import PauseReason
+from modelrollout.api.rollout import AbTestSettings, CanaryStep, RolloutSpec, ShadowSettings
 
 # Strategies without a scaleDownDelay of their own keep the old revision this long after the switch: routers
 # and endpoints take a moment to converge, and a fast undo needs the old pods.
@@ -96,12 +96,25 @@ class ShadowStep:
 
 
 @dataclass(frozen=True, slots=True)
-class BlockedStep:
-    reason: PauseReason
-    message: str
+class SplitStep:
+    """A/B: `weight`% of users to the candidate, each user sticking to one variant."""
+
+    weight: int
 
     def describe(self) -> str:
-        return f"blocked ({self.reason})"
+        return f"split users {100 - self.weight}/{self.weight}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentStep:
+    """A/B: test the success metric every interval until a variant wins, or stop undecided after `seconds`."""
+
+    settings: AbTestSettings
+    seconds: float
+
+    def describe(self) -> str:
+        ab = self.settings
+        return f"A/B test ({ab.test}, alpha {ab.alpha:g}) for at most {ab.max_duration}"
 
 
 Step = (
@@ -113,7 +126,8 @@ Step = (
     | WindowStep
     | MirrorStep
     | ShadowStep
-    | BlockedStep
+    | SplitStep
+    | ExperimentStep
 )
 
 
@@ -202,14 +216,9 @@ def build_plan(rollout: RolloutSpec) -> Plan:
         metrics = shadow_metrics(rollout.shadow, user)
         steps = [MirrorStep(rollout.shadow.mirror_percent), ShadowStep(duration_seconds(rollout.shadow.duration))]
         min_comparisons = rollout.shadow.min_comparisons
-    elif rollout.strategy == "abTest":
-        steps = [
-            BlockedStep(
-                "AbTestNotSupportedYet",
-                "strategy abTest is not supported yet (issue 7); stable keeps serving. Use `promote --full` to "
-                "replace stable without a test, or abort",
-            )
-        ]
+    elif rollout.strategy == "abTest" and rollout.ab_test is not None:
+        ab = rollout.ab_test
+        steps = [SplitStep(ab.weight), ExperimentStep(ab, duration_seconds(ab.max_duration))]
     return Plan(
         steps=tuple(steps),
         analysis=analysis,

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from modelrollout.rollout import ab_test
+from modelrollout.rollout.actions import SetSticky
 from modelrollout.rollout.lifecycle import enter_promoting, next_step, promote_when_ready
 from modelrollout.rollout.plan import (
     AnalysisStep,
-    BlockedStep,
+    ExperimentStep,
     MirrorStep,
     PauseStep,
     PreviewStep,
     ShadowStep,
+    SplitStep,
     Step,
     SwitchStep,
     WeightStep,
@@ -37,18 +40,42 @@ def _pods_ready(w: Work, wanted: int, what: str) -> bool:
     return False
 
 
-def _weight(w: Work, step: WeightStep, index: int) -> bool:
-    sizing = for_weight(w.spec, step.weight)
+def _shift(w: Work, weight: int, what: str) -> int | None:
+    """The canary sized for `weight`%, then (once its pods are ready) the weights: the effective canary weight,
+    or None while waiting for pods."""
+    sizing = for_weight(w.spec, weight)
     w.ensure(w.canary, "canary", sizing.canary)
-    if not _pods_ready(w, sizing.canary, f"step {index}: setWeight {step.weight}"):
-        return False
+    if not _pods_ready(w, sizing.canary, what):
+        return None
     if sizing.stable is not None and w.status.stable is not None:
         # Only once the canary pods are ready: stable gives up capacity when there is somewhere for it to go.
         w.ensure(w.status.stable, "stable", sizing.stable)
     w.set_weights(sizing.stable_weight, sizing.canary_weight)
-    effective = sizing.canary_weight
+    return sizing.canary_weight
+
+
+def _weight(w: Work, step: WeightStep, index: int) -> bool:
+    effective = _shift(w, step.weight, f"step {index}: setWeight {step.weight}")
+    if effective is None:
+        return False
     coarse = f" (asked {step.weight}%; whole pods give {effective}%)" if effective != step.weight else ""
     w.event("Normal", "WeightSet", f"{label(w.canary)} gets {effective}% of requests{coarse}")
+    return True
+
+
+def _split(w: Work, step: SplitStep, index: int) -> bool:
+    ab = w.spec.rollout.ab_test
+    if ab is None:  # the plan has a SplitStep only for strategy abTest with its settings
+        return False
+    sizing = for_weight(w.spec, step.weight)
+    if w.ready(w.canary) >= sizing.canary and w.status.weights.canary != sizing.canary_weight:
+        # Sticky first: not one request of the split may be assigned by chance instead of by its user.
+        w.emit(SetSticky(by=ab_test.sticky_by(ab)))
+    effective = _shift(w, step.weight, f"step {index}: {step.describe()}")
+    if effective is None:
+        return False
+    key = f"header {ab.route_by.header}" if ab.route_by.header else f"cookie {ab.route_by.cookie}"
+    w.event("Normal", "UsersSplit", f"{effective}% of users (by {key}) go to {label(w.canary)}")
     return True
 
 
@@ -104,11 +131,6 @@ def _shadow(w: Work, step: ShadowStep, index: int) -> bool:
     return False  # only the Final analysis outcome moves the rollout on
 
 
-def _blocked(w: Work, step: BlockedStep, index: int) -> bool:
-    w.pause(step.reason, step.message)
-    return False
-
-
 # Each runner says whether its step is complete, so the next one may start in the same tick.
 _RUNNERS: dict[type[Step], Callable[[Work, Any, int], bool]] = {
     WeightStep: _weight,
@@ -119,7 +141,8 @@ _RUNNERS: dict[type[Step], Callable[[Work, Any, int], bool]] = {
     WindowStep: _window,
     MirrorStep: _mirror,
     ShadowStep: _shadow,
-    BlockedStep: _blocked,
+    SplitStep: _split,
+    ExperimentStep: ab_test.run_step,
 }
 
 

@@ -16,6 +16,7 @@ from modelrollout.rollout.actions import (
     RecordEvent,
     Role,
     SetMirror,
+    SetSticky,
     SetWeights,
 )
 from modelrollout.rollout.plan import Plan, Step
@@ -23,7 +24,7 @@ from modelrollout.rollout.sizing import full_replicas
 
 HISTORY_LIMIT = 20
 RUNS_LIMIT = 10
-_WARNING_PAUSES: frozenset[PauseReason] = frozenset({"Inconclusive", "AnalysisMisconfigured", "AbTestNotSupportedYet"})
+_WARNING_PAUSES: frozenset[PauseReason] = frozenset({"Inconclusive", "AnalysisMisconfigured"})
 
 
 def label(ref: RevisionRef) -> str:
@@ -112,11 +113,17 @@ class Work:
         stable = self.status.stable
         if self.status.weights.mirror:
             self.emit(SetMirror(percent=0))
+        self.end_split()
         if stable is not None:
             self.emit(SetWeights(stable=100, canary=0))
             self.ensure(stable, "stable", full_replicas(self.spec))
         self.status.weights = Weights()
         self.status.analysis.next_run_at = None
+
+    def end_split(self) -> None:
+        """Back to splitting requests, once an A/B test's candidate gets no users of its own any more."""
+        if self.spec.rollout.strategy == "abTest":
+            self.emit(SetSticky(by=None))
 
     def pause(self, reason: PauseReason, message: str) -> None:
         if self.status.paused and self.status.pause_reason == reason:

@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.console import Console, RenderableType
 
+from modelrollout.analysis.ab_test import Arm
+from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.resource import ModelDeployment, ObjectMeta
 from modelrollout.api.status import AnalysisRun, MetricResult, ModelDeploymentStatus
 from modelrollout.rollout import Verb
@@ -108,17 +110,30 @@ def direct_healthy() -> Sim:
     return Sim.serving(make_spec({"strategy": "direct"}))
 
 
-def ab_test_blocked() -> Sim:
+def ab_test_running() -> Sim:
+    """An A/B test two evaluations in: the candidate converts better but has too few samples to win yet."""
     spec = make_spec(
         {
             "strategy": "abTest",
-            "abTest": {"routeBy": {"header": "x-user-id"}, "successMetric": {"successes": "s", "trials": "t"}},
+            "abTest": {
+                "routeBy": {"header": "x-user-id"},
+                "successMetric": {"successes": "s", "trials": "t"},
+                "minSamples": 5000,
+            },
             "analysis": analysis(),
             "trafficRouting": {"provider": "router"},
         }
     )
-    sim = Sim.serving(spec)
+
+    def counts(request: AnalysisRequest, _now: datetime) -> tuple[Arm, Arm]:
+        n = int(request.window_seconds * 10)
+        return Arm(n // 10, n), Arm(n // 5, n)
+
+    sim = Sim.serving(spec, counts=counts)
     sim.tick()
+    sim.tick()
+    sim.wait(30)
+    sim.wait(30)
     return sim
 
 

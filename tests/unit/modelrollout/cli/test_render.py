@@ -182,11 +182,13 @@ def test_direct_has_no_steps() -> None:
     assert "no steps: the candidate replaces stable as soon as it is available" in out
 
 
-def test_ab_test_blocked_says_what_to_do() -> None:
-    out = view(states.ab_test_blocked())
-    assert lines_with(out, "Phase", "Paused", "AbTestNotSupportedYet")
-    assert lines_with(out, "‖", "blocked (AbTestNotSupportedYet)")
-    assert "promote --full" in out
+def test_a_running_ab_test_shows_rates_effect_statistic_and_samples() -> None:
+    out = view(states.ab_test_running())
+    assert lines_with(out, "Phase", "Progressing")
+    assert lines_with(out, "A/B test", "running", "success stable 10.00% vs canary 20.00%", "effect +10.00 points [")
+    assert lines_with(out, "samples stable 600 / canary 600")
+    assert lines_with(out, "A/B test (twoProportion, alpha 0.05) for at most 24h", "current")
+    assert lines_with(out, "split users 50/50")
 
 
 # --- around the status ------------------------------------------------------------------------------------------------

@@ -8,11 +8,12 @@ from modelrollout.api.rollout import RolloutSpec
 from modelrollout.rollout.plan import (
     DEFAULT_SCALE_DOWN_DELAY_S,
     AnalysisStep,
-    BlockedStep,
+    ExperimentStep,
     MirrorStep,
     PauseStep,
     PreviewStep,
     ShadowStep,
+    SplitStep,
     SwitchStep,
     WeightStep,
     WindowStep,
@@ -85,16 +86,26 @@ def test_a_users_metric_with_a_shadow_name_wins() -> None:
     assert [(m.name, m.min) for m in p.background_metrics] == [("shadow-agreement", 0.5), ("shadow-latency", None)]
 
 
-def test_direct_has_no_steps_and_ab_test_is_blocked() -> None:
+def test_direct_has_no_steps() -> None:
     assert plan(strategy="direct").steps == ()
-    blocked = plan(
+
+
+def test_ab_test_splits_users_then_runs_the_experiment_until_max_duration() -> None:
+    p = plan(
         strategy="abTest",
-        abTest={"routeBy": {"header": "x"}, "successMetric": {"successes": "s", "trials": "t"}},
+        abTest={
+            "weight": 30,
+            "routeBy": {"header": "x"},
+            "successMetric": {"successes": "s", "trials": "t"},
+            "maxDuration": "2h",
+        },
         trafficRouting={"provider": "router"},
-    ).steps
-    assert len(blocked) == 1
-    assert isinstance(blocked[0], BlockedStep)
-    assert blocked[0].reason == "AbTestNotSupportedYet"
+    )
+    split, experiment = p.steps
+    assert split == SplitStep(30)
+    assert isinstance(experiment, ExperimentStep)
+    assert experiment.seconds == 7200
+    assert experiment.settings.weight == 30
 
 
 def test_resolving_step_metrics() -> None:
@@ -119,7 +130,7 @@ def test_resolving_step_metrics() -> None:
         (WindowStep(120), "post-promotion window 120s"),
         (MirrorStep(50), "mirror 50%"),
         (ShadowStep(600), "shadow comparison for 600s"),
-        (BlockedStep("AbTestNotSupportedYet", "m"), "blocked (AbTestNotSupportedYet)"),
+        (SplitStep(30), "split users 70/30"),
     ],
 )
 def test_steps_describe_themselves_for_messages(step: Any, text: str) -> None:

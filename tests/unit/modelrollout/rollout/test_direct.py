@@ -1,15 +1,9 @@
-"""Strategy direct (replace once available), the first revision, and the abTest placeholder."""
+"""Strategy direct (replace once available) and the first revision."""
 
 from __future__ import annotations
 
-from modelrollout.rollout import EnsureRevision, Promote, ScaleDown, SetWeights
+from modelrollout.rollout import EnsureRevision, Promote, ScaleDown
 from tests.support.rollout import V1, V2, Sim, make_spec
-
-AB_TEST = {
-    "strategy": "abTest",
-    "abTest": {"routeBy": {"header": "x-user"}, "successMetric": {"successes": "s", "trials": "t"}},
-    "trafficRouting": {"provider": "router"},
-}
 
 
 def test_the_first_revision_serves_once_available_whatever_the_strategy() -> None:
@@ -59,36 +53,3 @@ def test_a_batch_only_model_has_no_pods_to_wait_for() -> None:
     sim.tick()
     assert sim.status.stable == V1
     assert EnsureRevision(revision=V1, role="canary", replicas=0) in sim.decisions[0].actions
-
-
-def test_ab_test_is_not_run_yet_it_pauses_and_stable_keeps_serving() -> None:
-    sim = Sim.serving(make_spec(AB_TEST))
-    sim.tick()
-    assert sim.status.phase == "Paused"
-    assert sim.status.pause_reason == "AbTestNotSupportedYet"
-    warning = sim.events("AbTestNotSupportedYet")
-    assert len(warning) == 1
-    assert warning[0].type == "Warning"
-    assert "issue 7" in warning[0].message
-    sim.wait(3600)
-    sim.tick("resume")  # the placeholder pauses again: nothing to resume into
-    assert sim.status.pause_reason == "AbTestNotSupportedYet"
-    assert sim.actions(SetWeights) == []
-    assert sim.weights == (100, 0)
-
-
-def test_ab_test_can_be_skipped_by_a_human() -> None:
-    sim = Sim.serving(make_spec(AB_TEST))
-    sim.tick()
-    sim.tick("promote")
-    sim.tick()
-    assert sim.status.phase == "Healthy"
-    assert sim.status.stable == V2
-
-
-def test_ab_test_can_be_aborted() -> None:
-    sim = Sim.serving(make_spec(AB_TEST))
-    sim.tick()
-    sim.tick("abort")
-    assert sim.status.phase == "Degraded"
-    assert sim.outcomes[-1] == (V2.revision, "Aborted")
