@@ -1,11 +1,13 @@
 """The router's ASGI application: its own three endpoints, everything else proxied.
 
 - GET /healthz  200 while the process serves (liveness);
-- GET /readyz   200 once a valid routing document is loaded, else 503 (readiness);
+- GET /readyz   200 once a valid routing document is loaded (with its route, weights, mirrorPercent and
+  stickyBy), else 503 (readiness);
 - GET /metrics  Prometheus text of the modelrouter_* series;
 - any other method and path: forwarded to the backend the routing picks, with the body, the query and the
   headers (less hop-by-hop ones); the reply comes back with its status, headers and body unchanged, plus
-  `x-modelrollout-version` and `x-modelrollout-role` naming who answered.
+  `x-modelrollout-version` and `x-modelrollout-role` naming who answered (and, in stickyBy cookie mode, the
+  Set-Cookie giving a new user its id).
 
 A plain ASGI callable rather than a framework app: the proxy path does no routing, parsing or middleware, so
 each request costs one dict lookup of the path on top of the upstream call.
@@ -108,12 +110,22 @@ class RouterApp:
         query: bytes = scope["query_string"]
         target = raw_path + b"?" + query if query else raw_path
         request = Request(scope["method"].encode(), target, forwardable(headers), body)
-        backend = snapshot.choose(headers, self._draw())
+        sticky = snapshot.sticky
+        set_cookie = None
+        if sticky is None:
+            backend = snapshot.choose(headers, self._draw())
+        else:
+            assignment = snapshot.assign(sticky, headers)
+            backend, set_cookie = assignment.backend, assignment.set_cookie
+            if assignment.source is not None:
+                self.metrics.assigned(snapshot.route, backend.version, assignment.source)
         try:
             reply = await proxy.forward(snapshot, backend, request)
         except Exception as exc:  # a bug of ours must still give the client a JSON 502
             log.exception("forwarding failed")
             reply = error_reply(BAD_GATEWAY, f"the router failed: {type(exc).__name__}", backend)
+        if set_cookie is not None:  # a new user's id, whoever answered: the next request carries it
+            reply.headers.append((b"set-cookie", set_cookie))
         await _send(send, reply, head=request.method == b"HEAD")
         # Mirrored: POST requests (inference) sent to stable by the split and answered 2xx by it; a request that
         # went to the canary first (and perhaps fell back on stable) is not copied to the canary again.
@@ -137,12 +149,13 @@ class RouterApp:
         if snapshot is None:
             await _json(send, SERVICE_UNAVAILABLE, {"ready": False, "reason": "no valid routing document yet"})
             return
-        weights = snapshot.config.weights
+        weights, sticky_by = snapshot.config.weights, snapshot.config.sticky_by
         body = {
             "ready": True,
             "route": snapshot.route,
             "weights": {"stable": weights.stable, "canary": weights.canary},
             "mirrorPercent": snapshot.config.mirror_percent,
+            "stickyBy": None if sticky_by is None else sticky_by.model_dump(exclude_none=True),
         }
         await _json(send, 200, body)
 

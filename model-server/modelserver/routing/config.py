@@ -9,7 +9,11 @@ rather than guess at its meaning.
      "versions": {"stable": "1", "canary": "2"},
      "weights": {"stable": 90, "canary": 10}, "mirrorPercent": 0,
      "headerRoute": {"header": "x-canary", "exact": "yes"},
+     "stickyBy": {"header": "x-user-id"},
      "timeoutSeconds": 10, "retryOnStable": false}
+
+`stickyBy` is optional: `{"header": name}` or `{"cookie": name}` (exactly one), the key that assigns each user to
+a variant so the canary's weight becomes a share of users (snapshot.py says how).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Literal[1] = 1
 CONFIG_KEY = "router.json"
+# RFC 6265 cookie-name = token: a name outside it can be neither read from a Cookie header nor set.
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class RouterConfigError(ValueError):
@@ -74,6 +80,21 @@ class HeaderRoute(_Model):
         return self
 
 
+class StickyBy(_Model):
+    """The header or the cookie whose value (a user or session id) decides a request's variant."""
+
+    header: str | None = Field(default=None, min_length=1, max_length=256)
+    cookie: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StickyBy:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("stickyBy sets exactly one of header or cookie")
+        if self.cookie is not None and not COOKIE_NAME.fullmatch(self.cookie):
+            raise ValueError(f"stickyBy.cookie {self.cookie!r} is not a cookie name (an RFC 6265 token)")
+        return self
+
+
 class RouterConfig(_Model):
     """Version 1 of the routing document."""
 
@@ -84,6 +105,7 @@ class RouterConfig(_Model):
     weights: Weights = Weights()
     mirror_percent: int = Field(default=0, ge=0, le=100)
     header_route: HeaderRoute | None = None
+    sticky_by: StickyBy | None = None
     timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     retry_on_stable: bool = False
 

@@ -11,6 +11,9 @@
 - modelrouter_config_reloads_total{route,result}: applied | unchanged | invalid | missing.
 - modelrouter_config_stale{route}: 1 while the newest document seen is unusable and an older one serves.
 - modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, ...).
+- modelrouter_assignments_total{route,version,source}: requests assigned to a variant by stickyBy, by the model
+  version assigned and how: key (the request carried its key), new (cookie mode: a new id, set on the answer),
+  missing (header mode: no key, so stable). Requests the header route sends to the canary are not assignments.
 
 The router runs one process, so a plain registry serves; each RouterMetrics has its own (tests make many).
 """
@@ -122,7 +125,15 @@ class RouterMetrics:
             ["route", "reason"],
             registry=r,
         )
+        self.assignments = Counter(
+            "modelrouter_assignments_total",
+            "Requests assigned to a variant by their user's key (stickyBy), by model version and source: key, new, "
+            "missing",
+            ["route", "version", "source"],
+            registry=r,
+        )
         self._backends: dict[tuple[str, str, str], BackendMetrics] = {}
+        self._assignments: dict[tuple[str, str, str], Counter] = {}
 
     def backend(self, route: str, version: str, role: str) -> BackendMetrics:
         key = (route, version, role)
@@ -132,6 +143,13 @@ class RouterMetrics:
                 self.requests, self.duration.labels(route, version, role), route, version, role
             )
         return found
+
+    def assigned(self, route: str, version: str, source: str) -> None:
+        key = (route, version, source)
+        counter = self._assignments.get(key)
+        if counter is None:
+            counter = self._assignments[key] = self.assignments.labels(route, version, source)
+        counter.inc()
 
     def comparison(self, route: str, result: str, abs_diff: float | None) -> None:
         self.comparisons.labels(route, result).inc()

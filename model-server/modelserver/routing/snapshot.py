@@ -8,22 +8,40 @@ request already sees the new one. Everything a request needs is precomputed here
 The split draws from `random.random` (CPython's Mersenne Twister, ~30 ns a draw, no lock, not
 cryptographic): a request goes to the canary when its draw is below weights.canary / 100, so the split is
 Bernoulli per request, not a deterministic rotation. Tests pass a seeded generator for exact statistics.
+
+With `stickyBy` the canary's weight is a share of users instead: a request's key (the value of that header or
+cookie) falls in bucket `zlib.crc32(key) % 10000`, and the request goes to the canary when the bucket is below
+weights.canary * 100. CRC-32 rather than `hash()` (salted per process): every router process and replica, and
+every restart, assigns a key alike, and raising the weight only moves users from stable to the canary. A header
+route still wins. A request without a key goes to stable in header mode (the control group); in cookie mode it
+gets a new random id, is assigned by it, and the answer sets the cookie so the user's next requests stick.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import uuid
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelserver.routing.config import HeaderRoute, RouterConfig
+from modelserver.routing.config import HeaderRoute, RouterConfig, StickyBy
 from modelserver.routing.upstream import Origin
 
 Headers = Sequence[tuple[bytes, bytes]]
 STABLE = "stable"
 CANARY = "canary"
 SHADOW = "shadow"
+BUCKETS = 10_000
+# How a sticky request was assigned (the `source` label of modelrouter_assignments_total).
+KEY = "key"  # by the key it carried
+NEW = "new"  # by a cookie id made for it (its answer sets the cookie)
+MISSING = "missing"  # no key, header mode: stable
+COOKIE_MAX_AGE_S = 30 * 24 * 3600
+_COOKIE_ATTRIBUTES = f"; Path=/; Max-Age={COOKIE_MAX_AGE_S}; SameSite=Lax; HttpOnly".encode()
+_COOKIE = b"cookie"
+_QUOTE = 0x22
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +90,85 @@ class HeaderMatcher:
         return False
 
 
+def bucket(key: str | bytes) -> int:
+    """The bucket (0..9999) of a user's key: CRC-32 of its UTF-8 bytes modulo 10,000, the same in every process."""
+    return zlib.crc32(key.encode() if isinstance(key, str) else key) % BUCKETS
+
+
+def new_user_id() -> str:
+    """A new cookie-mode key: 32 random hex digits."""
+    return uuid.uuid4().hex
+
+
+def cookie_value(header: bytes, name: bytes) -> bytes | None:
+    """The value of cookie `name` in a Cookie header (`a=1; b=2`), unquoted; None when absent or empty. Never
+    raises: whatever does not parse as `name=value` is skipped, so a malformed header means no cookie."""
+    if name not in header:  # the common miss costs one substring search
+        return None
+    for part in header.split(b";"):
+        key, equals, value = part.partition(b"=")
+        if equals and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == _QUOTE and value[-1] == _QUOTE:
+                value = value[1:-1]
+            if value:
+                return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    """Where a request's key is (one header, or one cookie) and the canary's share of the buckets."""
+
+    header: bytes | None  # lower case, as ASGI servers deliver header names
+    cookie: bytes | None
+    threshold: int  # keys in a bucket below this go to the canary: weights.canary * 100
+
+    @classmethod
+    def of(cls, by: StickyBy, canary_weight: int) -> Sticky:
+        return cls(
+            header=None if by.header is None else by.header.lower().encode("latin-1", "replace"),
+            cookie=None if by.cookie is None else by.cookie.encode(),
+            threshold=canary_weight * (BUCKETS // 100),
+        )
+
+    def key(self, headers: Headers) -> bytes | None:
+        """The request's key: the first non-empty value of the header, or of the cookie; None when it has none."""
+        if self.header is not None:
+            for name, value in headers:
+                if name == self.header:
+                    key = value.strip(b" \t")
+                    if key:
+                        return key
+            return None
+        cookie = self.cookie
+        assert cookie is not None  # StickyBy sets exactly one
+        for name, value in headers:
+            if name == _COOKIE:
+                found = cookie_value(value, cookie)
+                if found is not None:
+                    return found
+        return None
+
+    def in_canary(self, key: bytes) -> bool:
+        return bucket(key) < self.threshold
+
+    def set_cookie(self, key: str) -> bytes:
+        """The Set-Cookie header value that makes the user's next requests carry `key`."""
+        assert self.cookie is not None
+        return self.cookie + b"=" + key.encode() + _COOKIE_ATTRIBUTES
+
+
+@dataclass(slots=True)
+class Assignment:
+    """A sticky request's backend, how it was chosen (KEY, NEW, MISSING; None when the header route decided, which
+    is no assignment), and the Set-Cookie value its answer must carry (NEW only)."""
+
+    backend: Backend
+    source: str | None
+    set_cookie: bytes | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     config: RouterConfig
@@ -80,6 +177,7 @@ class Snapshot:
     canary_share: float  # a draw below this goes to the canary
     mirror_share: float  # a second draw below this copies a stable request to the canary
     header: HeaderMatcher | None
+    sticky: Sticky | None  # set: requests are assigned with assign(), not split with choose()
     timeout_s: float
     retry_on_stable: bool
 
@@ -88,13 +186,29 @@ class Snapshot:
         return self.config.route
 
     def choose(self, headers: Headers, draw: float) -> Backend:
-        """The backend for a request with these headers and this uniform draw in [0, 1)."""
+        """The backend for a request with these headers and this uniform draw in [0, 1), splitting requests
+        (when `sticky` is None; otherwise the router calls assign)."""
         canary = self.canary
         if canary is None:
             return self.stable
         if self.header is not None and self.header.matches(headers):
             return canary
         return canary if draw < self.canary_share else self.stable
+
+    def assign(self, sticky: Sticky, headers: Headers, new_id: Callable[[], str] = new_user_id) -> Assignment:
+        """The backend for a request by its user's key (`sticky` is this snapshot's): the header route first,
+        then the key's bucket; a request without a key goes to stable (header mode) or gets a new id (cookie)."""
+        canary = self.canary
+        if canary is not None and self.header is not None and self.header.matches(headers):
+            return Assignment(canary, None)
+        key = sticky.key(headers)
+        if key is not None:
+            return Assignment(canary if canary is not None and sticky.in_canary(key) else self.stable, KEY)
+        if sticky.cookie is None:
+            return Assignment(self.stable, MISSING)
+        made = new_id()
+        backend = canary if canary is not None and sticky.in_canary(made.encode()) else self.stable
+        return Assignment(backend, NEW, sticky.set_cookie(made))
 
     def mirrors(self, draw: float) -> bool:
         """Whether a request answered by stable is also sent to the canary as a shadow call."""
@@ -118,6 +232,7 @@ def build_snapshot(config: RouterConfig, upstreams: Mapping[str, str] | None = N
         canary_share=config.weights.canary / 100,
         mirror_share=config.mirror_percent / 100,
         header=None if config.header_route is None else HeaderMatcher.of(config.header_route),
+        sticky=None if config.sticky_by is None else Sticky.of(config.sticky_by, config.weights.canary),
         timeout_s=config.timeout_seconds,
         retry_on_stable=config.retry_on_stable,
     )

@@ -66,6 +66,7 @@ async def test_live_always_ready_only_with_a_document() -> None:
         "route": "churn",
         "weights": {"stable": 90, "canary": 10},
         "mirrorPercent": 5,
+        "stickyBy": {"header": "x-user-id"},
     }
 
 

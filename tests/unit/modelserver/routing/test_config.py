@@ -29,6 +29,8 @@ def test_the_shared_test_vector_parses() -> None:
     assert (route.header, route.exact, route.regex) == ("x-canary", "yes", None)
     assert config.timeout_seconds == 2.5
     assert config.retry_on_stable is True
+    assert config.sticky_by is not None
+    assert (config.sticky_by.header, config.sticky_by.cookie) == ("x-user-id", None)
 
 
 def test_a_minimal_document_takes_the_defaults() -> None:
@@ -40,6 +42,7 @@ def test_a_minimal_document_takes_the_defaults() -> None:
     assert config.backends.canary is None
     assert config.timeout_seconds == 10.0
     assert config.retry_on_stable is False
+    assert config.sticky_by is None
 
 
 def changed(**fields: Any) -> str:
@@ -70,6 +73,13 @@ def changed(**fields: Any) -> str:
         (changed(headerRoute={"header": "x", "exact": "a", "regex": "b"}), "at most one of exact or regex"),
         (changed(headerRoute={"header": "x", "regex": "("}), "does not compile"),
         (changed(surprise=True), "surprise"),
+        (changed(stickyBy={"header": "x-user-id", "cookie": "uid"}), "stickyBy sets exactly one of header or cookie"),
+        (changed(stickyBy={}), "stickyBy sets exactly one of header or cookie"),
+        (changed(stickyBy={"cookie": ""}), "stickyBy.cookie"),
+        (changed(stickyBy={"cookie": "user id"}), "not a cookie name"),
+        (changed(stickyBy={"cookie": "a=b"}), "not a cookie name"),
+        (changed(stickyBy={"query": "uid"}), "stickyBy.query"),
+        (changed(stickyBy="x-user-id"), "stickyBy"),
         (changed(versions={"stable": "1"}, weights={"stable": 100, "canary": 0}, headerRoute=None), "versions.canary"),
     ],
 )
@@ -92,3 +102,9 @@ def test_route_of_reads_even_invalid_documents() -> None:
     assert route_of(changed(schemaVersion=9)) == "churn"
     assert route_of("nope") is None
     assert route_of('{"route": 3}') is None
+
+
+def test_sticky_by_cookie() -> None:
+    config = parse_document(changed(stickyBy={"cookie": "uid"}))
+    assert config.sticky_by is not None
+    assert (config.sticky_by.header, config.sticky_by.cookie) == (None, "uid")

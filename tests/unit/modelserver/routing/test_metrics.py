@@ -13,6 +13,9 @@ def test_series_names_and_labels_match_the_operator_queries() -> None:
     metrics.comparison("churn", "disagree", 25.0)
     metrics.comparison("churn", "error", None)
     metrics.loaded("churn", stable=90, canary=10, mirror=5, previous_route=None)
+    metrics.assigned("churn", "2", "key")
+    metrics.assigned("churn", "2", "key")
+    metrics.assigned("churn", "1", "missing")
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics.render().decode())
@@ -33,6 +36,8 @@ def test_series_names_and_labels_match_the_operator_queries() -> None:
     assert value("modelrouter_shadow_abs_diff_sum", route="churn") == 25.0
     assert value("modelrouter_shadow_abs_diff_count", route="churn") == 1
     assert value("modelrouter_weight", route="churn", role="canary") == 10
+    assert value("modelrouter_assignments_total", route="churn", version="2", source="key") == 2
+    assert value("modelrouter_assignments_total", route="churn", version="1", source="missing") == 1
     assert not any(name.endswith("_created") for name, _ in samples)
 
 

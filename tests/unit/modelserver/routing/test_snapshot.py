@@ -1,12 +1,27 @@
 from __future__ import annotations
 
 import json
+import random
+import uuid
 from typing import Any
 
 import pytest
 
 from modelserver.routing.config import RouterConfig, parse_document
-from modelserver.routing.snapshot import CANARY, STABLE, Backend, HeaderMatcher, build_snapshot, uniform
+from modelserver.routing.snapshot import (
+    CANARY,
+    KEY,
+    MISSING,
+    NEW,
+    STABLE,
+    Backend,
+    HeaderMatcher,
+    Snapshot,
+    bucket,
+    build_snapshot,
+    cookie_value,
+    uniform,
+)
 from tests.unit.modelserver.routing.test_config import vector
 
 
@@ -86,3 +101,163 @@ def test_header_match(route: dict[str, str], headers: list[tuple[bytes, bytes]],
     parsed = config(headerRoute=route).header_route
     assert parsed is not None
     assert HeaderMatcher.of(parsed).matches(headers) is matches
+
+
+# --- sticky assignment (stickyBy) ---------------------------------------------------------------------------
+
+
+def crc32_by_hand(data: bytes) -> int:
+    """CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) bit by bit: the rule is the standard CRC, not
+    whatever zlib happens to compute."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+@pytest.mark.parametrize(
+    ("key", "crc", "expected"),
+    [
+        ("123456789", 0xCBF43926, 262),  # the standard CRC-32 check value
+        ("", 0, 0),
+        ("a", 0xE8B7BE43, 5907),
+        ("alice", 0x278EBC47, 5735),
+        ("bob", 0xF5CBB140, 7104),
+        ("user-42", 0x7D06B873, 2435),
+        ("é", 0x0E048D3E, 9326),  # UTF-8 bytes c3 a9
+        ("5f1e8c0a9b7d4e2f8a6c3b1d0e9f7a25", 0x63C793DD, 3901),
+    ],
+)
+def test_a_keys_bucket_is_its_crc32_modulo_10000(key: str, crc: int, expected: int) -> None:
+    assert crc32_by_hand(key.encode()) == crc
+    assert crc % 10_000 == expected
+    assert bucket(key) == bucket(key.encode()) == expected
+
+
+def sticky_snapshot(canary: int, by: dict[str, str] | None = None, header_route: Any = None) -> Snapshot:
+    return build_snapshot(
+        config(
+            weights={"stable": 100 - canary, "canary": canary},
+            headerRoute=header_route,
+            stickyBy=by or {"header": "x-user-id"},
+        )
+    )
+
+
+@pytest.mark.parametrize(("canary", "key", "role"), [(24, "user-42", STABLE), (25, "user-42", CANARY),
+                                                     (3, "123456789", CANARY), (2, "123456789", STABLE)])  # fmt: skip
+def test_a_key_goes_to_the_canary_iff_its_bucket_is_below_the_weight_times_100(
+    canary: int, key: str, role: str
+) -> None:
+    snapshot = sticky_snapshot(canary)
+    assert snapshot.sticky is not None
+    assignment = snapshot.assign(snapshot.sticky, ((b"x-user-id", key.encode()),))
+    assert (assignment.backend.role, assignment.source, assignment.set_cookie) == (role, KEY, None)
+
+
+@pytest.mark.parametrize("canary", [0, 1, 10, 30, 50, 90, 99, 100])
+def test_the_canary_gets_its_weight_as_a_share_of_users(canary: int) -> None:
+    snapshot = sticky_snapshot(canary)
+    sticky = snapshot.sticky
+    assert sticky is not None
+    rng = random.Random(1234)
+    ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(10_000)]
+    roles = [snapshot.assign(sticky, ((b"x-user-id", i.encode()),)).backend.role for i in ids]
+    share = 100 * roles.count(CANARY) / len(ids)
+    if canary in (0, 100):
+        assert share == canary  # exact: nobody / everybody
+    else:
+        assert abs(share - canary) <= 2, share
+    # One user, one variant: asking again (another snapshot of the same document, as in another process) agrees.
+    again = sticky_snapshot(canary)
+    assert again.sticky is not None
+    assert [again.assign(again.sticky, ((b"x-user-id", i.encode()),)).backend.role for i in ids[:500]] == roles[:500]
+
+
+def test_raising_the_weight_only_moves_users_to_the_canary() -> None:
+    keys = [f"user-{i}".encode() for i in range(2_000)]
+    before, after = sticky_snapshot(20), sticky_snapshot(50)
+    assert before.sticky is not None
+    assert after.sticky is not None
+    for key in keys:
+        if before.assign(before.sticky, ((b"x-user-id", key),)).backend.role == CANARY:
+            assert after.assign(after.sticky, ((b"x-user-id", key),)).backend.role == CANARY
+
+
+def test_header_mode_without_the_key_is_stable_and_the_header_route_wins() -> None:
+    snapshot = sticky_snapshot(100, header_route={"header": "x-canary", "exact": "yes"})
+    sticky = snapshot.sticky
+    assert sticky is not None
+    for headers in [(), ((b"x-user-id", b""),), ((b"x-user-id", b"  "),), ((b"x-other", b"u1"),)]:
+        assignment = snapshot.assign(sticky, headers)
+        assert (assignment.backend, assignment.source, assignment.set_cookie) == (snapshot.stable, MISSING, None)
+    # The key's header name is case-insensitive in the document (ASGI gives names in lower case).
+    upper = sticky_snapshot(100, by={"header": "X-User-Id"})
+    assert upper.sticky is not None
+    assert upper.assign(upper.sticky, ((b"x-user-id", b"u1"),)).backend is upper.canary
+    stays = sticky_snapshot(0, header_route={"header": "x-canary", "exact": "yes"})
+    assert stays.sticky is not None
+    routed = stays.assign(stays.sticky, ((b"x-user-id", b"u1"), (b"x-canary", b"yes")))
+    assert (routed.backend, routed.source) == (stays.canary, None)
+
+
+def test_cookie_mode_gives_a_new_user_an_id_assigned_by_the_same_rule() -> None:
+    snapshot = sticky_snapshot(30, by={"cookie": "uid"})
+    sticky = snapshot.sticky
+    assert sticky is not None
+    made = iter(["123456789"])  # bucket 262, below 3000: the canary
+    first = snapshot.assign(sticky, (), new_id=lambda: next(made))
+    assert (first.backend, first.source) == (snapshot.canary, NEW)
+    assert first.set_cookie == b"uid=123456789; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly"
+    bob = snapshot.assign(sticky, ((b"cookie", b"uid=bob"),), new_id=lambda: "unused")  # 7104: stable
+    assert (bob.backend, bob.source, bob.set_cookie) == (snapshot.stable, KEY, None)
+    fresh = snapshot.assign(sticky, ())
+    assert fresh.set_cookie is not None
+    value = fresh.set_cookie.split(b";")[0].removeprefix(b"uid=")
+    assert len(value) == 32
+    assert int(value, 16) >= 0
+    assert fresh.backend is (snapshot.canary if bucket(value) < 3000 else snapshot.stable)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        (b"uid=abc", b"abc"),
+        (b"a=1; uid=abc; b=2", b"abc"),
+        (b"a=1;uid=abc;b=2", b"abc"),
+        (b"  uid = abc  ", b"abc"),
+        (b'uid="abc"', b"abc"),
+        (b"xuid=abc; uidx=def", None),  # names that merely contain it
+        (b"a=uid; b=1", None),
+        (b"uid=; uid=second", b"second"),
+        (b"uid=abc=def", b"abc=def"),
+        (b"uid", None),
+        (b"uid=", None),
+        (b'uid="', b'"'),
+        (b";;;==;uid", None),
+        (b"\xff\xfe; uid=\xc3\xa9", "é".encode()),
+        (b"", None),
+    ],
+)
+def test_cookie_values(header: bytes, value: bytes | None) -> None:
+    assert cookie_value(header, b"uid") == value
+
+
+def test_a_malformed_or_absent_cookie_is_a_new_user_never_an_error() -> None:
+    snapshot = sticky_snapshot(50, by={"cookie": "uid"})
+    sticky = snapshot.sticky
+    assert sticky is not None
+    for headers in [(), ((b"cookie", b"uid"),), ((b"cookie", b"\x00\xff;;=;"),), ((b"x-user-id", b"u1"),)]:
+        assignment = snapshot.assign(sticky, headers, new_id=lambda: "alice")
+        assert (assignment.source, assignment.backend.role) == (NEW, STABLE)  # alice: 5735 >= 5000
+        assert assignment.set_cookie is not None
+        assert assignment.set_cookie.startswith(b"uid=alice;")
+    # Several Cookie headers (HTTP/2 may split them): any of them may hold it.
+    split = snapshot.assign(sticky, ((b"cookie", b"a=1"), (b"cookie", b"uid=user-42")))
+    assert (split.source, split.backend.role) == (KEY, CANARY)
+
+
+def test_no_sticky_assignment_without_stickyBy() -> None:
+    assert build_snapshot(config(stickyBy=None)).sticky is None
