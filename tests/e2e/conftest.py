@@ -9,7 +9,7 @@ test, and when the test fails the logs of every process are printed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +19,13 @@ from kubernetes_asyncio import client
 from modelrollout.analysis.queries import QueryContext, builtin_query, rate_window
 from modelrollout.api.analysis import Builtin
 from tests.conftest import Cluster
+from tests.e2e.rollouts import Rollout, World
 from tests.support.crds import install_crds
 from tests.support.models import Classifiers, ModelArtifact, Regressors, train_classifiers, train_regressors
 from tests.support.modelservers import ModelServer, Router, router_configmap_name, start_all
 from tests.support.operator import OperatorProcess, call_failed, stop_and_report
 from tests.support.processes import ManagedProcess
-from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer
+from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer, ScrapeTarget
 
 MODEL = "churn"  # spec.model.name, and the ModelDeployment's name (the router's `route`)
 
@@ -88,7 +89,8 @@ LaunchStack = Callable[..., Stack]
 
 @pytest.fixture
 def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LaunchStack]:
-    """`launch_stack(servers, *, namespace, name=MODEL, model=MODEL, router=None)`: start model servers (version
+    """`launch_stack(servers, *, namespace, name=MODEL, model=MODEL, router=None, extra_targets=())`: start model
+    servers (version
     -> artifact) and Prometheus, and with `router=(kubeconfig)` a router handle reading ConfigMap
     `<name>-router`, registered with Prometheus but not started: it becomes ready only once a routing document
     exists, so the test starts it (`stack.router.start()`) after the operator or a ConfigMapRouter wrote one."""
@@ -101,6 +103,7 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         name: str = MODEL,
         model: str = MODEL,
         router: Path | None = None,
+        extra_targets: Sequence[ScrapeTarget] = (),
     ) -> Stack:
         work = tmp_path / f"stack-{len(stacks)}"
         work.mkdir()
@@ -122,6 +125,7 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         targets = [server.target(namespace) for server in handles.values()]
         if router_handle is not None:
             targets.append(router_handle.target(namespace))
+        targets.extend(extra_targets)
         prometheus = PrometheusServer(work_dir=work / "prometheus", targets=targets)
         stack = Stack(
             namespace=namespace,
@@ -179,3 +183,26 @@ async def start_operator(
 def operator(start_operator: StartOperator) -> OperatorProcess:
     """The operator with the default e2e settings (see start_operator)."""
     return start_operator()
+
+
+@pytest.fixture
+async def world(  # noqa: PLR0917 - pytest passes fixtures by name
+    cluster: Cluster,
+    namespace: str,
+    classifiers: Classifiers,
+    launch_stack: LaunchStack,
+    kube_api: client.ApiClient,
+    operator: OperatorProcess,
+) -> AsyncIterator[World]:
+    made: list[Rollout] = []
+
+    def launch(servers: dict[str, ModelArtifact], extra_targets: Sequence[ScrapeTarget] = ()) -> Stack:
+        return launch_stack(servers, namespace=namespace, router=cluster.kubeconfig, extra_targets=extra_targets)
+
+    def rollout_of(stack: Stack) -> Rollout:
+        made.append(Rollout(kube_api, stack))
+        return made[-1]
+
+    yield World(classifiers=classifiers, namespace=namespace, launch=launch, rollout_of=rollout_of)
+    for rollout in made:
+        await rollout.stop_recording()

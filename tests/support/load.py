@@ -121,6 +121,7 @@ class Load:
         protocol: Protocol = "v2",
         headers: Headers | None = None,
         timeout_s: float = 10,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -130,6 +131,7 @@ class Load:
         self.protocol = protocol
         self.timeout_s = timeout_s
         self._headers = headers
+        self._on_outcome = on_outcome  # called for every finished request, on the load's thread
         self._bodies = [self._body(row) for row in dataset.rows.tolist()]
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
@@ -242,6 +244,8 @@ class Load:
             outcome = self._read(index, row, sent_at, time.perf_counter() - start, response)
         with self._lock:
             self._outcomes.append(outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
 
     def _read(self, index: int, row: int, sent_at: float, latency: float, response: httpx.Response) -> Outcome:
         version = response.headers.get(VERSION_HEADER)

@@ -1,0 +1,233 @@
+"""Driving a ModelDeployment through the real API in e2e tests: create it, change its version, send verbs,
+wait on status, and record what status, the router's ConfigMap and the router itself say over time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from kubernetes_asyncio import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelrollout.api import GROUP, PLURAL, VERSION
+from modelrollout.planning.names import router_configmap_name
+from modelrollout.traffic.router import RouterConfig, parse_configmap_data
+from tests.support.load import Load, LoadSummary
+from tests.support.models import Classifiers
+from tests.support.waiting import eventually
+
+if TYPE_CHECKING:  # the conftest imports this module for its fixtures
+    from tests.e2e.conftest import Stack
+
+INTERVAL_S = 2  # analysis interval
+MERGE_PATCH = "application/merge-patch+json"
+RATE = 40  # client requests per second through the router
+
+
+def analysis(stack: Stack, **settings: Any) -> dict[str, Any]:
+    return {
+        "interval": f"{INTERVAL_S}s",
+        "minRequests": 5,
+        "prometheus": {"address": stack.prometheus.url, "timeout": "2s"},
+        "metrics": [
+            {"name": "errors", "builtin": "errorRate", "max": 0.02},
+            {"name": "p99", "builtin": "latencyP99", "max": 0.2},
+        ],
+        **settings,
+    }
+
+
+def routed(rollout: dict[str, Any], *, retry_on_stable: bool = True) -> dict[str, Any]:
+    return {**rollout, "trafficRouting": {"provider": "router", "router": {"retryOnStable": retry_on_stable}}}
+
+
+@dataclass
+class Sample:
+    at: float
+    step: int | None
+    phase: str | None
+    status: tuple[int, int, int]  # stable, canary, mirror
+    configmap: tuple[int, int, int] | None
+    router: tuple[int, int, int] | None
+    stable_version: str | None = None  # the version behind the router's stable role, per the ConfigMap
+
+
+@dataclass
+class Rollout:
+    """One ModelDeployment driven through the real API, with a recorder of status, ConfigMap and router weights."""
+
+    api: client.ApiClient
+    stack: Stack
+    samples: list[Sample] = field(default_factory=list)
+    _recorder: asyncio.Task[None] | None = None
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    async def create(self, rollout: dict[str, Any], *, replicas: int = 2) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": self.stack.name},
+            "spec": {
+                "model": {
+                    "name": self.stack.model,
+                    "version": "1",
+                    "uri": "s3://models/churn/1/model.joblib",
+                    "format": "sklearn",
+                },
+                "online": {"replicas": replicas},
+                "rollout": rollout,
+            },
+        }
+        await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.stack.namespace, PLURAL, body)
+        await self.wait(lambda s: s.get("phase") == "Healthy", "version 1 Healthy")
+
+    async def to_version(self, version: str) -> None:
+        model = {"version": version, "uri": f"s3://models/churn/{version}/model.joblib"}
+        await self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.stack.namespace,
+            PLURAL,
+            self.stack.name,
+            {"spec": {"model": model}},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def get(self) -> dict[str, Any]:
+        found: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.stack.namespace, PLURAL, self.stack.name
+        )
+        return found
+
+    async def status(self) -> dict[str, Any]:
+        return (await self.get()).get("status") or {}
+
+    async def wait(self, check: Callable[[dict[str, Any]], bool], what: str, within: float = 90) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            status = await self.status()
+            return status if check(status) else None
+
+        return await eventually(probe, within=within, what=what)
+
+    async def verb(self, name: str) -> None:
+        body = {"metadata": {"annotations": {"modelrollout.dev/verb": f'{{"name": "{name}", "id": "{time.time()}"}}'}}}
+        await self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.stack.namespace, PLURAL, self.stack.name, body, _content_type=MERGE_PATCH
+        )
+
+    async def events(self) -> list[tuple[str, str]]:
+        selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={self.stack.name}"
+        listed = await client.CoreV1Api(self.api).list_namespaced_event(self.stack.namespace, field_selector=selector)
+        ordered = sorted(listed.items, key=lambda e: e.metadata.name)  # <object>.<hex ns>: time order
+        return [(e.reason, e.message) for e in ordered]
+
+    # --- routing as the three parties see it ------------------------------------------------------------------
+
+    async def configmap(self) -> RouterConfig | None:
+        try:
+            found = await client.CoreV1Api(self.api).read_namespaced_config_map(
+                router_configmap_name(self.stack.name), self.stack.namespace
+            )
+        except client.ApiException:
+            return None
+        return parse_configmap_data(found.data or {})
+
+    async def router_weights(self, http: httpx.AsyncClient) -> tuple[int, int, int] | None:
+        router = self.stack.router
+        if router is None or not router.alive:
+            return None
+        try:
+            text = (await http.get(f"{router.url}/metrics", timeout=1)).text
+        except httpx.HTTPError:
+            return None
+        gauge = {
+            sample.labels.get("role"): int(sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "modelrouter_weight"
+            for sample in family.samples
+        }
+        if "stable" not in gauge:
+            return None
+        return (gauge["stable"], gauge.get("canary", 0), gauge.get("shadow", 0))
+
+    async def _record(self) -> None:
+        async with httpx.AsyncClient() as http:
+            while True:
+                status = await self.status()
+                w = status.get("weights") or {}
+                config = await self.configmap()
+                self.samples.append(
+                    Sample(
+                        at=time.time(),
+                        step=status.get("currentStep"),
+                        phase=status.get("phase"),
+                        status=(w.get("stable", 100), w.get("canary", 0), w.get("mirror", 0)),
+                        configmap=(config.weights.stable, config.weights.canary, config.mirror_percent)
+                        if config
+                        else None,
+                        router=await self.router_weights(http),
+                        stable_version=config.versions.stable if config else None,
+                    )
+                )
+                await asyncio.sleep(0.1)
+
+    def start_recording(self) -> None:
+        self._recorder = asyncio.create_task(self._record())
+
+    async def stop_recording(self) -> None:
+        if self._recorder is not None:
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
+
+    def configmap_canary_history(self) -> list[int]:
+        """The canary weights the ConfigMap went through, without repeats."""
+        seen: list[int] = []
+        for s in self.samples:
+            if s.configmap is not None and (not seen or seen[-1] != s.configmap[1]):
+                seen.append(s.configmap[1])
+        return seen
+
+    def first_time(self, check: Callable[[Sample], bool]) -> float | None:
+        return next((s.at for s in self.samples if check(s)), None)
+
+
+@dataclass
+class World:
+    """A test's namespace on the real cluster, the operator watching it, and how to start a data path there."""
+
+    classifiers: Classifiers
+    namespace: str
+    launch: Callable[..., Stack]  # (servers by version, extra scrape targets=())
+    rollout_of: Callable[[Stack], Rollout]
+
+
+async def serve_through_router(rollout: Rollout, dataset: Any, *, rate: float = RATE, **options: Any) -> Load:
+    """The router starts once the operator has written its ConfigMap; then steady load goes through it
+    (`options`: more of Load's, e.g. headers)."""
+    router = rollout.stack.router
+    assert router is not None
+    router.start()
+    load = Load(f"{router.url}/v2/models/{rollout.stack.model}/infer", dataset, rate=rate, **options).start()
+    load.wait_for(int(rate))  # a second of traffic before anything changes
+    return load
+
+
+def first_bad_scrape(stack: Stack, promql: str) -> float:
+    """Timestamp of the first scraped sample of `promql` (a range selector) with a value above zero."""
+    answer = httpx.get(f"{stack.prometheus.url}/api/v1/query", params={"query": promql}, timeout=5).json()
+    samples = [(float(t), float(v)) for series in answer["data"]["result"] for t, v in series["values"]]
+    bad = sorted(t for t, v in samples if v > 0)
+    assert bad, f"no bad sample in {promql}: {answer}"
+    return bad[0]
+
+
+def assert_all_answered_by(summary: LoadSummary, versions: set[str]) -> None:
+    assert not summary.failures, summary.describe()
+    assert set(summary.by_version) <= versions, summary.describe()

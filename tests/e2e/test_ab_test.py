@@ -1,0 +1,152 @@
+"""A/B tests end to end: users split by our router (sticky by header), the shop's business metric scraped by a
+real Prometheus, the operator's test deciding: a truly better candidate wins and is promoted; equal variants
+run until maxDuration and end undecided with stable serving."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from tests.e2e.rollouts import RATE, Rollout, World, analysis, assert_all_answered_by, routed, serve_through_router
+from tests.support.load import LoadSummary
+from tests.support.shop import Shop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+USER_HEADER = "x-user-id"
+_ids = random.Random(42)
+USERS = [uuid.UUID(int=_ids.getrandbits(128)).hex for _ in range(400)]
+
+
+def user_of(index: int) -> str:
+    return USERS[index % len(USERS)]
+
+
+def ab_rollout(stack: Any, shop: Shop, **ab: Any) -> dict[str, Any]:
+    return routed(
+        {
+            "strategy": "abTest",
+            "abTest": {
+                "weight": 50,
+                "routeBy": {"header": USER_HEADER},
+                "successMetric": {
+                    "successes": shop.query("conversions", stack.namespace),
+                    "trials": shop.query("visits", stack.namespace),
+                },
+                **ab,
+            },
+            "analysis": analysis(stack),
+        }
+    )
+
+
+async def run_ab_test(world: World, shop: Shop, **ab: Any) -> tuple[Rollout, LoadSummary, dict[str, Any], float]:
+    """Version 1 serving, then an A/B test of version 2 until it ends; the load stops a second later."""
+    shop.start()
+    stack = world.launch(
+        {"1": world.classifiers.stable, "2": world.classifiers.healthy}, [shop.target(world.namespace)]
+    )
+    rollout = world.rollout_of(stack)
+    await rollout.create(ab_rollout(stack, shop, **ab))
+    load = await serve_through_router(
+        rollout,
+        world.classifiers.dataset,
+        headers=lambda i: {USER_HEADER: user_of(i)},
+        on_outcome=shop.visit,
+    )
+    rollout.start_recording()
+    await rollout.to_version("2")
+    status = await rollout.wait(
+        lambda s: s.get("canary") is None and bool(s.get("history")) and s["history"][-1]["version"] == "2",
+        "the A/B test of version 2 ended",
+        within=120,
+    )
+    ended = time.time()
+    await asyncio.sleep(1.5)  # the router picks up the last document
+    summary = load.stop()
+    await rollout.stop_recording()
+    shop.stop()
+    return rollout, summary, status, ended
+
+
+def split_window(rollout: Rollout, ended: float) -> tuple[float, float]:
+    """From when the ConfigMap split users (plus the router's reload) to the end of the test (minus the same)."""
+    split = rollout.first_time(lambda s: s.configmap is not None and s.configmap[1] == 50)
+    assert split is not None, "the ConfigMap never split users 50/50"
+    return split + 1.5, ended - 0.5
+
+
+def assert_users_stick(summary: LoadSummary, since: float, until: float) -> dict[str, set[str]]:
+    seen: dict[str, set[str]] = defaultdict(set)
+    for outcome in summary.outcomes:
+        if since <= outcome.sent_at <= until and outcome.ok and outcome.version is not None:
+            seen[user_of(outcome.index)].add(outcome.version)
+    assert len(seen) >= 300, f"too few users in the split window: {len(seen)}"
+    switched = {user: versions for user, versions in seen.items() if len(versions) > 1}
+    assert not switched, f"{len(switched)} users saw both variants, e.g. {list(switched.items())[:3]}"
+    on_b = sum(versions == {"2"} for versions in seen.values()) / len(seen)
+    assert 0.38 <= on_b <= 0.62, f"{on_b:.0%} of users on the candidate at weight 50"
+    return seen
+
+
+async def test_a_truly_better_candidate_wins_and_is_promoted(world: World) -> None:
+    shop = Shop({"1": 0.20, "2": 0.35})
+    rollout, summary, status, ended = await run_ab_test(world, shop, minSamples=150, maxDuration="90s")
+
+    result = status["abTest"]
+    print(f"\n[ab:better] {result} decided {ended - split_window(rollout, ended)[0]:.1f}s after the split")
+    assert status["stable"]["version"] == "2"
+    assert status["history"][-1]["outcome"] == "Promoted"
+    assert result["winner"] == "canary", result
+    assert result["pValue"] < 0.05
+    assert result["interval"]["low"] > 0, "the whole interval favours the candidate"
+    assert min(result["samplesStable"], result["samplesCanary"]) >= 150
+    assert 0.10 <= result["rateStable"] <= 0.30
+    assert 0.25 <= result["rateCanary"] <= 0.45
+    reasons = [reason for reason, _ in await rollout.events()]
+    assert "UsersSplit" in reasons
+    assert "AbTestWon" in reasons
+
+    since, until = split_window(rollout, ended)
+    assert_users_stick(summary, since, until)
+    assert_all_answered_by(summary, {"1", "2"})
+    assert summary.last(RATE).by_version.keys() == {"2"}, "after promotion every user gets version 2"
+    config = await rollout.configmap()
+    assert config is not None
+    assert config.sticky_by is None, "the split ends with the test"
+
+
+async def test_equal_variants_end_undecided_at_the_limit_and_stable_keeps_serving(world: World) -> None:
+    shop = Shop({"1": 0.25, "2": 0.25})
+    rollout, summary, status, ended = await run_ab_test(
+        world, shop, test="sequential", minSamples=100, maxDuration="24s"
+    )
+
+    result = status["abTest"]
+    print(f"\n[ab:equal] {result}")
+    assert status["stable"]["version"] == "1"
+    assert status["history"][-1]["outcome"] == "Undecided"
+    assert status["phase"] == "RolledBack"
+    assert result["winner"] == "undecided", result
+    assert result["eValue"] < 20, "no evidence for a difference at alpha 0.05"
+    assert result["interval"]["low"] < 0 < result["interval"]["high"]
+    assert min(result["samplesStable"], result["samplesCanary"]) >= 100
+    since, until = split_window(rollout, ended)
+    assert until - since >= 24 - 2.5, "the test ran until maxDuration"
+    reasons = [reason for reason, _ in await rollout.events()]
+    assert "AbTestUndecided" in reasons
+    assert "AbTestWon" not in reasons
+
+    assert_users_stick(summary, since, until)
+    assert_all_answered_by(summary, {"1", "2"})
+    assert summary.last(RATE).by_version.keys() == {"1"}, "stable serves everyone again"
+    config = await rollout.configmap()
+    assert config is not None
+    assert (config.weights.stable, config.weights.canary) == (100, 0)
+    assert config.sticky_by is None
