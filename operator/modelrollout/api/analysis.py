@@ -132,7 +132,7 @@ class AnalysisSettings(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             cel(
-                "self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
+                "!has(self.metrics) || self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
                 "analysis.metrics names must be unique",
                 field_path=".metrics",
             )

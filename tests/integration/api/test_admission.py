@@ -55,6 +55,14 @@ async def test_invalid_manifest_is_rejected_at_admission(
         assert expected.lower() in message.lower(), f"{expected!r} missing from: {message}"
 
 
+async def test_an_analysis_block_without_metrics_is_admitted(mdeps: client.CustomObjectsApi, namespace: str) -> None:
+    # Every CEL rule must hold when an optional list is left out, not only when it is empty.
+    manifest = load_example("online-ab-test.yaml")
+    manifest["spec"]["rollout"]["analysis"] = {"interval": "2s"}
+    stored = await _create(mdeps, namespace, manifest)
+    assert "metrics" not in stored["spec"]["rollout"]["analysis"]
+
+
 async def test_server_fills_the_defaults_the_models_declare(mdeps: client.CustomObjectsApi, namespace: str) -> None:
     stored = await _create(mdeps, namespace, load_example("online-direct.yaml"))
     assert stored["spec"]["rollout"] == {"strategy": "direct"}

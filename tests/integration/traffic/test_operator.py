@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 from modelrollout.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from modelrollout.planning.names import selector
 from modelrollout.traffic import gateway_api, istio
+from modelrollout.traffic.base import StickyBy
 from modelrollout.traffic.patching import Routing
 from tests.integration.traffic.conftest import DESTINATION_RULE, GATEWAY, VIRTUAL_SERVICE, Objects
 from tests.integration.traffic.test_routers import (
@@ -172,3 +173,105 @@ async def test_canary_through_a_virtual_service_and_subsets(
     subsets = {s["name"]: s["labels"] for s in (await objects.get(DESTINATION_RULE, "pricing"))["spec"]["subsets"]}
     assert subsets["stable"] == selector("pricing", "online", done["stable"]["revision"])
     assert subsets["legacy"] == {"version": "old"}
+
+
+# --- A/B tests ------------------------------------------------------------------------------------------------------
+
+AB_TEST = {
+    "weight": 50,
+    "routeBy": {"cookie": "session"},
+    "successMetric": {"successes": "sum(shop_conversions_total)", "trials": "sum(shop_visits_total)"},
+    "maxDuration": "8s",
+}
+
+
+async def _ab_test(
+    kube_api: client.ApiClient,
+    objects: Objects,
+    *,
+    routing: dict[str, Any],
+    resource: tuple[str, str, str],
+    parse: Callable[[dict[str, Any]], Routing],
+) -> dict[str, Any]:
+    """Version 2 A/B-tested against version 1 by the real operator without a Prometheus to ask: the routing
+    object holds the sticky split while the test runs, and once it has run out (undecided) everything is back on
+    stable, with only the platform team's rules left."""
+    custom = client.CustomObjectsApi(kube_api)
+    ns = objects.ns
+    manifest = _manifest(routing)
+    manifest["spec"]["rollout"] = {
+        "strategy": "abTest",
+        "abTest": AB_TEST,
+        "analysis": {"interval": "2s"},
+        "trafficRouting": routing,
+    }
+
+    async def status() -> dict[str, Any]:
+        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pricing")
+        return obj.get("status") or {}
+
+    async def ended() -> dict[str, Any] | None:
+        found = await status()
+        return found if found.get("history") and found["history"][-1]["version"] == "2" else None
+
+    await custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
+    await eventually(
+        lambda: _when(status(), lambda s: s.get("phase") == "Healthy"), within=60, what="version 1 Healthy"
+    )
+    await custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "pricing", {"spec": {"model": _model("2")}}, **MERGE
+    )
+    split = Routing(stable=50, canary=50, sticky=StickyBy(cookie="session"))
+
+    async def sticky_split() -> Routing | None:
+        routed = parse(await objects.get(resource, "pricing"))
+        return routed if routed == split else None
+
+    await eventually(sticky_split, within=60, what="the sticky 50/50 split of users")
+    done = await eventually(ended, within=60, what="the A/B test ended")
+    assert done["history"][-1]["outcome"] == "Undecided"
+    assert done["abTest"]["winner"] == "undecided"
+    assert done["stable"]["version"] == "1"
+    runs = [r for r in done["analysis"]["runs"] if r["kind"] == "Experiment"]
+    assert runs, "no evaluation was made"
+    assert all(r["verdict"] == "Error" for r in runs)
+    assert "no Prometheus to ask" in runs[-1]["metrics"][0]["message"]
+    assert parse(await objects.get(resource, "pricing")) == Routing(), "the split ends with the test"
+    return done
+
+
+async def _when(found: Any, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    value = await found
+    return value if check(value) else None
+
+
+async def test_ab_test_through_an_httproute(
+    kube_api: client.ApiClient, objects: Objects, operator: OperatorProcess
+) -> None:
+    await objects.create(GATEWAY, dict(HTTP_ROUTE))
+    await _ab_test(
+        kube_api,
+        objects,
+        routing={"provider": "gatewayAPI", "gatewayAPI": {"httpRoute": "pricing", "ruleName": "model"}},
+        resource=GATEWAY,
+        parse=lambda obj: gateway_api.current_routing(obj["spec"]["rules"], GATEWAY_TARGET),
+    )
+    rules = (await objects.get(GATEWAY, "pricing"))["spec"]["rules"]
+    assert [r["name"] for r in rules] == ["home", "model"]
+
+
+async def test_ab_test_through_a_virtual_service(
+    kube_api: client.ApiClient, objects: Objects, operator: OperatorProcess
+) -> None:
+    await objects.create(DESTINATION_RULE, dict(DESTINATION))
+    await objects.create(VIRTUAL_SERVICE, _virtual_service("pricing-all"))
+    await _ab_test(
+        kube_api,
+        objects,
+        routing={
+            "provider": "istio",
+            "istio": {"virtualService": "pricing", "routes": ["primary"], "destinationRule": "pricing"},
+        },
+        resource=VIRTUAL_SERVICE,
+        parse=lambda obj: istio.current_routing(obj["spec"]["http"], _istio_target("pricing-all")),
+    )
