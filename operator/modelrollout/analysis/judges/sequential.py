@@ -16,6 +16,17 @@ Decisions (Robbins' mixture martingale, always valid: it may be checked after ev
   r <= 1 it is a nonnegative supermartingale, so P(ever crossing) <= alpha (Ville's inequality).
 - The confidence sequence {r_j: sum_k w_k L(r_k)/L(r_j) < 1/alpha} covers the true r at all times with
   probability >= 1 - alpha; Successful once its upper end is below 1 + tolerance (the tolerated regression).
+- Successful also once the canary's own bad-event rate is certainly below an absolute limit (`max_rate`: the
+  metric's max for errors; 1% of requests slower than max for p99, 5% for p95): when stable has few or no bad
+  events the relative test has nothing to compare and can never promote, but a clean canary can. The bound is
+  always valid too: for the cumulative canary counts (b bad of n), the mixture over rates p < p0 (uniform
+  prior) of the likelihood ratios p^b (1-p)^(n-b) / (p0^b (1-p0)^(n-b)),
+      E(p0) = B(b+1, n-b+1) I_p0(b+1, n-b+1) / (p0 * p0^b (1-p0)^(n-b))   (I: the regularised incomplete beta),
+  is a nonnegative supermartingale whenever the rate of every request is >= p0 (each factor's mean is <= 1), so
+  it reaches 1/alpha with probability <= alpha: promoting once E(max_rate) >= 1/alpha promotes a canary whose
+  rate is above max with probability <= alpha, however often it is checked and even if the rate drifts. The
+  reported upper bound is the smallest p0 with E(p0) >= 1/alpha (E grows with p0 there). At b = 0 it is the
+  root of e^x / x ~ 1/alpha in x = n p0: 4.5/n at alpha 0.05, near the fixed-sample -ln(alpha)/n = 3/n.
 - Inconclusive otherwise, and always for a window without enough canary traffic: a gap adds no evidence and
   must never promote.
 """
@@ -28,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import betainc, betaln
 from scipy.stats import norm
 
 from modelrollout.api.status import Verdict
@@ -65,6 +77,22 @@ class SequentialVerdict:
     lower: float  # confidence sequence on r; upper is inf when it reaches the grid's top
     upper: float
     estimate: float  # the grid's maximum-likelihood r
+    rate: RateBound | None = None  # the absolute bound on the canary's own rate, when the metric has a limit
+
+
+@dataclass(frozen=True, slots=True)
+class RateBound:
+    """The always-valid bound on the canary's own bad-event rate from its cumulative counts."""
+
+    bad: float  # b, canary bad events so far
+    requests: float  # n, canary requests so far
+    upper: float  # the smallest p0 with E(p0) >= 1/alpha (1.0: none)
+    limit: float  # max_rate
+    log_e: float  # log E(limit): the evidence that the rate is below the limit
+
+    @property
+    def below(self) -> bool:
+        return self.upper <= self.limit
 
 
 def empty_state() -> FloatArray:
@@ -98,11 +126,71 @@ def confidence_sequence(log_likelihood: FloatArray, alpha: float) -> tuple[float
     return (0.0 if lo == 0 else float(GRID[lo])), (math.inf if hi == GRID_POINTS - 1 else float(GRID[hi]))
 
 
+def log_rate_e_value(bad: float, requests: float, p0: float) -> float:
+    """log E(p0): evidence that the canary's rate is below p0, from b = `bad` of n = `requests` (module docs)."""
+    n = max(requests, 0.0)
+    b = min(max(bad, 0.0), n)
+    if n <= 0 or not 0.0 < p0 < 1.0:
+        return 0.0 if n <= 0 else (math.inf if p0 >= 1.0 else -math.inf)
+    mass = float(betainc(b + 1.0, n - b + 1.0, p0))
+    if mass <= 0.0:
+        return -math.inf
+    log_mixture = float(betaln(b + 1.0, n - b + 1.0)) + math.log(mass) - math.log(p0)
+    return log_mixture - b * math.log(p0) - (n - b) * math.log1p(-p0)
+
+
+def rate_upper_bound(bad: float, requests: float, alpha: float) -> float:
+    """The smallest p0 at which the evidence that the rate is below p0 reaches 1/alpha (1.0 when none does)."""
+    n = max(requests, 0.0)
+    b = min(max(bad, 0.0), n)
+    threshold = math.log(1.0 / alpha)
+    if n <= 0:
+        return 1.0
+    # Above (b + 1)/(n + 1) log E grows with p0 (the likelihood ratio's growth outweighs the prior's), and below
+    # it E is small: bisect between there and 1 (in log p0, to resolve the small rates that matter).
+    lo = min((b + 1.0) / (n + 1.0), 1.0 - 1e-12)
+    if log_rate_e_value(b, n, lo) >= threshold:
+        return lo
+    hi = 1.0 - 1e-12
+    if log_rate_e_value(b, n, hi) < threshold:
+        return 1.0
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        if log_rate_e_value(b, n, mid) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def rate_bound(bad: float, requests: float, *, limit: float, alpha: float) -> RateBound:
+    upper = rate_upper_bound(bad, requests, alpha)
+    log_e = log_rate_e_value(bad, requests, limit)
+    # The decision is E(limit) >= 1/alpha (exactly valid); the bound says the same in a rate, so they agree.
+    below = log_e >= math.log(1.0 / alpha)
+    upper = min(upper, limit) if below else max(upper, math.nextafter(limit, 1.0))
+    return RateBound(bad, requests, upper, limit, log_e)
+
+
 def decide(
-    state: FloatArray, window: Counts, *, alpha: float, tolerance: float, min_requests: float
+    state: FloatArray,
+    window: Counts,
+    *,
+    alpha: float,
+    tolerance: float,
+    min_requests: float,
+    max_rate: float | None = None,
+    canary_before: tuple[float, float] = (0.0, 0.0),
 ) -> SequentialVerdict:
     """Add `window` to `state` and decide. `tolerance`: the largest tolerated relative increase of the bad-event
-    rate (0.5: up to 1.5 times stable's); `min_requests`: canary requests the window needs to count as data."""
+    rate (0.5: up to 1.5 times stable's); `min_requests`: canary requests the window needs to count as data.
+    `max_rate`: the absolute limit on the canary's bad-event rate (None: none, only the comparison with stable
+    can promote); `canary_before`: the canary's (bad, requests) counted before this window."""
+    rate = None
+    if max_rate is not None:
+        bad = canary_before[0] + max(window.canary_bad, 0.0)
+        requests = canary_before[1] + max(window.canary_total, 0.0)
+        rate = rate_bound(bad, requests, limit=max_rate, alpha=alpha)
     llr = state + window_log_likelihood(window)
     log_e = log_e_value(llr)
     lower, upper = confidence_sequence(llr, alpha)
@@ -121,13 +209,24 @@ def decide(
     elif upper < 1.0 + tolerance:
         verdict = "Successful"
         message = f"bad-event rate at most {_ratio(upper)} times stable's (tolerated {1 + tolerance:g})"
+    elif rate is not None and rate.below:
+        verdict = "Successful"
+        message = (
+            f"canary's bad-event rate at most {rate.upper:.3g} ({rate.bad:g} of {rate.requests:g} requests) <= "
+            f"{rate.limit:g}; compared with stable {_ratio(lower)}..{_ratio(upper)} times its rate"
+        )
     else:
         verdict = "Inconclusive"
         message = (
             f"bad-event rate {_ratio(lower)}..{_ratio(upper)} times stable's; promotes below {1 + tolerance:g}, "
             f"rolls back at evidence {1 / alpha:g} (now {math.exp(min(log_e, 700.0)):.3g})"
         )
-    return SequentialVerdict(verdict, message, llr, log_e, lower, upper, estimate)
+        if rate is not None:
+            message += (
+                f"; canary's own rate at most {rate.upper:.3g} ({rate.bad:g} of {rate.requests:g}), "
+                f"promotes at {rate.limit:g}"
+            )
+    return SequentialVerdict(verdict, message, llr, log_e, lower, upper, estimate, rate)
 
 
 def _ratio(value: float) -> str:

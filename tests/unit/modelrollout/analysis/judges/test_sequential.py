@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.integrate import quad
 
 from modelrollout.analysis.judges.sequential import (
     GRID,
@@ -15,6 +16,9 @@ from modelrollout.analysis.judges.sequential import (
     decide,
     empty_state,
     log_e_value,
+    log_rate_e_value,
+    rate_bound,
+    rate_upper_bound,
     state_evidence,
     state_from_evidence,
     two_proportion_sample_size,
@@ -152,3 +156,112 @@ def test_a_doubled_error_rate_is_caught() -> None:
     caught, promoted = _simulate(2.0, seeds=100, looks=200)
     assert caught >= 0.9
     assert promoted == 0
+
+
+# --- the absolute bound on the canary's own rate -------------------------------------------------------------
+
+
+def _zero_event_e(n: int, p0: float) -> float:
+    # b = 0, uniform prior on [0, p0]: E = (1/p0) int_0^p0 (1-p)^n dp / (1-p0)^n
+    #                                    = (1 - (1-p0)^(n+1)) / ((n+1) p0 (1-p0)^n)
+    return (1 - (1 - p0) ** (n + 1)) / ((n + 1) * p0 * (1 - p0) ** n)
+
+
+def test_zero_canary_errors_over_2000_requests_bound_the_rate_below_one_percent() -> None:
+    # E(0.01) = (1 - 0.99^2001) / (2001 * 0.01 * 0.99^2000) = 1 / (20.01 * 1.86e-9) = 2.7e7, far above 1/alpha = 20.
+    assert math.exp(log_rate_e_value(0, 2000, 0.01)) == pytest.approx(_zero_event_e(2000, 0.01), rel=1e-9)
+    assert _zero_event_e(2000, 0.01) == pytest.approx(2.69e7, rel=0.01)
+    # The bound solves E(p0) = 20: with x = n p0, e^x / x = 20 gives x = 4.508, so p0 = 4.508 / 2000 = 0.00225
+    # (the fixed-sample zero-event bound -ln(0.05) / 2000 = 0.0015 is valid only when looked at once).
+    upper = rate_upper_bound(0, 2000, alpha=0.05)
+    assert upper == pytest.approx(0.002254, abs=2e-6)
+    assert _zero_event_e(2000, upper) == pytest.approx(20.0, rel=1e-6)
+    bound = rate_bound(0, 2000, limit=0.01, alpha=0.05)
+    assert bound.below
+    assert bound.upper == pytest.approx(upper)
+
+
+def test_five_errors_in_300_requests_are_not_below_one_percent() -> None:
+    # 5/300 = 1.7% observed: the evidence for "rate < 1%" is below 1 (E(0.01) = 0.276), the bound about 4.6%.
+    bound = rate_bound(5, 300, limit=0.01, alpha=0.05)
+    assert not bound.below
+    # Independently: (1/p0) int_0^p0 (p/p0)^5 ((1-p)/(1-p0))^295 dp by quadrature.
+    integral, _ = quad(lambda p: (p / 0.01) ** 5 * ((1 - p) / 0.99) ** 295, 0, 0.01)
+    assert math.exp(bound.log_e) == pytest.approx(integral / 0.01, rel=1e-6)
+    assert math.exp(bound.log_e) == pytest.approx(0.276, abs=0.001)
+    assert bound.upper == pytest.approx(0.0462, abs=2e-4)
+    stuck = decide(empty_state(), Counts(5, 300, 0, 1200), alpha=0.05, tolerance=0.5, min_requests=20, max_rate=0.01)
+    assert stuck.verdict != "Successful"
+
+
+def test_the_bound_holds_for_any_count_of_bad_events() -> None:
+    # 1 error in 1000: E(p0) = 1000 * 1001 * B(2, 1000) I_p0(2, 1000) / (p0^2 (1-p0)^999) ... = 20 at p0 = 0.00683.
+    assert rate_upper_bound(1, 1000, alpha=0.05) == pytest.approx(0.00683, abs=1e-5)
+    assert rate_upper_bound(10, 5000, alpha=0.05) == pytest.approx(0.00435, abs=1e-5)
+    assert rate_upper_bound(0, 0, alpha=0.05) == 1.0
+    # Larger than the observed rate, shrinking towards it as the counts grow.
+    previous = 1.0
+    for n in (100, 1_000, 10_000, 100_000):
+        upper = rate_upper_bound(0.01 * n, n, alpha=0.05)
+        assert 0.01 < upper < previous
+        previous = upper
+    assert previous < 0.0115
+
+
+def test_checking_the_bound_after_every_window_keeps_its_error_below_alpha() -> None:
+    # A canary exactly at the limit (1%) must be promoted on its own rate at most alpha of the time, however often
+    # the bound is looked at: 2000 seeds, 200 looks of 50 requests each.
+    rng = np.random.default_rng(11)
+    bad = rng.binomial(50, 0.01, size=(2000, 200)).cumsum(axis=1)
+    requests = 50 * np.arange(1, 201)
+    threshold = math.log(20)
+    promoted = sum(
+        any(log_rate_e_value(float(b), float(n), 0.01) >= threshold for b, n in zip(row, requests, strict=True))
+        for row in bad
+    )
+    assert promoted / 2000 <= 0.05
+
+
+def test_a_clean_stable_leaves_only_the_absolute_bound_to_promote() -> None:
+    # Stable 0 errors, canary 0 errors over 2,000 requests: the comparison has nothing to compare (ratio 0..inf).
+    window = Counts(canary_bad=0, canary_total=2000, stable_bad=0, stable_total=8000)
+    without = decide(empty_state(), window, alpha=0.05, tolerance=0.5, min_requests=20)
+    assert without.verdict == "Inconclusive"
+    assert (without.lower, without.upper) == (0.0, math.inf)
+    with_max = decide(empty_state(), window, alpha=0.05, tolerance=0.5, min_requests=20, max_rate=0.01)
+    assert with_max.verdict == "Successful"
+    assert with_max.rate is not None
+    assert with_max.rate.upper == pytest.approx(0.002254, abs=2e-6)
+    assert "0 of 2000" in with_max.message
+
+
+def test_the_bound_counts_every_run_so_far_and_gaps_never_promote() -> None:
+    # 0 errors in 300 (bound 0.0149) is not enough for 1%; 300 more (0 of 600: 4.508 / 600 = 0.0075) is.
+    first = decide(empty_state(), Counts(0, 300, 0, 1200), alpha=0.05, tolerance=0.5, min_requests=20, max_rate=0.01)
+    assert first.verdict == "Inconclusive"
+    assert first.rate is not None
+    assert first.rate.upper == pytest.approx(0.0149, abs=1e-4)
+    second = decide(
+        first.log_likelihood,
+        Counts(0, 300, 0, 1200),
+        alpha=0.05,
+        tolerance=0.5,
+        min_requests=20,
+        max_rate=0.01,
+        canary_before=(0, 300),
+    )
+    assert second.verdict == "Successful"
+    gap = decide(
+        second.log_likelihood, Counts(0, 0, 0, 0), alpha=0.05, tolerance=0.5, min_requests=20, max_rate=0.01,
+        canary_before=(0, 600),
+    )  # fmt: skip
+    assert gap.verdict == "Inconclusive"
+
+
+def test_the_comparison_still_rolls_back_a_canary_below_the_limit() -> None:
+    # 8 errors in 2000 canary requests (0.4%, well below max 1%) against 0 in 8000 on stable: every bad event is the
+    # canary's at a 20% share, a regression the relative test sees (evidence >= 20) before the bound can promote.
+    failed = decide(empty_state(), Counts(8, 2000, 0, 8000), alpha=0.05, tolerance=0.5, min_requests=20, max_rate=0.01)
+    assert failed.rate is not None
+    assert failed.rate.below
+    assert failed.verdict == "Failed"
