@@ -1,8 +1,10 @@
 """Turns what Prometheus answered into the statistical judges' inputs and their verdicts into MetricResults.
 
 Pure (no I/O): run.py asks the queries, this module judges the answers. The sequential test's state travels in
-the MetricResult it writes (evidence: the test's log-likelihoods and the raw cumulative counters it last saw),
-and is read back from the previous runs in status, so every run adds exactly the requests since the last one.
+the MetricResult it writes (evidence: the test's log-likelihoods, the raw cumulative counters it last saw and the
+canary's cumulative counts), and is read back from the previous runs in status, so every run adds exactly the
+requests since the last one, and an operator restart loses nothing. The first run counts the increases over its
+window (the requests before it), then notes the counters.
 """
 
 from __future__ import annotations
@@ -19,6 +21,21 @@ from modelrollout.api.status import AnalysisRun, MetricResult, Verdict
 
 RAW_KEYS = ("rawCanaryBad", "rawCanaryTotal", "rawStableBad", "rawStableTotal")
 CUMULATIVE_KEYS = ("canaryBad", "canaryRequests", "stableBad", "stableRequests")
+
+
+# The latency builtins' max is a bucket edge; "p99 at most max" is "at most 1% of requests slower than max".
+_SLOW_SHARE = {"latencyP99": 0.01, "latencyP95": 0.05}
+
+
+def max_rate(metric: AnalysisMetric) -> float | None:
+    """The absolute limit on the canary's bad-event rate the sequential judge may promote on, or None: errorRate's
+    max; for a latency builtin with max (the SLO edge the judge counts at), the share of requests its quantile
+    lets be slower."""
+    if metric.max is None:
+        return None
+    if metric.builtin == "errorRate":
+        return metric.max if 0.0 < metric.max < 1.0 else None
+    return _SLOW_SHARE.get(metric.builtin or "")
 
 
 def tolerance_up(metric: AnalysisMetric, judge: Judge) -> float:
@@ -100,16 +117,20 @@ def judge_sequential(
     no_data: NoDataPolicy,
     what: str,
     tests: int = 1,
+    first_window: RawCounts | None = None,
 ) -> MetricResult:
     """One run of the sequential test: the increases since the previous run are added to the stored state.
     `tests`: how many sequential metrics the run has; each gets alpha / tests (Bonferroni), so that a healthy
-    canary is rolled back by any of them with probability at most alpha."""
+    canary is rolled back by any of them with probability at most alpha. `first_window`: for the first run (no
+    `previous`), the increases over the run's window, counted before the counters are noted."""
     values = raw.values()
     if isinstance(values, str):
         return _result(metric, "Error", values, {})
     raw_evidence: dict[str, float | None] = dict(zip(RAW_KEYS, values, strict=True))
-    if previous is None:
-        # The first run only notes where the counters stand: the test counts from here, every request once.
+    first = first_window.values() if previous is None and first_window is not None else None
+    if previous is None and (first is None or isinstance(first, str)):
+        # Without the window's increases the first run only notes where the counters stand: the test counts from
+        # here, every request once.
         return _result(
             metric,
             "Inconclusive",
@@ -120,15 +141,41 @@ def judge_sequential(
                 **sequential.state_evidence(sequential.empty_state()),
             },
         )
-    increases = [_increase(now, previous[key]) for key, now in zip(RAW_KEYS, values, strict=True)]
+    if previous is None:
+        assert first is not None
+        assert not isinstance(first, str)
+        increases = [max(x, 0.0) for x in first]
+        before: dict[str, float] = dict.fromkeys(CUMULATIVE_KEYS, 0.0)
+        state = sequential.empty_state()
+        started = "test starts on the last window: "
+    else:
+        increases = [_increase(now, previous[key]) for key, now in zip(RAW_KEYS, values, strict=True)]
+        before = previous
+        stored = sequential.state_from_evidence(previous)
+        assert stored is not None  # previous_evidence only returns complete states
+        state = stored
+        started = ""
     window = sequential.Counts(*increases)
-    state = sequential.state_from_evidence(previous)
-    assert state is not None  # previous_evidence only returns complete states
     tolerance = tolerance_up(metric, judge)
     alpha = judge.alpha / max(tests, 1)
-    decided = sequential.decide(state, window, alpha=alpha, tolerance=tolerance, min_requests=min_requests)
-    totals = [previous.get(key, 0.0) + inc for key, inc in zip(CUMULATIVE_KEYS, increases, strict=True)]
+    limit = max_rate(metric)
+    decided = sequential.decide(
+        state,
+        window,
+        alpha=alpha,
+        tolerance=tolerance,
+        min_requests=min_requests,
+        max_rate=limit,
+        canary_before=(before.get("canaryBad", 0.0), before.get("canaryRequests", 0.0)),
+    )
+    totals = [before.get(key, 0.0) + inc for key, inc in zip(CUMULATIVE_KEYS, increases, strict=True)]
     canary_bad, canary_requests, stable_bad, stable_requests = totals
+    message = decided.message
+    if decided.verdict == "Inconclusive" and limit is None and window.canary_total >= min_requests:
+        message += (
+            f"; stable had {stable_bad:g} bad events to compare with so far and {metric.name} has no max, so only "
+            "the comparison can promote (a max lets a canary pass on its own rate)"
+        )
     verdict = decided.verdict
     if verdict == "Inconclusive" and window.canary_total < min_requests and no_data == "fail":
         verdict = "Failed"  # noData pass never promotes here: a gap adds no evidence
@@ -146,10 +193,16 @@ def judge_sequential(
         "windowCanaryRequests": window.canary_total,
         "windowCanaryBad": window.canary_bad,
     }
+    if decided.rate is not None:
+        evidence |= {
+            "rateUpper": decided.rate.upper,  # always-valid upper bound on the canary's own bad-event rate
+            "rateLimit": decided.rate.limit,
+            "rateLogEvidence": decided.rate.log_e,
+        }
     return _result(
         metric,
         verdict,
-        f"{what}: {decided.message}",
+        f"{what}: {started}{message}",
         evidence,
         value=canary_bad / canary_requests if canary_requests > 0 else None,
         stable_value=stable_bad / stable_requests if stable_requests > 0 else None,

@@ -163,14 +163,22 @@ def _le(edge: float) -> str:
     return f'le=~"{whole}|{text}"' if whole != text else f'le="{text}"'
 
 
-def count_queries(builtin: Builtin | None, slo_seconds: float | None, ctx: QueryContext) -> CountQueries | str:
+def count_queries(
+    builtin: Builtin | None, slo_seconds: float | None, ctx: QueryContext, *, window: bool = False
+) -> CountQueries | str:
     """What the sequential judge counts for a metric, or why it cannot: errors for errorRate (non-2xx answers),
-    requests slower than `slo_seconds` (the metric's max, a bucket edge) for the latency builtins."""
+    requests slower than `slo_seconds` (the metric's max, a bucket edge) for the latency builtins. `window`: the
+    increases over the context's window instead of the cumulative sums (the test's first run counts the window
+    before it, instead of only noting where the counters stand)."""
+
+    def summed(series: str) -> str:
+        return f"sum(increase({series}{ctx.range}))" if window else f"sum({series})"
+
     if builtin == "errorRate":
         requests = "modelserver_requests_total"
         return CountQueries(
-            bad=f"sum({requests}{_server(ctx, ',code!~' + _quoted('2..'))}) or vector(0)",
-            total=f"sum({requests}{_server(ctx)})",
+            bad=f"{summed(requests + _server(ctx, ',code!~' + _quoted('2..')))} or vector(0)",
+            total=summed(requests + _server(ctx)),
             what="non-2xx answers",
         )
     if builtin in LATENCY_BUILTINS:
@@ -181,8 +189,8 @@ def count_queries(builtin: Builtin | None, slo_seconds: float | None, ctx: Query
             return f"max {slo_seconds:g}s is not a bucket edge of the model server's latency histogram ({edges})"
         edge = min(LATENCY_BUCKET_EDGES, key=lambda e: abs(e - slo_seconds))
         histogram = "modelserver_request_duration_seconds"
-        total = f"sum({histogram}_count{_server(ctx)})"
-        fast = f"sum({histogram}_bucket{_server(ctx, ',' + _le(edge))})"
+        total = summed(f"{histogram}_count{_server(ctx)}")
+        fast = summed(f"{histogram}_bucket{_server(ctx, ',' + _le(edge))}")
         return CountQueries(bad=f"{total} - {fast}", total=total, what=f"requests slower than {edge:g}s")
     return f"the sequential judge counts errors (errorRate) and slow requests (latency builtins), not {builtin}"
 

@@ -70,14 +70,25 @@ def _plan(metric: AnalysisMetric, canary: QueryContext, stable: QueryContext | N
 
 @dataclass(frozen=True, slots=True)
 class _Counts:
-    """The sequential judge's queries: cumulative bad and total counts of both revisions."""
+    """The sequential judge's queries: cumulative bad and total counts of both revisions, and for the test's first
+    run (no previous state) their increases over the run's window too."""
 
     canary: CountQueries
     stable: CountQueries
     previous: dict[str, float] | None
+    first: tuple[CountQueries, CountQueries] | None = None
+
+    def sums(self) -> tuple[str, ...]:
+        return (self.canary.bad, self.canary.total, self.stable.bad, self.stable.total)
+
+    def window(self) -> tuple[str, ...]:
+        if self.first is None:
+            return ()
+        canary, stable = self.first
+        return (canary.bad, canary.total, stable.bad, stable.total)
 
     def all(self) -> tuple[str, ...]:
-        return (self.canary.bad, self.canary.total, self.stable.bad, self.stable.total)
+        return self.sums() + self.window()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +131,15 @@ def _statistical(
         mine, theirs = count_queries(builtin, metric.max, canary), count_queries(builtin, metric.max, stable)
         if isinstance(mine, str) or isinstance(theirs, str):
             return error_result(metric, str(mine if isinstance(mine, str) else theirs))
-        return _Counts(mine, theirs, judged.previous_evidence(metric, previous))
+        before = judged.previous_evidence(metric, previous)
+        first = None
+        if before is None:  # the first run also counts its window, so that it can already decide
+            mine_w = count_queries(builtin, metric.max, canary, window=True)
+            theirs_w = count_queries(builtin, metric.max, stable, window=True)
+            assert not isinstance(mine_w, str)  # as the sums above
+            assert not isinstance(theirs_w, str)
+            first = (mine_w, theirs_w)
+        return _Counts(mine, theirs, before, first)
     return _Points(_points(metric, request, canary, point_s), _points(metric, request, stable, point_s))
 
 
@@ -242,7 +261,8 @@ def _verdicts(
             case _Queries():
                 results[metric.name] = _judge(metric, entry, answers, request)
             case _Counts():
-                raw = judged.RawCounts(*(answers[q] for q in entry.all()))
+                raw = judged.RawCounts(*(answers[q] for q in entry.sums()))
+                window = judged.RawCounts(*(answers[q] for q in entry.window())) if entry.first else None
                 results[metric.name] = judged.judge_sequential(
                     metric,
                     raw,
@@ -252,6 +272,7 @@ def _verdicts(
                     no_data=request.no_data,
                     what=entry.canary.what,
                     tests=tests,
+                    first_window=window,
                 )
             case _Points():
                 comparison = judged.compare_points(

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from modelrollout.analysis.judged import RAW_KEYS
+import pytest
+
+from modelrollout.analysis.judged import RAW_KEYS, max_rate
 from modelrollout.analysis.judges.sequential import STATE_KEYS
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.analysis.request import AnalysisRequest
@@ -19,16 +21,21 @@ from tests.unit.modelrollout.analysis.test_run import T0, m, request
 
 @dataclass
 class Counters:
-    """Cumulative counters per version, answering the sequential judge's raw-sum queries."""
+    """Cumulative counters per version, answering the sequential judge's raw-sum queries, and `window`: the
+    increases over a rate window (the test's first run, the traffic-gap rule); unset, they are the sums (all the
+    traffic came within the window)."""
 
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, bad|total) -> value
     asked: list[str] = field(default_factory=list)
+    window: dict[tuple[str, str], float] | None = None
 
     async def query(self, promql: str) -> QueryResult:
         self.asked.append(promql)
         version = re.search(r'version="(\d+)"', promql)
         assert version is not None
         kind = "bad" if ('code!~"2.."' in promql or " - " in promql) else "total"
+        if "increase(" in promql and self.window is not None:
+            return QueryResult.of(self.window[(version.group(1), kind)])
         return QueryResult.of(self.values[(version.group(1), kind)])
 
 
@@ -46,13 +53,15 @@ async def analyse(provider: Any, req: AnalysisRequest, previous: list[AnalysisRu
     return outcome.run
 
 
-def seq_request(**judge: Any) -> AnalysisRequest:
-    metric = m(name="errors", builtin="errorRate", max=0.05)
+def seq_request(*, limit: float | None = 0.05, **judge: Any) -> AnalysisRequest:
+    bounds: dict[str, Any] = {"max": limit} if limit is not None else {"relativeToStable": {"maxIncrease": 0.5}}
+    metric = m(name="errors", builtin="errorRate", **bounds)
     return request(metric, judge="sequential", judge_settings=Judge(type="sequential", **judge))
 
 
 async def test_sequential_counts_raw_counters_and_carries_its_state_in_status() -> None:
     counters = Counters({("7", "bad"): 5, ("7", "total"): 500, ("6", "bad"): 40, ("6", "total"): 4000})
+    counters.window = dict.fromkeys(counters.values, 0.0)  # no canary traffic in the window before the first run
     first = await analyse(counters, seq_request(), [], 0)
     assert first.verdict == "Inconclusive"
     assert "starts" in (first.metrics[0].message or "")
@@ -60,6 +69,7 @@ async def test_sequential_counts_raw_counters_and_carries_its_state_in_status() 
     assert [evidence[k] for k in RAW_KEYS] == [5, 500, 40, 4000]
     assert all(evidence[k] == 0 for k in STATE_KEYS)
     assert any('code!~"2.."' in q and 'version="7"' in q and "increase" not in q for q in counters.asked)
+    assert "starts" in (first.metrics[0].message or "")  # its window had no data: the test starts from the sums
 
     # The canary then fails 30 of 1000 requests while stable fails 90 of 9000: 3x stable's rate.
     counters.values = {("7", "bad"): 35, ("7", "total"): 1500, ("6", "bad"): 130, ("6", "total"): 13000}
@@ -76,7 +86,7 @@ async def test_sequential_counts_raw_counters_and_carries_its_state_in_status() 
 
 async def test_sequential_promotes_a_healthy_canary_and_never_in_a_gap() -> None:
     counters = Counters({("7", "bad"): 0, ("7", "total"): 0, ("6", "bad"): 0, ("6", "total"): 0})
-    runs = [await analyse(counters, seq_request(), [], 0)]
+    runs = [await analyse(counters, seq_request(limit=None), [], 0)]
     canary_bad = canary_total = stable_bad = stable_total = 0.0
     verdicts = []
     for minute in range(1, 40):
@@ -90,7 +100,7 @@ async def test_sequential_promotes_a_healthy_canary_and_never_in_a_gap() -> None
             ("6", "bad"): stable_bad,
             ("6", "total"): stable_total,
         }
-        runs.append(await analyse(counters, seq_request(), runs[-10:], minute))
+        runs.append(await analyse(counters, seq_request(limit=None), runs[-10:], minute))
         verdicts.append(runs[-1].verdict)
         if runs[-1].verdict == "Successful":
             break
@@ -98,13 +108,70 @@ async def test_sequential_promotes_a_healthy_canary_and_never_in_a_gap() -> None
     assert "Failed" not in verdicts
     assert (runs[-1].metrics[0].evidence or {})["ratioUpper"] < 1.5
     # No new canary request (a zero-traffic gap): the same confident state, but no promotion.
-    gap = await analyse(counters, seq_request(), runs[-10:], 60)
+    gap = await analyse(counters, seq_request(limit=None), runs[-10:], 60)
     assert gap.verdict == "Inconclusive"
     assert "fewer than" in (gap.metrics[0].message or "")
 
 
+async def test_sequential_first_run_counts_its_window_and_can_already_decide() -> None:
+    # The window before the first run: 30 of 1000 canary requests failed, 90 of 9000 on stable (3x its rate).
+    counters = Counters({("7", "bad"): 35, ("7", "total"): 1500, ("6", "bad"): 130, ("6", "total"): 13000})
+    counters.window = {("7", "bad"): 30, ("7", "total"): 1000, ("6", "bad"): 90, ("6", "total"): 9000}
+    first = await analyse(counters, seq_request(), [], 0)
+    result = first.metrics[0]
+    assert any("increase(modelserver_requests_total" in q and "[60s]" in q for q in counters.asked)
+    assert result.verdict == "Failed", result.message
+    assert "starts on the last window" in (result.message or "")
+    evidence = result.evidence or {}
+    assert (evidence["canaryBad"], evidence["canaryRequests"], evidence["stableBad"]) == (30, 1000, 90)
+    assert [evidence[k] for k in RAW_KEYS] == [35, 1500, 130, 13000]  # the next run counts from the sums
+    asked = len(counters.asked)
+    second = await analyse(counters, seq_request(), [first], 1)
+    assert not any("increase(" in q and 'code!~"2.."' in q for q in counters.asked[asked:])  # sums only now
+    assert (second.metrics[0].evidence or {})["canaryRequests"] == 1000  # nothing new, nothing counted twice
+
+
+async def test_sequential_passes_a_clean_canary_on_its_own_rate_when_stable_is_clean_too() -> None:
+    # Stable and canary both without a single error; 2,000 canary requests, errors max 1%: the comparison with
+    # stable has nothing to compare, the canary's own bound (4.508 / 2000 = 0.00225 at alpha 0.05) passes it.
+    counters = Counters({("7", "bad"): 0, ("7", "total"): 0, ("6", "bad"): 0, ("6", "total"): 0})
+    first = await analyse(counters, seq_request(limit=0.01), [], 0)
+    counters.values = {("7", "bad"): 0, ("7", "total"): 2000, ("6", "bad"): 0, ("6", "total"): 8000}
+    second = await analyse(counters, seq_request(limit=0.01), [first], 1)
+    result = second.metrics[0]
+    assert result.verdict == "Successful", result.message
+    evidence = result.evidence or {}
+    assert evidence["rateUpper"] == pytest.approx(0.002254, abs=2e-6)
+    assert (evidence["canaryBad"], evidence["canaryRequests"], evidence["rateLimit"]) == (0, 2000, 0.01)
+    assert "at most 0.00225 (0 of 2000 requests) <= 0.01" in (result.message or "")
+
+    # Without max nothing can promote it, and the message says why.
+    plain = await analyse(counters, seq_request(limit=None), [first], 1)
+    assert plain.verdict == "Inconclusive"
+    assert "0 bad events to compare with" in (plain.metrics[0].message or "")
+    assert "has no max" in (plain.metrics[0].message or "")
+
+
+async def test_sequential_canary_counts_survive_a_restart_in_status() -> None:
+    # 5 of 300 canary requests failed (1.7%): not below max 1%, whatever stable does.
+    counters = Counters({("7", "bad"): 0, ("7", "total"): 0, ("6", "bad"): 0, ("6", "total"): 0})
+    first = await analyse(counters, seq_request(limit=0.01), [], 0)
+    counters.values = {("7", "bad"): 5, ("7", "total"): 300, ("6", "bad"): 0, ("6", "total"): 1200}
+    second = await analyse(counters, seq_request(limit=0.01), [first], 1)
+    assert second.metrics[0].verdict != "Successful"
+    assert (second.metrics[0].evidence or {})["rateUpper"] > 0.01
+    # A new operator process knows only status: the next run adds its window to the counts stored there.
+    stored = AnalysisRun.model_validate(second.model_dump(mode="json", by_alias=True))
+    counters.values = {("7", "bad"): 5, ("7", "total"): 20_300, ("6", "bad"): 0, ("6", "total"): 81_200}
+    third = await analyse(counters, seq_request(limit=0.01), [first, stored], 2)
+    evidence = third.metrics[0].evidence or {}
+    assert (evidence["canaryBad"], evidence["canaryRequests"]) == (5, 20_300)
+    assert evidence["rateUpper"] < 0.01
+
+
 async def test_sequential_counts_restarts_as_resets() -> None:
     counters = Counters({("7", "bad"): 10, ("7", "total"): 1000, ("6", "bad"): 10, ("6", "total"): 1000})
+    counters.window = dict.fromkeys(counters.values, 0.0)
     first = await analyse(counters, seq_request(), [], 0)
     counters.values = {("7", "bad"): 2, ("7", "total"): 200, ("6", "bad"): 20, ("6", "total"): 2000}
     second = await analyse(counters, seq_request(), [first], 1)
@@ -212,3 +279,11 @@ async def test_custom_queries_are_not_held_back_by_the_traffic_gap_rule() -> Non
     metric = m(name="lag", query="sum(stream_lag)", max=1000)
     run = await analyse(NoServerTraffic(), request(metric, min_requests=0), [], 0)
     assert run.verdict == "Successful"
+
+
+def test_the_absolute_limit_each_metric_gives_the_sequential_judge() -> None:
+    assert max_rate(m(name="e", builtin="errorRate", max=0.01)) == 0.01
+    assert max_rate(m(name="e", builtin="errorRate", relativeToStable={"maxIncrease": 0.5})) is None
+    # p99 at most 0.25 s is at most 1% of requests slower than 0.25 s (the bucket edge the judge counts at).
+    assert max_rate(m(name="p", builtin="latencyP99", max=0.25)) == 0.01
+    assert max_rate(m(name="p", builtin="latencyP95", max=0.25)) == 0.05

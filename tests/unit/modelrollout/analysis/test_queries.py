@@ -127,6 +127,17 @@ def test_count_queries_for_the_sequential_judge() -> None:
         f"sum(modelserver_request_duration_seconds_count{{{sel}}}) - "
         f'sum(modelserver_request_duration_seconds_bucket{{{sel},le=~"1|1.0"}})'
     )
+    # The test's first run counts the increases over its window instead of only noting the sums.
+    first = count_queries("errorRate", None, ctx, window=True)
+    assert isinstance(first, CountQueries)
+    assert first.bad == f'sum(increase(modelserver_requests_total{{{sel},code!~"2.."}}[60s])) or vector(0)'
+    assert first.total == f"sum(increase(modelserver_requests_total{{{sel}}}[60s]))"
+    slow_first = count_queries("latencyP99", 0.25, ctx, window=True)
+    assert isinstance(slow_first, CountQueries)
+    assert slow_first.bad == (
+        f"sum(increase(modelserver_request_duration_seconds_count{{{sel}}}[60s])) - "
+        f'sum(increase(modelserver_request_duration_seconds_bucket{{{sel},le="0.25"}}[60s]))'
+    )
     assert "not a bucket edge" in str(count_queries("latencyP95", 0.2, ctx))
     assert "set max" in str(count_queries("latencyP95", None, ctx))
     assert "not requestRate" in str(count_queries("requestRate", None, ctx))
