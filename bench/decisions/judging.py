@@ -5,7 +5,8 @@ answer for each run (window increases, histogram quantiles):
 - threshold: `evaluate_metric` per metric over the run's window (a step run covers the step's 5 minutes, a
   background run one interval), then `run_verdict`;
 - sequential: `sequential.decide` per metric on the counts since the previous run (errors; requests slower than
-  the 0.25 s bucket edge), the state carried from run to run as status carries it;
+  the 0.25 s bucket edge), the state and the canary's cumulative counts carried from run to run as status carries
+  them; the first run counts its own window, as the operator's first run counts the increases over its window;
 - mannWhitney: `judged.compare_points` per metric on the last 6 one-interval points, then
   `judged.mann_whitney_results` (score, critical, no-data rules).
 Every judge also honours run_analysis' traffic-gap rule (no Successful run without canary requests in the last
@@ -75,8 +76,9 @@ class Decision:
 class Windows:
     """Per-run sums of the streams: run j covers scrapes [(j-1)*per_run, j*per_run)."""
 
-    def __init__(self, s: Streams, interval_s: int = INTERVAL_S) -> None:
+    def __init__(self, s: Streams, interval_s: int = INTERVAL_S, error_max: float | None = None) -> None:
         self.interval_s = interval_s
+        self.error_max = error_max  # the scenario's absolute max on errors, added to every judge's errors metric
         self.per_run = per_run = interval_s // SCRAPE_S
         self.step_run = STEP_SECONDS // interval_s  # the first run at which the analysis step is due
         runs = s.requests.shape[2] // per_run
@@ -95,6 +97,13 @@ class Windows:
 
 def _metric(spec: dict[str, Any]) -> AnalysisMetric:
     return AnalysisMetric.model_validate(spec)
+
+
+def _metrics(config: dict[str, Any], w: Windows) -> list[AnalysisMetric]:
+    specs = config["metrics"]
+    if w.error_max is not None:
+        specs = [{**m, "max": w.error_max} if m["name"] == "errors" else m for m in specs]
+    return [_metric(m) for m in specs]
 
 
 def _q(value: float) -> QueryResult:
@@ -133,7 +142,7 @@ def _gap_rule(verdict: Verdict, w: Windows, seed: int, j: int) -> Verdict:
 
 
 def decide_threshold(w: Windows, seed: int, config: dict[str, Any]) -> Decision:
-    metrics = [_metric(m) for m in config["metrics"]]
+    metrics = _metrics(config, w)
     for j in range(1, w.runs + 1):
         if j >= w.step_run:  # the step's run (over the step's duration) is asked first
             step = _gap_rule(_threshold(w, seed, j, w.step_run, metrics), w, seed, j)
@@ -147,9 +156,10 @@ def decide_threshold(w: Windows, seed: int, config: dict[str, Any]) -> Decision:
 
 def decide_sequential(w: Windows, seed: int, config: dict[str, Any]) -> Decision:
     judge: Judge = config["judge"]
-    metrics = [_metric(m) for m in config["metrics"]]
+    metrics = _metrics(config, w)
     states = {m.name: sequential.empty_state() for m in metrics}
     bad = {"errors": w.errors, "p99": w.slow}
+    before = {m.name: (0.0, 0.0) for m in metrics}  # the canary's (bad, requests) so far, as status keeps them
     for j in range(1, w.runs + 1):
         verdicts: list[MetricResult] = []
         for m in metrics:
@@ -165,8 +175,12 @@ def decide_sequential(w: Windows, seed: int, config: dict[str, Any]) -> Decision
                 alpha=judge.alpha / len(metrics),  # as run_analysis: Bonferroni over the sequential metrics
                 tolerance=judged.tolerance_up(m, judge),
                 min_requests=MIN_REQUESTS,
+                max_rate=judged.max_rate(m),
+                canary_before=before[m.name],
             )
             states[m.name] = result.log_likelihood
+            b, n = before[m.name]
+            before[m.name] = (b + counts.canary_bad, n + counts.canary_total)
             verdicts.append(MetricResult(name=m.name, verdict=result.verdict))
         verdict = _gap_rule(run_verdict(verdicts), w, seed, j)
         if verdict == "Failed" or (verdict == "Successful" and j >= w.step_run):
@@ -176,7 +190,7 @@ def decide_sequential(w: Windows, seed: int, config: dict[str, Any]) -> Decision
 
 def decide_mann_whitney(w: Windows, seed: int, config: dict[str, Any]) -> Decision:
     judge: Judge = config["judge"]
-    metrics = [_metric(m) for m in config["metrics"]]
+    metrics = _metrics(config, w)
     series = {"errors": w.error_rate, "p99": w.p99}
     for j in range(1, w.runs + 1):
         points = range(j - 1, max(-1, j - 1 - MW_POINTS), -1)  # newest first, as run.py asks them

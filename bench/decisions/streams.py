@@ -40,6 +40,7 @@ class Scenario:
     spikes: bool = False
     gap: bool = False  # 10 minutes without traffic, starting 3 minutes in
     minutes: int = 120
+    error_max: float | None = None  # an absolute max on the errors metric (every judge), as an SLO would set
     tags: tuple[str, ...] = field(default=())
 
     @property
