@@ -50,6 +50,26 @@ JUDGES: dict[str, dict[str, Any]] = {
             {**P99, "relativeToStable": {"maxIncrease": 1.0}},
         ],
     },
+    # Bounds loosened further until the worst healthy scenario's false rollback rate is within alpha (5%), as the
+    # statistical judges' are: errors up to 9 x stable's, p99 up to 2 x. Calibrated on 300 seeds of every healthy
+    # scenario (errors 8 x gave 5.7% on 0.1% errors at 20%; no factor up to 15 x went below 2% there, because a
+    # window in which stable has no error at all fails any canary error).
+    "threshold-matched": {
+        "judge": Judge(type="threshold"),
+        "metrics": [
+            {**ERRORS, "relativeToStable": {"maxIncrease": 8.0}},
+            {**P99, "relativeToStable": {"maxIncrease": 1.0}},
+        ],
+    },
+    # The same, checked every 15 s like sequential-15s: what peeking at a fixed threshold costs in false rollbacks.
+    "threshold-matched-15s": {
+        "judge": Judge(type="threshold"),
+        "metrics": [
+            {**ERRORS, "relativeToStable": {"maxIncrease": 8.0}},
+            {**P99, "relativeToStable": {"maxIncrease": 1.0}},
+        ],
+        "interval_s": 15,
+    },
     # The same tolerance for errors; latency as the share of requests slower than the 0.25 s SLO bucket edge,
     # at most +50% of stable's share.
     "sequential": {
