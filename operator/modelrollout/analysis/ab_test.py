@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
-
-from scipy.stats import norm
 
 from modelrollout.api.rollout import AbTestSettings
 from modelrollout.api.status import AbTestResult, Interval
@@ -49,6 +48,11 @@ class Arm:
         return self.successes / self.trials if self.trials else None
 
 
+def _normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal, precise far into the tail (where 1 - cdf would round to 0)."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
 def _wilson(arm: Arm, z: float) -> tuple[float, float]:
     """Wilson score interval of one proportion."""
     n, p = arm.trials, arm.successes / arm.trials
@@ -59,7 +63,7 @@ def _wilson(arm: Arm, z: float) -> tuple[float, float]:
 
 def newcombe_interval(stable: Arm, canary: Arm, alpha: float) -> Interval:
     """Newcombe's hybrid score interval for canary rate minus stable rate (both arms need trials)."""
-    z = float(norm.isf(alpha / 2))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
     p1, p2 = stable.successes / stable.trials, canary.successes / canary.trials
     l1, u1 = _wilson(stable, z)
     l2, u2 = _wilson(canary, z)
@@ -77,7 +81,7 @@ def two_proportion_p_value(stable: Arm, canary: Arm) -> float:
     if variance <= 0:
         return 1.0
     z = (canary.successes / canary.trials - stable.successes / stable.trials) / math.sqrt(variance)
-    return float(min(1.0, 2 * norm.sf(abs(z))))
+    return min(1.0, 2 * _normal_sf(abs(z)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from modelrollout.analysis import ab_test
 from modelrollout.api.resource import ModelDeployment
+from modelrollout.api.rollout import AbTestSettings
 from modelrollout.api.status import (
     AbTestResult,
     AnalysisRun,
@@ -335,7 +337,7 @@ def _summary(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime) 
     if status.rollout_started_at is not None:
         rows.append(("Rollout started", when(status.rollout_started_at, now)))
     if status.ab_test is not None:
-        rows.append(("A/B test", _ab_test(status.ab_test)))
+        rows.append(("A/B test", _ab_test(status.ab_test, md.spec.rollout.ab_test)))
     for sd in status.scale_downs:
         rows.append(("Scale-down", f"revision {sd.revision} {when(sd.at, now)}"))
     generation = md.metadata.generation
@@ -345,21 +347,9 @@ def _summary(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime) 
     return _fields(rows)
 
 
-def _ab_test(ab: AbTestResult) -> str:
-    def pct(value: float | None) -> str:
-        return NONE if value is None else f"{100 * value:.2f}%"
-
-    parts = [f"winner {ab.winner}" if ab.winner else "running"]
-    parts.append(f"success stable {pct(ab.rate_stable)} vs canary {pct(ab.rate_canary)}")
-    if ab.effect is not None:
-        interval = f" [{100 * ab.interval.low:+.2f}, {100 * ab.interval.high:+.2f}]" if ab.interval else ""
-        parts.append(f"effect {100 * ab.effect:+.2f} points{interval}")
-    if ab.p_value is not None:
-        parts.append(f"p {number(ab.p_value)}")
-    if ab.e_value is not None:
-        parts.append(f"e-value {number(ab.e_value)}")
-    parts.append(f"samples stable {ab.samples_stable} / canary {ab.samples_canary}")
-    return ", ".join(parts)
+def _ab_test(ab: AbTestResult, settings: AbTestSettings | None) -> str:
+    state = f"winner {ab.winner}" if ab.winner else "running"
+    return f"{state}, {ab_test.describe(ab, settings)}" if settings else state
 
 
 def render_status(

@@ -186,7 +186,7 @@ def test_a_running_ab_test_shows_rates_effect_statistic_and_samples() -> None:
     out = view(states.ab_test_running())
     assert lines_with(out, "Phase", "Progressing")
     assert lines_with(out, "A/B test", "running", "success stable 10.00% vs canary 20.00%", "effect +10.00 points [")
-    assert lines_with(out, "samples stable 600 / canary 600")
+    assert lines_with(out, "samples 600/600 (min 5000 each)")
     assert lines_with(out, "A/B test (twoProportion, alpha 0.05) for at most 24h", "current")
     assert lines_with(out, "split users 50/50")
 
