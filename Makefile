@@ -68,8 +68,9 @@ test-unit: venv ## pure unit tests (no processes, no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv tools prometheus mesh-crds ## integration tests against a real kube-apiserver (started if KUBECONFIG is unset)
-	$(BIN)/pytest -m integration tests/integration $(PYTEST_ARGS)
+INTEGRATION_WORKERS ?= 2
+test-integration: venv tools prometheus mesh-crds ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
+	$(BIN)/pytest -m integration -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
 test-e2e: venv tools prometheus ## end-to-end: operator + API server + Prometheus + real model servers and router

@@ -16,14 +16,21 @@ write_stage_config() {
   dir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
   out="$KWOK_WORKDIR/stages-$KWOK_VERSION.yaml"
   mkdir -p "$KWOK_WORKDIR"
+  # Written aside and renamed: test workers start their clusters at the same time and share this file.
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"; cat "$dir/kustomize/stage/$f"
-  done > "$out"
-  { echo "---"; cat "$HACK_DIR/kwok/failure-stages.yaml"; } >> "$out"
+  done > "$out.$$"
+  { echo "---"; cat "$HACK_DIR/kwok/failure-stages.yaml"; } >> "$out.$$"
+  mv -f "$out.$$" "$out"
   echo "$out"
 }
 
+# kwokctl picks each component's port by probing which are free when it creates a cluster: two clusters created
+# at the same moment (parallel test workers) would pick the same ports. Creations take turns.
+mkdir -p "$KWOK_WORKDIR"
+exec 9>"$KWOK_WORKDIR/create.lock"
+flock 9
 if [[ -f "$CLUSTER_KUBECONFIG" ]] && kc get --raw /readyz >/dev/null 2>&1; then
   log "cluster $CLUSTER_NAME: already running"
 else
@@ -36,6 +43,7 @@ else
     --disable-qps-limits --wait 3m >&2
 fi
 
+flock -u 9
 have="$(kc get nodes -l type=kwok -o name 2>/dev/null | wc -l)"
 if (( have < NODES )); then
   log "cluster $CLUSTER_NAME: scaling fake nodes $have -> $NODES"

@@ -19,7 +19,9 @@ from kubernetes_asyncio import client, config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HACK = REPO_ROOT / "hack"
-TEST_CLUSTER_NAME = "mr-test"
+# One cluster per pytest-xdist worker (`make test-integration` runs two): workers never share an API server.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+TEST_CLUSTER_NAME = f"mr-test-{_WORKER}" if _WORKER else "mr-test"
 
 
 @dataclass(frozen=True)
