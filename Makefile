@@ -73,8 +73,9 @@ test-integration: venv tools prometheus mesh-crds ## integration tests against r
 	$(BIN)/pytest -m integration -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: venv tools prometheus ## end-to-end: operator + API server + Prometheus + real model servers and router
-	$(BIN)/pytest -m e2e tests/e2e $(PYTEST_ARGS)
+E2E_WORKERS ?= 2
+test-e2e: venv tools prometheus ## end-to-end: operator + API server + Prometheus + real model servers and router (a cluster per worker)
+	$(BIN)/pytest -m e2e -n $(E2E_WORKERS) tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test
 test: lint test-unit test-integration test-e2e ## everything CI runs: lint, unit, integration, e2e

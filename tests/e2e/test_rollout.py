@@ -27,6 +27,7 @@ from tests.e2e.rollouts import (
 )
 from tests.support.load import Load
 from tests.support.operator import OperatorProcess
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -242,7 +243,12 @@ async def test_an_operator_killed_mid_rollout_continues_from_the_same_step_once(
     status = await rollout.wait(lambda s: (s.get("stable") or {}).get("version") == "2", "promoted after restart")
     summary = load.stop()
 
-    events = await rollout.events()
+    async def promoted_twice() -> list[tuple[str, str]] | None:
+        # Events are posted after the status patch that says promoted: wait for them, do not race them.
+        found = await rollout.events()
+        return found if [reason for reason, _ in found].count("Promoted") >= 2 else None
+
+    events = await eventually(promoted_twice, within=10, what="the Promoted event of version 2")
     weight_events = [message for reason, message in events if reason == "WeightSet"]
     assert len(weight_events) == 2, f"each weight step once: {weight_events}"
     assert [reason for reason, _ in events].count("RolloutStarted") == 2  # version 1, then version 2

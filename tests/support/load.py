@@ -213,7 +213,9 @@ class Load:
     async def _main(self, started: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        # Idle connections are dropped well before uvicorn closes them (5 s): reusing one just as the server closes
+        # it fails the request with a ReadError that says nothing about the server under test.
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
             started.set()
             in_flight: set[asyncio.Task[None]] = set()

@@ -160,10 +160,10 @@ def promote_when_ready(w: Work) -> None:
     old = s.stable
     if s.weights.mirror:
         w.set_mirror(0)
-    w.end_split()
     w.emit(Promote(revision=new, previous=old))
     # Re-sent even when unchanged: after Promote, the stable role means the new revision.
     w.emit(SetWeights(stable=100, canary=0))
+    w.end_split()  # only now: every user is on the new revision, so assignment no longer matters
     s.weights = s.weights.model_copy(update={"stable": 100, "canary": 0})
     if old is not None and old.revision != new.revision:
         _schedule_scale_down(w, old)

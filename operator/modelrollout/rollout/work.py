@@ -113,10 +113,12 @@ class Work:
         stable = self.status.stable
         if self.status.weights.mirror:
             self.emit(SetMirror(percent=0))
-        self.end_split()
         if stable is not None:
             self.emit(SetWeights(stable=100, canary=0))
             self.ensure(stable, "stable", full_replicas(self.spec))
+        # After the weights: the routing document written first also re-points the canary role at stable, and
+        # while the canary still had users the split must not fall back to random requests even for a moment.
+        self.end_split()
         self.status.weights = Weights()
         self.status.analysis.next_run_at = None
 

@@ -88,6 +88,22 @@ def test_a_truly_better_candidate_wins_and_is_promoted() -> None:
     assert sticky_for(sim.spec, sim.status) is None  # ...and converge keeps it so
 
 
+def routing_of_last_change(sim: Sim) -> list[Any]:
+    changed = next(d for d in reversed(sim.decisions) if any(isinstance(a, SetSticky) for a in d.actions))
+    return [a for a in changed.actions if isinstance(a, SetSticky | SetWeights)]
+
+
+def test_the_split_ends_only_after_the_weights_are_back_on_one_variant() -> None:
+    # The routing document written first also re-points the roles: a moment of random assignment between the
+    # two writes would send some users to the other variant.
+    won = Sim.serving(ab_spec(), counts=growing(0.10, 0.15))
+    won.run(until=lambda s: s.status.stable == V2, step_s=10)
+    assert routing_of_last_change(won) == [SetWeights(stable=100, canary=0), SetSticky(by=None)]
+    lost = Sim.serving(ab_spec(), counts=growing(0.15, 0.10))
+    lost.run(until=lambda s: s.status.phase == "RolledBack", step_s=10)
+    assert routing_of_last_change(lost) == [SetWeights(stable=100, canary=0), SetSticky(by=None)]
+
+
 def test_a_worse_candidate_loses_and_stable_keeps_serving() -> None:
     sim = Sim.serving(ab_spec(), counts=growing(0.15, 0.10))
     sim.run(until=lambda s: s.status.phase == "RolledBack", step_s=10)
