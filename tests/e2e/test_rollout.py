@@ -84,6 +84,7 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World
     assert "Promoted" in reasons
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("fault", ["errors", "latency"])
 async def test_a_bad_candidate_is_rolled_back_within_three_analysis_intervals(
     world: World, fault: str, record_property: Callable[[str, object], None]
@@ -133,6 +134,7 @@ async def test_a_bad_candidate_is_rolled_back_within_three_analysis_intervals(
 # --- blue-green ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("healthy", [True, False], ids=["passing", "failing"])
 async def test_blue_green_switches_at_once_only_after_a_passing_pre_promotion_analysis(
     world: World, healthy: bool
