@@ -227,10 +227,19 @@ async def test_status_watch_renders_each_change(objects: Objects, cli: Cli) -> N
     created = await objects.create()
     await objects.write_status(rollout_at_analysis_step(created))
     process = await asyncio.create_subprocess_exec(
-        str(PLUGIN), "status", NAME, "--watch", "-n", cli.namespace, env=cli.env(), stdout=asyncio.subprocess.PIPE
+        str(PLUGIN),
+        "status",
+        NAME,
+        "--watch",
+        "-n",
+        cli.namespace,
+        env=cli.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
     seen = ""
+    passed = False
     try:
 
         async def read_until(text: str) -> bool | None:
@@ -241,9 +250,12 @@ async def test_status_watch_renders_each_change(objects: Objects, cli: Cli) -> N
         await eventually(lambda: read_until("Progressing"), within=RUN_TIMEOUT_S, interval=0, what="a first render")
         await objects.write_status({"phase": "Paused", "paused": True, "pauseReason": "User"})
         await eventually(lambda: read_until("paused: User"), within=30, interval=0, what="a render of the change")
+        passed = True
     finally:
         process.terminate()
-        await process.wait()
+        _, err = await process.communicate()
+        if not passed:  # what the plugin said, and how far it got, for a failure that says only "timed out"
+            print(f"--- plugin exit {process.returncode}; stdout so far:\n{seen}\n--- stderr:\n{err.decode()}")
     assert seen.index("Progressing") < seen.index("paused: User")
 
 
