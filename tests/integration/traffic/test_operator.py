@@ -1,7 +1,8 @@
 """The real operator process (with nothing but deploy/rbac.yaml's permissions) rolls a canary out through the
 user's HTTPRoute and through an Istio VirtualService + DestinationRule: timed pauses, no analysis. The weights
 it writes are read back while it runs, and end at stable 100 after promotion; the platform team's own rule,
-edited mid-rollout, survives."""
+edited mid-rollout, survives; an undo brings the first version back behind the same routing. A/B tests through
+both hold the sticky split while they run and end with all traffic on stable."""
 
 from __future__ import annotations
 
@@ -173,6 +174,26 @@ async def test_canary_through_a_virtual_service_and_subsets(
     subsets = {s["name"]: s["labels"] for s in (await objects.get(DESTINATION_RULE, "pricing"))["spec"]["subsets"]}
     assert subsets["stable"] == selector("pricing", "online", done["stable"]["revision"])
     assert subsets["legacy"] == {"version": "old"}
+
+    # undo: version 1 serves again, with no steps (it was proven in production); the stable subset follows it.
+    first = done["history"][0]["revision"]
+    custom = client.CustomObjectsApi(kube_api)
+    verb = {"metadata": {"annotations": {"modelrollout.dev/verb": '{"name": "undo", "id": "undo-1"}'}}}
+    await custom.patch_namespaced_custom_object(GROUP, VERSION, objects.ns, PLURAL, "pricing", verb, **MERGE)
+
+    async def undone() -> dict[str, Any] | None:
+        obj = await custom.get_namespaced_custom_object(GROUP, VERSION, objects.ns, PLURAL, "pricing")
+        status = obj.get("status") or {}
+        back = status.get("phase") == "RolledBack" and (status.get("stable") or {}).get("revision") == first
+        rule = await objects.get(DESTINATION_RULE, "pricing")
+        labels = {s["name"]: s["labels"] for s in rule["spec"]["subsets"]}
+        return status if back and labels["stable"] == selector("pricing", "online", first) else None
+
+    await eventually(undone, within=60, what="undo: version 1 stable again, and the stable subset on it")
+    routed = istio.current_routing(
+        (await objects.get(VIRTUAL_SERVICE, "pricing"))["spec"]["http"], _istio_target("pricing-all")
+    )
+    assert routed == Routing(), "undo sends everything to stable (version 1 again)"
 
 
 # --- A/B tests ------------------------------------------------------------------------------------------------------
