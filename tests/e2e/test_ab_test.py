@@ -87,7 +87,8 @@ def assert_users_stick(summary: LoadSummary, since: float, until: float) -> dict
     for outcome in summary.outcomes:
         if since <= outcome.sent_at <= until and outcome.ok and outcome.version is not None:
             seen[user_of(outcome.index)].add(outcome.version)
-    assert len(seen) >= 300, f"too few users in the split window: {len(seen)}"
+    # A winner can come ~10 s after the split: about 8 s of the window at 40 requests/s, ~290 of the 400 users.
+    assert len(seen) >= 150, f"too few users in the split window: {len(seen)}"
     switched = {user: versions for user, versions in seen.items() if len(versions) > 1}
     assert not switched, f"{len(switched)} users saw both variants, e.g. {list(switched.items())[:3]}"
     on_b = sum(versions == {"2"} for versions in seen.values()) / len(seen)
