@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from datetime import datetime
 from modelrollout.analysis import judged
 from modelrollout.analysis.evaluate import clip, error_result, evaluate_metric, run_verdict
 from modelrollout.analysis.judges import mann_whitney
-from modelrollout.analysis.provider import MetricProvider, QueryResult
+from modelrollout.analysis.provider import MetricProvider, QueryResult, ask
 from modelrollout.analysis.queries import (
     SHADOW_BUILTINS,
     CountQueries,
@@ -36,8 +35,6 @@ from modelrollout.api.status import AnalysisRun, MetricResult, RevisionRef, Verd
 # mannWhitney compares this many points per revision (one per rate window, ending now and further back).
 MW_MIN_POINTS = 6
 MW_MAX_POINTS = 20
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +175,6 @@ def _judge(
     )
 
 
-async def _ask(provider: MetricProvider, promql: str) -> QueryResult:
-    try:
-        return await provider.query(promql)
-    # Any exception: a provider bug must become an Error verdict, never a crashed tick.
-    except Exception as exc:
-        log.warning("metric provider raised for %r", promql, exc_info=True)
-        return QueryResult.failed(f"{type(exc).__name__}: {exc}")
-
-
 def _context(ref: RevisionRef, *, namespace: str, name: str, model: str, window: int) -> QueryContext:
     return QueryContext(
         namespace=namespace, name=name, model=model, version=ref.version, revision=ref.revision, window_seconds=window
@@ -223,7 +211,7 @@ async def run_analysis(
     # Metrics share queries (every server metric's sample count is the same): ask each distinct one once.
     asked = {q for entry in entries if not isinstance(entry, MetricResult) for q in entry.all()}
     distinct = sorted(asked | {recent} if needs_recent else asked)
-    answers = dict(zip(distinct, await asyncio.gather(*(_ask(provider, q) for q in distinct)), strict=True))
+    answers = dict(zip(distinct, await asyncio.gather(*(ask(provider, q) for q in distinct)), strict=True))
     final, verdict = _verdicts(request, entries, answers)
     if verdict == "Successful" and needs_recent and not (answers[recent].has_data and (answers[recent].value or 0) > 0):
         verdict = "Inconclusive"
