@@ -183,6 +183,12 @@ INVALID: list[Invalid] = [
         base="online-ab-test.yaml",
     ),
     Invalid(
+        "ab-cookie-that-is-no-cookie-name",
+        _set("spec.rollout.abTest.routeBy", {"cookie": "user id"}),
+        ("routeBy.cookie", "should match"),
+        base="online-ab-test.yaml",
+    ),
+    Invalid(
         "ab-header-and-cookie",
         _set("spec.rollout.abTest.routeBy", {"header": "x-user", "cookie": "uid"}),
         ("routeBy", "exactly one of header or cookie"),

@@ -14,6 +14,9 @@ from pydantic_core import CoreSchema, core_schema
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# RFC 6265 cookie-name = token: visible ASCII except separators. A name outside it can be neither read from a
+# Cookie header nor set by a Set-Cookie.
+COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.analysis import AnalysisSettings
 from modelrollout.api.base import (
+    COOKIE_NAME,
     ApiModel,
     Duration,
     cel,
@@ -134,7 +135,12 @@ class RouteBy(ApiModel):
     )
 
     header: str | None = Field(default=None, max_length=256, description="Header whose value picks the variant.")
-    cookie: str | None = Field(default=None, max_length=256, description="Cookie whose value picks the variant.")
+    cookie: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=COOKIE_NAME,
+        description="Cookie whose value picks the variant (a cookie name: letters, digits and !#$%&'*+-.^_`|~).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RouteBy:

@@ -6,10 +6,20 @@ never needs to know revisions, because the `<name>-stable` and `<name>-canary` S
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from modelrollout.api.base import COOKIE_NAME
+
+_COOKIE_NAME = re.compile(COOKIE_NAME)
+
+
+def is_cookie_name(name: str) -> bool:
+    """Whether `name` can name a cookie (an RFC 6265 token): no other name can be read or set."""
+    return _COOKIE_NAME.match(name) is not None
 
 
 class HeaderMatch(BaseModel):
@@ -42,6 +52,8 @@ class StickyBy(BaseModel):
     def _exactly_one(self) -> StickyBy:
         if (self.header is None) == (self.cookie is None):
             raise ValueError("sticky assignment is by exactly one of header or cookie")
+        if self.cookie is not None and not is_cookie_name(self.cookie):
+            raise ValueError(f"stickyBy.cookie {self.cookie!r} is not a cookie name (an RFC 6265 token)")
         return self
 
 

@@ -17,15 +17,12 @@ router reading its object back recovers the assignment and the percent it wrote.
 from __future__ import annotations
 
 import functools
-import re
 
-from modelrollout.traffic.base import HeaderMatch, StickyBy
+from modelrollout.traffic.base import HeaderMatch, StickyBy, is_cookie_name
 
 BUCKETS = 256
 COOKIE_HEADER = "cookie"
 _ANY_HEX = "[0-9a-fA-F]"
-# RFC 6265 cookie-name = token (RFC 2616): visible ASCII except separators.
-_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Characters of a token that are special in a regular expression.
 _SPECIAL = frozenset(r"\.^$|?*+()[]{}")
 _HEADER_PREFIX, _HEADER_SUFFIX = "^.*(", ")$"
@@ -107,9 +104,7 @@ def sticky_match(by: StickyBy, percent: int) -> HeaderMatch:
     buckets = bucket_pattern(percent)
     if by.header is not None:
         return HeaderMatch(header=by.header, regex=f"{_HEADER_PREFIX}{buckets}{_HEADER_SUFFIX}")
-    assert by.cookie is not None  # StickyBy holds exactly one
-    if not _COOKIE_NAME.fullmatch(by.cookie):
-        raise ValueError(f"not a cookie name (an RFC 6265 token): {by.cookie!r}")
+    assert by.cookie is not None  # StickyBy holds exactly one, and only a cookie name (an RFC 6265 token)
     regex = f"{_COOKIE_PREFIX}{_escape(by.cookie)}{_COOKIE_VALUE}{buckets}{_COOKIE_SUFFIX}"
     return HeaderMatch(header=COOKIE_HEADER, regex=regex)
 
@@ -124,7 +119,7 @@ def sticky_from_match(match: HeaderMatch) -> tuple[StickyBy, int] | None:
         escaped, sep, buckets = regex[len(_COOKIE_PREFIX) : -len(_COOKIE_SUFFIX)].partition(_COOKIE_VALUE)
         name = _unescape(escaped) if sep else None
         percent = _percent_of_pattern().get(buckets)
-        if name and percent is not None and _COOKIE_NAME.fullmatch(name):
+        if name and percent is not None and is_cookie_name(name):
             found = StickyBy(cookie=name), percent
     elif regex.startswith(_HEADER_PREFIX) and regex.endswith(_HEADER_SUFFIX):
         percent = _percent_of_pattern().get(regex[len(_HEADER_PREFIX) : -len(_HEADER_SUFFIX)])
