@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch
-from modelrollout.traffic.buckets import sticky_from_match
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
@@ -162,11 +161,7 @@ def current_routing(rules: list[Rule], target: GatewayTarget) -> Routing:
             added = [h for h in rule["matches"][0].get("headers", []) if theirs.get(h["name"].lower()) != h]
             if added:
                 header = _parse_header(added[-1])
-    assignment = sticky_from_match(header) if header is not None else None
-    if assignment is not None:
-        by, percent = assignment
-        return Routing(stable=100 - percent, canary=percent, mirror=mirror, sticky=by)
-    return Routing(stable=stable, canary=canary, mirror=mirror, header=header)
+    return Routing.read(stable=stable, canary=canary, mirror=mirror, header=header)
 
 
 def render_rules(

@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch
-from modelrollout.traffic.buckets import sticky_from_match
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
@@ -164,11 +163,7 @@ def current_routing(http: list[Route], target: IstioTarget) -> Routing:
             if added:
                 key = sorted(added)[-1]
                 header = _parse_header(key, added[key])
-    assignment = sticky_from_match(header) if header is not None else None
-    if assignment is not None:
-        by, percent = assignment
-        return Routing(stable=100 - percent, canary=percent, mirror=mirror, sticky=by)
-    return Routing(stable=stable, canary=canary, mirror=mirror, header=header)
+    return Routing.read(stable=stable, canary=canary, mirror=mirror, header=header)
 
 
 def _render_managed(route: Route, routing: Routing, target: IstioTarget) -> Route:

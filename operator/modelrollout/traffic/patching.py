@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch, StickyBy, check_weights
-from modelrollout.traffic.buckets import sticky_match
+from modelrollout.traffic.buckets import sticky_from_match, sticky_match
 
 Object = dict[str, Any]
 ReadObject = Callable[[], Awaitable[Object | None]]
@@ -81,6 +81,16 @@ class Routing:
         if self.canary in (0, 100):
             return Routing(stable=self.stable, canary=self.canary, mirror=self.mirror)
         return Routing(mirror=self.mirror, header=sticky_match(self.sticky, self.canary))
+
+    @classmethod
+    def read(cls, *, stable: int, canary: int, mirror: int, header: HeaderMatch | None) -> Routing:
+        """The routing an object says with these weights, mirror and header route: `rendered` backwards, so a
+        header route that is a sticky assignment reads as that assignment (with the canary's share of users)."""
+        assignment = sticky_from_match(header) if header is not None else None
+        if assignment is not None:
+            by, percent = assignment
+            return cls(stable=100 - percent, canary=percent, mirror=mirror, sticky=by)
+        return cls(stable=stable, canary=canary, mirror=mirror, header=header)
 
 
 def all_to_stable(routing_of: Callable[[Routing], Routing]) -> bool:
