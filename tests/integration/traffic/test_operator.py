@@ -66,6 +66,18 @@ def _manifest(routing: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _status(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any]:
+    obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pricing")
+    return obj.get("status") or {}
+
+
+async def _healthy_on(custom: client.CustomObjectsApi, ns: str, version: str) -> dict[str, Any] | None:
+    """Status once `version` serves alone (no rollout in progress), else None."""
+    found = await _status(custom, ns)
+    ok = found.get("phase") == "Healthy" and (found.get("stable") or {}).get("version") == version
+    return found if ok and "canary" not in found else None
+
+
 async def _roll_out(
     kube_api: client.ApiClient,
     objects: Objects,
@@ -78,18 +90,8 @@ async def _roll_out(
 ) -> dict[str, Any]:
     custom = client.CustomObjectsApi(kube_api)
     ns = objects.ns
-
-    async def status() -> dict[str, Any]:
-        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pricing")
-        return obj.get("status") or {}
-
-    async def healthy_on(version: str) -> dict[str, Any] | None:
-        found = await status()
-        ok = found.get("phase") == "Healthy" and (found.get("stable") or {}).get("version") == version
-        return found if ok and "canary" not in found else None
-
     await custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _manifest(routing))
-    await eventually(lambda: healthy_on("1"), within=60, what="version 1 Healthy")
+    await eventually(lambda: _healthy_on(custom, ns, "1"), within=60, what="version 1 Healthy")
     assert parse(await objects.get(resource, "pricing")) == Routing()
 
     seen: list[int] = []
@@ -115,7 +117,7 @@ async def _roll_out(
         await objects.json_patch(
             resource, "pricing", [{"op": "replace", "path": user_edit_path, "value": "/mid-rollout"}]
         )
-        done = await eventually(lambda: healthy_on("2"), within=90, what="version 2 promoted")
+        done = await eventually(lambda: _healthy_on(custom, ns, "2"), within=90, what="version 2 promoted")
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -182,8 +184,7 @@ async def test_canary_through_a_virtual_service_and_subsets(
     await custom.patch_namespaced_custom_object(GROUP, VERSION, objects.ns, PLURAL, "pricing", verb, **MERGE)
 
     async def undone() -> dict[str, Any] | None:
-        obj = await custom.get_namespaced_custom_object(GROUP, VERSION, objects.ns, PLURAL, "pricing")
-        status = obj.get("status") or {}
+        status = await _status(custom, objects.ns)
         back = status.get("phase") == "RolledBack" and (status.get("stable") or {}).get("revision") == first
         rule = await objects.get(DESTINATION_RULE, "pricing")
         labels = {s["name"]: s["labels"] for s in rule["spec"]["subsets"]}
@@ -227,18 +228,12 @@ async def _ab_test(
         "trafficRouting": routing,
     }
 
-    async def status() -> dict[str, Any]:
-        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pricing")
-        return obj.get("status") or {}
-
     async def ended() -> dict[str, Any] | None:
-        found = await status()
+        found = await _status(custom, ns)
         return found if found.get("history") and found["history"][-1]["version"] == "2" else None
 
     await custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
-    await eventually(
-        lambda: _when(status(), lambda s: s.get("phase") == "Healthy"), within=60, what="version 1 Healthy"
-    )
+    await eventually(lambda: _healthy_on(custom, ns, "1"), within=60, what="version 1 Healthy")
     await custom.patch_namespaced_custom_object(
         GROUP, VERSION, ns, PLURAL, "pricing", {"spec": {"model": _model("2")}}, **MERGE
     )
@@ -259,11 +254,6 @@ async def _ab_test(
     assert "no Prometheus to ask" in runs[-1]["metrics"][0]["message"]
     assert parse(await objects.get(resource, "pricing")) == Routing(), "the split ends with the test"
     return done
-
-
-async def _when(found: Any, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    value = await found
-    return value if check(value) else None
 
 
 async def test_ab_test_through_an_httproute(
