@@ -7,6 +7,7 @@ a test that asks for `kube_api` fails when no API server answers.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,22 @@ class Cluster:
             text=True,
             timeout=120,
         )
+
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig at `path` that acts as ServiceAccount `account` (a 30-minute token), for tests that run
+        a process with nothing but that account's permissions."""
+        admin = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration", "30m").stdout.strip()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}],
+            "current-context": "sa",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
 
 
 def _hack_env() -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -33,24 +32,6 @@ def test_the_role_has_no_wildcards() -> None:
             assert "*" not in rule[key], rule
 
 
-def _service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration", "30m").stdout.strip()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
-
-
 async def test_operator_reconciles_with_only_its_rbac(
     cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
@@ -70,7 +51,7 @@ async def test_operator_reconciles_with_only_its_rbac(
                 "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
             },
         )
-        kubeconfig = _service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
+        kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
         assert (
             "Forbidden"
             in cluster.kubectl("--kubeconfig", str(kubeconfig), "get", "secrets", "-n", namespace, check=False).stderr

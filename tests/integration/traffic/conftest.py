@@ -4,7 +4,6 @@ objects to edit."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -88,21 +87,6 @@ async def objects(kube_api: client.ApiClient, namespace: str, mesh_crds: Path) -
     return Objects(kube_api, namespace)
 
 
-def _service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration", "30m").stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @pytest.fixture
 async def restricted_kubeconfig(
     cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
@@ -120,7 +104,7 @@ async def restricted_kubeconfig(
         {"metadata": {"name": role_name}, "roleRef": role_ref, "subjects": [subject]}
     )
     try:
-        yield _service_account_kubeconfig(cluster, namespace, account, tmp_path / "sa.kubeconfig")
+        yield cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
     finally:
         await rbac_api.delete_cluster_role_binding(role_name)
         await rbac_api.delete_cluster_role(role_name)
