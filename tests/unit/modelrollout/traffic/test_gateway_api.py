@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from modelrollout.traffic.gateway_api import (
     render_rules,
 )
 from modelrollout.traffic.patching import Conflict, Routing, RoutingTargetError, UnsupportedField
+from tests.unit.modelrollout.traffic.ab_verbs import BY_COOKIE, check_ab_verbs
 
 TARGET = GatewayTarget(
     name="pricing", stable_service="pricing-stable", canary_service="pricing-canary", rule_name="model"
@@ -248,7 +248,6 @@ async def test_a_missing_route_is_reported() -> None:
 # --- A/B: a sticky assignment -------------------------------------------------------------------------------
 
 BY_USER = StickyBy(header="X-User-Id")
-BY_COOKIE = StickyBy(cookie="uid")
 
 
 @pytest.mark.parametrize("by", [BY_USER, BY_COOKIE], ids=["header", "cookie"])
@@ -286,30 +285,14 @@ async def test_ab_verbs_are_idempotent() -> None:
     store = Store(_rules())
     router = GatewayAPIRouter(target=TARGET, read=store.read, write=store.write)
 
-    async def twice(verb: Callable[[], Awaitable[object]], expected: Routing) -> None:
-        await verb()
-        assert current_routing(store.obj["spec"]["rules"], TARGET) == expected
-        writes, rules = store.writes, copy.deepcopy(store.obj["spec"]["rules"])
-        await verb()
-        assert store.writes == writes, "repeating a verb writes nothing"
-        assert store.obj["spec"]["rules"] == rules
-        assert await router.verify()
-
-    ab = Routing(stable=50, canary=50, sticky=BY_USER)
-    await twice(lambda: router.set_weights(50, 50), Routing(stable=50, canary=50))
-    await twice(lambda: router.set_sticky(BY_USER), ab)
-    await twice(lambda: router.converge(stable=50, canary=50, mirror=0, sticky=BY_USER), ab)
-    await twice(lambda: router.set_weights(80, 20), Routing(stable=80, canary=20, sticky=BY_USER))
-    await twice(lambda: router.set_mirror(10), Routing(stable=80, canary=20, mirror=10, sticky=BY_USER))
-    await twice(lambda: router.set_sticky(BY_COOKIE), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
-    with pytest.raises(ValueError, match="cannot be set together"):
-        await router.set_header_route(HeaderMatch(header="x-canary", exact="yes"))
-    await twice(lambda: router.set_header_route(None), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
-    await twice(lambda: router.set_sticky(None), Routing(stable=80, canary=20, mirror=10))
-    await twice(
-        lambda: router.converge(stable=70, canary=30, mirror=0, sticky=BY_USER), Routing(70, 30, sticky=BY_USER)
+    await check_ab_verbs(
+        router,
+        by_user=BY_USER,
+        set_as=BY_USER,
+        routing=lambda: current_routing(store.obj["spec"]["rules"], TARGET),
+        stored=lambda: store.obj["spec"]["rules"],
+        writes=lambda: store.writes,
     )
-    await twice(router.reset, Routing())
     assert store.obj["spec"]["rules"] == render_rules(_rules(), Routing(), TARGET)
     # Nothing to split at canary 0%: no route is needed yet, so a missing one is no error.
     missing = GatewayAPIRouter(target=TARGET, read=Store([]).read, write=store.write)

@@ -4,7 +4,6 @@ against an in-memory store."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from modelrollout.traffic.istio import (
     render_subsets,
 )
 from modelrollout.traffic.patching import Conflict, Routing, RoutingTargetError
+from tests.unit.modelrollout.traffic.ab_verbs import BY_COOKIE, check_ab_verbs
 
 TARGET = IstioTarget(name="rank", namespace="ns", stable_service="rank-stable", canary_service="rank-canary")
 DOCS = {"name": "docs", "match": [{"uri": {"prefix": "/docs"}}], "route": [{"destination": {"host": "docs"}}]}
@@ -224,7 +224,6 @@ async def test_missing_objects() -> None:
 # --- A/B: a sticky assignment -------------------------------------------------------------------------------
 
 BY_USER = StickyBy(header="x-user-id")
-BY_COOKIE = StickyBy(cookie="uid")
 
 
 @pytest.mark.parametrize("by", [BY_USER, BY_COOKIE], ids=["header", "cookie"])
@@ -263,30 +262,14 @@ async def test_ab_verbs_are_idempotent() -> None:
     vs = Store({"http": _http()})
     router = IstioRouter(target=TARGET, read=vs.read, write=vs.write)
 
-    async def twice(verb: Callable[[], Awaitable[object]], expected: Routing) -> None:
-        await verb()
-        assert current_routing(vs.obj["spec"]["http"], TARGET) == expected
-        writes, http = vs.writes, copy.deepcopy(vs.obj["spec"]["http"])
-        await verb()
-        assert vs.writes == writes, "repeating a verb writes nothing"
-        assert vs.obj["spec"]["http"] == http
-        assert await router.verify()
-
-    ab = Routing(stable=50, canary=50, sticky=BY_USER)
-    await twice(lambda: router.set_weights(50, 50), Routing(stable=50, canary=50))
-    await twice(lambda: router.set_sticky(StickyBy(header="X-User-Id")), ab)
-    await twice(lambda: router.converge(stable=50, canary=50, mirror=0, sticky=BY_USER), ab)
-    await twice(lambda: router.set_weights(80, 20), Routing(stable=80, canary=20, sticky=BY_USER))
-    await twice(lambda: router.set_mirror(10), Routing(stable=80, canary=20, mirror=10, sticky=BY_USER))
-    await twice(lambda: router.set_sticky(BY_COOKIE), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
-    with pytest.raises(ValueError, match="cannot be set together"):
-        await router.set_header_route(HeaderMatch(header="x-canary", exact="yes"))
-    await twice(lambda: router.set_header_route(None), Routing(stable=80, canary=20, mirror=10, sticky=BY_COOKIE))
-    await twice(lambda: router.set_sticky(None), Routing(stable=80, canary=20, mirror=10))
-    await twice(
-        lambda: router.converge(stable=70, canary=30, mirror=0, sticky=BY_USER), Routing(70, 30, sticky=BY_USER)
+    await check_ab_verbs(
+        router,
+        by_user=BY_USER,
+        set_as=StickyBy(header="X-User-Id"),
+        routing=lambda: current_routing(vs.obj["spec"]["http"], TARGET),
+        stored=lambda: vs.obj["spec"]["http"],
+        writes=lambda: vs.writes,
     )
-    await twice(router.reset, Routing())
     assert vs.obj["spec"]["http"] == render_http(_http(), Routing(), TARGET)
     no_route = IstioRouter(target=TARGET, read=Store({"http": [copy.deepcopy(DOCS)]}).read, write=vs.write)
     assert not await no_route.converge(stable=100, canary=0, mirror=0, sticky=BY_USER), "nothing to split yet"
