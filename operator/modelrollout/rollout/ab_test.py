@@ -59,18 +59,16 @@ def window_s(w: Work) -> float:
 def run_step(w: Work, step: ExperimentStep, index: int) -> bool:
     """Ends the test undecided once the run at maxDuration brought no winner; never completes on its own (a
     winner, through `consume`, does)."""
-    if w.status.ab_test is None:
-        w.status.ab_test = ab_test.evaluate(ab_test.Arm(0, 0), ab_test.Arm(0, 0), step.settings)
+    current = w.status.ab_test = w.status.ab_test or AbTestResult()  # nothing measured yet
     if due_at(w, step) is None and w.now >= limit(w, step):
-        _undecided(w, step)
+        _undecided(w, step, current)
         return False
-    if w.status.ab_test.samples_canary == 0:
+    if current.samples_canary == 0:
         w.status.message = f"step {index}: A/B test started; first evaluation after {w.plan.interval_s:g}s"
     return False
 
 
-def _undecided(w: Work, step: ExperimentStep) -> None:
-    current = w.status.ab_test or ab_test.evaluate(ab_test.Arm(0, 0), ab_test.Arm(0, 0), step.settings)
+def _undecided(w: Work, step: ExperimentStep, current: AbTestResult) -> None:
     w.status.ab_test = current.model_copy(update={"winner": "undecided"})
     message = (
         f"A/B test of {label(w.canary)} ended undecided after maxDuration {step.settings.max_duration}: "
