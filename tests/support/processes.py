@@ -6,6 +6,8 @@ Every failure message carries the process's log, because a test that fails on "n
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import contextlib
 import os
 import signal
@@ -164,3 +166,31 @@ class ManagedProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class OutputReader:
+    """A child's output as text, read as it comes. Chunks are decoded incrementally: a pipe read can end inside a
+    multi-byte character (rich's box drawing is three bytes), and decoding each chunk on its own would raise there
+    and lose the chunk."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.ended = False
+
+    async def until(self, wanted: str, *, within: float) -> None:
+        """Read until `wanted` has appeared (in everything read so far); fail after `within` s or at end of output."""
+        deadline = time.monotonic() + within
+        while wanted not in self.text:
+            if self.ended:
+                raise AssertionError(f"the output ended without {wanted!r}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {within:.0f}s waiting for {wanted!r} in the output")
+            try:
+                chunk = await asyncio.wait_for(self._stream.read(4096), left)
+            except TimeoutError:
+                continue
+            self.ended = not chunk
+            self.text += self._decoder.decode(chunk, final=self.ended)

@@ -25,6 +25,7 @@ from tests.conftest import REPO_ROOT, Cluster
 from tests.support.crds import install_crds
 from tests.support.manifests import load_example
 from tests.support.operator import OperatorProcess
+from tests.support.processes import OutputReader
 from tests.support.rollout import Sim
 from tests.support.waiting import eventually
 from tests.unit.modelrollout.cli.states import with_failed_run
@@ -238,25 +239,19 @@ async def test_status_watch_renders_each_change(objects: Objects, cli: Cli) -> N
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
-    seen = ""
+    output = OutputReader(process.stdout)
     passed = False
     try:
-
-        async def read_until(text: str) -> bool | None:
-            nonlocal seen
-            seen += (await asyncio.wait_for(process.stdout.read(4096), RUN_TIMEOUT_S)).decode()  # type: ignore[union-attr]
-            return True if text in seen else None
-
-        await eventually(lambda: read_until("Progressing"), within=RUN_TIMEOUT_S, interval=0, what="a first render")
+        await output.until("Progressing", within=RUN_TIMEOUT_S)
         await objects.write_status({"phase": "Paused", "paused": True, "pauseReason": "User"})
-        await eventually(lambda: read_until("paused: User"), within=30, interval=0, what="a render of the change")
+        await output.until("paused: User", within=30)
         passed = True
     finally:
         process.terminate()
         _, err = await process.communicate()
         if not passed:  # what the plugin said, and how far it got, for a failure that says only "timed out"
-            print(f"--- plugin exit {process.returncode}; stdout so far:\n{seen}\n--- stderr:\n{err.decode()}")
-    assert seen.index("Progressing") < seen.index("paused: User")
+            print(f"--- plugin exit {process.returncode}; stdout so far:\n{output.text}\n--- stderr:\n{err.decode()}")
+    assert output.text.index("Progressing") < output.text.index("paused: User")
 
 
 async def test_list_in_a_namespace_and_in_all(objects: Objects, cli: Cli) -> None:
