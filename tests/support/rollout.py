@@ -92,6 +92,7 @@ class Sim:
     script: Script = field(default=always("Successful"))
     auto_ready: bool = True
     pods: dict[str, int] = field(default_factory=dict)
+    asked: dict[str, int] = field(default_factory=dict)  # pods asked per revision, ready or not
     weights: tuple[int, int] = (100, 0)
     mirror: int = 0
     header_route: Any = None
@@ -134,7 +135,13 @@ class Sim:
     def decide(self, verb: Verb | None, metrics: AnalysisOutcome | None) -> Decision:
         observed = self.observed()
         self.observed_pods = dict(self.pods)
-        inputs: dict[str, Any] = {"target": self.target, "metrics": metrics, "now": self.now, "verb": verb}
+        inputs: dict[str, Any] = {
+            "target": self.target,
+            "metrics": metrics,
+            "now": self.now,
+            "verb": verb,
+            "asked": dict(self.asked),
+        }
         decision = tick(observed, self.spec, failure=self.failure, **inputs)
         restarted = ModelDeploymentStatus.model_validate(observed.to_wire())
         again = tick(restarted, self.spec, failure=self.failure, **inputs)
@@ -147,6 +154,7 @@ class Sim:
         for action in decision.actions:
             match action:
                 case EnsureRevision(revision=ref, replicas=n):
+                    self.asked[ref.revision] = n
                     if self.auto_ready:
                         self.pods[ref.revision] = n
                 case SetWeights(stable=s, canary=c):
@@ -160,7 +168,7 @@ class Sim:
                 case Promote(revision=ref):
                     self.stable_role = ref.revision
                 case ScaleDown(revision=rev):
-                    self.pods[rev] = 0
+                    self.pods[rev] = self.asked[rev] = 0
                     self.scaled_down.append(rev)
                 case RecordEvent() | RequestAnalysis():
                     pass

@@ -9,7 +9,7 @@ from datetime import datetime
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, RevisionRef
-from modelrollout.planning.reconcile import Observed, candidate_failure, engine_input
+from modelrollout.planning.reconcile import Observed, asked_after, candidate_failure, engine_input
 from modelrollout.rollout import Action, Decision, RequestAnalysis, Verb, tick
 
 # One pass answers at most this many analysis requests (a background run and a step run can fall due together).
@@ -41,6 +41,8 @@ async def decide_pass(
     is judged on the decision that asked for it, so no verdict is ever dropped.
     """
 
+    done: list[Action] = []
+
     def decide(base: ModelDeploymentStatus, outcome: AnalysisOutcome | None, with_verb: Verb | None) -> Decision:
         return tick(
             engine_input(base, observed),
@@ -50,9 +52,9 @@ async def decide_pass(
             now=now,
             verb=with_verb,
             failure=candidate_failure(base, observed),
+            asked=asked_after(observed, done),  # a later tick of the pass knows what the earlier ones asked
         )
 
-    done: list[Action] = []
     decision = decide(status, None, verb)
     for attempt in range(ANALYSES_PER_PASS):
         requests = [a.request for a in decision.actions if isinstance(a, RequestAnalysis)]

@@ -106,17 +106,24 @@ def candidate_failure(status: ModelDeploymentStatus, observed: Observed) -> str 
     return state.health.failure
 
 
+def asked_after(observed: Observed, actions: Iterable[Action]) -> dict[str, int]:
+    """Pods per revision after the actions: what we asked for before, changed by each EnsureRevision and
+    ScaleDown in order."""
+    asked = replicas_by_revision(observed)
+    for action in actions:
+        if isinstance(action, EnsureRevision):
+            asked[action.revision.revision] = action.replicas
+        elif isinstance(action, ScaleDown):
+            asked[action.revision] = 0
+    return asked
+
+
 def wanted_replicas(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observed: Observed, actions: Iterable[Action]
 ) -> dict[str, int]:
-    """Pods per revision after the actions: what we asked for before, changed by each EnsureRevision and
-    ScaleDown in order. A stable revision nobody asked anything of (its Deployment was deleted) runs at full size."""
-    wanted = replicas_by_revision(observed)
-    for action in actions:
-        if isinstance(action, EnsureRevision):
-            wanted[action.revision.revision] = action.replicas
-        elif isinstance(action, ScaleDown):
-            wanted[action.revision] = 0
+    """Pods per revision after the actions (asked_after). A stable revision nobody asked anything of (its
+    Deployment was deleted) runs at full size."""
+    wanted = asked_after(observed, actions)
     if status.stable is not None:
         wanted.setdefault(status.stable.revision, full_replicas(spec))
     return wanted

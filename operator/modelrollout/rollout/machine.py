@@ -3,6 +3,7 @@ everything it decides is in the Decision, so a restarted operator resumes from s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from modelrollout.rollout.commands import apply_verb
 from modelrollout.rollout.conditions import sync_conditions
 from modelrollout.rollout.lifecycle import candidate_failed, first_revision_failed, follow_target, scale_downs_due
 from modelrollout.rollout.plan import PauseStep, WindowStep, build_plan
+from modelrollout.rollout.resizing import follow_size
 from modelrollout.rollout.steps import run_steps
 from modelrollout.rollout.verbs import Verb
 from modelrollout.rollout.work import Work
@@ -54,12 +56,15 @@ def tick(
     now: datetime,
     verb: Verb | None = None,
     failure: str | None = None,
+    asked: Mapping[str, int] | None = None,
 ) -> Decision:
     """Advance the rollout of `target` (the revision the spec asks for) by everything that can happen at `now`.
 
     `status.replicas["stable"|"canary"]` must describe the Deployments of `status.stable` / `status.canary`
     as given. `metrics` is the outcome of a RequestAnalysis from an earlier decision (ignored when stale).
     `failure` says why the candidate (`status.canary`) cannot become available, when it cannot.
+    `asked` is the pods we last asked each revision to run (by revision); with it, the roles follow a change of
+    the spec's size. Without it (a caller that cannot know), sizes change only at the steps.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (status times are UTC)")
@@ -83,6 +88,8 @@ def tick(
     run_steps(w)
     request_due(w)
     scale_downs_due(w)
+    if asked is not None:
+        follow_size(w, asked)
     _settle_phase(w)
     if failing and failure is not None and w.in_rollout and w.status.stable is None:
         first_revision_failed(w, failure)

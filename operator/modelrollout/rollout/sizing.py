@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.api.traffic import Provider
 from modelrollout.traffic.service import split_replicas
 
@@ -53,3 +54,34 @@ def for_weight(spec: ModelDeploymentSpec, weight: int) -> Sizing:
 def for_mirror(spec: ModelDeploymentSpec, percent: int) -> int:
     """Canary pods for a mirrored share of the load."""
     return _share(full_replicas(spec), percent)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSizes:
+    """Pods each role needs for the traffic it has now, at the spec's full size. None: whatever the current step
+    asked for stands (a candidate warming up before it gets traffic). `canary_weight` is the weight those pods
+    give: the status's, except with the `service` provider, whose weights are pod ratios."""
+
+    stable: int | None
+    canary: int | None
+    canary_weight: int
+
+
+def for_traffic(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, *, canary_running: bool) -> RoleSizes:
+    """The sizes of the roles as the spec's size and the traffic in `status` want them now, so that a change of
+    replicas (or of the autoscaler's floor) reaches what already serves, mid-rollout too: each step's share is of
+    the new total. `canary_running`: the candidate has pods (a blue-green preview runs at full size)."""
+    full = full_replicas(spec)
+    weights = status.weights
+    if status.canary is None:
+        return RoleSizes(full, None, 0)
+    if provider(spec) == "service" and 0 < weights.canary < 100:
+        split = split_replicas(total=full, canary_weight=weights.canary)
+        return RoleSizes(split.stable, split.canary, split.effective_weight)
+    if weights.canary > 0 or weights.mirror > 0:
+        canary = max(_share(full, weights.canary) if weights.canary else 0, _share(full, weights.mirror))
+    elif spec.rollout.strategy == "blueGreen" and canary_running:
+        canary = full
+    else:
+        canary = None
+    return RoleSizes(full, canary, weights.canary)
