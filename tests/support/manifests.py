@@ -201,4 +201,58 @@ INVALID: list[Invalid] = [
         base="online-ab-test.yaml",
     ),
     Invalid("name-too-long", _set("metadata.name", "a" * 41), ("metadata.name", "40")),
+    Invalid(
+        "cpu-that-is-no-quantity",
+        _set("spec.model.resources", {"requests": {"cpu": "lots"}}),
+        ("model.resources.requests.cpu", "lots"),
+    ),
+    Invalid(
+        "negative-memory",
+        _set("spec.model.resources", {"limits": {"memory": -1}}),
+        ("model.resources.limits.memory",),
+    ),
+    Invalid(
+        "output-topic-that-is-no-kafka-topic",
+        _set("spec.stream.kafka.outputTopic", "bad topic!"),
+        ("stream.kafka.outputTopic", "Kafka topic name", "'.', '_' and '-'"),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "dead-letter-topic-dot-dot",
+        _set("spec.stream.kafka.deadLetterTopic", ".."),
+        ("stream.kafka.deadLetterTopic", "not '.' or '..'"),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "time-zone-not-in-the-database",
+        _set("spec.batch.timeZone", "Mars/Olympus"),
+        ("batch.timeZone", "IANA time zone", "Europe/Paris"),
+        base="batch.yaml",
+    ),
+    Invalid(
+        "time-zone-as-an-offset",
+        _set("spec.batch.timeZone", "+05:00"),
+        ("batch.timeZone", "IANA time zone"),
+        base="batch.yaml",
+    ),
+]
+
+
+# Valid values at the edges of the rules above: both pydantic and the API server admit each.
+EDGE_VALID: list[Invalid] = [
+    Invalid(
+        "quantities",
+        _set(
+            "spec.model.resources",
+            {"requests": {"cpu": "1.5", "memory": "512Mi"}, "limits": {"cpu": 2, "memory": "1e9"}},
+        ),
+        (),
+    ),
+    Invalid("millicores", _set("spec.model.resources", {"requests": {"cpu": "250m"}}), ()),
+    Invalid("three-dots-topic", _set("spec.stream.kafka.outputTopic", "..."), (), base="stream.yaml"),
+    Invalid("dotted-topic", _set("spec.stream.kafka.outputTopic", ".scores_v2-eu"), (), base="stream.yaml"),
+    Invalid("longest-topic", _set("spec.stream.kafka.inputTopic", "t" * 249), (), base="stream.yaml"),
+    Invalid("utc", _set("spec.batch.timeZone", "UTC"), (), base="batch.yaml"),
+    Invalid("etc-offset-zone", _set("spec.batch.timeZone", "Etc/GMT+5"), (), base="batch.yaml"),
+    Invalid("three-part-zone", _set("spec.batch.timeZone", "America/Argentina/Buenos_Aires"), (), base="batch.yaml"),
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.json_schema import WithJsonSchema
 
 from modelrollout.api.base import (
@@ -17,9 +18,35 @@ from modelrollout.api.base import (
 )
 
 ModelFormat = Literal["sklearn", "onnx", "xgboost", "lightgbm", "custom"]
+# The pattern Kubernetes' own CRDs give resource.Quantity (as controller-gen writes it), less the sign: requests
+# and limits cannot be negative. Checked here and by the API server, so `cpu: lots` is refused at admission
+# instead of failing every apply of the Deployment later.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QUANTITY_MESSAGE = "must be a Kubernetes quantity: a non-negative number with an optional suffix, e.g. 500m, 2, 1.5Gi"
+
+
+def _quantity(value: int | str) -> int | str:
+    bad = value < 0 if isinstance(value, int) else not re.fullmatch(QUANTITY_PATTERN, value)
+    if bad:
+        raise ValueError(f"{QUANTITY_MESSAGE} (got {value!r})")
+    return value
+
+
 Quantity = Annotated[
     int | str,
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+    AfterValidator(_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            # Value checks, no CEL: a rule on every entry of two maps costs more than the schema's CEL budget allows.
+            # The server applies `pattern` to strings and `minimum` to integers.
+            "pattern": QUANTITY_PATTERN,
+            "minimum": 0,
+        }
+    ),
 ]
 
 
@@ -42,9 +69,11 @@ class ResourceRequirements(ApiModel):
     """CPU and memory for each model server pod, as in a container's `resources`."""
 
     requests: dict[str, Quantity] | None = Field(
-        default=None, description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."
+        default=None, max_length=16, description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."
     )
-    limits: dict[str, Quantity] | None = Field(default=None, description="Maximum resources, e.g. {memory: 2Gi}.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Maximum resources, e.g. {memory: 2Gi}."
+    )
 
 
 class ModelSpec(ApiModel):

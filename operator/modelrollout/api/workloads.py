@@ -2,20 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import WithJsonSchema
 
 from modelrollout.api.base import (
     ApiModel,
     CronSchedule,
     Duration,
+    Matches,
     ModelUri,
     cel,
     cel_rules,
 )
 
 DataFormat = Literal["parquet", "csv", "jsonl"]
+
+# Kafka's rule for topic names: its legal characters, at most 249 of them, and neither "." nor "..". RE2 (CEL) has
+# no look-ahead, so the two names are excluded by shape: up to two dots then a non-dot, or three dots or more.
+KafkaTopic = Annotated[
+    str,
+    Matches(
+        r"^(\.{0,2}[a-zA-Z0-9_-][a-zA-Z0-9._-]*|\.{3,}[a-zA-Z0-9._-]*)$",
+        "must be a Kafka topic name: letters, digits, '.', '_' and '-' only, and not '.' or '..'",
+        249,
+    ),
+]
+# An IANA name by shape (Area/Location, UTC, Etc/GMT+5); whether the zone exists is asked of the time zone
+# database: Python's here, the API server's Go one in the CEL rule (getHours fails on a zone it does not know).
+_TIME_ZONE_SHAPE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
+TIME_ZONE_MESSAGE = "must be an IANA time zone name, e.g. Europe/Paris, America/New_York or UTC"
+
+
+def _time_zone(value: str) -> str:
+    try:
+        if re.fullmatch(_TIME_ZONE_SHAPE, value):
+            ZoneInfo(value)
+            return value
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    raise ValueError(f"{TIME_ZONE_MESSAGE} (got {value!r})")
+
+
+TimeZone = Annotated[
+    str,
+    AfterValidator(_time_zone),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.matches(r'{_TIME_ZONE_SHAPE}') && timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
+                    TIME_ZONE_MESSAGE,
+                )
+            ],
+        }
+    ),
+]
 
 
 class ScaleBounds(ApiModel):
@@ -79,7 +126,7 @@ class BatchSpec(ApiModel):
     """Batch scoring: a CronJob per revision that scores `input` into `output` on a schedule."""
 
     schedule: CronSchedule = Field(description="Cron schedule (5 fields, e.g. `0 2 * * *`, or @daily/@hourly/...).")
-    time_zone: str | None = Field(default=None, max_length=64, description="IANA time zone, e.g. Europe/Paris.")
+    time_zone: TimeZone | None = Field(default=None, description="IANA time zone, e.g. Europe/Paris.")
     input: DataLocation = Field(description="What to score.")
     output: DataLocation = Field(description="Where predictions are written.")
     suspend: bool = Field(default=False, description="Stop scheduling new runs.")
@@ -92,14 +139,12 @@ class KafkaSettings(ApiModel):
     bootstrap_servers: str = Field(
         min_length=1, max_length=1024, description="Comma-separated host:port list of Kafka brokers."
     )
-    input_topic: str = Field(min_length=1, max_length=249, description="Topic to read records from.")
-    output_topic: str = Field(min_length=1, max_length=249, description="Topic predictions are written to.")
+    input_topic: KafkaTopic = Field(description="Topic to read records from.")
+    output_topic: KafkaTopic = Field(description="Topic predictions are written to.")
     consumer_group: str | None = Field(
         default=None, max_length=255, description="Consumer group; defaults to `<namespace>.<name>`."
     )
-    dead_letter_topic: str | None = Field(
-        default=None, max_length=249, description="Topic for records that cannot be scored."
-    )
+    dead_letter_topic: KafkaTopic | None = Field(default=None, description="Topic for records that cannot be scored.")
 
 
 class StreamAutoscaling(ScaleBounds):

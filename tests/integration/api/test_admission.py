@@ -14,7 +14,7 @@ from kubernetes_asyncio import client
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment, ModelDeploymentStatus
 from tests.conftest import Cluster
 from tests.support.crds import install_crds
-from tests.support.manifests import EXAMPLES, INVALID, Invalid, load_example
+from tests.support.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 from tests.unit.modelrollout.api.test_status import full_status
 
 pytestmark = pytest.mark.integration
@@ -53,6 +53,13 @@ async def test_invalid_manifest_is_rejected_at_admission(
     message = json.loads(rejected.value.body)["message"]
     for expected in case.expect:
         assert expected.lower() in message.lower(), f"{expected!r} missing from: {message}"
+
+
+@pytest.mark.parametrize("case", EDGE_VALID, ids=lambda c: c.id)
+async def test_values_at_the_edge_of_a_rule_are_admitted(
+    mdeps: client.CustomObjectsApi, namespace: str, case: Invalid
+) -> None:
+    await _create(mdeps, namespace, case.manifest())
 
 
 async def test_an_analysis_block_without_metrics_is_admitted(mdeps: client.CustomObjectsApi, namespace: str) -> None:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from modelrollout.api import ModelDeployment
 from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.spec import ModelDeploymentSpec
-from tests.support.manifests import EXAMPLES, INVALID, Invalid, load_example
+from tests.support.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -32,6 +32,11 @@ def test_invalid_manifest_is_rejected_naming_the_field_and_fix(case: Invalid) ->
     message = describe_validation_error(rejected.value)
     for expected in case.expect:
         assert expected.lower() in message.lower(), f"{expected!r} missing from: {message}"
+
+
+@pytest.mark.parametrize("case", EDGE_VALID, ids=lambda c: c.id)
+def test_values_at_the_edge_of_a_rule_are_accepted(case: Invalid) -> None:
+    ModelDeployment.model_validate(case.manifest())
 
 
 def test_defaults_match_what_the_crd_declares() -> None:
