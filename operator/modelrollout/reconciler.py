@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelrollout.analysis import experiment
@@ -27,6 +29,7 @@ from modelrollout.api.base import duration_seconds
 from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus
+from modelrollout.backoff import Backoff
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
 from modelrollout.planning.decide import decide_pass
@@ -49,6 +52,7 @@ from modelrollout.planning.reconcile import (
 )
 from modelrollout.rollout import Action, Decision, SetHeaderRoute, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
+from modelrollout.rollout.conditions import mark_apply_failed, without_apply_failure
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
 from modelrollout.traffic.patching import RoutingTargetError
@@ -66,6 +70,8 @@ OWNED_KINDS = (
 )
 # A wake-up "now" still waits this long, so a decision that keeps asking to run again cannot spin.
 MIN_WAKE_S = 0.2
+# Of the API server's answer, what fits in status.message and an event (a quantity's refusal quotes a long regex).
+MAX_REASON = 1000
 Key = tuple[str, str]
 
 
@@ -86,6 +92,7 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._wakeups: dict[Key, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient()  # one connection pool to Prometheus for every analysis
+        self._backoff = Backoff(settings.apply_retry_initial_s, settings.apply_retry_max_s)
 
     async def close(self) -> None:
         for task in self._wakeups.values():
@@ -95,13 +102,18 @@ class Reconciler:
                 await task
         await self._http.aclose()
 
-    async def reconcile(self, body: Mapping[str, Any]) -> None:
+    async def reconcile(self, body: Mapping[str, Any], *, scheduled: bool = False) -> None:
+        """One pass, unless an earlier pass of this generation was refused by the API server and its retry is
+        not due yet: events and the resync then wait for that retry (a `scheduled` pass: our own wake-up)."""
         meta = dict(body)["metadata"]
         key = (meta["namespace"], meta["name"])
         async with self._locks.setdefault(key, asyncio.Lock()):
             # Re-read under the lock: a pass that waited must act on the latest spec and status, not a stale one.
             fresh = await self._kube.get(KIND, *key)
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                self._backoff.clear(key)
+                return
+            if not scheduled and self._backoff.waiting(key, fresh["metadata"].get("generation"), self._clock()):
                 return
             await self._reconcile(fresh)
 
@@ -134,19 +146,26 @@ class Reconciler:
         if verb_problem:
             plan.events.append(Event("Warning", "InvalidVerb", verb_problem))
         spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
-        await self._execute(raw, md, plan, actions, seen, spec_unchanged=spec_unchanged)
+        key = (md.metadata.namespace or "", md.metadata.name or "")
+        refused = await self._execute(raw, md, plan, actions, seen, spec_unchanged=spec_unchanged, now=now)
+        if refused is None:
+            self._backoff.clear(key)
+        elif not refused.status_written:
+            # Nothing of this pass took effect: the verb waits in its annotation for the retry.
+            self._wake(key, refused.retry_at, now)
+            return
         if raw_verb is not None:
             # Applied (its id is in status now) or refused with an event: either way it is consumed.
             await self._kube.remove_annotation(
                 KIND, md.metadata.namespace or "", md.metadata.name or "", VERB_ANNOTATION, if_value=raw_verb
             )
-        self._wake((md.metadata.namespace or "", md.metadata.name or ""), decision.wake_at, now)
+        self._wake(key, refused.retry_at if refused else decision.wake_at, now)
 
     async def _decide(
         self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime
     ) -> tuple[Decision, list[Action]]:
         target = target_of(md.spec, self._plan_settings)
-        status = md.status or ModelDeploymentStatus()
+        status = without_apply_failure(md.status or ModelDeploymentStatus())
 
         async def analyse(request: AnalysisRequest) -> AnalysisOutcome:
             return await self._analyse(md, request, now)
@@ -228,12 +247,18 @@ class Reconciler:
         seen: dict[tuple[str, str], _Seen],
         *,
         spec_unchanged: bool,
-    ) -> None:
-        """Pods first, then traffic, then taking pods away: a revision never gets traffic it has no pods for."""
+        now: datetime,
+    ) -> _Refused | None:
+        """Pods first, then traffic, then taking pods away: a revision never gets traffic it has no pods for.
+        A child the API server refuses stops the pass there and is reported (status, event, log line): refused
+        before the routing, the status stays what it was; after it, the plan's status is written, since its
+        traffic moved."""
         meta = raw["metadata"]
         events = list(plan.events)
-        for obj in plan.grow:
-            events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
+        refused = await self._apply_all(plan.grow, seen, events, spec_unchanged=spec_unchanged)
+        if refused is not None:
+            await self._report_refused(raw, md, md.status or ModelDeploymentStatus(), refused, now)
+            return refused
         try:
             await self._route(md, plan.status, actions)
         except RoutingTargetError as exc:
@@ -243,14 +268,60 @@ class Reconciler:
             logger.warning("%s/%s %s", meta["namespace"], meta["name"], message)
             await self._kube.emit_event(raw, type_="Warning", reason="RoutingFailed", message=message)
             raise
-        for obj in plan.shrink:
-            events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
-        for kind, name in plan.delete:
-            await self._kube.delete(kind, meta["namespace"], name)
-        await self._kube.apply_status(meta["namespace"], meta["name"], plan.status.to_wire())
+        refused = await self._apply_all(plan.shrink, seen, events, spec_unchanged=spec_unchanged)
+        for kind, name in plan.delete if refused is None else ():
+            try:
+                await self._kube.delete(kind, meta["namespace"], name)
+            except ApiException as exc:
+                refused = _Refused.of(kind, name, exc)
+                break
+        if refused is not None:
+            refused.status_written = True
+            await self._report_refused(raw, md, plan.status, refused, now)
+        else:
+            await self._kube.apply_status(meta["namespace"], meta["name"], plan.status.to_wire())
         for event in events:
             logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
+        return refused
+
+    async def _apply_all(
+        self,
+        objs: Sequence[dict[str, Any]],
+        seen: dict[tuple[str, str], _Seen],
+        events: list[Event],
+        *,
+        spec_unchanged: bool,
+    ) -> _Refused | None:
+        for obj in objs:
+            try:
+                events += await self._apply(obj, seen, spec_unchanged=spec_unchanged)
+            except ApiException as exc:
+                meta = obj["metadata"]
+                return _Refused.of(obj["kind"], meta["name"], exc)
+        return None
+
+    async def _report_refused(
+        self,
+        raw: dict[str, Any],
+        md: ModelDeployment,
+        status: ModelDeploymentStatus,
+        refused: _Refused,
+        now: datetime,
+    ) -> None:
+        """Status and an event say which object was refused and what the API server answered; the retry waits
+        a growing delay (a new generation of the spec retries at once)."""
+        key = (md.metadata.namespace or "", md.metadata.name or "")
+        refusal = self._backoff.refused(key, md.metadata.generation, now)
+        refused.retry_at = refusal.retry_at
+        delay = (refusal.retry_at - now).total_seconds()
+        attempt = f"retrying in {delay:g}s (attempt {refusal.failures}), or at once on a spec change"
+        message = f"{refused.describe()}; {attempt}"
+        reported = status.model_copy(deep=True)
+        mark_apply_failed(reported, message, now=now, generation=md.metadata.generation)
+        logger.warning("%s/%s %s", *key, message)
+        await self._kube.apply_status(*key, reported.to_wire())
+        await self._kube.emit_event(raw, type_="Warning", reason="ApplyFailed", message=message)
 
     async def _apply(
         self, obj: dict[str, Any], seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
@@ -307,7 +378,7 @@ class Reconciler:
     async def _wake_after(self, key: Key, delay: float) -> None:
         await asyncio.sleep(delay)
         try:
-            await self.reconcile({"metadata": {"namespace": key[0], "name": key[1]}})
+            await self.reconcile({"metadata": {"namespace": key[0], "name": key[1]}}, scheduled=True)
         except Exception:
             logger.exception("timed pass of %s/%s failed; the periodic resync retries it", *key)
 
@@ -357,6 +428,35 @@ def _asked_replicas(deployment: dict[str, Any]) -> int:
     if annotated is not None and annotated.isdigit():
         return int(annotated)
     return int(deployment.get("spec", {}).get("replicas", 1))
+
+
+@dataclass
+class _Refused:
+    """A child object the API server would not take, in this pass."""
+
+    kind: str
+    name: str
+    code: int
+    reason: str
+    status_written: bool = False  # refused after the routing: the plan's status was written with the report
+    retry_at: datetime | None = None
+
+    @classmethod
+    def of(cls, kind: str, name: str, exc: ApiException) -> _Refused:
+        return cls(kind, name, int(exc.status or 0), _api_message(exc))
+
+    def describe(self) -> str:
+        return f"the API server refused {self.kind} {self.name} (HTTP {self.code}): {self.reason}"
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's own words: the `message` of the Status it answered, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    said = str(message or exc.reason or "no reason given")
+    return said if len(said) <= MAX_REASON else said[: MAX_REASON - 3] + "..."
 
 
 @dataclass(frozen=True)

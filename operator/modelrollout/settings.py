@@ -38,3 +38,12 @@ class OperatorSettings(BaseSettings):
         le=600,
         description="Scrape interval of that Prometheus: rate windows are never shorter than four of them.",
     )
+    apply_retry_initial_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="First retry delay of a ModelDeployment whose child object the API server refused; doubles.",
+    )
+    apply_retry_max_s: float = Field(
+        default=300.0, gt=0, le=3600, description="Longest retry delay of such a ModelDeployment."
+    )

@@ -58,3 +58,35 @@ def sync_conditions(status: ModelDeploymentStatus, *, now: datetime) -> None:
             last_transition_time=now,
         ),
     )
+
+
+# Degraded's reason while the API server refuses one of our objects (the reconciler's report, not the phase's).
+APPLY_FAILED = "ApplyFailed"
+
+
+def mark_apply_failed(status: ModelDeploymentStatus, message: str, *, now: datetime, generation: int | None) -> None:
+    """Say where users look that a child object was refused: `message` and a Degraded condition for the
+    generation that was tried. The phase stays what it was: nothing the rollout decided has changed."""
+    status.message = message
+    status.conditions = _set(
+        status.conditions,
+        Condition(
+            type="Degraded",
+            status="True",
+            reason=APPLY_FAILED,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        ),
+    )
+
+
+def without_apply_failure(status: ModelDeploymentStatus) -> ModelDeploymentStatus:
+    """The status a pass starts from: a refusal reported by an earlier pass is not a decision to carry on (if
+    this pass is refused again it says so again; otherwise sync_conditions recomputes Degraded)."""
+    refused = next((c for c in status.conditions if c.type == "Degraded" and c.reason == APPLY_FAILED), None)
+    if refused is None:
+        return status
+    conditions = [c for c in status.conditions if c is not refused]
+    message = None if status.message == refused.message else status.message
+    return status.model_copy(update={"conditions": conditions, "message": message})

@@ -7,6 +7,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.conftest import Cluster
+from tests.integration.operator.k8s import K8s
 from tests.support.crds import install_crds
 from tests.support.operator import OperatorProcess, free_port, operator_running
 
@@ -15,12 +16,19 @@ from tests.support.operator import OperatorProcess, free_port, operator_running
 async def operator(
     cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[OperatorProcess]:
+    """The operator, watching this test's namespace; `@pytest.mark.operator_env(NAME=value, ...)` adds settings."""
     await install_crds(kube_api)
+    marker = request.node.get_closest_marker("operator_env")
     process = OperatorProcess(
         kubeconfig=cluster.kubeconfig,
         namespace=namespace,
         log_dir=tmp_path,
-        extra_env={"MODELROLLOUT_LIVENESS_PORT": str(free_port())},
+        extra_env={"MODELROLLOUT_LIVENESS_PORT": str(free_port()), **(marker.kwargs if marker else {})},
     )
     with operator_running(process, request):
         yield process
+
+
+@pytest.fixture
+def k8s(kube_api: client.ApiClient, namespace: str) -> K8s:
+    return K8s(kube_api, namespace)

@@ -9,12 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes_asyncio import client
 
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment
 from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION
 from modelrollout.planning.router import uses_router
-from tests.support.manifests import load_example
+from tests.integration.operator.k8s import CONVERGE_S, K8s
 from tests.support.operator import OperatorProcess
 from tests.support.waiting import eventually
 
@@ -30,101 +29,11 @@ ONLINE_EXAMPLES = [
     "istio.yaml",
     "hybrid.yaml",
 ]
-MERGE = {"_content_type": "application/merge-patch+json"}
-CONVERGE_S = 60
-
-
-class Cluster:
-    """Typed helpers over the real API for one test namespace."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.ns = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.autoscaling = client.AutoscalingV2Api(api)
-        self.policy = client.PolicyV1Api(api)
-
-    async def create(self, example: str, **spec_model: Any) -> dict[str, Any]:
-        body = load_example(example)
-        body["spec"]["model"].update(spec_model)
-        created: dict[str, Any] = await self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.ns, PLURAL, body
-        )
-        return created
-
-    async def get(self, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
-        return found
-
-    async def patch_model(self, name: str, **model: Any) -> None:
-        await self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.ns, PLURAL, name, {"spec": {"model": model}}, **MERGE
-        )
-
-    async def wait_for(
-        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, within: float = CONVERGE_S
-    ) -> dict[str, Any]:
-        async def probe() -> dict[str, Any] | None:
-            obj = await self.get(name)
-            return obj if check(obj.get("status") or {}) else None
-
-        return await eventually(probe, within=within, what=f"{name}: {what}")
-
-    async def healthy(self, name: str, version: str | None = None) -> dict[str, Any]:
-        def check(status: dict[str, Any]) -> bool:
-            stable = status.get("stable") or {}
-            return status.get("phase") == "Healthy" and (version is None or stable.get("version") == version)
-
-        return await self.wait_for(name, check, f"Healthy on version {version}")
-
-    async def deployments(self, name: str, mode: str = "online") -> list[Any]:
-        selector = f"{LABEL_NAME}={name},{LABEL_MODE}={mode}"
-        listed = await self.apps.list_namespaced_deployment(self.ns, label_selector=selector)
-        return list(listed.items)
-
-    async def services(self, name: str) -> dict[str, Any]:
-        listed = await self.core.list_namespaced_service(self.ns, label_selector=f"{LABEL_NAME}={name}")
-        return {s.metadata.name: s for s in listed.items}
-
-    async def children(self, name: str) -> dict[tuple[str, str], tuple[str, str]]:
-        """(kind, name) -> (uid, resourceVersion) of everything labelled as this ModelDeployment's."""
-        selector = f"{LABEL_NAME}={name}"
-        found: dict[tuple[str, str], tuple[str, str]] = {}
-        listings: list[tuple[str, Callable[..., Awaitable[Any]]]] = [
-            ("Deployment", self.apps.list_namespaced_deployment),
-            ("Service", self.core.list_namespaced_service),
-            ("HorizontalPodAutoscaler", self.autoscaling.list_namespaced_horizontal_pod_autoscaler),
-            ("PodDisruptionBudget", self.policy.list_namespaced_pod_disruption_budget),
-        ]
-        for kind, lister in listings:
-            for item in (await lister(self.ns, label_selector=selector)).items:
-                found[(kind, item.metadata.name)] = (item.metadata.uid, item.metadata.resource_version)
-        return found
-
-    async def event_reasons(self, name: str) -> list[str]:
-        selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={name}"
-        events = await self.core.list_namespaced_event(self.ns, field_selector=selector)
-        return [e.reason for e in events.items]
-
-    async def wait_for_events(self, name: str, *reasons: str) -> list[str]:
-        """Events are posted right after the change they explain; wait for them rather than race them."""
-
-        async def probe() -> list[str] | None:
-            seen = await self.event_reasons(name)
-            return seen if set(reasons) <= set(seen) else None
-
-        return await eventually(probe, within=10, what=f"events {reasons} on {name}")
-
-
-@pytest.fixture
-def k8s(kube_api: client.ApiClient, namespace: str) -> Cluster:
-    return Cluster(kube_api, namespace)
 
 
 @pytest.mark.parametrize("example", ONLINE_EXAMPLES, ids=lambda e: e.removesuffix(".yaml"))
 async def test_online_example_converges_to_healthy_with_real_replica_counts(
-    k8s: Cluster, operator: OperatorProcess, example: str
+    k8s: K8s, operator: OperatorProcess, example: str
 ) -> None:
     created = await k8s.create(example)
     name = created["metadata"]["name"]
@@ -192,9 +101,7 @@ async def _restored_within_one_interval(operator: OperatorProcess, probe: Callab
     await eventually(probe, within=operator.interval_s, what="the operator to undo the change within one interval")
 
 
-async def test_deleted_or_edited_children_are_restored_within_one_interval(
-    k8s: Cluster, operator: OperatorProcess
-) -> None:
+async def test_deleted_or_edited_children_are_restored_within_one_interval(k8s: K8s, operator: OperatorProcess) -> None:
     await k8s.create("online-blue-green.yaml")  # 3 replicas, so a PDB too
     status = (await k8s.healthy("fraud"))["status"]
     deployment_name = f"fraud-{status['stable']['revision']}"
@@ -226,7 +133,7 @@ async def test_deleted_or_edited_children_are_restored_within_one_interval(
     await k8s.wait_for_events("fraud", "ChildRestored", "DriftCorrected")
 
 
-async def test_deleting_the_model_deployment_removes_every_child(k8s: Cluster, operator: OperatorProcess) -> None:
+async def test_deleting_the_model_deployment_removes_every_child(k8s: K8s, operator: OperatorProcess) -> None:
     await k8s.create("online-canary-router.yaml")  # revision and router Deployments, 3 Services, HPA, PDB
     obj = await k8s.healthy("churn")
     assert len(await k8s.children("churn")) == 7
@@ -244,7 +151,7 @@ async def test_deleting_the_model_deployment_removes_every_child(k8s: Cluster, o
     await eventually(all_gone, within=CONVERGE_S, what="the resource and, by garbage collection, every child to go")
 
 
-async def test_a_restarted_operator_changes_nothing_that_was_correct(k8s: Cluster, operator: OperatorProcess) -> None:
+async def test_a_restarted_operator_changes_nothing_that_was_correct(k8s: K8s, operator: OperatorProcess) -> None:
     await k8s.create("online-direct.yaml")
     await k8s.healthy("iris")
     # mid-way: a second revision that cannot start, so a replacement is in progress (and failing) at the restart
@@ -264,7 +171,7 @@ async def test_a_restarted_operator_changes_nothing_that_was_correct(k8s: Cluste
 
 
 async def test_an_image_that_cannot_be_pulled_never_replaces_the_healthy_revision(
-    k8s: Cluster, operator: OperatorProcess
+    k8s: K8s, operator: OperatorProcess
 ) -> None:
     await k8s.create("online-direct.yaml")
     stable = (await k8s.healthy("iris", "1"))["status"]["stable"]
@@ -287,7 +194,7 @@ async def test_an_image_that_cannot_be_pulled_never_replaces_the_healthy_revisio
 
 
 async def test_a_model_that_cannot_be_loaded_never_replaces_the_healthy_revision(
-    k8s: Cluster, operator: OperatorProcess
+    k8s: K8s, operator: OperatorProcess
 ) -> None:
     await k8s.create("online-direct.yaml")
     stable = (await k8s.healthy("iris", "1"))["status"]["stable"]
@@ -300,7 +207,7 @@ async def test_a_model_that_cannot_be_loaded_never_replaces_the_healthy_revision
     await _assert_stable_still_serves(k8s, "iris", stable["revision"])
 
 
-async def test_a_first_revision_that_cannot_start_is_degraded(k8s: Cluster, operator: OperatorProcess) -> None:
+async def test_a_first_revision_that_cannot_start_is_degraded(k8s: K8s, operator: OperatorProcess) -> None:
     await k8s.create("online-direct.yaml", image="invalid.modelrollout.dev/model-server:1")
     status = (await k8s.wait_for("iris", lambda s: s.get("phase") == "Degraded", "Degraded"))["status"]
     assert "stable" not in status
@@ -309,7 +216,7 @@ async def test_a_first_revision_that_cannot_start_is_degraded(k8s: Cluster, oper
 
 
 async def test_direct_strategy_replaces_the_revision_once_available_then_scales_the_old_down(
-    k8s: Cluster, operator: OperatorProcess
+    k8s: K8s, operator: OperatorProcess
 ) -> None:
     await k8s.create("online-direct.yaml")
     old = (await k8s.healthy("iris", "1"))["status"]["stable"]["revision"]
@@ -336,7 +243,7 @@ async def test_direct_strategy_replaces_the_revision_once_available_then_scales_
     await k8s.wait_for_events("iris", "Promoted")
 
 
-async def _assert_stable_still_serves(k8s: Cluster, name: str, revision: str) -> None:
+async def _assert_stable_still_serves(k8s: K8s, name: str, revision: str) -> None:
     deployment = await k8s.apps.read_namespaced_deployment(f"{name}-{revision}", k8s.ns)
     assert deployment.status.ready_replicas == deployment.spec.replicas
     stable = (await k8s.services(name))[f"{name}-stable"]
