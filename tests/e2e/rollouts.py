@@ -45,6 +45,17 @@ def routed(rollout: dict[str, Any], *, retry_on_stable: bool = True) -> dict[str
     return {**rollout, "trafficRouting": {"provider": "router", "router": {"retryOnStable": retry_on_stable}}}
 
 
+@dataclass(frozen=True)
+class RouterView:
+    """What the router's /readyz said it serves, and between which two instants: the snapshot it described was
+    in force at some moment between `asked_at` and `answered_at`."""
+
+    asked_at: float
+    answered_at: float
+    canary: int
+    sticky: bool  # requests were assigned by their user's key (stickyBy), not split by chance
+
+
 @dataclass
 class Sample:
     at: float
@@ -54,6 +65,7 @@ class Sample:
     configmap: tuple[int, int, int] | None
     router: tuple[int, int, int] | None
     stable_version: str | None = None  # the version behind the router's stable role, per the ConfigMap
+    router_view: RouterView | None = None
 
 
 @dataclass
@@ -157,6 +169,21 @@ class Rollout:
             return None
         return (gauge["stable"], gauge.get("canary", 0), gauge.get("shadow", 0))
 
+    async def router_view(self, http: httpx.AsyncClient) -> RouterView | None:
+        router = self.stack.router
+        if router is None or not router.alive:
+            return None
+        asked_at = time.time()
+        try:
+            answer = await http.get(f"{router.url}/readyz", timeout=1)
+        except httpx.HTTPError:
+            return None
+        answered_at = time.time()
+        if answer.status_code != 200:
+            return None
+        ready = answer.json()
+        return RouterView(asked_at, answered_at, int(ready["weights"]["canary"]), ready.get("stickyBy") is not None)
+
     async def _record(self) -> None:
         async with httpx.AsyncClient() as http:
             while True:
@@ -174,6 +201,7 @@ class Rollout:
                         else None,
                         router=await self.router_weights(http),
                         stable_version=config.versions.stable if config else None,
+                        router_view=await self.router_view(http),
                     )
                 )
                 await asyncio.sleep(0.1)
@@ -196,6 +224,33 @@ class Rollout:
 
     def first_time(self, check: Callable[[Sample], bool]) -> float | None:
         return next((s.at for s in self.samples if check(s)), None)
+
+    def router_split(self, canary: int) -> tuple[float, float] | None:
+        """The longest run of samples in which the router itself said it assigned `canary`% of users by their
+        key: from the first such answer's arrival to the last such question's sending. A request that reached the
+        router in between was assigned by that split (the router takes its snapshot when a request arrives, and
+        the split was in force at both ends)."""
+        best: tuple[float, float] | None = None
+        start: RouterView | None = None
+        last: RouterView | None = None
+        for view in (s.router_view for s in self.samples):
+            if view is None:
+                continue  # the router did not answer this sample: says nothing either way
+            if view.sticky and view.canary == canary:
+                start, last = start or view, view
+                continue
+            best = _longer(best, start, last)
+            start = last = None
+        return _longer(best, start, last)
+
+
+def _longer(
+    best: tuple[float, float] | None, start: RouterView | None, last: RouterView | None
+) -> tuple[float, float] | None:
+    if start is None or last is None or last.asked_at <= start.answered_at:
+        return best
+    run = (start.answered_at, last.asked_at)
+    return run if best is None or run[1] - run[0] > best[1] - best[0] else best
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -46,7 +45,7 @@ def ab_rollout(stack: Any, shop: Shop, **ab: Any) -> dict[str, Any]:
     )
 
 
-async def run_ab_test(world: World, shop: Shop, **ab: Any) -> tuple[Rollout, LoadSummary, dict[str, Any], float]:
+async def run_ab_test(world: World, shop: Shop, **ab: Any) -> tuple[Rollout, LoadSummary, dict[str, Any]]:
     """Version 1 serving, then an A/B test of version 2 until it ends; the load stops a second later."""
     shop.start()
     stack = world.launch(
@@ -67,41 +66,57 @@ async def run_ab_test(world: World, shop: Shop, **ab: Any) -> tuple[Rollout, Loa
         "the A/B test of version 2 ended",
         within=120,
     )
-    ended = time.time()
     await asyncio.sleep(1.5)  # the router picks up the last document
     summary = load.stop()
     await rollout.stop_recording()
     shop.stop()
-    return rollout, summary, status, ended
+    return rollout, summary, status
 
 
-def split_window(rollout: Rollout, ended: float) -> tuple[float, float]:
-    """From when the ConfigMap split users (plus the router's reload) to the end of the test (minus the same)."""
-    split = rollout.first_time(lambda s: s.configmap is not None and s.configmap[1] == 50)
-    assert split is not None, "the ConfigMap never split users 50/50"
-    return split + 1.5, ended - 0.5
+def split_window(rollout: Rollout) -> tuple[float, float]:
+    """The time the router itself said it assigned half of the users by key: what it served, not what the
+    ConfigMap or status said (the routing writes come before status at both ends, the router reloads after)."""
+    window = rollout.router_split(50)
+    assert window is not None, "the router never assigned users 50/50 by key"
+    return window
 
 
 def assert_users_stick(summary: LoadSummary, since: float, until: float) -> dict[str, set[str]]:
     seen: dict[str, set[str]] = defaultdict(set)
     for outcome in summary.outcomes:
-        if since <= outcome.sent_at <= until and outcome.ok and outcome.version is not None:
+        # Sent after the split was in force and answered before it was seen still in force: the router, which
+        # takes its routing snapshot when a request arrives, assigned this one by the split.
+        inside = since <= outcome.sent_at and outcome.sent_at + outcome.latency_s <= until
+        if inside and outcome.ok and outcome.version is not None:
             seen[user_of(outcome.index)].add(outcome.version)
     # A winner can come ~10 s after the split: about 8 s of the window at 40 requests/s, ~290 of the 400 users.
     assert len(seen) >= 150, f"too few users in the split window: {len(seen)}"
-    switched = {user: versions for user, versions in seen.items() if len(versions) > 1}
-    assert not switched, f"{len(switched)} users saw both variants, e.g. {list(switched.items())[:3]}"
+    switched = [user for user, versions in seen.items() if len(versions) > 1]
+    assert not switched, f"{len(switched)} users saw both variants, e.g. {_answers(summary, switched[:3], since)}"
     on_b = sum(versions == {"2"} for versions in seen.values()) / len(seen)
     assert 0.38 <= on_b <= 0.62, f"{on_b:.0%} of users on the candidate at weight 50"
     return seen
 
 
+def _answers(summary: LoadSummary, users: list[str], since: float) -> dict[str, list[tuple[float, str, str]]]:
+    """Each user's answers: seconds after the split began, version, role (who answered, after any retry)."""
+    return {
+        user: [
+            (round(o.sent_at - since, 2), o.version or "-", o.role or "-")
+            for o in summary.outcomes
+            if user_of(o.index) == user
+        ]
+        for user in users
+    }
+
+
 async def test_a_truly_better_candidate_wins_and_is_promoted(world: World) -> None:
     shop = Shop({"1": 0.20, "2": 0.35})
-    rollout, summary, status, ended = await run_ab_test(world, shop, minSamples=150, maxDuration="90s")
+    rollout, summary, status = await run_ab_test(world, shop, minSamples=150, maxDuration="90s")
 
     result = status["abTest"]
-    print(f"\n[ab:better] {result} decided {ended - split_window(rollout, ended)[0]:.1f}s after the split")
+    since, until = split_window(rollout)
+    print(f"\n[ab:better] {result} decided {until - since:.1f}s after the split")
     assert status["stable"]["version"] == "2"
     assert status["history"][-1]["outcome"] == "Promoted"
     assert result["winner"] == "canary", result
@@ -114,7 +129,6 @@ async def test_a_truly_better_candidate_wins_and_is_promoted(world: World) -> No
     assert "UsersSplit" in reasons
     assert "AbTestWon" in reasons
 
-    since, until = split_window(rollout, ended)
     assert_users_stick(summary, since, until)
     assert_all_answered_by(summary, {"1", "2"})
     assert summary.last(RATE).by_version.keys() == {"2"}, "after promotion every user gets version 2"
@@ -129,9 +143,7 @@ async def test_equal_variants_end_undecided_at_the_limit_and_stable_keeps_servin
     # requests (1,200 requests, a look every 40): the sequential test never names a winner. Seed 7, for one, does
     # at 27 of 200 starts; the rate of false winners over many runs is the unit tests' business.
     shop = Shop({"1": 0.25, "2": 0.25}, seed=1)
-    rollout, summary, status, ended = await run_ab_test(
-        world, shop, test="sequential", minSamples=100, maxDuration="24s"
-    )
+    rollout, summary, status = await run_ab_test(world, shop, test="sequential", minSamples=100, maxDuration="24s")
 
     result = status["abTest"]
     print(f"\n[ab:equal] {result}")
@@ -142,7 +154,7 @@ async def test_equal_variants_end_undecided_at_the_limit_and_stable_keeps_servin
     assert result["eValue"] < 20, "no evidence for a difference at alpha 0.05"
     assert result["interval"]["low"] < 0 < result["interval"]["high"]
     assert min(result["samplesStable"], result["samplesCanary"]) >= 100
-    since, until = split_window(rollout, ended)
+    since, until = split_window(rollout)
     assert until - since >= 24 - 2.5, "the test ran until maxDuration"
     reasons = [reason for reason, _ in await rollout.events()]
     assert "AbTestUndecided" in reasons
