@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from modelrollout.analysis import AnalysisOutcome, AnalysisRequest, PrometheusProvider, QueryContext, run_analysis
-from modelrollout.analysis.queries import builtin_query, rate_window
+from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.analysis.queries import QueryContext, builtin_query, rate_window
+from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
+from modelrollout.analysis.run import run_analysis
 from modelrollout.api.analysis import AnalysisMetric, NoDataPolicy
 from modelrollout.api.status import RevisionRef
 from tests.integration.analysis.conftest import NAMESPACE, SCRAPE_INTERVAL_S, Prometheus, unused_port
