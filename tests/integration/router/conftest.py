@@ -31,7 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from tests.integration.modelserver.conftest import Server, free_port, launch
+from tests.integration.modelserver.conftest import Server, launch
+from tests.support.ports import free_port
 from tests.unit.modelserver import builders
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +66,10 @@ def records(row: np.ndarray[Any, Any]) -> list[dict[str, float]]:
     return [{f"f{i}": float(v) for i, v in enumerate(row)}]
 
 
-@pytest.fixture(scope="package")  # stopped once this package's tests are done, not at the end of the session
+# Session, not package: under xdist --dist loadfile a worker alternates between packages, and a package fixture is
+# torn down each time it leaves this one, so the six servers were started again for nearly every router file
+# (14-20 s of setup each, six times per run). They idle between router files; the session ends them.
+@pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     directory = tmp_path_factory.mktemp("router-models")
     x, y = builders.binary_data()
