@@ -47,7 +47,8 @@ from tests.support.load import Load, LoadSummary
 from tests.support.models import ModelArtifact, train_classifiers
 from tests.support.modelservers import ModelServer, Router, router_configmap_name
 from tests.support.operator import OperatorProcess
-from tests.support.processes import ManagedProcess, read_log, unused_port
+from tests.support.ports import free_port
+from tests.support.processes import ManagedProcess, read_log
 from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION, ModelDeployment
@@ -434,7 +435,7 @@ class Stack:
             extra_env={
                 "MODELROLLOUT_PROMETHEUS_SCRAPE_INTERVAL_S": f"{SCRAPE_INTERVAL_S:g}",
                 "MODELROLLOUT_RECONCILE_INTERVAL_S": f"{RECONCILE_INTERVAL_S:g}",
-                "MODELROLLOUT_LIVENESS_PORT": str(unused_port()),
+                "MODELROLLOUT_LIVENESS_PORT": str(free_port()),
             },
         )
         prometheus = PrometheusServer(work_dir=work_dir / "prometheus", targets=targets)

@@ -24,7 +24,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelrollout.traffic.router import ConfigMapData, ReadConfigMap, WriteConfigMap
 from tests.support.models import ModelArtifact
-from tests.support.processes import ManagedProcess, unused_port
+from tests.support.ports import free_port
+from tests.support.processes import ManagedProcess
 from tests.support.prometheus import ScrapeTarget
 
 MODELSERVER_JOB = "modelserver"
@@ -50,7 +51,7 @@ class ModelServer(ManagedProcess):
         self.artifact = artifact
         self.model = model
         self.version = version
-        self.port = port or unused_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         settings = {
             **artifact.server_env(),
@@ -99,7 +100,7 @@ class Router(ManagedProcess):
         self.namespace = namespace
         self.configmap = configmap
         self.upstreams = dict(upstreams)
-        self.port = port or unused_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             sys.executable,

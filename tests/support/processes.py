@@ -1,4 +1,4 @@
-"""Real helper processes on loopback for integration and e2e tests: free ports, readiness polling, and a
+"""Real helper processes on loopback for integration and e2e tests: readiness polling, and a
 process handle that can be stopped and started again with the same command (same port, same data dir).
 
 Every failure message carries the process's log, because a test that fails on "not ready" is useless without it.
@@ -11,7 +11,6 @@ import codecs
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,14 +20,6 @@ from types import TracebackType
 import httpx
 
 LOG_TAIL_CHARS = 20_000
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on right now (the OS may hand it out again later; bind it soon)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def read_log(path: Path, *, tail: int = LOG_TAIL_CHARS) -> str:

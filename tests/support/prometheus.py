@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.processes import ManagedProcess, unused_port
+from tests.support.ports import free_port
+from tests.support.processes import ManagedProcess
 
 SCRAPE_INTERVAL_S = 1.0
 
@@ -88,7 +89,7 @@ class PrometheusServer:
         self.work_dir = work_dir
         self.targets = tuple(targets)
         self.scrape_interval_s = scrape_interval_s
-        self.port = port or unused_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         work_dir.mkdir(parents=True, exist_ok=True)
         config_path = work_dir / "prometheus.yml"

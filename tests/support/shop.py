@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from tests.support.load import Outcome
-from tests.support.processes import unused_port
+from tests.support.ports import free_port
 from tests.support.prometheus import ScrapeTarget
 
 
@@ -24,7 +24,7 @@ class Shop:
     def __init__(self, conversion: Mapping[str, float], *, seed: int = 7) -> None:
         self.conversion = dict(conversion)
         self.seed = seed
-        self.port = unused_port()
+        self.port = free_port()
         self._registry = CollectorRegistry()
         labels = ["model_version"]
         self.visits = Counter("shop_visits", "Answered requests.", labels, registry=self._registry)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.processes import running, unused_port
+from tests.support.ports import free_port
+from tests.support.processes import running
 
 NAMESPACE = "prod"
 SCRAPE_INTERVAL_S = 1.0
@@ -31,7 +32,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     if binary is None:
         raise RuntimeError("prometheus is not on PATH: run `make prometheus` (hack/install-prometheus.sh)")
     work = tmp_path_factory.mktemp("prometheus")
-    exporter_port, prometheus_port = unused_port(), unused_port()
+    exporter_port, prometheus_port = free_port(), free_port()
     config = {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S:g}s", "evaluation_interval": f"{SCRAPE_INTERVAL_S:g}s"},
         "scrape_configs": [

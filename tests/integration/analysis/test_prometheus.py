@@ -21,7 +21,8 @@ from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.analysis.run import run_analysis
 from modelrollout.api.analysis import AnalysisMetric, NoDataPolicy
 from modelrollout.api.status import RevisionRef
-from tests.integration.analysis.conftest import NAMESPACE, SCRAPE_INTERVAL_S, Prometheus, unused_port
+from tests.integration.analysis.conftest import NAMESPACE, SCRAPE_INTERVAL_S, Prometheus
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -202,7 +203,7 @@ async def test_queries_prometheus_rejects_or_cannot_reduce_to_a_number_are_error
 
 
 async def test_prometheus_down_is_an_error_verdict() -> None:
-    async with PrometheusProvider(address=f"http://127.0.0.1:{unused_port()}", timeout_seconds=5) as down:
+    async with PrometheusProvider(address=f"http://127.0.0.1:{free_port()}", timeout_seconds=5) as down:
         outcome = await analyse(down, request(metric(name="p95", builtin="latencyP95", max=1)))
     result = outcome.run.metrics[0]
     assert (outcome.run.verdict, result.verdict) == ("Error", "Error")

@@ -20,14 +20,8 @@ from typing import Protocol
 import httpx
 import pytest
 
+from tests.support.ports import free_port
 from tests.unit.modelserver import builders
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.integration.modelserver.conftest import StartServer, free_port, wait_for_port
+from tests.integration.modelserver.conftest import StartServer, wait_for_port
+from tests.support.ports import free_port
 from tests.unit.modelserver import builders
 
 pytestmark = pytest.mark.integration

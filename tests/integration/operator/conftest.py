@@ -9,7 +9,8 @@ from kubernetes_asyncio import client
 from tests.conftest import Cluster
 from tests.integration.operator.k8s import K8s
 from tests.support.crds import install_crds
-from tests.support.operator import OperatorProcess, free_port, operator_running
+from tests.support.operator import OperatorProcess, operator_running
+from tests.support.ports import free_port
 
 
 @pytest.fixture

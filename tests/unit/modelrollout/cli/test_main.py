@@ -3,7 +3,6 @@ typer's CliRunner. Talking to a real API server is tests/integration/cli."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 from modelrollout.cli import main
 from modelrollout.cli.kube import connect
 from modelrollout.cli.main import app
+from tests.support.ports import free_port
 
 VERBS = ("promote", "abort", "retry", "pause", "resume", "undo")
 runner = CliRunner()
@@ -42,9 +42,7 @@ def kubeconfig(tmp_path: Path, *, server: str, namespace: str | None = None) -> 
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def test_help_lists_every_command() -> None:
