@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -55,10 +55,17 @@ class Batching:
 
 @dataclass(slots=True)
 class Call:
-    """One request in flight; `code` ends up as the `code` label of `modelserver_requests_total`."""
+    """One request in flight; `code` ends up as the `code` label of `modelserver_requests_total`, and its
+    duration is timed from `started` (entry, moved to the end of the body by `body_received`)."""
 
     code: int = 200
     arriving: bool = True
+    started: float = field(default_factory=time.perf_counter)
+
+    def body_received(self) -> None:
+        """Time the request from here: how slowly a client uploads is not this model's latency (a canary fed by
+        a busy or distant client would otherwise be judged on its client)."""
+        self.started = time.perf_counter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +136,6 @@ class DataPlane:
         """Count and time one request; a ServingError raised inside sets its code and reason."""
         call = Call()
         self._arriving += 1
-        start = time.perf_counter()
         try:
             yield call
         except ServingError as exc:
@@ -143,7 +149,7 @@ class DataPlane:
         finally:
             if call.arriving:
                 self._arriving -= 1
-            self.metrics.request(protocol, call.code, time.perf_counter() - start)
+            self.metrics.request(protocol, call.code, time.perf_counter() - call.started)
 
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name or (version is not None and version != self.version):

@@ -39,7 +39,7 @@ REQUESTS = Counter(
 )
 REQUEST_DURATION = Histogram(
     "modelserver_request_duration_seconds",
-    "Inference request duration from receipt to response, by protocol",
+    "Inference request duration from the whole request body received to the response, by protocol",
     ["model", "version", "protocol"],
     buckets=LATENCY_BUCKETS,
 )

@@ -164,6 +164,7 @@ class Handlers:
             with plane.observe("v2") as call:
                 plane.check_model(request.path_params["name"], request.path_params.get("version"))
                 body = await read_body(request, self.settings.max_body_bytes)
+                call.body_received()
                 header, binary = split_binary(body, request.headers.get(HEADER_LENGTH))
                 parsed, x = plane.parse_v2(header, binary)
                 response = encode_v2(plane, await plane.infer_v2(parsed, x, call))
@@ -176,7 +177,9 @@ class Handlers:
         try:
             with plane.observe("predict") as call:
                 threshold = plane.check_threshold(request.query_params.get("threshold"))
-                x = plane.parse_records(await read_body(request, self.settings.max_body_bytes))
+                body = await read_body(request, self.settings.max_body_bytes)
+                call.body_received()
+                x = plane.parse_records(body)
                 response = _json(await plane.predict_records(x, call, threshold))
         except ServingError as exc:
             return _error(exc)

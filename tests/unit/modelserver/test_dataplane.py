@@ -12,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from modelserver import dataplane as dataplane_module
 from modelserver.dataplane import DataPlane
 from modelserver.errors import ServingError
 from modelserver.protocol import InferenceResponse
@@ -223,3 +224,19 @@ async def test_v2_binary_outputs_are_length_prefixed_for_bytes(iris: builders.Bu
     tail = bytes(response.body)[header_length:]
     (length,) = struct.unpack("<I", tail[:4])
     assert tail[4 : 4 + length].decode() == iris.estimator.predict(iris.x[:1])[0]
+
+
+async def test_duration_is_timed_from_the_whole_body_not_from_a_slow_upload(
+    plane: DataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that takes 5 s to send its body (here: a clock moved by 5 s before body_received) does not make
+    the model's latency 5 s; the 0.25 s of work after it does."""
+    now = [1000.0]
+    monkeypatch.setattr(dataplane_module.time, "perf_counter", lambda: now[0])
+    labels = {"model": plane.name, "version": "1", "protocol": "v2"}
+    before = sample("modelserver_request_duration_seconds_sum", **labels)
+    with plane.observe("v2") as call:
+        now[0] += 5.0  # the upload
+        call.body_received()
+        now[0] += 0.25  # parsing, the model, encoding
+    assert sample("modelserver_request_duration_seconds_sum", **labels) - before == pytest.approx(0.25)
