@@ -88,8 +88,10 @@ async def test_online_replicas_resize_the_deployment_and_the_pdb_appears_and_goe
     await until(three, "the Deployment at 3 ready replicas")
     budget = await until(pdb, "a PodDisruptionBudget once there are 3 replicas")
     assert budget.spec.selector.match_labels["modelrollout.dev/name"] == NAME
-    status = await same_revision_healthy(k8s, revision, 2)
-    assert status["replicas"]["stable"]["ready"] == 3
+    await same_revision_healthy(k8s, revision, 2)
+    # The pass that resized wrote status before the new pods were ready; the pass their readiness triggers
+    # counts them.
+    await k8s.wait_for(NAME, lambda s: s["replicas"]["stable"]["ready"] == 3, "status counting 3 ready pods")
     await k8s.wait_for_events(NAME, "Scaled")
 
     await k8s.patch_spec(NAME, {"online": {"replicas": 1}})
