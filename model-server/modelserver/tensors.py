@@ -75,7 +75,13 @@ def decode_input(tensor: RequestInput, binary: memoryview | None, target: np.dty
             raise InvalidInput(f"{where} holds {array.size} values but its shape {tensor.shape} needs {count}")
         if source.kind in "iu" and array.dtype.kind == "f" and not np.array_equal(array, np.trunc(array)):
             raise InvalidInput(f"{where} is declared {tensor.datatype} but holds non-integer numbers")
-    return _to_model_dtype(array.reshape(tensor.shape), target, where)
+    try:
+        shaped = array.reshape(tensor.shape)
+    except ValueError:
+        # The counts agree (a zero dimension makes any other size "fit"), but numpy cannot index dimensions
+        # whose product overflows its index type.
+        raise InvalidInput(f"{where}: shape {tensor.shape} is too large to hold in memory") from None
+    return _to_model_dtype(shaped, target, where)
 
 
 def _from_json(data: list[Any], where: str) -> Array:

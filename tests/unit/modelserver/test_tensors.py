@@ -52,3 +52,12 @@ def test_output_encodings() -> None:
     labels = np.array(["ab", "c"])
     assert json_data(labels) == ["ab", "c"]
     assert binary_data(labels) == struct.pack("<I", 2) + b"ab" + struct.pack("<I", 1) + b"c"
+
+
+@pytest.mark.parametrize("binary", [None, memoryview(b"")], ids=["json", "binary"])
+def test_an_empty_tensor_with_overflowing_dimensions_is_invalid_not_a_crash(binary: memoryview | None) -> None:
+    # Found by the OpenAPI fuzzer (a 500): the zero makes 0 values "fit", numpy cannot index the rest.
+    shape = [30606, 31478693562641944, 1316, 0, 5104593250061758464]
+    fields = {"shape": shape, "datatype": "INT16"} | ({"data": []} if binary is None else {})
+    with pytest.raises(InvalidInput, match="too large"):
+        decode_input(tensor(**fields), binary, np.dtype(np.float64))
