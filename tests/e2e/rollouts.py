@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -281,6 +282,22 @@ def first_bad_scrape(stack: Stack, promql: str) -> float:
     bad = sorted(t for t, v in samples if v > 0)
     assert bad, f"no bad sample in {promql}: {answer}"
     return bad[0]
+
+
+def scrapes_behind(stack: Stack, version: str, run: dict[str, Any], window_s: int) -> str:
+    """What Prometheus had stored of `version`'s server in the `window_s` before analysis `run` (status.analysis
+    runs[i]): each scrape's time, `up` and duration. Says whether a run that found no data really had none."""
+    server = stack.servers[version]
+    at = datetime.fromisoformat(run["at"].replace("Z", "+00:00")).timestamp()
+    lines = []
+    for metric in ("up", "scrape_duration_seconds"):
+        promql = f'{metric}{{instance="127.0.0.1:{server.port}"}}[{window_s + 2}s]'
+        answer = httpx.get(
+            f"{stack.prometheus.url}/api/v1/query", params={"query": promql, "time": at}, timeout=5
+        ).json()
+        values = [(float(t) - at, v) for series in answer["data"]["result"] for t, v in series["values"]]
+        lines.append(f"{metric}: " + ", ".join(f"{t:+.2f}s={v}" for t, v in values))
+    return f"run at {run['at']} ({run['verdict']}): " + "; ".join(lines)
 
 
 def assert_all_answered_by(summary: LoadSummary, versions: set[str]) -> None:
