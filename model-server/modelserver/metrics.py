@@ -31,6 +31,10 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # bounds: prometheus-client drops `_sum` from histograms that have them, and the mean prediction
 # (_sum / _count) is the first thing to watch for drift. Negative predictions land in the le="0" bucket.
 VALUE_BUCKETS = (0, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1e3, 1e4, 1e5, 1e6)
+# The `protocol` label's values: the Open Inference Protocol v2 endpoint and the plain /predict one.
+PROTOCOL_V2 = "v2"
+PROTOCOL_PREDICT = "predict"
+PROTOCOLS = (PROTOCOL_V2, PROTOCOL_PREDICT)
 
 REQUESTS = Counter(
     "modelserver_requests_total",
@@ -77,6 +81,14 @@ class ModelMetrics:
     _durations: dict[str, Histogram] = field(default_factory=dict, repr=False)
     _errors: dict[str, Counter] = field(default_factory=dict, repr=False)
     _labels: dict[str, Counter] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # Every success series exists at 0 from the start (Prometheus' "avoid missing metrics"): increase() needs
+        # two points of a series, so a counter first exported at the first request hides the requests of its
+        # first scrapes, and a canary's first analysis after it gets traffic saw "0 requests in the window".
+        for protocol in PROTOCOLS:
+            self._requests[(protocol, 200)] = REQUESTS.labels(self.model, self.version, protocol, "200")
+            self._durations[protocol] = REQUEST_DURATION.labels(self.model, self.version, protocol)
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
         counter = self._requests.get((protocol, code))

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from modelserver import __version__, storage
 from modelserver.dataplane import Batching, DataPlane, Limits, V2Result
 from modelserver.errors import MalformedRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
-from modelserver.metrics import render
+from modelserver.metrics import PROTOCOL_PREDICT, PROTOCOL_V2, render
 from modelserver.openapi import openapi_document
 from modelserver.runtimes import LoadOptions, load_model, resolve_format
 from modelserver.settings import ServerSettings
@@ -161,7 +161,7 @@ class Handlers:
     async def infer(self, request: Request) -> Response:
         plane = self.dataplane
         try:
-            with plane.observe("v2") as call:
+            with plane.observe(PROTOCOL_V2) as call:
                 plane.check_model(request.path_params["name"], request.path_params.get("version"))
                 body = await read_body(request, self.settings.max_body_bytes)
                 call.body_received()
@@ -175,7 +175,7 @@ class Handlers:
     async def predict(self, request: Request) -> Response:
         plane = self.dataplane
         try:
-            with plane.observe("predict") as call:
+            with plane.observe(PROTOCOL_PREDICT) as call:
                 threshold = plane.check_threshold(request.query_params.get("threshold"))
                 body = await read_body(request, self.settings.max_body_bytes)
                 call.body_received()

@@ -35,6 +35,8 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.process_collector import ProcessCollector
 
+from modelserver.routing.shadow import AGREE, DISAGREE, ERROR
+
 # `*_created` series double the exposition and no query of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -164,6 +166,10 @@ class RouterMetrics:
         self.weight.labels(route, "stable").set(stable)
         self.weight.labels(route, "canary").set(canary)
         self.weight.labels(route, "shadow").set(mirror)
+        # The comparison series exist at 0 before the first mirrored request, as the model server's request
+        # series do: increase() needs two points, and a shadow's first analysis must see its first comparisons.
+        for result in (AGREE, DISAGREE, ERROR):
+            self.comparisons.labels(route, result)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

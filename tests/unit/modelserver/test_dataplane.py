@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from modelserver import dataplane as dataplane_module
 from modelserver.dataplane import DataPlane
 from modelserver.errors import ServingError
+from modelserver.metrics import PROTOCOLS
 from modelserver.protocol import InferenceResponse
 from modelserver.rest import encode_v2
 from tests.unit.modelserver import builders
@@ -187,6 +188,21 @@ async def test_threshold_needs_a_binary_classifier(iris: builders.Built) -> None
     plane = make_plane(iris.path)
     with pytest.raises(ServingError, match="binary classifiers only"):
         plane.check_threshold(0.5)
+
+
+def test_success_series_exist_at_zero_before_the_first_request(plane: DataPlane) -> None:
+    # Prometheus' increase() needs two points of a series: one first exported at the first request would hide
+    # the requests of its first scrapes from a canary's first analysis.
+    labels = {"model": plane.name, "version": "1"}
+    for protocol in PROTOCOLS:
+        assert (
+            REGISTRY.get_sample_value("modelserver_requests_total", {**labels, "protocol": protocol, "code": "200"})
+            == 0
+        )
+        assert (
+            REGISTRY.get_sample_value("modelserver_request_duration_seconds_count", {**labels, "protocol": protocol})
+            == 0
+        )
 
 
 async def test_metrics_count_requests_labels_and_values(plane: DataPlane, regressor: builders.Built) -> None:

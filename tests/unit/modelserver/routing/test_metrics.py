@@ -41,6 +41,15 @@ def test_series_names_and_labels_match_the_operator_queries() -> None:
     assert not any(name.endswith("_created") for name, _ in samples)
 
 
+def test_comparison_series_exist_at_zero_once_a_route_is_loaded() -> None:
+    # As the model server's request series: a shadow's first analysis must see its first comparisons.
+    metrics = RouterMetrics(CollectorRegistry())
+    metrics.loaded("churn", stable=100, canary=0, mirror=0, previous_route=None)
+    for result in ("agree", "disagree", "error"):
+        labels = {"route": "churn", "result": result}
+        assert metrics.registry.get_sample_value("modelrouter_shadow_comparisons_total", labels) == 0
+
+
 def test_latency_buckets_span_half_a_millisecond_to_ten_seconds() -> None:
     assert LATENCY_BUCKETS[0] == 0.0005
     assert LATENCY_BUCKETS[-1] == 10.0
