@@ -89,6 +89,10 @@ CRD_FILE := crds/modelrollout.dev_modeldeployments.yaml
 crds: venv ## regenerate the CRD from the pydantic models (a unit test fails when it is stale)
 	$(BIN)/python -m modelrollout.api.crd > $(CRD_FILE)
 
+.PHONY: rbac
+rbac: venv ## regenerate deploy/rbac.yaml from the operator's kinds and modes (a unit test fails when it is stale)
+	$(BIN)/python -m modelrollout.rbac > deploy/rbac.yaml
+
 # --- product ----------------------------------------------------------------------------------------
 
 DEMO_CLUSTER ?= mr-demo

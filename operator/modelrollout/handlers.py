@@ -11,6 +11,7 @@ import kopf
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
 from modelrollout.kube.client import KubeClient
+from modelrollout.modes import watched_kinds
 from modelrollout.planning.names import LABEL_NAME, MANAGED_BY
 from modelrollout.reconciler import Reconciler
 from modelrollout.rollout.verbs import VERB_ANNOTATION
@@ -18,7 +19,8 @@ from modelrollout.settings import OperatorSettings
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 logger = logging.getLogger(__name__)
-CHILDREN = (("apps", "v1", "deployments"), ("", "v1", "services"))
+# Children whose changes are events for their owner (drift, pods turning ready): the modes' watched kinds.
+CHILDREN = tuple((kind.group, kind.version, kind.plural) for kind in watched_kinds())
 
 
 async def resync_forever(kube: KubeClient, reconciler: Reconciler, settings: OperatorSettings) -> None:

@@ -32,6 +32,7 @@ from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus
 from modelrollout.backoff import Backoff
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
+from modelrollout.modes import owned_kinds
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
@@ -58,16 +59,8 @@ from modelrollout.settings import OperatorSettings
 from modelrollout.traffic.patching import RoutingTargetError
 
 logger = logging.getLogger(__name__)
-OWNED_KINDS = (
-    "Deployment",
-    "Service",
-    "HorizontalPodAutoscaler",
-    "PodDisruptionBudget",
-    "ConfigMap",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-)
+# What a pass observes and may prune: every kind a mode owns (modelrollout.modes).
+OWNED_KINDS = tuple(owned.kind.name for owned in owned_kinds())
 # A wake-up "now" still waits this long, so a decision that keeps asking to run again cannot spin.
 MIN_WAKE_S = 0.2
 # Of the API server's answer, what fits in status.message and an event (a quantity's refusal quotes a long regex).

@@ -1,51 +1,27 @@
-"""The only module that talks to the Kubernetes API server (async, server-side apply).
+"""The operator's access to the Kubernetes API server (async, server-side apply). (The kubectl plugin has its own
+small client, `cli/kube.py`.)
 
 A small generic REST layer over kubernetes_asyncio's ApiClient: the operator writes a handful of kinds, and one
-table of their paths keeps every call explicit (and the RBAC manifest easy to check against it).
+table of them (`kube.kinds`, from which the RBAC manifest is generated too) keeps every call explicit.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from modelrollout.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modelrollout.api.resource import API_VERSION, KIND
+from modelrollout.kube.kinds import BY_NAME
 
-
-@dataclass(frozen=True)
-class KindPath:
-    prefix: str
-    plural: str
-
-
-KINDS: dict[str, KindPath] = {
-    "Deployment": KindPath("/apis/apps/v1", "deployments"),
-    "Service": KindPath("/api/v1", "services"),
-    "HorizontalPodAutoscaler": KindPath("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    "PodDisruptionBudget": KindPath("/apis/policy/v1", "poddisruptionbudgets"),
-    "ConfigMap": KindPath("/api/v1", "configmaps"),
-    "Secret": KindPath("/api/v1", "secrets"),
-    "ServiceAccount": KindPath("/api/v1", "serviceaccounts"),
-    "Role": KindPath("/apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": KindPath("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
-    "Pod": KindPath("/api/v1", "pods"),
-    "Event": KindPath("/api/v1", "events"),
-    # Users' routing objects the gatewayAPI and istio providers edit (read, then merge-patched).
-    "HTTPRoute": KindPath("/apis/gateway.networking.k8s.io/v1", "httproutes"),
-    "VirtualService": KindPath("/apis/networking.istio.io/v1", "virtualservices"),
-    "DestinationRule": KindPath("/apis/networking.istio.io/v1", "destinationrules"),
-    KIND: KindPath(f"/apis/{GROUP}/{VERSION}", PLURAL),
-}
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 
 def _path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-    where = KINDS[kind]
+    where = BY_NAME[kind]
     path = f"{where.prefix}/namespaces/{namespace}/{where.plural}"
     if name:
         path += f"/{name}"
@@ -142,7 +118,7 @@ class KubeClient:
 
     async def list_model_deployments(self, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every ModelDeployment in the given namespaces, or in all namespaces when the list is empty."""
-        where = KINDS[KIND]
+        where = BY_NAME[KIND]
         if not namespaces:
             listed = await self._call("GET", f"{where.prefix}/{where.plural}")
             return list(listed.get("items", []))

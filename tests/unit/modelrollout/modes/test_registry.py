@@ -1,0 +1,55 @@
+"""The mode registry: what each mode owns and accepts, and which mode leads a spec's rollout."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelrollout import handlers, reconciler
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.modes import MODES, declared, leading, owned_kinds
+from tests.support.manifests import load_example
+from tests.unit.modelrollout.planning.test_reconcile import V1, md, observed, plan, serving, state
+
+
+def example_spec(name: str) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(load_example(name)["spec"])
+
+
+@pytest.mark.parametrize(
+    ("example", "modes"),
+    [
+        ("online-direct.yaml", ["online"]),
+        ("batch.yaml", ["batch"]),
+        ("stream.yaml", ["stream"]),
+        ("hybrid.yaml", ["online", "stream", "batch"]),
+    ],
+)
+def test_online_leads_then_stream_then_batch(example: str, modes: list[str]) -> None:
+    spec = example_spec(example)
+    assert [m.name for m in declared(spec)] == modes
+    assert leading(spec).name == modes[0]
+
+
+def test_record_modes_refuse_the_strategies_that_need_http_users() -> None:
+    assert MODES["online"].strategies == {"direct", "canary", "blueGreen", "shadow", "abTest"}
+    assert MODES["online"].runnable
+    for name in ("batch", "stream"):
+        assert MODES[name].strategies == {"direct", "canary", "shadow"}
+        assert not MODES[name].runnable
+
+
+def test_the_reconciler_observes_and_the_handlers_watch_what_the_modes_own() -> None:
+    owned = [o.kind.name for o in owned_kinds()]
+    assert list(reconciler.OWNED_KINDS) == owned
+    assert len(owned) == len(set(owned))
+    watched = {(o.kind.group, o.kind.version, o.kind.plural) for o in owned_kinds() if o.watched}
+    assert set(handlers.CHILDREN) == watched
+
+
+@pytest.mark.parametrize("autoscaling", [None, {"minReplicas": 2, "maxReplicas": 4}])
+def test_every_object_the_online_plan_writes_is_of_a_kind_the_online_mode_owns(autoscaling: object) -> None:
+    online = {"replicas": 3, **({"autoscaling": autoscaling} if autoscaling else {})}
+    p = plan(md(status=serving(), **online), observed(state(V1, replicas=3)))
+    written = {obj["kind"] for obj in p.grow + p.shrink} | {kind for kind, _ in p.delete}
+    assert written <= {o.kind.name for o in MODES["online"].owned}
+    assert {"Deployment", "Service"} <= written
