@@ -33,6 +33,7 @@ from modelrollout.backoff import Backoff
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
 from modelrollout.modes import owned_kinds
+from modelrollout.modes.report import mode_conditions, unserved_message
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
@@ -49,11 +50,12 @@ from modelrollout.planning.reconcile import (
     PlanSettings,
     RevisionState,
     plan_objects,
+    starting_status,
     target_of,
 )
 from modelrollout.rollout import Action, Decision, SetHeaderRoute, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
-from modelrollout.rollout.conditions import mark_apply_failed, without_apply_failure
+from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
 from modelrollout.traffic.patching import RoutingTargetError
@@ -158,7 +160,7 @@ class Reconciler:
         self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime
     ) -> tuple[Decision, list[Action]]:
         target = target_of(md.spec, self._plan_settings)
-        status = without_apply_failure(md.status or ModelDeploymentStatus())
+        status = starting_status(md.status)
 
         async def analyse(request: AnalysisRequest) -> AnalysisOutcome:
             return await self._analyse(md, request, now)
@@ -388,10 +390,24 @@ class Reconciler:
         await self._kube.emit_event(raw, type_="Warning", reason="InvalidSpec", message=problem)
 
     async def _report_unsupported(self, raw: dict[str, Any], md: ModelDeployment) -> None:
+        """A spec whose modes this version does not run (no online): status and one event say so, per mode."""
         meta = raw["metadata"]
-        message = f"modes {','.join(md.spec.modes)} are not reconciled by this operator version (online only)"
-        status = {"phase": "Pending", "modes": ",".join(md.spec.modes), "message": message}
-        await self._kube.apply_status(meta["namespace"], meta["name"], status)
+        prev = md.status or ModelDeploymentStatus()
+        message = unserved_message(md.spec) or ""
+        now = self._clock()
+        conditions = mode_conditions(md.spec, online=None, prev=prev.conditions, generation=md.metadata.generation,
+                                     now=now)  # fmt: skip
+        status = ModelDeploymentStatus(
+            phase="Pending",
+            observed_generation=md.metadata.generation,
+            modes=",".join(md.spec.modes),
+            message=message,
+            conditions=conditions,
+        )
+        await self._kube.apply_status(meta["namespace"], meta["name"], status.to_wire())
+        if prev.message != message:
+            logger.warning("%s/%s ModeNotServed: %s", meta["namespace"], meta["name"], message)
+            await self._kube.emit_event(raw, type_="Warning", reason="ModeNotServed", message=message)
 
 
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:

@@ -64,6 +64,30 @@ def _all(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, An
 
 INVALID: list[Invalid] = [
     Invalid(
+        "blue-green-without-online",
+        _set("spec.rollout", {"strategy": "blueGreen", "blueGreen": {}}),
+        ("rollout.strategy", "blueGreen and abTest need spec.online", "direct, canary, shadow"),
+        base="batch.yaml",
+    ),
+    Invalid(
+        "ab-test-without-online",
+        _set(
+            "spec.rollout",
+            {
+                "strategy": "abTest",
+                "abTest": {"routeBy": {"header": "x-user"}, "successMetric": {"successes": "a", "trials": "b"}},
+            },
+        ),
+        ("rollout.strategy", "blueGreen and abTest need spec.online"),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "traffic-routing-without-online",
+        _set("spec.rollout", {"strategy": "direct", "trafficRouting": {"provider": "router"}}),
+        ("rollout.trafficRouting", "needs spec.online"),
+        base="stream.yaml",
+    ),
+    Invalid(
         "unknown-strategy",
         _set("spec.rollout.strategy", "rolling"),
         ("rollout.strategy", "canary", "blueGreen", "shadow", "abTest", "direct"),

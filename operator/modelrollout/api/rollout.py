@@ -17,6 +17,9 @@ from modelrollout.api.base import (
 from modelrollout.api.traffic import TrafficRouting
 
 Strategy = Literal["canary", "blueGreen", "shadow", "abTest", "direct"]
+# What batch and stream can carry out when they lead a rollout (a spec without online): runs are events and records
+# are split by key, so there is no preview to switch to (blueGreen) and no HTTP user to keep on a variant (abTest).
+RECORD_STRATEGIES: tuple[Strategy, ...] = ("direct", "canary", "shadow")
 
 
 class Pause(ApiModel):

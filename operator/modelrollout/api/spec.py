@@ -12,8 +12,18 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import ApiModel, cel, cel_rules
 from modelrollout.api.model import ModelSpec
-from modelrollout.api.rollout import RolloutSpec
+from modelrollout.api.rollout import RECORD_STRATEGIES, RolloutSpec
 from modelrollout.api.workloads import BatchSpec, OnlineSpec, StreamSpec
+
+_RECORD_LIST = ", ".join(RECORD_STRATEGIES)
+STRATEGY_NEEDS_ONLINE = (
+    "rollout.strategy blueGreen and abTest need spec.online (a preview to switch to, HTTP users to split): without "
+    f"it, batch and stream roll out with {_RECORD_LIST}"
+)
+ROUTING_NEEDS_ONLINE = (
+    "rollout.trafficRouting splits HTTP requests and needs spec.online: remove it (batch and stream split records "
+    "by key themselves)"
+)
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -25,6 +35,17 @@ class ModelDeploymentSpec(ApiModel):
                 "has(self.online) || has(self.batch) || has(self.stream)",
                 "set at least one of spec.online, spec.batch or spec.stream",
                 reason="FieldValueRequired",
+            ),
+            cel(
+                "has(self.online) || !has(self.rollout) || !has(self.rollout.strategy) "
+                f"|| self.rollout.strategy in {list(RECORD_STRATEGIES)}",
+                STRATEGY_NEEDS_ONLINE,
+                field_path=".rollout.strategy",
+            ),
+            cel(
+                "has(self.online) || !has(self.rollout) || !has(self.rollout.trafficRouting)",
+                ROUTING_NEEDS_ONLINE,
+                field_path=".rollout.trafficRouting",
             ),
         )
     )
@@ -44,6 +65,10 @@ class ModelDeploymentSpec(ApiModel):
     def _some_mode(self) -> ModelDeploymentSpec:
         if self.online is None and self.batch is None and self.stream is None:
             raise ValueError("set at least one of spec.online, spec.batch or spec.stream")
+        if self.online is None and self.rollout.strategy not in RECORD_STRATEGIES:
+            raise ValueError(STRATEGY_NEEDS_ONLINE)
+        if self.online is None and self.rollout.traffic_routing is not None:
+            raise ValueError(ROUTING_NEEDS_ONLINE)
         return self
 
     @property

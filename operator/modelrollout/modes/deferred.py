@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelrollout.api.rollout import Strategy
+from modelrollout.api.rollout import RECORD_STRATEGIES, Strategy
 from modelrollout.kube.kinds import Grant
 from modelrollout.modes.base import ModeName, OwnedKind
-
-# Runs are events (batch) and records are split by key (stream): neither has a preview to switch to (blueGreen)
-# nor users to keep on one variant by an HTTP header or cookie (abTest).
-RECORD_STRATEGIES: frozenset[Strategy] = frozenset({"direct", "canary", "shadow"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,5 +15,5 @@ class DeferredMode:
     name: ModeName
     owned: tuple[OwnedKind, ...] = ()
     grants: tuple[Grant, ...] = ()
-    strategies: frozenset[Strategy] = RECORD_STRATEGIES
+    strategies: frozenset[Strategy] = frozenset(RECORD_STRATEGIES)
     runnable: bool = False

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import Condition, ModelDeploymentStatus, ReplicaCounts, RevisionRef
+from modelrollout.api.status import ModelDeploymentStatus, ReplicaCounts, RevisionRef
+from modelrollout.modes.report import Readiness, mode_conditions, reported, with_mode_report, without_mode_report
 from modelrollout.planning.names import LABEL_REVISION, router_configmap_name, workload_name
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.online import (
@@ -30,6 +31,7 @@ from modelrollout.planning.online import (
 from modelrollout.planning.revision import revision_of
 from modelrollout.planning.router import build_router, uses_router
 from modelrollout.rollout.actions import Action, EnsureRevision, RecordEvent, ScaleDown
+from modelrollout.rollout.conditions import without_apply_failure
 from modelrollout.rollout.sizing import full_replicas, provider
 
 EventType = Literal["Normal", "Warning"]
@@ -80,6 +82,12 @@ class Plan:
 def target_of(spec: ModelDeploymentSpec, settings: PlanSettings) -> RevisionRef:
     """The revision the spec asks for."""
     return RevisionRef(revision=revision_of(spec, default_image=settings.default_image), version=spec.model.version)
+
+
+def starting_status(stored: ModelDeploymentStatus | None) -> ModelDeploymentStatus:
+    """What a pass hands the engine: the status it wrote itself, without the reports an earlier pass laid over it
+    (a refused child, a declared mode not served), which every pass says afresh."""
+    return without_mode_report(without_apply_failure(stored or ModelDeploymentStatus()))
 
 
 def replicas_by_revision(observed: Observed) -> dict[str, int]:
@@ -158,32 +166,18 @@ def _main_selects(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, stab
     return None if weight > 0 else stable
 
 
-def _ready_condition(
-    prev: Sequence[Condition], stable: RevisionRef | None, observed: Observed, generation: int | None, now: datetime
-) -> Condition:
+def online_readiness(stable: RevisionRef | None, observed: Observed) -> Readiness:
+    """Whether the online mode serves: its stable revision's Deployment is available."""
     state = observed.revisions.get(stable.revision) if stable else None
-    serving = bool(state and state.health.available)
     if stable is None:
-        reason, message = "NoRevision", "no revision has become available yet"
-    elif serving:
-        reason, message = "Serving", f"serving revision {stable.revision} (version {stable.version})"
-    else:
-        failure = state.health.failure if state else "its Deployment is missing"
-        reason = "NotAvailable"
-        message = f"revision {stable.revision} (version {stable.version}) is not available" + (
-            f": {failure}" if failure else ""
-        )
-    status = "True" if serving else "False"
-    old = next((c for c in prev if c.type == "Ready"), None)
-    since = old.last_transition_time if old and old.status == status else now
-    return Condition(
-        type="Ready",
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
+        return Readiness("False", "NoRevision", "no revision has become available yet")
+    if state and state.health.available:
+        return Readiness("True", "Serving", f"serving revision {stable.revision} (version {stable.version})")
+    failure = state.health.failure if state else "its Deployment is missing"
+    message = f"revision {stable.revision} (version {stable.version}) is not available" + (
+        f": {failure}" if failure else ""
     )
+    return Readiness("False", "NotAvailable", message)
 
 
 def plan_objects(
@@ -277,18 +271,43 @@ def plan_objects(
         reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
         events.append(Event("Normal", reason, f"{kind} {name} is no longer needed; deleted"))
 
-    others = [c for c in decided.conditions if c.type != "Ready"]
-    ready = _ready_condition(prev.conditions, decided.stable, observed, meta.generation, now)
+    status = _status(md, decided, observed=observed, settings=settings, now=now, events=events)
+    return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
+
+
+def _status(
+    md: ModelDeployment,
+    decided: ModelDeploymentStatus,
+    *,
+    observed: Observed,
+    settings: PlanSettings,
+    now: datetime,
+    events: list[Event],
+) -> ModelDeploymentStatus:
+    """The engine's status with what the pass observed: replicas, a readiness condition per mode, and a phase that
+    says when a declared mode is not served (with an event the first time)."""
+    prev = md.status or ModelDeploymentStatus()
+    readiness = mode_conditions(
+        md.spec,
+        online=online_readiness(decided.stable, observed),
+        prev=prev.conditions,
+        generation=md.metadata.generation,
+        now=now,
+    )
+    mine = {c.type for c in readiness}
     status = decided.model_copy(
         update={
-            "observed_generation": meta.generation,
-            "modes": ",".join(spec.modes),
+            "observed_generation": md.metadata.generation,
+            "modes": ",".join(md.spec.modes),
             "replicas": engine_input(decided, observed).replicas,
-            "conditions": [ready, *others],
+            "conditions": [*readiness, *(c for c in decided.conditions if c.type not in mine)],
             "history": decided.history[-settings.history_limit :],
         }
     )
-    return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
+    status = with_mode_report(status, md.spec, prev=prev.conditions, now=now)
+    if reported(status) and not reported(prev):
+        events.append(Event("Warning", "ModeNotServed", status.message or ""))
+    return status
 
 
 def _newly_started(obj: dict[str, Any], before: dict[str, int]) -> bool:

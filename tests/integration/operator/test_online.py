@@ -27,7 +27,6 @@ ONLINE_EXAMPLES = [
     "online-ab-test.yaml",
     "gateway-api.yaml",
     "istio.yaml",
-    "hybrid.yaml",
 ]
 
 

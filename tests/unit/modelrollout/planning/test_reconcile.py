@@ -19,6 +19,7 @@ from modelrollout.planning.reconcile import (
     candidate_failure,
     engine_input,
     plan_objects,
+    starting_status,
     target_of,
     wanted_replicas,
 )
@@ -89,7 +90,7 @@ def plan(
 
 def one_pass(resource: ModelDeployment, seen: Observed, *, now: datetime = T0) -> tuple[Plan, list[Action]]:
     """The reconciler's pass without I/O: tick on what was observed, then plan the objects."""
-    status = resource.status or ModelDeploymentStatus()
+    status = starting_status(resource.status)
     decision = tick(
         engine_input(status, seen),
         resource.spec,

@@ -1,0 +1,97 @@
+"""Status is honest about every declared mode: a condition each, Ready only when all are served, and never
+Healthy while one is not (the engine still reads back the phase it wrote)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from modelrollout.api.resource import ModelDeployment
+from modelrollout.api.status import ModelDeploymentStatus
+from modelrollout.modes.report import (
+    MODES_NOT_SERVED,
+    NOT_SUPPORTED,
+    mode_conditions,
+    unserved_message,
+    without_mode_report,
+)
+from tests.support.manifests import load_example
+from tests.unit.modelrollout.planning.test_reconcile import T0, V1, md, observed, one_pass, serving, state
+
+HYBRID = load_example("hybrid.yaml")["spec"]
+
+
+def hybrid(status: ModelDeploymentStatus | None = None, **modes: Any) -> ModelDeployment:
+    resource = md(status=status, replicas=4)  # online only: add the other modes of examples/hybrid.yaml
+    wire = resource.model_dump(by_alias=True, exclude_none=True, mode="json")
+    for mode in modes or ("batch", "stream"):
+        wire["spec"][mode] = HYBRID[mode]
+    return ModelDeployment.model_validate(wire)
+
+
+def conditions(status: ModelDeploymentStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+def test_an_online_only_spec_is_ready_when_online_serves() -> None:
+    p, _ = one_pass(md(status=serving(), replicas=4), observed(state(V1)))
+    assert p.status.phase == "Healthy"
+    assert conditions(p.status)["Ready"] == ("True", "Serving")
+    assert conditions(p.status)["OnlineReady"] == ("True", "Serving")
+    assert conditions(p.status)["Degraded"] == ("False", "AsExpected")
+    assert not any(e.reason == "ModeNotServed" for e in p.events)
+
+
+def test_a_hybrid_spec_is_never_healthy_while_batch_and_stream_are_not_served() -> None:
+    p, _ = one_pass(hybrid(serving()), observed(state(V1)))
+    assert p.status.phase == "Degraded"
+    assert p.status.modes == "online,batch,stream"
+    said = conditions(p.status)
+    assert said["Ready"] == ("False", MODES_NOT_SERVED)
+    assert said["OnlineReady"] == ("True", "Serving")
+    assert said["BatchReady"] == ("False", NOT_SUPPORTED)
+    assert said["StreamReady"] == ("False", NOT_SUPPORTED)
+    assert said["Degraded"] == ("True", MODES_NOT_SERVED)
+    assert "spec.stream, spec.batch declared" in (p.status.message or "")
+    [event] = [e for e in p.events if e.reason == "ModeNotServed"]
+    assert event.type == "Warning"
+    assert "nothing scores files for spec.batch" in event.message
+    # Online still serves: its objects are planned as for an online-only spec.
+    assert {obj["kind"] for obj in p.grow} >= {"Deployment", "Service"}
+
+
+def test_the_report_is_said_once_and_the_engine_reads_back_its_own_phase() -> None:
+    first, _ = one_pass(hybrid(serving()), observed(state(V1)))
+    assert without_mode_report(first.status).phase == "Healthy"
+    # The reconciler hands the engine the status without the report, and keeps the stored one as `prev`.
+    stored = first.status
+    again, _ = one_pass(hybrid(stored), observed(state(V1)), now=T0 + timedelta(seconds=10))
+    assert again.status.phase == "Degraded"
+    assert not any(e.reason == "ModeNotServed" for e in again.events), "said again on the next pass"
+    degraded = next(c for c in again.status.conditions if c.type == "Degraded")
+    assert degraded.last_transition_time == T0
+    assert again.status == stored.model_copy(update={"observed_generation": again.status.observed_generation})
+
+
+def test_a_rollout_under_way_keeps_its_phase_and_says_the_modes_in_conditions() -> None:
+    rolling = md("2", status=serving(), replicas=4)
+    wire = rolling.model_dump(by_alias=True, exclude_none=True, mode="json")
+    wire["spec"]["stream"] = HYBRID["stream"]
+    p, _ = one_pass(ModelDeployment.model_validate(wire), observed(state(V1)))
+    assert p.status.phase == "Progressing"
+    assert conditions(p.status)["StreamReady"] == ("False", NOT_SUPPORTED)
+    assert conditions(p.status)["Ready"] == ("False", MODES_NOT_SERVED)
+
+
+def test_a_mode_that_is_not_online_names_what_nothing_does() -> None:
+    spec = ModelDeployment.model_validate(load_example("stream.yaml") | {"metadata": {"name": "s"}}).spec
+    message = unserved_message(spec)
+    assert message == (
+        "spec.stream declared, but this operator version runs online serving only: nothing consumes the topic for "
+        "spec.stream"
+    )
+    said = mode_conditions(spec, online=None, prev=[], generation=1, now=T0)
+    assert [(c.type, c.status, c.reason) for c in said] == [
+        ("Ready", "False", MODES_NOT_SERVED),
+        ("StreamReady", "False", NOT_SUPPORTED),
+    ]
