@@ -14,7 +14,7 @@ from modelrollout.api.base import (
     cel,
     cel_rules,
 )
-from modelrollout.api.traffic import TrafficRouting
+from modelrollout.api.traffic import Provider, TrafficRouting
 
 Strategy = Literal["canary", "blueGreen", "shadow", "abTest", "direct"]
 # What batch and stream can carry out when they lead a rollout (a spec without online): runs are events and records
@@ -261,3 +261,11 @@ class RolloutSpec(ApiModel):
                 "set trafficRouting.provider to router, gatewayAPI or istio"
             )
         return self
+
+    @property
+    def provider(self) -> Provider | None:
+        """The traffic provider in force, decided here only: trafficRouting's, else our router; None for strategy
+        direct without trafficRouting, which never splits traffic (`<name>` selects the serving revision)."""
+        if self.traffic_routing is not None:
+            return self.traffic_routing.provider
+        return None if self.strategy == "direct" else "router"

@@ -15,8 +15,6 @@ from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.kube.client import KubeClient
 from modelrollout.planning.names import router_configmap_name, selector, service_name
 from modelrollout.planning.online import SERVICE_PORT, Owner
-from modelrollout.planning.router import uses_router
-from modelrollout.rollout.sizing import provider
 from modelrollout.traffic.base import StickyBy, TrafficRouter
 from modelrollout.traffic.gateway_api import GatewayAPIRouter, GatewayTarget, MirrorSupport
 from modelrollout.traffic.istio import DestinationRuleAccess, IstioRouter, IstioTarget
@@ -41,9 +39,9 @@ class RouterContext:
 def router_for(ctx: RouterContext) -> ConvergingRouter | None:
     """The provider's router; None for provider `service`, whose routing is the Services themselves, and for
     strategy direct without a provider, which never splits traffic."""
-    if uses_router(ctx.md.spec):
+    chosen = ctx.md.spec.rollout.provider
+    if chosen == "router":
         return _configmap_router(ctx)
-    chosen = provider(ctx.md.spec)
     if chosen == "gatewayAPI":
         return _gateway_api_router(ctx)
     if chosen == "istio":

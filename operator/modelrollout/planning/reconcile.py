@@ -29,10 +29,10 @@ from modelrollout.planning.online import (
     rebuild_deployment,
 )
 from modelrollout.planning.revision import revision_of
-from modelrollout.planning.router import build_router, uses_router
+from modelrollout.planning.router import build_router
 from modelrollout.rollout.actions import Action, EnsureRevision, RecordEvent, ScaleDown
 from modelrollout.rollout.conditions import without_apply_failure
-from modelrollout.rollout.sizing import full_replicas, provider
+from modelrollout.rollout.sizing import full_replicas
 
 EventType = Literal["Normal", "Warning"]
 
@@ -158,7 +158,7 @@ def _main_selects(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, stab
     """What `<name>` selects. The `service` provider splits by pod counts: every revision's pods while the canary
     has a share, the canary alone once it has everything (a blue-green switch). Other providers leave the split
     to the router: `<name>` is stable."""
-    if provider(spec) != "service" or status.canary is None:
+    if spec.rollout.provider != "service" or status.canary is None:
         return stable
     weight = status.weights.canary
     if weight >= 100:
@@ -238,7 +238,7 @@ def plan_objects(
     serving = decided.stable or decided.canary or target
     stable_rev = serving.revision
     canary_rev = (decided.canary or serving).revision
-    routed = uses_router(spec)
+    routed = spec.rollout.provider == "router"
     if routed:
         grow += build_router(spec, owner, image_default=settings.default_image)
     grow += build_services(

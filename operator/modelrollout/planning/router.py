@@ -14,15 +14,6 @@ from modelrollout.planning.online import HTTP_PORT, LOCKED_DOWN_CONTAINER, RUN_A
 ROUTER_CONTAINER = "router"
 
 
-def uses_router(spec: ModelDeploymentSpec) -> bool:
-    """Provider `router`, asked for or by default; strategy direct never splits traffic, so it runs a router
-    only when trafficRouting asks for one explicitly."""
-    routing = spec.rollout.traffic_routing
-    if routing is None:
-        return spec.rollout.strategy != "direct"
-    return routing.provider == "router"
-
-
 def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[str, Any]:
     labels = selector(owner.name, "router")
     probe = {"periodSeconds": 2, "failureThreshold": 3, "timeoutSeconds": 2}

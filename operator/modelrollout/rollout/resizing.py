@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from modelrollout.api.status import RevisionRef
 from modelrollout.rollout.actions import EnsureRevision, Role, ScaleDown
-from modelrollout.rollout.sizing import for_traffic, full_replicas, provider
+from modelrollout.rollout.sizing import for_traffic, full_replicas
 from modelrollout.rollout.work import Work, label
 
 
@@ -39,5 +39,5 @@ def follow_size(w: Work, asked: Mapping[str, int]) -> None:
             f"{full_replicas(w.spec)} at full size",
         )
         resized = True
-    if resized and provider(w.spec) == "service" and sizes.canary_weight != s.weights.canary:
+    if resized and w.spec.rollout.provider == "service" and sizes.canary_weight != s.weights.canary:
         w.set_weights(100 - sizes.canary_weight, sizes.canary_weight)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus
-from modelrollout.api.traffic import Provider
 from modelrollout.traffic.service import split_replicas
 
 
@@ -19,11 +18,6 @@ def full_replicas(spec: ModelDeploymentSpec) -> int:
     if spec.stream is not None:
         return spec.stream.autoscaling.min_replicas if spec.stream.autoscaling else spec.stream.replicas
     return 0
-
-
-def provider(spec: ModelDeploymentSpec) -> Provider:
-    routing = spec.rollout.traffic_routing
-    return routing.provider if routing else "router"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +39,7 @@ def for_weight(spec: ModelDeploymentSpec, weight: int) -> Sizing:
     """A canary step at `weight`%. Routers that weight requests get the exact weight and a canary sized to its
     share; the `service` provider weights by pod counts, so it gets the coarse weight those counts achieve."""
     full = full_replicas(spec)
-    if provider(spec) == "service":
+    if spec.rollout.provider == "service":
         split = split_replicas(total=full, canary_weight=weight)
         return Sizing(split.canary, split.stable, 100 - split.effective_weight, split.effective_weight)
     return Sizing(_share(full, weight), None, 100 - weight, weight)
@@ -75,7 +69,7 @@ def for_traffic(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, *, can
     weights = status.weights
     if status.canary is None:
         return RoleSizes(full, None, 0)
-    if provider(spec) == "service" and 0 < weights.canary < 100:
+    if spec.rollout.provider == "service" and 0 < weights.canary < 100:
         split = split_replicas(total=full, canary_weight=weights.canary)
         return RoleSizes(split.stable, split.canary, split.effective_weight)
     if weights.canary > 0 or weights.mirror > 0:

@@ -12,7 +12,6 @@ import pytest
 
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment
 from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION
-from modelrollout.planning.router import uses_router
 from tests.integration.operator.k8s import CONVERGE_S, K8s
 from tests.support.operator import OperatorProcess
 from tests.support.waiting import eventually
@@ -65,7 +64,7 @@ async def test_online_example_converges_to_healthy_with_real_replica_counts(
     assert set(services) == {name, f"{name}-stable", f"{name}-canary", *preview}
     main = services.pop(name)
     assert {s.spec.selector[LABEL_REVISION] for s in services.values()} == {revision}
-    if uses_router(spec):
+    if spec.rollout.provider == "router":
         # Clients call <name>, which is our router; it reads the routing the operator writes.
         assert main.spec.selector == {LABEL_NAME: name, LABEL_MODE: "router"}
         [router] = await k8s.deployments(name, mode="router")

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from modelrollout.api import ModelDeployment
 from modelrollout.api.errors import describe_validation_error
+from modelrollout.api.rollout import RolloutSpec
 from modelrollout.api.spec import ModelDeploymentSpec
 from tests.support.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 
@@ -64,3 +66,20 @@ def test_spec_needs_a_model() -> None:
     with pytest.raises(ValidationError) as rejected:
         ModelDeploymentSpec.model_validate({"online": {}})
     assert "model: Field required" in describe_validation_error(rejected.value)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "provider"),
+    [
+        ({"strategy": "direct"}, None),
+        ({"strategy": "direct", "trafficRouting": {"provider": "router"}}, "router"),
+        ({"strategy": "canary", "canary": {"steps": [{"setWeight": 10}]}}, "router"),
+        (
+            {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}]}, "trafficRouting": {"provider": "service"}},
+            "service",
+        ),
+    ],
+)
+def test_the_traffic_provider_is_decided_in_one_place(rollout: dict[str, Any], provider: str | None) -> None:
+    # Strategy direct never splits traffic: it runs no router unless trafficRouting asks for one.
+    assert RolloutSpec.model_validate(rollout).provider == provider
