@@ -58,10 +58,11 @@ fmt: venv ## format and auto-fix
 	$(BIN)/ruff check --fix operator model-server tests hack
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict on our packages
+lint: venv ## ruff (lint + format check), mypy --strict on our packages, the import layering (import-linter)
 	$(BIN)/ruff check operator model-server tests hack
 	$(BIN)/ruff format --check operator model-server tests hack
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: test-unit
 test-unit: venv ## pure unit tests (no processes, no network)
