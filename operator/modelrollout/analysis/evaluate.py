@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 
 from modelrollout.analysis.provider import QueryResult
-from modelrollout.api.analysis import AnalysisMetric, JudgeType, NoDataPolicy
+from modelrollout.api.analysis import AnalysisMetric, NoDataPolicy
 from modelrollout.api.status import MetricResult, Verdict
 
 MESSAGE_LIMIT = 1024  # MetricResult.message's maxLength in the CRD
@@ -58,16 +58,6 @@ def _result(
 
 def error_result(metric: AnalysisMetric, message: str) -> MetricResult:
     return _result(metric, "Error", message)
-
-
-def unsupported_judge(metric: AnalysisMetric, judge: JudgeType) -> MetricResult:
-    """Judges other than threshold arrive in a later issue; until then a run under them decides nothing rather
-    than silently applying different semantics (a pause for a human follows after inconclusiveLimit runs)."""
-    return _result(
-        metric,
-        "Inconclusive",
-        f"judge {judge} is not available yet; set rollout.analysis.judge.type to threshold",
-    )
 
 
 def _bounds(metric: AnalysisMetric, value: float, stable: float | None) -> tuple[list[str], dict[str, float | None]]:

@@ -2,9 +2,9 @@
 pods per role, why the candidate fails) and which objects make its decision real (each revision's Deployment at
 the size the engine asked for, the Services on the roles, what to prune), with the status and events around it.
 
-The engine (`modelrollout.rollout.tick`) decides; this module only turns decisions into objects. Handlers
-execute the plan: `grow` first, then the routing actions, then `shrink`, then `delete`, then status. So a
-revision gets its pods before it gets traffic, and keeps them until its traffic has gone.
+The engine (`modelrollout.rollout.tick`) decides; this module only turns decisions into objects. The reconciler
+executes the plan: `grow` first, then the routing actions, then `shrink`, then `delete`, then status, then events.
+So a revision gets its pods before it gets traffic, and keeps them until its traffic has gone.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """What a tick asks the operator to do, in order. Each action is idempotent: executing one twice (after a crash
 between executing and patching status, the next tick repeats it) changes nothing.
 
-Contract with the handler: execute the actions in order, then patch status with `Decision.status`. If an action
-fails, do not patch status; the next tick, computed from the old status, asks for the same actions again.
+Contract with the reconciler: a pass makes the actions real in a fixed order (planning.reconcile turns the pod
+actions into objects: pods first, then the routing actions in the order given, then pods taken away), and writes
+`Decision.status` only once they took effect. When one fails, the old status stays (or, once traffic has moved,
+the new one is written with the failure reported), and the next tick, computed from it, asks for the same again.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The Progressing and Degraded conditions, derived from the phase at the end of every tick (Ready is the
-reconciler's: it knows whether the serving pods are available)."""
+"""The Progressing and Degraded conditions, derived from the phase at the end of every tick (Ready and the per-mode
+readiness are the planner's, `modes.report`: it knows whether the serving pods are available)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.analysis.evaluate import clip, evaluate_metric, run_verdict, unsupported_judge
+from modelrollout.analysis.evaluate import clip, evaluate_metric, run_verdict
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.api.analysis import AnalysisMetric, NoDataPolicy
 from modelrollout.api.status import MetricResult, Verdict
@@ -143,12 +143,6 @@ def test_non_finite_numbers_never_reach_status() -> None:
     assert result.evidence is not None
     assert "value" not in result.evidence
     assert result.message == "inf is above max 1"
-
-
-def test_unsupported_judges_are_inconclusive_with_the_fix() -> None:
-    result = unsupported_judge(metric(max=1), "mannWhitney")
-    assert result.verdict == "Inconclusive"
-    assert result.message == "judge mannWhitney is not available yet; set rollout.analysis.judge.type to threshold"
 
 
 @pytest.mark.parametrize(
