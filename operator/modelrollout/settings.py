@@ -26,7 +26,9 @@ class OperatorSettings(BaseSettings):
     )
     liveness_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz; 0 disables it.")
     field_manager: str = Field(default="modelrollout", description="Server-side apply field manager.")
-    history_limit: int = Field(default=10, ge=1, le=100, description="Finished rollouts kept in status.history.")
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="Finished rollouts kept in status.history (the only such limit)."
+    )
     prometheus_url: str | None = Field(
         default=None,
         pattern=r"^https?://",

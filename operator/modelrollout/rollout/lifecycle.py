@@ -13,7 +13,7 @@ from modelrollout.api.status import (
 )
 from modelrollout.rollout.actions import Promote, ScaleDown, SetWeights
 from modelrollout.rollout.sizing import full_replicas
-from modelrollout.rollout.work import HISTORY_LIMIT, Work, label
+from modelrollout.rollout.work import Work, label
 
 
 def _record(w: Work, ref: RevisionRef, outcome: Outcome, message: str) -> None:
@@ -25,7 +25,8 @@ def _record(w: Work, ref: RevisionRef, outcome: Outcome, message: str) -> None:
         finished_at=w.now,
         message=clip(message),
     )
-    w.status.history = [*w.status.history, entry][-HISTORY_LIMIT:]
+    # Kept whole here: the pass trims it to the operator's one limit (settings.history_limit) before writing.
+    w.status.history = [*w.status.history, entry]
 
 
 def _clear_rollout(w: Work) -> None:

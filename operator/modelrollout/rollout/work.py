@@ -22,7 +22,6 @@ from modelrollout.rollout.actions import (
 from modelrollout.rollout.plan import Plan, Step
 from modelrollout.rollout.sizing import full_replicas
 
-HISTORY_LIMIT = 20
 RUNS_LIMIT = 10
 _WARNING_PAUSES: frozenset[PauseReason] = frozenset({"Inconclusive", "AnalysisMisconfigured"})
 

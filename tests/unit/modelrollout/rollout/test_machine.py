@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from modelrollout.api.status import Condition, ModelDeploymentStatus
+from modelrollout.api.status import Condition, HistoryEntry, ModelDeploymentStatus
 from modelrollout.rollout import tick
 from modelrollout.rollout.conditions import sync_conditions
-from tests.support.rollout import T0, V1, V2, Sim, analysis, make_spec, run_for
+from tests.support.rollout import T0, V1, V2, V3, Sim, analysis, make_spec, run_for
 
 CANARY = {
     "strategy": "canary",
@@ -72,3 +72,18 @@ def test_conditions_owned_by_others_are_left_alone() -> None:
     assert status.conditions[0] == ready
     degraded = next(c for c in status.conditions if c.type == "Degraded")
     assert (degraded.status, degraded.reason, degraded.message) == ("True", "RolledBack", "rolled back")
+
+
+def test_history_is_kept_whole_for_the_pass_to_trim_by_the_operator_setting() -> None:
+    # One limit (settings.history_limit, up to 100): the engine must not cut history shorter on its own.
+    sim = Sim.serving(make_spec(CANARY))
+    old = [
+        HistoryEntry(revision=f"r{i:07d}", version=str(i), outcome="Superseded", started_at=T0, finished_at=T0)
+        for i in range(40)
+    ]
+    sim.status = sim.status.model_copy(update={"history": old})
+    sim.tick()
+    decision = tick(sim.observed(), sim.spec, target=V3, metrics=None, now=sim.now)  # supersedes version 2
+    assert decision.status.history[:40] == old
+    assert decision.status.history[-1].outcome == "Superseded"
+    assert len(decision.status.history) == 41
