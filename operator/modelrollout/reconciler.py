@@ -19,16 +19,12 @@ import httpx
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from modelrollout.analysis import experiment
-from modelrollout.analysis.evaluate import error_result
-from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.analysis.entry import Backend, Subject, analyse
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
-from modelrollout.analysis.run import run_analysis
 from modelrollout.api.analysis import AnalysisSettings
-from modelrollout.api.base import duration_seconds
 from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.resource import KIND, ModelDeployment
-from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus
+from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.backoff import Backoff
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
@@ -87,6 +83,11 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._wakeups: dict[Key, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient()  # one connection pool to Prometheus for every analysis
+        self._analysis_backend = Backend(
+            default_url=settings.prometheus_url,
+            scrape_interval_s=settings.prometheus_scrape_interval_s,
+            client=self._http,
+        )
         self._backoff = Backoff(settings.apply_retry_initial_s, settings.apply_retry_max_s)
 
     async def close(self) -> None:
@@ -168,45 +169,19 @@ class Reconciler:
         return await decide_pass(md.spec, status, observed=observed, target=target, verb=verb, now=now, analyse=analyse)
 
     async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
-        meta = md.metadata
-        analysis = md.spec.rollout.analysis or AnalysisSettings()
-        configured = analysis.prometheus
-        address = configured.address if configured else self._settings.prometheus_url
-        if address is None:
-            return _error_outcome(
-                request,
-                now,
-                "no Prometheus to ask: set spec.rollout.analysis.prometheus.address, or MODELROLLOUT_PROMETHEUS_URL "
-                "on the operator",
-            )
-        token = None
-        if configured and configured.bearer_token_secret:
-            ref = configured.bearer_token_secret
-            secret = await self._kube.get("Secret", meta.namespace or "", ref.name)
-            token = _secret_value(secret, ref.key)
-            if token is None:
-                return _error_outcome(
-                    request, now, f"bearerTokenSecret {ref.name}/{ref.key} does not exist in namespace {meta.namespace}"
-                )
-        prometheus = PrometheusProvider(
-            address=address,
-            timeout_seconds=duration_seconds(configured.timeout) if configured else 10.0,
-            bearer_token=token,
-            client=self._http,
-        )
-        if request.kind == "Experiment":
-            where = {"namespace": meta.namespace or "", "name": meta.name or "", "model": md.spec.model.name}
-            return await experiment.run_experiment(prometheus, request, now=now, **where)
-        return await run_analysis(
-            prometheus,
+        namespace = md.metadata.namespace or ""
+
+        async def read_secret(name: str, key: str) -> str | None:
+            return _secret_value(await self._kube.get("Secret", namespace, name), key)
+
+        return await analyse(
             request,
-            namespace=meta.namespace or "",
-            name=meta.name or "",
-            model=md.spec.model.name,
-            scrape_interval_seconds=self._settings.prometheus_scrape_interval_s,
+            settings=md.spec.rollout.analysis or AnalysisSettings(),
+            subject=Subject(namespace=namespace, name=md.metadata.name or "", model=md.spec.model.name),
+            backend=self._analysis_backend,
+            read_secret=read_secret,
+            previous=md.status.analysis.runs if md.status else [],
             now=now,
-            # The sequential judge's evidence so far lives in the runs of this rollout.
-            previous=(md.status.analysis.runs if md.status else []),
         )
 
     async def _observe(self, md: ModelDeployment) -> tuple[Observed, dict[tuple[str, str], _Seen]]:
@@ -415,14 +390,6 @@ def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | 
         return parse_verb_annotation(annotations), None
     except InvalidVerbAnnotation as exc:
         return None, str(exc)
-
-
-def _error_outcome(request: AnalysisRequest, now: datetime, message: str) -> AnalysisOutcome:
-    if request.kind == "Experiment":
-        return experiment.error_outcome(request, now, message)
-    metrics = [error_result(metric, message) for metric in request.metrics]
-    run = AnalysisRun(at=now, verdict="Error", kind=request.kind, step=request.step, metrics=metrics)
-    return AnalysisOutcome(request=request, run=run)
 
 
 def _secret_value(secret: dict[str, Any] | None, key: str) -> str | None:
