@@ -14,7 +14,7 @@ from datetime import datetime
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import Condition, ConditionStatus, ModelDeploymentStatus
-from modelrollout.modes import declared
+from modelrollout.modes import MODES, declared
 from modelrollout.modes.base import Mode
 
 # Degraded's reason while a declared mode is not served (and what marks the phase as ours, not the engine's).
@@ -34,6 +34,11 @@ class Readiness:
 
 def condition_type(mode: Mode) -> str:
     return f"{mode.name.capitalize()}Ready"
+
+
+def readiness_types() -> frozenset[str]:
+    """Every condition type this report writes, for any mode: a mode no longer declared loses its condition."""
+    return frozenset({"Ready", *(condition_type(mode) for mode in MODES.values())})
 
 
 def unserved(spec: ModelDeploymentSpec) -> list[Mode]:

@@ -17,7 +17,14 @@ from typing import Any, Literal
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, ReplicaCounts, RevisionRef
-from modelrollout.modes.report import Readiness, mode_conditions, reported, with_mode_report, without_mode_report
+from modelrollout.modes.report import (
+    Readiness,
+    mode_conditions,
+    readiness_types,
+    reported,
+    with_mode_report,
+    without_mode_report,
+)
 from modelrollout.planning.names import LABEL_REVISION, router_configmap_name, workload_name
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.online import (
@@ -294,13 +301,12 @@ def _status(
         generation=md.metadata.generation,
         now=now,
     )
-    mine = {c.type for c in readiness}
     status = decided.model_copy(
         update={
             "observed_generation": md.metadata.generation,
             "modes": ",".join(md.spec.modes),
             "replicas": engine_input(decided, observed).replicas,
-            "conditions": [*readiness, *(c for c in decided.conditions if c.type not in mine)],
+            "conditions": [*readiness, *(c for c in decided.conditions if c.type not in readiness_types())],
             "history": decided.history[-settings.history_limit :],
         }
     )

@@ -95,3 +95,12 @@ def test_a_mode_that_is_not_online_names_what_nothing_does() -> None:
         ("Ready", "False", MODES_NOT_SERVED),
         ("StreamReady", "False", NOT_SUPPORTED),
     ]
+
+
+def test_a_mode_taken_out_of_the_spec_takes_its_condition_with_it() -> None:
+    first, _ = one_pass(hybrid(serving()), observed(state(V1)))
+    online_only, _ = one_pass(md(status=first.status, replicas=4), observed(state(V1)), now=T0 + timedelta(seconds=5))
+    assert online_only.status.phase == "Healthy"
+    assert set(conditions(online_only.status)) == {"Ready", "OnlineReady", "Progressing", "Degraded"}
+    assert conditions(online_only.status)["Ready"] == ("True", "Serving")
+    assert conditions(online_only.status)["Degraded"] == ("False", "AsExpected")
