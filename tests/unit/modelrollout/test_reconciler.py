@@ -1,0 +1,188 @@
+"""The reconciler shell on an in-memory API (tests/support/fake_kube.py): the order of a pass (pods first, then
+traffic, then pods taken away, then status, then events), drift and restoration reports, verbs consumed once, and
+a refused child reported without touching traffic. The same behaviour against the real API server is in
+tests/integration/operator; these run in milliseconds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modelrollout.api.resource import KIND
+from modelrollout.reconciler import Reconciler
+from modelrollout.rollout.verbs import VERB_ANNOTATION
+from modelrollout.settings import OperatorSettings
+from tests.support.fake_kube import FakeKube
+from tests.support.manifests import load_example
+
+NS, NAME = "ml", "churn"
+T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+STEPS = [{"setWeight": 20}, {"pause": {}}]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def reconciler(kube: FakeKube, clock: Clock) -> AsyncIterator[Reconciler]:
+    settings = OperatorSettings(default_image="registry.example/model-server:1")
+    reconciler = Reconciler(kube, settings, clock=clock)  # type: ignore[arg-type]  # the fake's surface
+    yield reconciler
+    await reconciler.close()
+
+
+def churn(kube: FakeKube, **online: Any) -> None:
+    body = load_example("online-canary-router.yaml")
+    body["metadata"] = {"name": NAME, "namespace": NS}
+    body["spec"]["online"] = online or {"replicas": 2}
+    body["spec"]["rollout"] = {
+        "strategy": "canary",
+        "canary": {"steps": STEPS},
+        "trafficRouting": {"provider": "router"},
+    }
+    kube.create(body)
+
+
+async def pass_(reconciler: Reconciler, kube: FakeKube) -> None:
+    kube.journal.clear()
+    await reconciler.reconcile({"metadata": {"namespace": NS, "name": NAME}})
+
+
+def stored(kube: FakeKube) -> dict[str, Any]:
+    return kube.objects[(KIND, NS, NAME)]
+
+
+def status(kube: FakeKube) -> dict[str, Any]:
+    return stored(kube).get("status") or {}
+
+
+def position(kube: FakeKube, *entry: str) -> int:
+    return kube.journal.index(entry)
+
+
+def router_document(kube: FakeKube) -> dict[str, Any]:
+    data = kube.objects[("ConfigMap", NS, f"{NAME}-router")]["data"]
+    return json.loads(next(iter(data.values())))
+
+
+def set_model(kube: FakeKube, version: str) -> None:
+    obj = stored(kube)
+    obj["spec"]["model"] = {**obj["spec"]["model"], "version": version, "uri": f"s3://models/churn/{version}/m.joblib"}
+    obj["metadata"]["generation"] += 1
+
+
+def verb(kube: FakeKube, name: str, id_: str) -> None:
+    stored(kube)["metadata"].setdefault("annotations", {})[VERB_ANNOTATION] = json.dumps({"name": name, "id": id_})
+
+
+async def serving_version_7(reconciler: Reconciler, kube: FakeKube) -> str:
+    churn(kube)
+    await pass_(reconciler, kube)
+    await pass_(reconciler, kube)  # the first revision's pods became ready: it serves
+    assert status(kube)["phase"] == "Healthy"
+    revision: str = status(kube)["stable"]["revision"]
+    return revision
+
+
+async def test_a_first_pass_applies_the_pods_before_the_routing_then_status_then_events(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    churn(kube)
+    await pass_(reconciler, kube)
+    applied = [e for e in kube.journal if e[0] == "apply"]
+    revision = status(kube)["canary"]["revision"]
+    assert ("apply", "Deployment", f"{NAME}-{revision}") in applied
+    routing = position(kube, "apply", "ConfigMap", f"{NAME}-router")
+    assert all(kube.journal.index(e) < routing for e in applied if e[1] != "ConfigMap"), kube.journal
+    assert routing < position(kube, "status", KIND, NAME) < position(kube, "event", "RolloutStarted")
+    assert kube.names("Service") == {NAME, f"{NAME}-stable", f"{NAME}-canary"}
+    assert kube.names("PodDisruptionBudget") == {NAME}
+
+    await pass_(reconciler, kube)
+    assert status(kube)["phase"] == "Healthy"
+    assert [e[1] for e in kube.calls("event")] == ["Promoted"]
+
+
+async def test_a_canary_gets_its_pods_before_its_weight_and_an_abort_takes_the_weight_before_the_pods(
+    reconciler: Reconciler, kube: FakeKube, clock: Clock
+) -> None:
+    stable = await serving_version_7(reconciler, kube)
+    set_model(kube, "8")
+    clock.now += timedelta(seconds=5)
+    await pass_(reconciler, kube)
+    candidate = status(kube)["canary"]["revision"]
+    assert status(kube)["weights"]["canary"] == 0, "no weight before the candidate's pods are ready"
+    clock.now += timedelta(seconds=5)
+    await pass_(reconciler, kube)
+    assert status(kube)["weights"]["canary"] == 20
+    assert router_document(kube)["weights"]["canary"] == 20
+
+    verb(kube, "abort", "v-1")
+    clock.now += timedelta(seconds=5)
+    await pass_(reconciler, kube)
+    routing = position(kube, "apply", "ConfigMap", f"{NAME}-router")
+    shrink = position(kube, "apply", "Deployment", f"{NAME}-{candidate}")
+    assert routing < shrink < position(kube, "status", KIND, NAME), kube.journal
+    assert kube.objects[("Deployment", NS, f"{NAME}-{candidate}")]["spec"]["replicas"] == 0
+    assert router_document(kube)["weights"]["canary"] == 0
+    assert status(kube)["stable"]["revision"] == stable
+    assert status(kube)["lastVerbId"] == "v-1"
+    # The verb is consumed after status says it was applied, and only once.
+    assert position(kube, "status", KIND, NAME) < position(kube, "unannotate", KIND, NAME, VERB_ANNOTATION)
+    assert VERB_ANNOTATION not in (stored(kube)["metadata"].get("annotations") or {})
+    assert "Aborted" in [e[1] for e in kube.calls("event")]
+
+
+async def test_hand_edits_and_deletions_are_undone_and_reported(reconciler: Reconciler, kube: FakeKube) -> None:
+    revision = await serving_version_7(reconciler, kube)
+    kube.edit("Deployment", NS, f"{NAME}-{revision}", replicas=5)
+    kube.remove("Service", NS, f"{NAME}-stable")
+    await pass_(reconciler, kube)
+    assert kube.objects[("Deployment", NS, f"{NAME}-{revision}")]["spec"]["replicas"] == 2
+    assert ("Service", NS, f"{NAME}-stable") in kube.objects
+    reasons = [e[1] for e in kube.calls("event")]
+    assert "DriftCorrected" in reasons
+    assert "ChildRestored" in reasons
+
+    await pass_(reconciler, kube)
+    assert kube.calls("event") == [], "a converged pass reports nothing"
+
+
+async def test_a_refused_child_stops_the_pass_before_the_routing_and_is_reported(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    kube.refuse["PodDisruptionBudget"] = (403, "poddisruptionbudgets is forbidden by policy")
+    churn(kube)
+    await pass_(reconciler, kube)
+    assert ("ConfigMap", NS, f"{NAME}-router") not in kube.objects, "no traffic moved after a refusal"
+    said = status(kube)
+    degraded = next(c for c in said["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "ApplyFailed"
+    assert "PodDisruptionBudget churn (HTTP 403): poddisruptionbudgets is forbidden by policy" in said["message"]
+    assert [e[1] for e in kube.calls("event")] == ["ApplyFailed"]
+
+    kube.refuse.clear()
+    await pass_(reconciler, kube)  # a resync before the retry is due: waits
+    assert kube.calls("apply") == []
+    await reconciler.reconcile({"metadata": {"namespace": NS, "name": NAME}}, scheduled=True)  # the retry
+    assert ("ConfigMap", NS, f"{NAME}-router") in kube.objects
+    assert next(c for c in status(kube)["conditions"] if c["type"] == "Degraded")["reason"] != "ApplyFailed"
