@@ -51,6 +51,7 @@ async def test_online_example_converges_to_healthy_with_real_replica_counts(
     assert status["modes"] == ",".join(spec.modes)
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
+        "OnlineReady": "True",
         "Progressing": "False",
         "Degraded": "False",
     }
