@@ -9,12 +9,16 @@ RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 FROM base AS build
 WORKDIR /src
 COPY requirements.lock ./
+COPY contract/ contract/
 COPY operator/ operator/
 COPY model-server/ model-server/
+# The lock names the contract as `-e ./contract`; constraints take no editable, so it is dropped from them and the
+# contract is installed from its folder beside each package.
 RUN pip install uv \
+ && grep -v '^-e ' requirements.lock > /tmp/constraints.txt \
  && python -m venv /opt/operator /opt/model-server \
- && uv pip install --python /opt/operator/bin/python -c requirements.lock ./operator \
- && uv pip install --python /opt/model-server/bin/python -c requirements.lock ./model-server
+ && uv pip install --python /opt/operator/bin/python -c /tmp/constraints.txt ./contract ./operator \
+ && uv pip install --python /opt/model-server/bin/python -c /tmp/constraints.txt ./contract ./model-server
 
 FROM base AS operator
 COPY --from=build /opt/operator /opt/operator

@@ -16,7 +16,7 @@ help: ## list the targets
 
 # --- set-up ------------------------------------------------------------------------------------------
 
-$(VENV)/.installed: requirements.lock operator/pyproject.toml model-server/pyproject.toml
+$(VENV)/.installed: requirements.lock operator/pyproject.toml model-server/pyproject.toml contract/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
@@ -54,13 +54,13 @@ mesh-crds: ## fetch (once, cached by version) the Gateway API and Istio CRDs; th
 
 .PHONY: fmt
 fmt: venv ## format and auto-fix
-	$(BIN)/ruff format operator model-server tests hack
-	$(BIN)/ruff check --fix operator model-server tests hack
+	$(BIN)/ruff format operator model-server contract tests hack
+	$(BIN)/ruff check --fix operator model-server contract tests hack
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy --strict on our packages, the import layering (import-linter)
-	$(BIN)/ruff check operator model-server tests hack
-	$(BIN)/ruff format --check operator model-server tests hack
+	$(BIN)/ruff check operator model-server contract tests hack
+	$(BIN)/ruff format --check operator model-server contract tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 

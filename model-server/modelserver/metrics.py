@@ -21,11 +21,12 @@ from prometheus_client import (
     multiprocess,
 )
 
+from modelrollout_contract import metrics as names
+from modelrollout_contract.metrics import LATENCY_BUCKETS
+
 # `*_created` series double the exposition and no query of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# 0.5 ms .. 10 s: sub-millisecond tabular models up to slow custom ones.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # Regression outputs have no natural scale: fine steps in [0, 1] (scores), then decades. No negative
 # bounds: prometheus-client drops `_sum` from histograms that have them, and the mean prediction
@@ -37,34 +38,34 @@ PROTOCOL_PREDICT = "predict"
 PROTOCOLS = (PROTOCOL_V2, PROTOCOL_PREDICT)
 
 REQUESTS = Counter(
-    "modelserver_requests_total",
+    names.REQUESTS,
     "Inference requests by protocol and response code",
     ["model", "version", "protocol", "code"],
 )
 REQUEST_DURATION = Histogram(
-    "modelserver_request_duration_seconds",
+    names.REQUEST_DURATION,
     "Inference request duration from the whole request body received to the response, by protocol",
     ["model", "version", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
 INFERENCE_ERRORS = Counter(
-    "modelserver_inference_errors_total",
+    names.INFERENCE_ERRORS,
     "Failed inference requests by reason",
     ["model", "version", "reason"],
 )
 BATCH_SIZE = Histogram(
-    "modelserver_batch_size",
+    names.BATCH_SIZE,
     "Rows per model call when adaptive batching is on",
     ["model", "version"],
     buckets=BATCH_SIZE_BUCKETS,
 )
 PREDICTIONS = Counter(
-    "modelserver_predictions_total",
+    names.PREDICTIONS,
     "Predicted labels of classifiers",
     ["model", "version", "label"],
 )
 PREDICTION_VALUE = Histogram(
-    "modelserver_prediction_value",
+    names.PREDICTION_VALUE,
     "Predicted values of regressors",
     ["model", "version"],
     buckets=VALUE_BUCKETS,

@@ -7,29 +7,16 @@ dicts on the hot path; tests check they conform to the response models below.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, NonNegativeInt, RootModel, Strict
+
+from modelrollout_contract.datatypes import Datatype
 
 # JSON numbers only: no booleans, strings or nulls sneaking in through lax coercion, no NaN/Infinity.
 Number = Annotated[float, Strict(), AllowInfNan(False)] | Annotated[int, Strict()]
 TensorData = list[Number] | list[list[Number]] | list[list[list[Number]]]
 
-Datatype = Literal[
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-]
 Parameters = dict[str, Any]
 
 

@@ -10,23 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from modelrollout_contract.datatypes import NUMPY
 from modelserver.errors import InvalidInput, NonFiniteInput
 from modelserver.protocol import RequestInput
 from modelserver.runtimes.base import Array
 
-NUMERIC: dict[str, np.dtype[Any]] = {
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
+# The numeric datatypes (BOOL and BYTES are decoded apart).
+NUMERIC: dict[str, np.dtype[Any]] = {name: np.dtype(code) for name, code in NUMPY.items() if name != "BOOL"}
 
 
 @dataclass(frozen=True, slots=True)

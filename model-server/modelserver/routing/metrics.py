@@ -35,13 +35,12 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.process_collector import ProcessCollector
 
-from modelserver.routing.shadow import AGREE, DISAGREE, ERROR
+from modelrollout_contract import metrics as names
+from modelrollout_contract.metrics import AGREE, DISAGREE, ERROR, LATENCY_BUCKETS
 
 # `*_created` series double the exposition and no query of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# 0.5 ms .. 10 s, the model server's buckets, so both sides of the hop read alike.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # |stable - shadow| has the scale of the model's output: from float noise to large regression values.
 ABS_DIFF_BUCKETS = (0, 1e-6, 1e-4, 1e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100, 1e3, 1e4)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -72,26 +71,26 @@ class RouterMetrics:
         r = self.registry
         ProcessCollector(registry=r)
         self.requests = Counter(
-            "modelrouter_requests_total",
+            names.ROUTER_REQUESTS,
             "Upstream calls by route, model version, role and response code",
             ["route", "version", "role", "code"],
             registry=r,
         )
         self.duration = Histogram(
-            "modelrouter_upstream_duration_seconds",
+            names.ROUTER_UPSTREAM_DURATION,
             "Duration of upstream calls by route, model version and role",
             ["route", "version", "role"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.comparisons = Counter(
-            "modelrouter_shadow_comparisons_total",
+            names.SHADOW_COMPARISONS,
             "Comparisons of stable's answer with the shadow's: agree, disagree or error",
             ["route", "result"],
             registry=r,
         )
         self.abs_diff = Histogram(
-            "modelrouter_shadow_abs_diff",
+            names.SHADOW_ABS_DIFF,
             "Mean absolute difference between stable's and the shadow's numeric predictions, per request",
             ["route"],
             buckets=ABS_DIFF_BUCKETS,
@@ -104,7 +103,7 @@ class RouterMetrics:
             registry=r,
         )
         self.weight = Gauge(
-            "modelrouter_weight",
+            names.ROUTER_WEIGHT,
             "Loaded routing weights in percent (role shadow: the mirror percentage)",
             ["route", "role"],
             registry=r,

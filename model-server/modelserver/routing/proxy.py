@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import orjson
 
+from modelrollout_contract.metrics import ERROR
 from modelserver.routing.metrics import RouterMetrics
-from modelserver.routing.shadow import ERROR, compare
+from modelserver.routing.shadow import compare
 from modelserver.routing.snapshot import CANARY, SHADOW, Backend, Snapshot
 from modelserver.routing.upstream import UpstreamClient, UpstreamError
 

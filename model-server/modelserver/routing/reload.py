@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from modelserver.routing.config import RouterConfigError, parse_document, route_of
+from modelrollout_contract.router import RouterConfigError, parse_document, route_of
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.snapshot import Snapshot, build_snapshot
 

@@ -23,28 +23,12 @@ from typing import Any
 
 import orjson
 
-AGREE = "agree"
-DISAGREE = "disagree"
-ERROR = "error"
+from modelrollout_contract.datatypes import NUMPY
+from modelrollout_contract.metrics import AGREE, DISAGREE, ERROR
+
 REL_TOL = 1e-6
 ABS_TOL = 1e-12
 PREDICT = "predict"
-
-# Open Inference Protocol datatypes -> little-endian numpy dtypes (binary tensor extension).
-_DTYPES = {
-    "BOOL": "?",
-    "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "INT8": "<i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-}
 
 
 class Unreadable(ValueError):
@@ -158,7 +142,7 @@ def _decode_binary(datatype: str, blob: bytes) -> list[Any]:
         return values
     import numpy as np  # noqa: PLC0415 - only binary answers need it; the router starts without numpy
 
-    dtype = _DTYPES.get(datatype)
+    dtype = NUMPY.get(datatype)
     if dtype is None or len(blob) % np.dtype(dtype).itemsize:
         raise Unreadable(f"cannot decode binary {datatype or 'untyped'} data")
     decoded: list[Any] = np.frombuffer(blob, dtype=dtype).tolist()

@@ -10,11 +10,12 @@ cryptographic): a request goes to the canary when its draw is below weights.cana
 Bernoulli per request, not a deterministic rotation. Tests pass a seeded generator for exact statistics.
 
 With `stickyBy` the canary's weight is a share of users instead: a request's key (the value of that header or
-cookie) falls in bucket `zlib.crc32(key) % 10000`, and the request goes to the canary when the bucket is below
-weights.canary * 100. CRC-32 rather than `hash()` (salted per process): every router process and replica, and
-every restart, assigns a key alike, and raising the weight only moves users from stable to the canary. A header
-route still wins. A request without a key goes to stable in header mode (the control group); in cookie mode it
-gets a new random id, is assigned by it, and the answer sets the cookie so the user's next requests stick.
+cookie) falls in bucket `zlib.crc32(key) % 10000` (modelrollout_contract.sticky), and the request goes to the canary
+when the bucket is below weights.canary * 100. CRC-32 rather than `hash()` (salted per process): every router
+process and replica, and every restart, assigns a key alike, and raising the weight only moves users from stable to
+the canary. A header route still wins. A request without a key goes to stable in header mode (the control group); in
+cookie mode it gets a new random id, is assigned by it, and the answer sets the cookie so the user's next requests
+stick.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ from __future__ import annotations
 import random
 import re
 import uuid
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelserver.routing.config import HeaderRoute, RouterConfig, StickyBy
+from modelrollout_contract.router import HeaderRoute, RouterConfig, StickyBy
+from modelrollout_contract.sticky import BUCKETS, bucket
 from modelserver.routing.upstream import Origin
 
 Headers = Sequence[tuple[bytes, bytes]]
 STABLE = "stable"
 CANARY = "canary"
 SHADOW = "shadow"
-BUCKETS = 10_000
 # How a sticky request was assigned (the `source` label of modelrouter_assignments_total).
 KEY = "key"  # by the key it carried
 NEW = "new"  # by a cookie id made for it (its answer sets the cookie)
@@ -88,11 +88,6 @@ class HeaderMatcher:
             else:
                 return True
         return False
-
-
-def bucket(key: str | bytes) -> int:
-    """The bucket (0..9999) of a user's key: CRC-32 of its UTF-8 bytes modulo 10,000, the same in every process."""
-    return zlib.crc32(key.encode() if isinstance(key, str) else key) % BUCKETS
 
 
 def new_user_id() -> str:

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelserver.routing.config import CONFIG_KEY
+from modelrollout_contract.router import CONFIG_KEY
 from modelserver.routing.reload import Routing
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelrollout.api.analysis import Builtin
+from modelrollout_contract import metrics as names
 
 NAMESPACE_LABEL = "namespace"
 # rate() needs two samples inside its window and loses part of the window at each edge; four scrapes is the
@@ -84,7 +85,7 @@ def _share(function: str, part: str, whole: str, ctx: QueryContext) -> str:
 
 def _latency(quantile: float) -> Callable[[QueryContext], str]:
     def query(ctx: QueryContext) -> str:
-        buckets = f"modelserver_request_duration_seconds_bucket{_server(ctx)}"
+        buckets = f"{names.REQUEST_DURATION}_bucket{_server(ctx)}"
         return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}{ctx.range})))"
 
     return query
@@ -94,25 +95,24 @@ def _error_rate(ctx: QueryContext) -> str:
     # The model server counts a failed inference both as an inference error and as a request with its 4xx/5xx
     # code, so the non-2xx share of requests already includes every inference error; adding the error counter
     # would count each failure twice.
-    requests = "modelserver_requests_total"
+    requests = names.REQUESTS
     return _share("rate", requests + _server(ctx, ',code!~"2.."'), requests + _server(ctx), ctx)
 
 
 def _request_rate(ctx: QueryContext) -> str:
-    return _sum("rate", "modelserver_requests_total" + _server(ctx), ctx)
+    return _sum("rate", names.REQUESTS + _server(ctx), ctx)
 
 
 def _shadow_agreement(ctx: QueryContext) -> str:
     # Errors of the shadow call count against agreement: a candidate that fails cannot be said to agree.
-    comparisons = "modelrouter_shadow_comparisons_total"
-    return _share("increase", comparisons + _route(ctx, ',result="agree"'), comparisons + _route(ctx), ctx)
+    comparisons = names.SHADOW_COMPARISONS
+    return _share("increase", comparisons + _route(ctx, f',result="{names.AGREE}"'), comparisons + _route(ctx), ctx)
 
 
 def _shadow_mean_abs_diff(ctx: QueryContext) -> str:
-    # Needs a router histogram of |stable - candidate| per mirrored request (modelrouter_shadow_abs_diff); the
-    # router of DESIGN.md section 4 exposes only agree/disagree counts so far.
-    total = _sum("rate", "modelrouter_shadow_abs_diff_sum" + _route(ctx), ctx)
-    count = _sum("rate", "modelrouter_shadow_abs_diff_count" + _route(ctx), ctx)
+    # The router's histogram of |stable - candidate| per mirrored numeric answer: its mean over the window.
+    total = _sum("rate", f"{names.SHADOW_ABS_DIFF}_sum" + _route(ctx), ctx)
+    count = _sum("rate", f"{names.SHADOW_ABS_DIFF}_count" + _route(ctx), ctx)
     return f"{total} / {count}"
 
 
@@ -134,15 +134,13 @@ def samples_query(builtin: Builtin | None, ctx: QueryContext) -> str:
     """How many observations back a metric in the window: shadow comparisons for the shadow builtins, the
     revision's requests for everything else (custom queries included)."""
     if builtin in SHADOW_BUILTINS:
-        return _sum("increase", "modelrouter_shadow_comparisons_total" + _route(ctx), ctx)
-    return _sum("increase", "modelserver_requests_total" + _server(ctx), ctx)
+        return _sum("increase", names.SHADOW_COMPARISONS + _route(ctx), ctx)
+    return _sum("increase", names.REQUESTS + _server(ctx), ctx)
 
 
-# The model server's request-duration histogram buckets (modelserver.metrics.LATENCY_BUCKETS; a unit test keeps
-# the two equal): an SLO for counting slow requests must be one of these edges, or the count would be a guess.
-LATENCY_BUCKET_EDGES: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+# The model server's request-duration histogram buckets: an SLO for counting slow requests must be one of these
+# edges, or the count would be a guess.
+LATENCY_BUCKET_EDGES = names.LATENCY_BUCKETS
 LATENCY_BUILTINS: frozenset[Builtin] = frozenset({"latencyP95", "latencyP99"})
 
 
@@ -175,7 +173,7 @@ def count_queries(
         return f"sum(increase({series}{ctx.range}))" if window else f"sum({series})"
 
     if builtin == "errorRate":
-        requests = "modelserver_requests_total"
+        requests = names.REQUESTS
         return CountQueries(
             bad=f"{summed(requests + _server(ctx, ',code!~' + _quoted('2..')))} or vector(0)",
             total=summed(requests + _server(ctx)),
@@ -188,7 +186,7 @@ def count_queries(
             edges = ", ".join(f"{e:g}" for e in LATENCY_BUCKET_EDGES)
             return f"max {slo_seconds:g}s is not a bucket edge of the model server's latency histogram ({edges})"
         edge = min(LATENCY_BUCKET_EDGES, key=lambda e: abs(e - slo_seconds))
-        histogram = "modelserver_request_duration_seconds"
+        histogram = names.REQUEST_DURATION
         total = summed(f"{histogram}_count{_server(ctx)}")
         fast = summed(f"{histogram}_bucket{_server(ctx, ',' + _le(edge))}")
         return CountQueries(bad=f"{total} - {fast}", total=total, what=f"requests slower than {edge:g}s")

@@ -6,55 +6,15 @@ never needs to know revisions, because the `<name>-stable` and `<name>-canary` S
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from modelrollout_contract.router import HeaderRoute, StickyBy, check_weights
+from modelrollout_contract.sticky import is_cookie_name
 
-from modelrollout.api.base import COOKIE_NAME
+# What a router is told, as the routing document says it (one model for the operator and our router).
+HeaderMatch = HeaderRoute
 
-_COOKIE_NAME = re.compile(COOKIE_NAME)
-
-
-def is_cookie_name(name: str) -> bool:
-    """Whether `name` can name a cookie (an RFC 6265 token): no other name can be read or set."""
-    return _COOKIE_NAME.match(name) is not None
-
-
-class HeaderMatch(BaseModel):
-    """Requests whose header matches go to the canary: an exact value, a regular expression, or (neither set)
-    mere presence of the header."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-    header: str = Field(min_length=1, max_length=256, description="Header name (case-insensitive).")
-    exact: str | None = Field(default=None, max_length=1024, description="Value that must match exactly.")
-    regex: str | None = Field(default=None, max_length=1024, description="RE2 pattern the value must match.")
-
-    @model_validator(mode="after")
-    def _one_way(self) -> HeaderMatch:
-        if self.exact is not None and self.regex is not None:
-            raise ValueError("a header match sets at most one of exact or regex")
-        return self
-
-
-class StickyBy(BaseModel):
-    """A/B tests split users, not requests: a request's variant follows the value of this header or cookie (a user
-    id, a session id), so one user always sees one variant."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-    header: str | None = Field(default=None, min_length=1, max_length=256, description="Header holding the key.")
-    cookie: str | None = Field(default=None, min_length=1, max_length=256, description="Cookie holding the key.")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> StickyBy:
-        if (self.header is None) == (self.cookie is None):
-            raise ValueError("sticky assignment is by exactly one of header or cookie")
-        if self.cookie is not None and not is_cookie_name(self.cookie):
-            raise ValueError(f"stickyBy.cookie {self.cookie!r} is not a cookie name (an RFC 6265 token)")
-        return self
+__all__ = ["HeaderMatch", "StickyBy", "TrafficRouter", "check_weights", "is_cookie_name"]
 
 
 class TrafficRouter(Protocol):
@@ -85,9 +45,3 @@ class TrafficRouter(Protocol):
     async def reset(self) -> None:
         """Everything to stable: weights 100/0, no mirror, no header route, no sticky assignment."""
         ...
-
-
-def check_weights(stable: int, canary: int) -> None:
-    """The invariant every router relies on; a violation is a bug in the caller, so it raises."""
-    if not (0 <= stable <= 100 and 0 <= canary <= 100 and stable + canary == 100):
-        raise ValueError(f"weights must be percentages adding up to 100, got stable={stable} canary={canary}")

@@ -1,119 +1,44 @@
 """The `router` provider: our own proxy (`modelserver route`) reads its routing from a ConfigMap we write.
 
-The ConfigMap holds one key, `router.json`, with a versioned document:
-
-    {"schemaVersion": 1, "route": "churn",
-     "backends": {"stable": "http://churn-stable.ns.svc:80", "canary": "http://churn-canary.ns.svc:80"},
-     "versions": {"stable": "1", "canary": "2"},
-     "weights": {"stable": 90, "canary": 10}, "mirrorPercent": 0,
-     "headerRoute": {"header": "x-canary", "exact": "yes"},
-     "stickyBy": {"header": "x-user-id"},
-     "timeoutSeconds": 10, "retryOnStable": false}
-
-`route` is the label value the router puts on its metrics (modelrouter_*{route=...}), which the shadow builtins
-select on; `versions` are the model versions behind each role (the metrics' `version` label). A router must
-refuse a schemaVersion it does not know rather than guess. tests/fixtures/router/config-v1.json is the shared
-test vector: the operator's and the router's parsers must both accept it. The Kubernetes write and read are
-injected callables, so this module stays free of any client.
-
-`stickyBy` (optional: `{"header": name}` or `{"cookie": name}`, exactly one) makes the canary's weight a share
-of users rather than of requests: the router sends each request to the variant the value of that header or
-cookie is assigned to (a header route still wins), so one user always sees one variant.
+The ConfigMap holds one key, `router.json`, with the routing document of `modelrollout_contract.router` (one model
+and one parser for the operator and the router; contract/vectors/router holds what both accept and refuse). Each
+change starts from the stored document, so a restarted operator keeps what it set before. The Kubernetes write
+and read are injected callables, so this module stays free of any client.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch, StickyBy, check_weights
-
-SCHEMA_VERSION: Literal[1] = 1
-CONFIG_KEY = "router.json"
+from modelrollout_contract.router import (
+    CONFIG_KEY,
+    Backends,
+    RouterConfig,
+    RouterConfigError,
+    Versions,
+    parse_document,
+    to_document,
+)
 
 ConfigMapData = dict[str, str]
 WriteConfigMap = Callable[[ConfigMapData], Awaitable[None]]
 ReadConfigMap = Callable[[], Awaitable[Mapping[str, str] | None]]
 
-
-class RouterConfigError(ValueError):
-    """A stored router document we cannot use, with the reason."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-
-class Backends(_Model):
-    stable: str = Field(pattern=r"^https?://", description="Base URL of the stable Service.")
-    canary: str | None = Field(default=None, pattern=r"^https?://", description="Base URL of the canary Service.")
-
-
-class Versions(_Model):
-    stable: str = Field(min_length=1, max_length=63, description="Model version the stable role serves.")
-    canary: str | None = Field(default=None, min_length=1, max_length=63, description="The canary's.")
-
-
-class RouterWeights(_Model):
-    stable: int = Field(default=100, ge=0, le=100)
-    canary: int = Field(default=0, ge=0, le=100)
-
-    @model_validator(mode="after")
-    def _add_up(self) -> RouterWeights:
-        check_weights(self.stable, self.canary)
-        return self
-
-
-class RouterConfig(_Model):
-    """Version 1 of the router's routing document."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    route: str = Field(min_length=1, max_length=253)
-    backends: Backends
-    versions: Versions
-    weights: RouterWeights = RouterWeights()
-    mirror_percent: int = Field(default=0, ge=0, le=100)
-    header_route: HeaderMatch | None = None
-    sticky_by: StickyBy | None = Field(default=None, description="Split users by this header or cookie value.")
-    timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="Per upstream call.")
-    retry_on_stable: bool = Field(default=False, description="Answer from stable when the canary fails.")
-
-    @model_validator(mode="after")
-    def _canary_when_used(self) -> RouterConfig:
-        uses_canary = self.weights.canary > 0 or self.mirror_percent > 0 or self.header_route is not None
-        if uses_canary and self.backends.canary is None:
-            raise ValueError("weights, mirror or a header route send traffic to the canary but it has no backend")
-        if (self.backends.canary is None) != (self.versions.canary is None):
-            # The router labels every answer with the version behind its role: a backend needs its version.
-            raise ValueError("backends.canary and versions.canary are set together or not at all")
-        return self
+__all__ = ["ConfigMapRouter", "RouterConfig", "RouterConfigError", "Versions", "parse_configmap_data",
+           "to_configmap_data"]  # fmt: skip
 
 
 def to_configmap_data(config: RouterConfig) -> ConfigMapData:
-    # Sorted keys: the same routing always gives the same bytes, so re-applying it is a no-op for the API server.
-    body = config.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return {CONFIG_KEY: json.dumps(body, sort_keys=True, separators=(",", ":"))}
+    return {CONFIG_KEY: to_document(config)}
 
 
 def parse_configmap_data(data: Mapping[str, str]) -> RouterConfig:
     text = data.get(CONFIG_KEY)
     if text is None:
         raise RouterConfigError(f"the ConfigMap has no {CONFIG_KEY} key")
-    try:
-        body: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RouterConfigError(f"{CONFIG_KEY} is not JSON: {exc}") from exc
-    version = body.get("schemaVersion") if isinstance(body, dict) else None
-    if version != SCHEMA_VERSION:
-        raise RouterConfigError(f"{CONFIG_KEY} has schemaVersion {version!r}; this operator reads {SCHEMA_VERSION}")
-    try:
-        return RouterConfig.model_validate(body)
-    except ValidationError as exc:
-        raise RouterConfigError(f"{CONFIG_KEY} is invalid: {exc}") from exc
+    return parse_document(text)
 
 
 class ConfigMapRouter:

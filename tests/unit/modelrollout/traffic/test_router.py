@@ -8,7 +8,6 @@ from pydantic import ValidationError
 
 from modelrollout.traffic.base import HeaderMatch, StickyBy
 from modelrollout.traffic.router import (
-    CONFIG_KEY,
     ConfigMapRouter,
     RouterConfig,
     RouterConfigError,
@@ -16,12 +15,13 @@ from modelrollout.traffic.router import (
     parse_configmap_data,
     to_configmap_data,
 )
-from tests.conftest import REPO_ROOT
+from modelrollout_contract.router import CONFIG_KEY
+from tests.support.vectors import FULL
 
 STABLE_URL = "http://churn-stable.prod.svc:80"
 CANARY_URL = "http://churn-canary.prod.svc:80"
 VERSIONS = {"stable": "1", "canary": "2"}
-SHARED_VECTOR = REPO_ROOT / "tests" / "fixtures" / "router" / "config-v1.json"
+SHARED_VECTOR = FULL
 
 
 class Store:
@@ -113,8 +113,8 @@ async def test_converge_rewrites_roles_and_settings_only_when_they_differ() -> N
     [
         ({}, "has no router.json key"),
         ({CONFIG_KEY: "{not json"}, "is not JSON"),
-        ({CONFIG_KEY: '{"schemaVersion": 2}'}, "has schemaVersion 2; this operator reads 1"),
-        ({CONFIG_KEY: "[]"}, "has schemaVersion None"),
+        ({CONFIG_KEY: '{"schemaVersion": 2}'}, "has schemaVersion 2; this reader knows 1"),
+        ({CONFIG_KEY: "[]"}, "is not a JSON object"),
         ({CONFIG_KEY: '{"schemaVersion": 1, "route": "x"}'}, "is invalid"),
         (
             {
@@ -149,7 +149,7 @@ def test_a_canary_backend_comes_with_its_version() -> None:
 
 
 def test_weights_must_add_up_to_100() -> None:
-    with pytest.raises(ValidationError, match="adding up to 100"):
+    with pytest.raises(ValidationError, match="add up to 100"):
         RouterConfig.model_validate(
             {
                 "route": "x",
@@ -224,7 +224,7 @@ async def test_before_any_write_verify_checks_the_stored_document_is_readable() 
 @pytest.mark.parametrize(("stable", "canary"), [(90, 20), (-10, 110)])
 async def test_invalid_weights_raise_before_writing(stable: int, canary: int) -> None:
     store = Store()
-    with pytest.raises(ValueError, match="adding up to 100"):
+    with pytest.raises(ValueError, match="add up to 100"):
         await router(store).set_weights(stable, canary)
     assert store.writes == 0
 

@@ -57,5 +57,5 @@ def test_the_service_selects_only_the_roles_that_get_traffic(stable: int, canary
 
 
 def test_weights_must_add_up() -> None:
-    with pytest.raises(ValueError, match="adding up to 100"):
+    with pytest.raises(ValueError, match="add up to 100"):
         selected_roles(50, 40)

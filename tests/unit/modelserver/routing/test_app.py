@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from modelserver.routing.app import RouterApp
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import Routing
-from tests.unit.modelserver.routing.test_config import SHARED_VECTOR
+from tests.support.vectors import FULL as SHARED_VECTOR
 
 
 class Idle:

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry
 
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import APPLIED, INVALID, UNCHANGED, Routing
-from tests.unit.modelserver.routing.test_config import SHARED_VECTOR, vector
+from tests.support.vectors import FULL as SHARED_VECTOR
+from tests.support.vectors import full_document as vector
 
 
 def sample(metrics: RouterMetrics, name: str, **labels: str) -> float | None:

@@ -7,7 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
-from modelserver.routing.shadow import AGREE, DISAGREE, ERROR, Comparison, Predictions, compare, predictions
+from modelrollout_contract.metrics import AGREE, DISAGREE, ERROR
+from modelserver.routing.shadow import Comparison, Predictions, compare, predictions
 
 
 def v2(*outputs: dict[str, Any]) -> bytes:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelserver.routing.config import RouterConfig, parse_document
+from modelrollout_contract.router import RouterConfig, parse_document
 from modelserver.routing.snapshot import (
     CANARY,
     KEY,
@@ -22,7 +22,7 @@ from modelserver.routing.snapshot import (
     cookie_value,
     uniform,
 )
-from tests.unit.modelserver.routing.test_config import vector
+from tests.support.vectors import full_document as vector
 
 
 def config(**fields: Any) -> RouterConfig:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import Routing
 from modelserver.routing.sources import Backoff, FileSource
-from tests.unit.modelserver.routing.test_config import vector
+from tests.support.vectors import full_document as vector
 
 
 def test_backoff_doubles_to_a_ceiling_and_resets() -> None:

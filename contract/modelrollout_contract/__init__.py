@@ -1,0 +1,7 @@
+"""What the ModelRollout operator and its model server agree on, written once: the routing document the operator
+writes and the router reads (`router`), metric and label names and histogram buckets (`metrics`), how a user's
+key picks a variant (`sticky`) and the Open Inference Protocol datatypes (`datatypes`).
+
+Both distributions depend on this one, which depends on pydantic only. `vectors/` beside the package holds
+documents both sides must accept, and documents both must refuse.
+"""
