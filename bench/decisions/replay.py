@@ -1,5 +1,6 @@
-"""The real rollout state machine (`modelrollout.rollout.tick`, through tests/support/rollout.Sim, the same
-loop the rollout unit tests use) replaying the verdict a judge reached.
+"""The real rollout state machine (`modelrollout.rollout.tick`, driven by the operator's own pass loop
+`planning.decide.decide_pass` through tests/support/rollout.Sim, as the rollout unit tests are) replaying the
+verdict a judge reached.
 
 Only verdicts that change the rollout are replayed: with failureLimit 0 and an inconclusiveLimit above the
 horizon, Inconclusive runs (and Successful background runs before the analysis step is due) change nothing but

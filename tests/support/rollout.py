@@ -1,15 +1,16 @@
-"""A stand-in for the operator around the pure rollout engine: it executes a Decision's actions against an
-in-memory picture of the cluster (pods per revision, router weights), answers RequestAnalysis with scripted
-verdicts, and moves a fake clock. Every tick is also computed from status after a round trip through its wire
-form, and must decide the same: that is what a restarted operator would see."""
+"""A stand-in for the operator around the pure rollout engine: each pass runs the production pass loop
+(`planning.decide.decide_pass`, as the reconciler does) on an in-memory picture of the cluster (pods per revision,
+router weights), answers RequestAnalysis with scripted verdicts, executes every action of the pass, and moves a
+fake clock. Every pass is also computed from status after a round trip through its wire form, and must decide the
+same: that is what a restarted operator would see."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from modelrollout.analysis import ab_test, experiment
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
@@ -22,7 +23,11 @@ from modelrollout.api.status import (
     RevisionRef,
     Verdict,
 )
+from modelrollout.planning.decide import Analyse, decide_pass
+from modelrollout.planning.observe import RevisionHealth
+from modelrollout.planning.reconcile import Observed, RevisionState
 from modelrollout.rollout import (
+    Action,
     Decision,
     EnsureRevision,
     Promote,
@@ -37,6 +42,7 @@ from modelrollout.rollout import (
     tick,
 )
 
+T = TypeVar("T")
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 V1 = RevisionRef(revision="aaaa1111", version="1")
 V2 = RevisionRef(revision="bbbb2222", version="2")
@@ -71,6 +77,19 @@ def run_for(request: AnalysisRequest, verdict: Verdict, at: datetime) -> Analysi
 
 
 Script = Callable[[AnalysisRequest], Verdict | None]
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits (the pass awaits only the script's answers, which are ready at once)
+    without an event loop: thousands of passes per benchmark scenario."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("the pass waited on something: Sim answers every await at once")
+
+
 # An A/B evaluation's counts (stable, canary) for a request at a time; a string: the measurement failed so;
 # None: leave it unanswered.
 Counts = Callable[[AnalysisRequest, datetime], tuple[ab_test.Arm, ab_test.Arm] | str | None]
@@ -82,8 +101,9 @@ def always(verdict: Verdict) -> Script:
 
 @dataclass
 class Sim:
-    """The operator loop around `tick`, with a cluster where pods become ready when asked (unless
-    `auto_ready` is off) and analysis verdicts come from `script` (None: leave the request unanswered)."""
+    """The operator's pass loop around `tick`, with a cluster where pods become ready when asked (unless
+    `auto_ready` is off) and analysis verdicts come from `script` (None: no verdict yet). `decide` is one bare
+    tick with a given outcome, for tests of the engine's own handling of outcomes."""
 
     spec: ModelDeploymentSpec
     target: RevisionRef = field(default_factory=lambda: V2)
@@ -176,23 +196,56 @@ class Sim:
         self.decisions.append(decision)
 
     def tick(self, verb: Verb | str | None = None) -> Decision:
-        """One operator pass: tick, execute; when an analysis is requested and the script answers, run it and
-        tick again with the outcome (as the handler does)."""
+        """One operator pass, through the production loop (`planning.decide.decide_pass`): tick, have each
+        requested analysis answered by the script, tick again; then execute every action of the pass. The pass is
+        also run from status after a round trip through its wire form, and must decide the same: that is what a
+        restarted operator would see."""
         if isinstance(verb, str):
             verb = Verb(name=verb)  # type: ignore[arg-type]
-        decision = self.decide(verb, None)
-        self._execute(decision)
-        for _ in range(5):
-            requested = [a.request for a in decision.actions if isinstance(a, RequestAnalysis)]
-            if not requested:
-                break
-            self.requests.append(requested[0])
-            outcome = self._answer(requested[0])
-            if outcome is None:
-                break
-            decision = self.decide(None, outcome)
-            self._execute(decision)
-        return decision
+        observed = self._observed()
+        self.observed_pods = dict(self.pods)
+        answered: list[AnalysisOutcome | None] = []
+
+        async def analyse(request: AnalysisRequest) -> AnalysisOutcome | None:
+            self.requests.append(request)
+            answered.append(self._answer(request))
+            return answered[-1]
+
+        decision, actions = _run(self._pass(self.status, observed, verb, analyse))
+        replayed = iter(answered)
+
+        async def again(_request: AnalysisRequest) -> AnalysisOutcome | None:
+            return next(replayed)
+
+        restarted = ModelDeploymentStatus.model_validate(self.status.to_wire())
+        redo, redo_actions = _run(self._pass(restarted, observed, verb, again))
+        assert redo_actions == actions, "a restarted operator would act differently"
+        assert redo.status.to_wire() == decision.status.to_wire(), "a restarted operator would record differently"
+        assert redo.wake_at == decision.wake_at
+        whole = Decision(status=decision.status, actions=tuple(actions), wake_at=decision.wake_at)
+        self._execute(whole)
+        return whole
+
+    async def _pass(
+        self, status: ModelDeploymentStatus, observed: Observed, verb: Verb | None, analyse: Analyse
+    ) -> tuple[Decision, list[Action]]:
+        return await decide_pass(
+            self.spec, status, observed=observed, target=self.target, verb=verb, now=self.now, analyse=analyse
+        )
+
+    def _observed(self) -> Observed:
+        """The cluster as the reconciler observes it: each revision's Deployment (pods asked for, pods ready) and,
+        for the candidate, why its pods cannot become ready."""
+        canary = self.status.canary.revision if self.status.canary else None
+        revisions = {}
+        for revision, asked in self.asked.items():
+            ready = self.pods.get(revision, 0)
+            failure = self.failure if revision == canary else None
+            health = RevisionHealth(
+                revision, desired=asked, ready=ready, available=failure is None and ready >= asked, failure=failure
+            )
+            revisions[revision] = RevisionState(health=health, replicas=asked, deployment={})
+        return Observed(revisions=revisions)
 
     def _answer(self, request: AnalysisRequest) -> AnalysisOutcome | None:
         if request.kind == "Experiment":

@@ -14,7 +14,8 @@ from modelrollout.rollout import Action, Decision, RequestAnalysis, Verb, tick
 
 # One pass answers at most this many analysis requests (a background run and a step run can fall due together).
 ANALYSES_PER_PASS = 4
-Analyse = Callable[[AnalysisRequest], Awaitable[AnalysisOutcome]]
+# None: no verdict yet (nothing to judge this pass); the engine asks again while the analysis is due.
+Analyse = Callable[[AnalysisRequest], Awaitable[AnalysisOutcome | None]]
 
 
 def _recorded(after: ModelDeploymentStatus, before: ModelDeploymentStatus) -> bool:
@@ -61,6 +62,8 @@ async def decide_pass(
         if not requests:
             break
         outcome = await analyse(requests[0])
+        if outcome is None:
+            break
         if attempt == 0:
             redo = decide(status, outcome, verb)
             if _recorded(redo.status, status):
