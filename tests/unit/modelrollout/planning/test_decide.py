@@ -10,7 +10,7 @@ from modelrollout.api.status import ModelDeploymentStatus, RevisionRef, Verdict
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import Observed, RevisionState
-from modelrollout.rollout import RecordEvent, SetWeights, Verb
+from modelrollout.rollout import EnsureRevision, RecordEvent, SetWeights, Verb
 from tests.support.rollout import T0, V1, V2, analysis, make_spec, run_for
 
 
@@ -101,3 +101,26 @@ async def test_without_a_due_analysis_the_pass_is_one_tick_and_a_verb_applies_on
     assert analyst.asked == []
     assert decision.status.last_verb_id == "v-1"
     assert [a.reason for a in actions if isinstance(a, RecordEvent)].count("Promote") == 1
+
+
+async def test_an_analysis_without_a_verdict_yet_leaves_the_pass_acting_on_what_it_decided() -> None:
+    spec = make_spec(
+        {
+            "strategy": "canary",
+            "canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "30s"}}, {"setWeight": 50}]},
+            "analysis": analysis(),
+        }
+    )
+    asked: list[AnalysisRequest] = []
+
+    async def not_yet(request: AnalysisRequest) -> AnalysisOutcome | None:
+        asked.append(request)
+        return None
+
+    decision, actions = await decide_pass(
+        spec, mid_rollout(), observed=observed((V1, 4), (V2, 1)), target=V2, verb=None, now=T0, analyse=not_yet
+    )
+    assert [r.kind for r in asked] == ["Background"]
+    assert decision.status.analysis.runs == []
+    assert decision.status.current_step == 2  # the pause ran out: the rollout goes on without the verdict
+    assert EnsureRevision(revision=V2, role="canary", replicas=2) in actions  # pods for 50%, then the weight
