@@ -49,7 +49,7 @@ from modelrollout.planning.reconcile import (
     starting_status,
     target_of,
 )
-from modelrollout.rollout import Action, Decision, SetHeaderRoute, SetMirror, SetSticky, SetWeights
+from modelrollout.rollout import Action, Decision, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
@@ -316,7 +316,13 @@ class Reconciler:
 
     async def _route(self, md: ModelDeployment, status: ModelDeploymentStatus, actions: Sequence[Action]) -> None:
         """Execute the engine's routing actions in order through the provider's TrafficRouter, then make sure
-        the routing in place is what status says (a deleted or hand-edited routing object is restored)."""
+        the routing in place is what status says (a deleted or hand-edited routing object is restored).
+
+        Two steps on purpose: the actions carry the order of the changes within a pass (an A/B split's sticky
+        assignment before its weights, the weights back on one variant before the assignment goes), which one
+        target state cannot express once a router writes several objects (an HTTPRoute or VirtualService, a
+        DestinationRule) or several documents; `converge` then only restores what someone else changed, and
+        writes nothing when the actions already left the routing as status says."""
         router = router_for(RouterContext(md=md, status=status, kube=self._kube))
         if router is None:
             return  # provider service: the Services of the plan are the routing
@@ -325,8 +331,6 @@ class Reconciler:
                 await router.set_weights(action.stable, action.canary)
             elif isinstance(action, SetMirror):
                 await router.set_mirror(action.percent)
-            elif isinstance(action, SetHeaderRoute):
-                await router.set_header_route(action.match)
             elif isinstance(action, SetSticky):
                 await router.set_sticky(action.by)
         weights = status.weights

@@ -34,7 +34,6 @@ from modelrollout.rollout import (
     RecordEvent,
     RequestAnalysis,
     ScaleDown,
-    SetHeaderRoute,
     SetMirror,
     SetSticky,
     SetWeights,
@@ -115,7 +114,6 @@ class Sim:
     asked: dict[str, int] = field(default_factory=dict)  # pods asked per revision, ready or not
     weights: tuple[int, int] = (100, 0)
     mirror: int = 0
-    header_route: Any = None
     sticky: Any = None
     counts: Counts | None = None  # answers Experiment requests (A/B tests)
     stable_role: str | None = None
@@ -181,8 +179,6 @@ class Sim:
                     self.weights = (s, c)
                 case SetMirror(percent=p):
                     self.mirror = p
-                case SetHeaderRoute(match=m):
-                    self.header_route = m
                 case SetSticky(by=by):
                     self.sticky = by
                 case Promote(revision=ref):

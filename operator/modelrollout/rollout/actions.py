@@ -14,7 +14,7 @@ from typing import Literal
 
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import RevisionRef
-from modelrollout.traffic.base import HeaderMatch, StickyBy
+from modelrollout.traffic.base import StickyBy
 
 Role = Literal["stable", "canary"]
 EventType = Literal["Normal", "Warning"]
@@ -44,13 +44,6 @@ class SetMirror:
     """TrafficRouter.set_mirror(percent): copy `percent`% of requests to the canary."""
 
     percent: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SetHeaderRoute:
-    """TrafficRouter.set_header_route(match)."""
-
-    match: HeaderMatch | None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,14 +89,4 @@ class RequestAnalysis:
     request: AnalysisRequest
 
 
-Action = (
-    EnsureRevision
-    | SetWeights
-    | SetMirror
-    | SetHeaderRoute
-    | SetSticky
-    | Promote
-    | ScaleDown
-    | RecordEvent
-    | RequestAnalysis
-)
+Action = EnsureRevision | SetWeights | SetMirror | SetSticky | Promote | ScaleDown | RecordEvent | RequestAnalysis
