@@ -26,6 +26,7 @@ from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.backoff import Backoff
+from modelrollout.kube.children import ChildSource, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
 from modelrollout.modes import owned_kinds
@@ -70,9 +71,15 @@ class Reconciler:
     """Runs reconcile passes; passes for the same ModelDeployment never overlap (a per-object lock)."""
 
     def __init__(
-        self, kube: KubeClient, settings: OperatorSettings, *, clock: Callable[[], datetime] | None = None
+        self,
+        kube: KubeClient,
+        settings: OperatorSettings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        children: ChildSource | None = None,
     ) -> None:
         self._kube = kube
+        self._children = children or ListedChildren(kube)
         self._settings = settings
         self._plan_settings = PlanSettings(
             default_image=settings.default_image,
@@ -188,10 +195,7 @@ class Reconciler:
         """What exists now, plus uid and generation of every owned object: what our apply then returns tells
         exactly whether it re-created or reverted something (a race-free drift report)."""
         name, namespace, uid = md.metadata.name or "", md.metadata.namespace or "", md.metadata.uid
-        owned: dict[str, list[dict[str, Any]]] = {}
-        for kind in OWNED_KINDS:
-            found = await self._kube.list_labelled(kind, namespace, labels={LABEL_NAME: name})
-            owned[kind] = [obj for obj in found if _owned_by(obj, uid)]
+        owned = {kind: await self._children.owned(kind, namespace, name, uid) for kind in OWNED_KINDS}
         seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj, kind) for kind, objs in owned.items() for obj in objs}
         revisions: dict[str, RevisionState] = {}
         for deployment in owned["Deployment"]:
@@ -201,7 +205,7 @@ class Reconciler:
             revision = labels[LABEL_REVISION]
             health = revision_health(revision, deployment, [])
             if not health.available:  # only then do the pods' states matter
-                pods = await self._kube.list_labelled("Pod", namespace, labels=selector(name, "online", revision))
+                pods = await self._children.pods(namespace, selector(name, "online", revision))
                 health = revision_health(revision, deployment, pods)
             revisions[revision] = RevisionState(
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
@@ -457,7 +461,3 @@ def _intent(obj: dict[str, Any], kind: str) -> str | None:
     if kind == "HorizontalPodAutoscaler":
         return str(obj.get("spec", {}).get("minReplicas"))
     return (obj["metadata"].get("annotations") or {}).get(ANNOTATION_REPLICAS)
-
-
-def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:
-    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])

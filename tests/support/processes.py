@@ -29,7 +29,9 @@ def read_log(path: Path, *, tail: int = LOG_TAIL_CHARS) -> str:
     return text if len(text) <= tail else f"[... {len(text) - tail} characters cut ...]\n{text[-tail:]}"
 
 
-def wait_until_answers(url: str, process: subprocess.Popen[bytes], log: Path, *, within: float = 60) -> None:
+def wait_until_answers(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, within: float = 60, interval: float = 0.2
+) -> None:
     """Poll `url` until it answers 200; fail early, with the log, when `process` exits meanwhile."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -38,7 +40,7 @@ def wait_until_answers(url: str, process: subprocess.Popen[bytes], log: Path, *,
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(url, timeout=1).status_code == 200:
                 return
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError(f"{url} did not answer within {within:.0f}s:\n{read_log(log)}")
 
 

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import wait_until_answers
 from tests.unit.modelserver import builders
 
 
@@ -55,18 +56,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.client.get("/v2/health/ready").status_code == 200:
-                    self.ready_seen = True
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready within {timeout:.0f}s:\n{self.log()}")
+        wait_until_answers(self.url + "/v2/health/ready", self.process, self.log_path, within=timeout, interval=0.1)
+        self.ready_seen = True
+        return self
 
     def wait_exit(self, timeout: float = 60.0) -> int:
         """Poll readiness until the process exits (recording whether it was ever ready); its exit code."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.modelserver.conftest import StartServer
+from tests.support.waiting import wait_until
 from tests.unit.modelserver import builders
 
 pytestmark = pytest.mark.integration
@@ -31,10 +31,8 @@ def test_sigterm_lets_the_request_in_flight_finish(
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 30
-    while not marker.exists():  # the model is now inside predict() for our request
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.02)
+    # Once the marker exists, the model is inside predict() for our request.
+    wait_until(marker.exists, within=30, interval=0.02, what=server.log)
     assert server.stop() == 0
     caller.join(30)
     assert outcome["response"].status_code == 200

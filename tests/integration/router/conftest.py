@@ -33,6 +33,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from tests.integration.modelserver.conftest import Server, launch
 from tests.support.ports import free_port
+from tests.support.processes import wait_until_answers
+from tests.support.waiting import wait_until
 from tests.unit.modelserver import builders
 
 HERE = Path(__file__).resolve().parent
@@ -177,17 +179,8 @@ class Router:
         return self.log_path.read_text(errors="replace")
 
     def wait(self, path: str = "/readyz", timeout: float = 30.0) -> Router:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"router exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.client.get(path).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"router not answering 200 on {path} within {timeout:.0f}s:\n{self.log()}")
+        wait_until_answers(self.url + path, self.process, self.log_path, within=timeout, interval=0.05)
+        return self
 
     def configure(self, content: dict[str, Any] | str) -> None:
         assert self.config_path is not None
@@ -196,12 +189,13 @@ class Router:
     def wait_weights(self, stable: int, canary: int, timeout: float = 10.0) -> float:
         """Seconds until /readyz reports these weights."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
+
+        def loaded() -> bool:
             response = self.client.get("/readyz")
-            if response.status_code == 200 and response.json()["weights"] == {"stable": stable, "canary": canary}:
-                return time.monotonic() - started
-            time.sleep(0.02)
-        raise AssertionError(f"weights {stable}/{canary} not loaded within {timeout:.0f}s:\n{self.log()}")
+            return response.status_code == 200 and response.json()["weights"] == {"stable": stable, "canary": canary}
+
+        wait_until(loaded, within=timeout, interval=0.02, what=lambda: f"weights {stable}/{canary}:\n{self.log()}")
+        return time.monotonic() - started
 
     def samples(self) -> Samples:
         text = self.client.get("/metrics").text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.router.conftest import Fleet, Router, StartRouter, document, v2_body
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -191,9 +191,11 @@ def test_hot_reload_from_requests_to_users(fleet: Fleet, start_router: StartRout
     before = {post(router.client, fleet, i, headers).headers["x-modelrollout-version"] for i in range(40)}
     assert before == {"1", "2"}  # split per request: 2 * 2**-40 to fail
     router.configure(sticky({"header": USER}, weights=(50, 50)))
-    deadline = time.monotonic() + 10
-    while router.client.get("/readyz").json()["stickyBy"] != {"header": USER}:
-        assert time.monotonic() < deadline, f"stickyBy not loaded within 10s:\n{router.log()}"
-        time.sleep(0.02)
+    wait_until(
+        lambda: router.client.get("/readyz").json()["stickyBy"] == {"header": USER},
+        within=10,
+        interval=0.02,
+        what=lambda: f"stickyBy to be loaded:\n{router.log()}",
+    )
     after = {post(router.client, fleet, i, headers).headers["x-modelrollout-version"] for i in range(40)}
     assert after == {expected_version("hot-reload-user", 50)}
