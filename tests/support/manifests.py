@@ -64,6 +64,31 @@ def _all(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, An
 
 INVALID: list[Invalid] = [
     Invalid(
+        "pod-label-of-the-operator",
+        _set("spec.pod", {"labels": {"modelrollout.dev/revision": "x"}}),
+        ("pod.labels keys", "not the operator's own", "modelrollout.dev/*"),
+    ),
+    Invalid(
+        "pod-label-managed-by",
+        _set("spec.pod", {"labels": {"app.kubernetes.io/managed-by": "me"}}),
+        ("pod.labels keys", "app.kubernetes.io/managed-by"),
+    ),
+    Invalid(
+        "pod-annotation-not-a-name",
+        _set("spec.pod", {"annotations": {"has space": "x"}}),
+        ("pod.annotations keys", "qualified names"),
+    ),
+    Invalid(
+        "pod-toleration-operator",
+        _set("spec.pod", {"tolerations": [{"key": "gpu", "operator": "Maybe"}]}),
+        ("tolerations[0].operator", "Exists", "Equal"),
+    ),
+    Invalid(
+        "pod-service-account-name",
+        _set("spec.pod", {"serviceAccountName": "Not_A_Name"}),
+        ("pod.serviceAccountName",),
+    ),
+    Invalid(
         "blue-green-without-online",
         _set("spec.rollout", {"strategy": "blueGreen", "blueGreen": {}}),
         ("rollout.strategy", "blueGreen and abTest need spec.online", "direct, canary, shadow"),
@@ -264,6 +289,42 @@ INVALID: list[Invalid] = [
 
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
 EDGE_VALID: list[Invalid] = [
+    Invalid(
+        "pod-placement",
+        _all(
+            _set(
+                "spec.pod",
+                {
+                    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}
+                                ]
+                            }
+                        }
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "zone",
+                            "whenUnsatisfiable": "DoNotSchedule",
+                            "labelSelector": {"matchLabels": {"team": "ml"}},
+                        }
+                    ],
+                    "serviceAccountName": "churn-models",
+                    "imagePullSecrets": ["registry-creds"],
+                    "priorityClassName": "ml-serving",
+                    "labels": {"team": "ml", "example.com/cost-center": "42"},
+                    "annotations": {"example.com/owner": "ml-platform@example.com"},
+                },
+            ),
+            _set("spec.model.resources", {"limits": {"nvidia.com/gpu": 1, "memory": "8Gi"}}),
+        ),
+        (),
+    ),
     Invalid(
         "quantities",
         _set(

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import ApiModel, cel, cel_rules
 from modelrollout.api.model import ModelSpec
+from modelrollout.api.placement import PodSettings
 from modelrollout.api.rollout import RECORD_STRATEGIES, RolloutSpec
 from modelrollout.api.workloads import BatchSpec, OnlineSpec, StreamSpec
 
@@ -54,6 +55,11 @@ class ModelDeploymentSpec(ApiModel):
     online: OnlineSpec | None = Field(default=None, description="Serve predictions over HTTP.")
     batch: BatchSpec | None = Field(default=None, description="Score files on a schedule.")
     stream: StreamSpec | None = Field(default=None, description="Score a Kafka topic continuously.")
+    pod: PodSettings | None = Field(
+        default=None,
+        description="Where and as whom every pod runs: node selector, tolerations, affinity, spread, "
+        "ServiceAccount, image pull Secrets, priority, extra labels and annotations.",
+    )
     rollout: RolloutSpec = Field(
         default_factory=RolloutSpec,
         description="How a new revision reaches users (default: direct).",

@@ -21,6 +21,7 @@ from modelrollout.planning.names import (
     service_name,
     workload_name,
 )
+from modelrollout.planning.placement import place
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80
@@ -123,7 +124,7 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
     }
     if spec.model.resources:
         container["resources"] = spec.model.resources.to_wire()
-    return {
+    template = {
         "metadata": {
             "labels": {**MANAGED_BY, **labels},
             "annotations": dict(SCRAPED),
@@ -142,6 +143,7 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
             "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
         },
     }
+    return place(template, spec.pod, model_pods=True)
 
 
 def _deployment(

@@ -10,6 +10,7 @@ from typing import Any
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.planning.names import MANAGED_BY, router_configmap_name, router_name, selector
 from modelrollout.planning.online import HTTP_PORT, LOCKED_DOWN_CONTAINER, RUN_AS_USER, SCRAPED, Owner
+from modelrollout.planning.placement import place
 
 ROUTER_CONTAINER = "router"
 
@@ -37,7 +38,7 @@ def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[
         "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    return {
+    template = {
         "metadata": {
             "labels": {**MANAGED_BY, **labels},
             "annotations": dict(SCRAPED),
@@ -54,6 +55,7 @@ def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
+    return place(template, spec.pod, model_pods=False)
 
 
 def build_router(spec: ModelDeploymentSpec, owner: Owner, *, image_default: str) -> list[dict[str, Any]]:

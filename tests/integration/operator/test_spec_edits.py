@@ -193,3 +193,44 @@ async def test_traffic_routing_provider_and_router_settings_change_the_router(
     await gone(router, "the router's Deployment once provider service routes")
     await gone(configmap, "the router's ConfigMap")
     await same_revision_healthy(k8s, revision, 5)
+
+
+async def test_pod_placement_reaches_the_pods_the_replicaset_controller_creates_and_moves_them_in_place(
+    k8s: K8s, operator: OperatorProcess
+) -> None:
+    # Placement the kwok nodes satisfy (they carry type=kwok and taint nothing), so the pods become ready; the API
+    # server's own Pod validation sees every field, free-form affinity and spread constraints included.
+    pod = {
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "preference": {"matchExpressions": [{"key": "type", "operator": "In", "values": ["kwok"]}]}}
+        ]}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                       "whenUnsatisfiable": "ScheduleAnyway",
+                                       "labelSelector": {"matchLabels": {"team": "ml"}}}],
+        "imagePullSecrets": ["registry-creds"],
+        "labels": {"team": "ml"},
+        "annotations": {"example.com/owner": "ml-platform"},
+    }  # fmt: skip
+    revision = await serving(k8s, pod=pod)
+    pods = (await k8s.core.list_namespaced_pod(k8s.ns, label_selector="team=ml")).items
+    assert pods, "no pod carries the extra label"
+    for found in pods:
+        assert found.spec.node_selector == {"type": "kwok"}
+        assert found.spec.tolerations[0].key == "kwok.x-k8s.io/node"
+        assert found.spec.affinity.node_affinity is not None
+        assert found.spec.topology_spread_constraints[0].topology_key == "kubernetes.io/hostname"
+        assert found.spec.image_pull_secrets[0].name == "registry-creds"
+        assert found.metadata.annotations["example.com/owner"] == "ml-platform"
+
+    await k8s.patch_spec(NAME, {"pod": {"labels": {"team": "ml", "tier": "gold"}}})
+
+    async def moved() -> bool | None:
+        deployment = await k8s.apps.read_namespaced_deployment(workload_name(NAME, revision), k8s.ns)
+        return True if deployment.spec.template.metadata.labels.get("tier") == "gold" else None
+
+    await until(moved, "the serving Deployment's pods to carry the new label")
+    status = (await k8s.get(NAME))["status"]
+    assert status["stable"]["revision"] == revision, "placement is not a new revision"
+    assert "canary" not in status
