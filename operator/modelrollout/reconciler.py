@@ -26,6 +26,7 @@ from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.backoff import Backoff
+from modelrollout.keyed_locks import KeyedLocks
 from modelrollout.kube.children import ChildSource, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
@@ -87,7 +88,7 @@ class Reconciler:
             history_limit=settings.history_limit,
         )
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._locks: dict[Key, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
         self._wakeups: dict[Key, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient()  # one connection pool to Prometheus for every analysis
         self._analysis_backend = Backend(
@@ -110,11 +111,12 @@ class Reconciler:
         not due yet: events and the resync then wait for that retry (a `scheduled` pass: our own wake-up)."""
         meta = dict(body)["metadata"]
         key = (meta["namespace"], meta["name"])
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        async with self._locks.hold(key):
             # Re-read under the lock: a pass that waited must act on the latest spec and status, not a stale one.
             fresh = await self._kube.get(KIND, *key)
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 self._backoff.clear(key)
+                self._wake(key, None, self._clock())  # nothing is left to wake up for
                 return
             if not scheduled and self._backoff.waiting(key, fresh["metadata"].get("generation"), self._clock()):
                 return
@@ -359,6 +361,9 @@ class Reconciler:
             await self.reconcile({"metadata": {"namespace": key[0], "name": key[1]}}, scheduled=True)
         except Exception:
             logger.exception("timed pass of %s/%s failed; the periodic resync retries it", *key)
+        finally:
+            if self._wakeups.get(key) is asyncio.current_task():
+                del self._wakeups[key]  # done, and no pass replaced it: nothing to keep
 
     # --- what cannot be reconciled --------------------------------------------------------------------------
 

@@ -186,3 +186,17 @@ async def test_a_refused_child_stops_the_pass_before_the_routing_and_is_reported
     await reconciler.reconcile({"metadata": {"namespace": NS, "name": NAME}}, scheduled=True)  # the retry
     assert ("ConfigMap", NS, f"{NAME}-router") in kube.objects
     assert next(c for c in status(kube)["conditions"] if c["type"] == "Degraded")["reason"] != "ApplyFailed"
+
+
+async def test_no_lock_or_wake_up_outlives_a_deleted_model_deployment(reconciler: Reconciler, kube: FakeKube) -> None:
+    await serving_version_7(reconciler, kube)
+    assert len(reconciler._locks) == 0, "a lock kept after its passes"
+    stored(kube)["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 20}, {"pause": {"duration": "1h"}}]
+    set_model(kube, "8")
+    await pass_(reconciler, kube)
+    await pass_(reconciler, kube)  # at 20%, paused for an hour: the engine asks to be woken then
+    assert list(reconciler._wakeups) == [(NS, NAME)]
+    kube.remove(KIND, NS, NAME)
+    await pass_(reconciler, kube)
+    assert reconciler._wakeups == {}
+    assert len(reconciler._locks) == 0
