@@ -16,6 +16,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import Condition, ConditionStatus, ModelDeploymentStatus
 from modelrollout.modes import MODES, declared
 from modelrollout.modes.base import Mode
+from modelrollout.rollout.conditions import transition_time
 
 # Degraded's reason while a declared mode is not served (and what marks the phase as ours, not the engine's).
 MODES_NOT_SERVED = "ModesNotServed"
@@ -65,14 +66,12 @@ def _condition(
     generation: int | None,
     now: datetime,
 ) -> Condition:
-    old = next((c for c in prev if c.type == type_), None)
-    since = old.last_transition_time if old and old.status == status else now
     return Condition(
         type=type_,
         status=status,
         reason=reason,
         message=message,
-        last_transition_time=since,
+        last_transition_time=transition_time(prev, type_, status, now),
         observed_generation=generation,
     )
 

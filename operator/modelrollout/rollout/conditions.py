@@ -3,6 +3,7 @@ readiness are the planner's, `modes.report`: it knows whether the serving pods a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from modelrollout.api.status import Condition, ConditionStatus, ModelDeploymentStatus
@@ -19,6 +20,12 @@ _PROGRESSING_REASONS = {
 }
 
 
+def transition_time(prev: Sequence[Condition], type_: str, status: ConditionStatus, now: datetime) -> datetime:
+    """Kubernetes convention: lastTransitionTime moves only when the condition's status flips."""
+    old = next((c for c in prev if c.type == type_), None)
+    return old.last_transition_time if old is not None and old.status == status else now
+
+
 def _set(conditions: list[Condition], new: Condition) -> list[Condition]:
     out, found = [], False
     for old in conditions:
@@ -26,8 +33,7 @@ def _set(conditions: list[Condition], new: Condition) -> list[Condition]:
             out.append(old)
             continue
         found = True
-        # Kubernetes convention: lastTransitionTime moves only when the status flips.
-        since = old.last_transition_time if old.status == new.status else new.last_transition_time
+        since = transition_time([old], new.type, new.status, new.last_transition_time)
         out.append(new.model_copy(update={"last_transition_time": since}))
     return out if found else [*out, new]
 
