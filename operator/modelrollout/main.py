@@ -11,6 +11,7 @@ import kopf
 import typer
 
 from modelrollout.settings import OperatorSettings
+from modelrollout.telemetry import serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ModelRollout operator.")
 
@@ -35,6 +36,7 @@ def run(
         stream=sys.stderr,
     )
     registry = register(settings, kubeconfig=kubeconfig)
+    serve(settings.metrics_port)
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     asyncio.run(
         kopf.operator(

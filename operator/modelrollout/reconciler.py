@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ from modelrollout.rollout.ab_test import sticky_for
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
+from modelrollout.telemetry import ANALYSIS_RUNS, PASS_DURATION, PASSES, PHASES, STEP_DURATION
 from modelrollout.traffic.patching import RoutingTargetError
 
 logger = logging.getLogger(__name__)
@@ -117,10 +119,16 @@ class Reconciler:
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 self._backoff.clear(key)
                 self._wake(key, None, self._clock())  # nothing is left to wake up for
+                PHASES.forget(key)
                 return
             if not scheduled and self._backoff.waiting(key, fresh["metadata"].get("generation"), self._clock()):
                 return
-            await self._reconcile(fresh)
+            started, result = time.perf_counter(), "error"
+            try:
+                result = await self._reconcile(fresh)
+            finally:
+                PASSES.labels(result).inc()
+                PASS_DURATION.observe(time.perf_counter() - started)
 
     async def reconcile_owner_of(self, child: Mapping[str, Any]) -> None:
         """A child changed (deleted, edited, its pods became ready): reconcile the ModelDeployment that owns it."""
@@ -131,15 +139,16 @@ class Reconciler:
 
     # --- one pass -------------------------------------------------------------------------------------------
 
-    async def _reconcile(self, raw: dict[str, Any]) -> None:
+    async def _reconcile(self, raw: dict[str, Any]) -> str:
+        """One pass; how it ended: ok, refused, invalid or unserved (telemetry's result label)."""
         try:
             md = ModelDeployment.model_validate(raw)
         except ValidationError as exc:
             await self._report_invalid(raw, describe_validation_error(exc))
-            return
+            return "invalid"
         if md.spec.online is None:
             await self._report_unsupported(raw, md)
-            return
+            return "unserved"
         observed, seen = await self._observe(md)
         now = self._clock()
         raw_verb = (raw["metadata"].get("annotations") or {}).get(VERB_ANNOTATION)
@@ -158,13 +167,15 @@ class Reconciler:
         elif not refused.status_written:
             # Nothing of this pass took effect: the verb waits in its annotation for the retry.
             self._wake(key, refused.retry_at, now)
-            return
+            return "refused"
+        _observe_step(md, plan.status, now)
         if raw_verb is not None:
             # Applied (its id is in status now) or refused with an event: either way it is consumed.
             await self._kube.remove_annotation(
                 KIND, md.metadata.namespace or "", md.metadata.name or "", VERB_ANNOTATION, if_value=raw_verb
             )
         self._wake(key, refused.retry_at if refused else decision.wake_at, now)
+        return "ok" if refused is None else "refused"
 
     async def _decide(
         self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime
@@ -183,7 +194,7 @@ class Reconciler:
         async def read_secret(name: str, key: str) -> str | None:
             return _secret_value(await self._kube.get("Secret", namespace, name), key)
 
-        return await analyse(
+        outcome = await analyse(
             request,
             settings=md.spec.rollout.analysis or AnalysisSettings(),
             subject=Subject(namespace=namespace, name=md.metadata.name or "", model=md.spec.model.name),
@@ -192,6 +203,8 @@ class Reconciler:
             previous=md.status.analysis.runs if md.status else [],
             now=now,
         )
+        ANALYSIS_RUNS.labels(outcome.run.kind or request.kind, outcome.run.verdict).inc()
+        return outcome
 
     async def _observe(self, md: ModelDeployment) -> tuple[Observed, dict[tuple[str, str], _Seen]]:
         """What exists now, plus uid and generation of every owned object: what our apply then returns tells
@@ -255,7 +268,7 @@ class Reconciler:
             refused.status_written = True
             await self._report_refused(raw, md, plan.status, refused, now)
         else:
-            await self._kube.apply_status(meta["namespace"], meta["name"], plan.status.to_wire())
+            await self._write_status(meta["namespace"], meta["name"], plan.status.to_wire())
         for event in events:
             logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
@@ -296,7 +309,7 @@ class Reconciler:
         reported = status.model_copy(deep=True)
         mark_apply_failed(reported, message, now=now, generation=md.metadata.generation)
         logger.warning("%s/%s %s", *key, message)
-        await self._kube.apply_status(*key, reported.to_wire())
+        await self._write_status(*key, reported.to_wire())
         await self._kube.emit_event(raw, type_="Warning", reason="ApplyFailed", message=message)
 
     async def _apply(
@@ -345,6 +358,10 @@ class Reconciler:
             # Also the normal path when the roles changed (a new candidate's version); hence debug.
             logger.debug("%s/%s: routing document rewritten from status", md.metadata.namespace, md.metadata.name)
 
+    async def _write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._kube.apply_status(namespace, name, status)
+        PHASES.record((namespace, name), str(status.get("phase", "Pending")))
+
     def _wake(self, key: Key, at: datetime | None, now: datetime) -> None:
         """Run a pass at `at` (the engine's next time-driven change); replaces any earlier wake-up of `key`."""
         current = self._wakeups.pop(key, None)
@@ -374,7 +391,7 @@ class Reconciler:
         now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         condition = {"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": problem}
         status = {"phase": "Failed", "message": problem, "conditions": [{**condition, "lastTransitionTime": now}]}
-        await self._kube.apply_status(meta["namespace"], meta["name"], status)
+        await self._write_status(meta["namespace"], meta["name"], status)
         await self._kube.emit_event(raw, type_="Warning", reason="InvalidSpec", message=problem)
 
     async def _report_unsupported(self, raw: dict[str, Any], md: ModelDeployment) -> None:
@@ -392,10 +409,20 @@ class Reconciler:
             message=message,
             conditions=conditions,
         )
-        await self._kube.apply_status(meta["namespace"], meta["name"], status.to_wire())
+        await self._write_status(meta["namespace"], meta["name"], status.to_wire())
         if prev.message != message:
             logger.warning("%s/%s ModeNotServed: %s", meta["namespace"], meta["name"], message)
             await self._kube.emit_event(raw, type_="Warning", reason="ModeNotServed", message=message)
+
+
+def _observe_step(md: ModelDeployment, written: ModelDeploymentStatus, now: datetime) -> None:
+    """A step that ended in this pass (the next one began, or the rollout ended): its duration, for telemetry."""
+    before = md.status
+    if before is None or before.canary is None or before.step_started_at is None:
+        return
+    if written.canary == before.canary and written.current_step == before.current_step:
+        return
+    STEP_DURATION.labels(md.spec.rollout.strategy).observe((now - before.step_started_at).total_seconds())
 
 
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:

@@ -25,6 +25,9 @@ class OperatorSettings(BaseSettings):
         default=600, ge=10, description="Seconds a new revision may take to become available before it is failed."
     )
     liveness_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz; 0 disables it.")
+    metrics_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the operator's own /metrics (telemetry.py); 0 disables it."
+    )
     field_manager: str = Field(default="modelrollout", description="Server-side apply field manager.")
     history_limit: int = Field(
         default=10, ge=1, le=100, description="Finished rollouts kept in status.history (the only such limit)."

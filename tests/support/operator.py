@@ -28,6 +28,7 @@ class OperatorProcess:
             "KUBECONFIG": str(kubeconfig),
             "MODELROLLOUT_RECONCILE_INTERVAL_S": str(INTERVAL_S),
             "MODELROLLOUT_LIVENESS_PORT": "0",
+            "MODELROLLOUT_METRICS_PORT": "0",
             "MODELROLLOUT_PROGRESS_DEADLINE_S": "60",
             "MODELROLLOUT_DEFAULT_IMAGE": "registry.example/modelrollout/model-server:test",
             **(extra_env or {}),

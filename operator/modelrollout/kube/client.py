@@ -16,6 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelrollout.api.resource import API_VERSION, KIND
 from modelrollout.kube.kinds import BY_NAME
+from modelrollout.telemetry import API_REQUESTS
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
@@ -56,6 +57,7 @@ class KubeClient:
 
     async def _call(
         self,
+        verb: str,
         method: str,
         path: str,
         *,
@@ -63,25 +65,36 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
     ) -> dict[str, Any]:
+        """One request; `verb` (get, list, apply, patch, create, delete) labels it in the operator's metrics."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        result: dict[str, Any] = await self._api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            response_types_map={200: "object", 201: "object", 202: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
-        return result
+        try:
+            result, code, _ = await self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=False,
+            )
+        except ApiException as exc:
+            API_REQUESTS.labels(verb, str(exc.status or 0)).inc()
+            raise
+        except Exception:
+            API_REQUESTS.labels(verb, "0").inc()  # no answer: connection refused, reset, timed out
+            raise
+        API_REQUESTS.labels(verb, str(code)).inc()
+        answer: dict[str, Any] = result
+        return answer
 
     async def apply(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply: we own exactly the fields we send; conflicts are forced (we are the controller)."""
         meta = obj["metadata"]
         return await self._call(
+            "apply",
             "PATCH",
             _path(obj["kind"], meta["namespace"], meta["name"], subresource),
             query=[("fieldManager", self._field_manager), ("force", "true")],
@@ -99,12 +112,17 @@ class KubeClient:
         `strict` refuses fields the schema does not know instead of dropping them."""
         query = [("fieldManager", self._field_manager)] + ([("fieldValidation", "Strict")] if strict else [])
         return await self._call(
-            "PATCH", _path(kind, namespace, name), query=query, body=patch, content_type="application/merge-patch+json"
+            "patch",
+            "PATCH",
+            _path(kind, namespace, name),
+            query=query,
+            body=patch,
+            content_type="application/merge-patch+json",
         )
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self._call("GET", _path(kind, namespace, name))
+            return await self._call("get", "GET", _path(kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -112,7 +130,7 @@ class KubeClient:
 
     async def list_labelled(self, kind: str, namespace: str, *, labels: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        listed = await self._call("GET", _path(kind, namespace), query=[("labelSelector", selector)])
+        listed = await self._call("list", "GET", _path(kind, namespace), query=[("labelSelector", selector)])
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
 
@@ -120,16 +138,16 @@ class KubeClient:
         """Every ModelDeployment in the given namespaces, or in all namespaces when the list is empty."""
         where = BY_NAME[KIND]
         if not namespaces:
-            listed = await self._call("GET", f"{where.prefix}/{where.plural}")
+            listed = await self._call("list", "GET", f"{where.prefix}/{where.plural}")
             return list(listed.get("items", []))
         found: list[dict[str, Any]] = []
         for namespace in namespaces:
-            found += (await self._call("GET", _path(KIND, namespace))).get("items", [])
+            found += (await self._call("list", "GET", _path(KIND, namespace))).get("items", [])
         return found
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
-            await self._call("DELETE", _path(kind, namespace, name), body={"propagationPolicy": "Background"})
+            await self._call("delete", "DELETE", _path(kind, namespace, name), body={"propagationPolicy": "Background"})
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -141,7 +159,7 @@ class KubeClient:
         patch = [{"op": "test", "path": pointer, "value": if_value}, {"op": "remove", "path": pointer}]
         try:
             await self._call(
-                "PATCH", _path(kind, namespace, name), body=patch, content_type="application/json-patch+json"
+                "patch", "PATCH", _path(kind, namespace, name), body=patch, content_type="application/json-patch+json"
             )
         except ApiException as exc:
             if exc.status in (404, 409, 422):
@@ -183,4 +201,4 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._call("POST", _path("Event", meta["namespace"]), body=event)
+        await self._call("create", "POST", _path("Event", meta["namespace"]), body=event)

@@ -1,0 +1,84 @@
+"""The operator's own Prometheus metrics, named once, on a registry of their own (served on
+`MODELROLLOUT_METRICS_PORT`, /metrics).
+
+- modelrollout_reconcile_passes_total{result}: passes by how they ended: ok, refused (a child the API server
+  refused), invalid (a spec the models refuse), unserved (no mode this version runs), error (an exception).
+- modelrollout_reconcile_duration_seconds: one pass, from the lock taken to its last write.
+- modelrollout_api_requests_total{verb,code}: every call to the API server, by verb (get, list, apply, patch,
+  create, delete) and HTTP status (0: no answer).
+- modelrollout_modeldeployments{phase}: ModelDeployments this operator reconciled, by the phase it last wrote.
+- modelrollout_analysis_runs_total{kind,verdict}: analysis runs the operator performed.
+- modelrollout_rollout_step_duration_seconds{strategy}: how long each finished step of a rollout took.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Hashable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+# From a quick pass (a few API calls) to a slow one (an analysis query timing out at 10 s).
+PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Steps last from seconds (a canary's setWeight) to hours (a pause, an A/B test).
+STEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+PASSES = Counter("modelrollout_reconcile_passes", "Reconcile passes by result", ["result"], registry=REGISTRY)
+PASS_DURATION = Histogram(
+    "modelrollout_reconcile_duration_seconds", "Duration of one reconcile pass", buckets=PASS_BUCKETS, registry=REGISTRY
+)
+API_REQUESTS = Counter(
+    "modelrollout_api_requests", "Calls to the Kubernetes API server by verb and HTTP status", ["verb", "code"],
+    registry=REGISTRY,
+)  # fmt: skip
+ANALYSIS_RUNS = Counter(
+    "modelrollout_analysis_runs", "Analysis runs performed, by kind and verdict", ["kind", "verdict"], registry=REGISTRY
+)
+STEP_DURATION = Histogram(
+    "modelrollout_rollout_step_duration_seconds",
+    "Duration of each finished rollout step, by strategy",
+    ["strategy"],
+    buckets=STEP_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+class Phases:
+    """The phase each ModelDeployment was last written with, exported as counts per phase (a phase with none
+    exports 0 once it was seen, so a rate of change never starts from a missing series)."""
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self._phases: dict[Hashable, str] = {}
+        self._gauge = Gauge(
+            "modelrollout_modeldeployments",
+            "ModelDeployments by the phase the operator last wrote",
+            ["phase"],
+            registry=registry,
+        )
+
+    def record(self, key: Hashable, phase: str) -> None:
+        before = self._phases.get(key)
+        if before == phase:
+            return
+        self._phases[key] = phase
+        self._refresh({phase} | ({before} if before else set()))
+
+    def forget(self, key: Hashable) -> None:
+        before = self._phases.pop(key, None)
+        if before is not None:
+            self._refresh({before})
+
+    def _refresh(self, phases: set[str]) -> None:
+        counts = Tally(self._phases.values())
+        for phase in phases:
+            self._gauge.labels(phase).set(counts.get(phase, 0))
+
+
+PHASES = Phases()
+
+
+def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve /metrics on `port` from a daemon thread (prometheus-client's own server); 0 serves nothing."""
+    if port:
+        start_http_server(port, registry=registry)
