@@ -3,11 +3,13 @@ the operator's builtin analysis queries real numbers (the router's part: test_ro
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
 import pytest
 
+from modelrollout_contract.metrics import LATENCY_BUCKETS
 from tests.e2e.conftest import LaunchStack
 from tests.support.load import Load
 from tests.support.models import Classifiers
@@ -34,6 +36,7 @@ def test_builtin_queries_measure_real_servers(classifiers: Classifiers, launch_s
     try:
         stack.prometheus.wait_for_series(f"sum(modelserver_requests_total{{namespace={stack.namespace!r}}})")
         time.sleep(WINDOW_S)  # a full window of load behind every rate
+        window_end = time.time()
         values = {
             (builtin, version): stack.builtin(builtin, version, window_s=WINDOW_S)
             for builtin in ("requestRate", "errorRate", "latencyP99")
@@ -56,7 +59,16 @@ def test_builtin_queries_measure_real_servers(classifiers: Classifiers, launch_s
     slow, fast = values["latencyP99", "3"], values["latencyP99", "1"]
     assert slow is not None, values
     assert fast is not None, values
-    assert 0.05 <= slow <= 0.1, values
+    # The server's p99 lies in the bucket of its true p99, which is at most what its clients waited (their time
+    # includes the server's). A fixed 100 ms bound failed once when a neighbour's load stalled one request of the
+    # window's ~80 past 100 ms (p99 0.142 s): the clients saw that stall too, so the query was right.
+    # (2 s more before the window: a request sent just before it can be counted in it; a larger sample can only
+    # raise the clients' p99, which for under 100 requests is their slowest.)
+    since = window_end - WINDOW_S - 2
+    waited = sorted(o.latency_s for o in summaries["3"].outcomes if since <= o.sent_at <= window_end)
+    client_p99 = waited[math.ceil(0.99 * len(waited)) - 1]
+    edge = min(e for e in LATENCY_BUCKETS if e >= client_p99)
+    assert LATENCY_MS / 1000 <= slow <= edge, (values, client_p99)
     assert slow > fast, values
 
     # A version nobody serves has no data at all (the analysis' no-data policy decides), not a zero.
