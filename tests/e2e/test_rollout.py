@@ -40,6 +40,10 @@ STEPS = [
     {"setWeight": 80},
     {"pause": {"duration": "6s"}},
 ]
+# The bad candidate must be rolled back inside its first step. Runs need minRequests (5) canary requests in their
+# 4 s window; at 2 requests/s to the canary the run 4 s in saw only 4 once (clean-clone run 6), and the 6 s pause
+# ended before the next run. A first step of six intervals holds several runs with enough requests.
+ROLLBACK_STEPS = [{"setWeight": 20}, {"pause": {"duration": "12s"}}, *STEPS[2:]]
 
 
 # --- canary --------------------------------------------------------------------------------------------------
@@ -91,12 +95,17 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World
 async def test_a_bad_candidate_is_rolled_back_within_three_analysis_intervals(
     world: World, fault: str, record_property: Callable[[str, object], None]
 ) -> None:
-    # 250 ms a call, one call at a time: the slow server answers 4 a second, above the 2 it gets at 20%.
+    # 250 ms a call, one call at a time: the slow server answers 4 a second, above the 3 it gets at 20%.
     bad = world.classifiers.failing(0.3) if fault == "errors" else world.classifiers.slow(250)
     stack = world.launch({"1": world.classifiers.stable, "2": bad})
     rollout = world.rollout_of(stack)
-    await rollout.create(routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": analysis(stack)}))
-    rate = RATE if fault == "errors" else 10
+    steps = {"steps": ROLLBACK_STEPS}
+    # The slow server takes at most 4 requests a second, so its canary share stays small: the evidence floor is
+    # sized to it (3 requests slower than the limit decide p99 as surely as 5), or the time measured below would
+    # be the time to collect requests, not the time to roll back (5.5 s of the 6 s bound once with a floor of 5).
+    settings = {} if fault == "errors" else {"minRequests": 3}
+    await rollout.create(routed({"strategy": "canary", "canary": steps, "analysis": analysis(stack, **settings)}))
+    rate = RATE if fault == "errors" else 15
     load = await serve_through_router(rollout, world.classifiers.dataset, rate=rate)
     rollout.start_recording()
 
