@@ -10,7 +10,8 @@ kwokctl="$KWOK_BIN/kwokctl"
 kc() { kubectl --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
 
 # kwok replaces its default stages with any given in a config, so the config carries kwok's own defaults (read
-# from the kwok module we built, nothing downloaded) followed by ours (hack/kwok/failure-stages.yaml).
+# from the kwok module we built, nothing downloaded) followed by ours (hack/kwok/failure-stages.yaml), and
+# hack/kwok/controller.yaml, which keeps kwok's hands off nodes that are not its own (the local kubelet's).
 write_stage_config() {
   local dir out
   dir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
@@ -21,7 +22,7 @@ write_stage_config() {
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"; cat "$dir/kustomize/stage/$f"
   done > "$out.$$"
-  { echo "---"; cat "$HACK_DIR/kwok/failure-stages.yaml"; } >> "$out.$$"
+  { echo "---"; cat "$HACK_DIR/kwok/failure-stages.yaml"; echo "---"; cat "$HACK_DIR/kwok/controller.yaml"; } >> "$out.$$"
   mv -f "$out.$$" "$out"
   echo "$out"
 }

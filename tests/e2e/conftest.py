@@ -1,17 +1,24 @@
 """End-to-end fixtures: the real API server with the CRDs (tests/conftest.py `cluster`), a namespace per test,
-real model servers and our router on loopback, a real Prometheus scraping them, and the operator process.
+the local kubelet (tests/support/kubelet) running the pods the operator's Deployments ask for as real processes
+(model servers, our router), a real Prometheus finding them through the API server, and the operator process.
 
-A test describes its data path once, `stack = launch_stack({"1": models.stable, "2": models.failing(0.2)})`:
-every port is fixed before anything starts, so Prometheus is configured with all targets up front (each
-labelled with the test's namespace, as Kubernetes discovery would). Everything started is stopped after the
-test, and when the test fails the logs of every process are printed.
+A test describes its versions once, `stack = world.launch({"1": models.stable, "2": models.failing(0.2)})`: each
+version is a model artifact, and `stack.model_spec(version)` is the spec.model the ModelDeployment gets for it
+(a file:// URI, format, custom class, env), so what serves is exactly what the operator's pod template says.
+Everything is torn down after the test (the ModelDeployment is deleted and the test waits until its pods'
+processes are gone), and when the test fails the logs of every process are printed.
+
+`launch_processes` is the older harness that starts model servers and the router as local processes directly
+(no operator, no pods): the harness tests and the benchmarks use it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -21,11 +28,12 @@ from modelrollout.api.analysis import Builtin
 from tests.conftest import Cluster
 from tests.e2e.rollouts import Rollout, World
 from tests.support.crds import install_crds
+from tests.support.kubelet.handle import KubeletProcess
 from tests.support.models import Classifiers, ModelArtifact, Regressors, train_classifiers, train_regressors
 from tests.support.modelservers import ModelServer, Router, router_configmap_name, start_all
 from tests.support.operator import OperatorProcess, call_failed, stop_and_report
 from tests.support.processes import ManagedProcess
-from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer, ScrapeTarget
+from tests.support.prometheus import SCRAPE_INTERVAL_S, PodDiscovery, PrometheusServer, ScrapeTarget
 
 MODEL = "churn"  # spec.model.name, and the ModelDeployment's name (the router's `route`)
 
@@ -47,8 +55,9 @@ async def crds(kube_api: client.ApiClient) -> list[str]:
 
 
 @dataclass
-class Stack:
-    """The processes of one test's data path. `servers` by model version."""
+class ProcessStack:
+    """Model servers (by version) and our router started here as local processes, and Prometheus scraping them:
+    the harness tests' data path, with no operator and no pods."""
 
     namespace: str
     name: str
@@ -57,44 +66,55 @@ class Stack:
     servers: dict[str, ModelServer]
     prometheus: PrometheusServer
     router: Router | None = None
-    extra: list[ManagedProcess] = field(default_factory=list)
 
     @property
     def processes(self) -> list[ManagedProcess]:
         found: list[ManagedProcess] = [*self.servers.values(), self.prometheus.process]
-        return found + ([self.router] if self.router else []) + self.extra
+        return found + ([self.router] if self.router else [])
 
-    def context(self, version: str, *, window_s: float = 10, revision: str = "") -> QueryContext:
-        """What the operator's builtin queries are built from, for one version of this stack's model."""
-        window = rate_window(requested_seconds=window_s, scrape_interval_seconds=self.prometheus.scrape_interval_s)
-        return QueryContext(
+    def builtin(self, builtin: Builtin, version: str, *, window_s: float = 10) -> float | None:
+        return _builtin(
+            self.prometheus,
             namespace=self.namespace,
             name=self.name,
             model=self.model,
+            builtin=builtin,
             version=version,
-            revision=revision or f"rev-{version}",
-            window_seconds=window,
+            window_s=window_s,
         )
-
-    def builtin(self, builtin: Builtin, version: str, *, window_s: float = 10) -> float | None:
-        """The value of the operator's builtin query for `version`, as Prometheus computes it now."""
-        return self.prometheus.query(builtin_query(builtin, self.context(version, window_s=window_s)))
 
     def describe(self) -> str:
         return "\n".join(process.describe() for process in self.processes)
 
 
-LaunchStack = Callable[..., Stack]
+def _builtin(
+    prometheus: PrometheusServer,
+    *,
+    namespace: str,
+    name: str,
+    model: str,
+    builtin: Builtin,
+    version: str,
+    window_s: float,
+) -> float | None:
+    """The value of the operator's builtin query for `version`, as Prometheus computes it now."""
+    window = rate_window(requested_seconds=window_s, scrape_interval_seconds=prometheus.scrape_interval_s)
+    context = QueryContext(
+        namespace=namespace, name=name, model=model, version=version, revision=f"rev-{version}", window_seconds=window
+    )
+    return prometheus.query(builtin_query(builtin, context))
+
+
+LaunchProcesses = Callable[..., ProcessStack]
 
 
 @pytest.fixture
-def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LaunchStack]:
-    """`launch_stack(servers, *, namespace, name=MODEL, model=MODEL, router=None, extra_targets=())`: start model
-    servers (version
-    -> artifact) and Prometheus, and with `router=(kubeconfig)` a router handle reading ConfigMap
+def launch_processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LaunchProcesses]:
+    """`launch_processes(servers, *, namespace, name=MODEL, model=MODEL, router=None)`: start model servers
+    (version -> artifact) and Prometheus, and with `router=(kubeconfig)` a router handle reading ConfigMap
     `<name>-router`, registered with Prometheus but not started: it becomes ready only once a routing document
-    exists, so the test starts it (`stack.router.start()`) after the operator or a ConfigMapRouter wrote one."""
-    stacks: list[Stack] = []
+    exists, so the test starts it (`stack.router.start()`) after a ConfigMapRouter wrote one."""
+    stacks: list[ProcessStack] = []
 
     def launch(
         servers: Mapping[str, ModelArtifact],
@@ -103,8 +123,7 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         name: str = MODEL,
         model: str = MODEL,
         router: Path | None = None,
-        extra_targets: Sequence[ScrapeTarget] = (),
-    ) -> Stack:
+    ) -> ProcessStack:
         work = tmp_path / f"stack-{len(stacks)}"
         work.mkdir()
         handles = {
@@ -125,17 +144,8 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         targets = [server.target(namespace) for server in handles.values()]
         if router_handle is not None:
             targets.append(router_handle.target(namespace))
-        targets.extend(extra_targets)
         prometheus = PrometheusServer(work_dir=work / "prometheus", targets=targets)
-        stack = Stack(
-            namespace=namespace,
-            name=name,
-            model=model,
-            work_dir=work,
-            servers=handles,
-            prometheus=prometheus,
-            router=router_handle,
-        )
+        stack = ProcessStack(namespace, name, model, work, handles, prometheus, router_handle)
         stacks.append(stack)
         start_all(handles.values())
         prometheus.start()
@@ -149,6 +159,86 @@ def launch_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lau
         for process in stack.processes:
             process.stop()
         stack.prometheus.close()
+
+
+# --- the operator's data path, run by the local kubelet -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kubelet(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletProcess]:
+    """The local kubelet of this worker's cluster: pods that select it (NODE_SELECTOR) run as processes here."""
+    process = KubeletProcess(kubeconfig=cluster.kubeconfig, work_dir=tmp_path_factory.mktemp("kubelet"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@dataclass
+class Stack:
+    """One test's model versions, the Prometheus that scrapes the pods serving them, and the kubelet running
+    those pods. The ModelDeployment's name is `name`; its model is `model`."""
+
+    namespace: str
+    name: str
+    model: str
+    artifacts: dict[str, ModelArtifact]
+    prometheus: PrometheusServer
+    kubelet: KubeletProcess
+    extra: list[ManagedProcess] = field(default_factory=list)
+
+    def model_spec(self, version: str) -> dict[str, Any]:
+        """spec.model for `version`: the artifact's file, format, custom class and env, as a user would write it."""
+        artifact = self.artifacts[version]
+        spec: dict[str, Any] = {
+            "name": self.model,
+            "version": version,
+            "uri": artifact.path.as_uri(),
+            "format": artifact.model_format,
+        }
+        if artifact.model_class is not None:
+            spec["className"] = artifact.model_class
+        if artifact.env:
+            spec["env"] = [{"name": key, "value": value} for key, value in artifact.env.items()]
+        return spec
+
+    def endpoints(self, service: str) -> list[str]:
+        """Base URLs of the ready endpoints of Service `service`, as the kubelet's Service table has them."""
+        path = self.kubelet.config.services_file
+        found = json.loads(path.read_text()).get("services", {}).get(f"{self.namespace}/{service}")
+        if not found:
+            return []
+        ports = list(found["ports"].values())
+        port = ports[0] if ports else None
+        return [f"http://{e['ip']}:{e['ports'][port]}" for e in found["endpoints"] if port in e["ports"]]
+
+    def service_url(self, service: str) -> str | None:
+        urls = self.endpoints(service)
+        return urls[0] if urls else None
+
+    @property
+    def router_url(self) -> str | None:
+        """A router pod behind the main Service (with trafficRouting provider `router`), once one is ready."""
+        return self.service_url(self.name)
+
+    def infer_path(self) -> str:
+        return f"/v2/models/{self.model}/infer"
+
+    def builtin(self, builtin: Builtin, version: str, *, window_s: float = 10) -> float | None:
+        return _builtin(
+            self.prometheus,
+            namespace=self.namespace,
+            name=self.name,
+            model=self.model,
+            builtin=builtin,
+            version=version,
+            window_s=window_s,
+        )
+
+    def describe(self) -> str:
+        parts = [self.prometheus.process.describe(), *(p.describe() for p in self.extra)]
+        parts.append(self.kubelet.describe_namespace(self.namespace))
+        parts.append(self.kubelet.describe())
+        return "\n".join(parts)
 
 
 StartOperator = Callable[..., OperatorProcess]
@@ -190,19 +280,36 @@ async def world(  # noqa: PLR0917 - pytest passes fixtures by name
     cluster: Cluster,
     namespace: str,
     classifiers: Classifiers,
-    launch_stack: LaunchStack,
+    kubelet: KubeletProcess,
     kube_api: client.ApiClient,
     operator: OperatorProcess,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[World]:
     made: list[Rollout] = []
+    stacks: list[Stack] = []
 
-    def launch(servers: dict[str, ModelArtifact], extra_targets: Sequence[ScrapeTarget] = ()) -> Stack:
-        return launch_stack(servers, namespace=namespace, router=cluster.kubeconfig, extra_targets=extra_targets)
+    def launch(versions: dict[str, ModelArtifact], extra_targets: Sequence[ScrapeTarget] = ()) -> Stack:
+        work = tmp_path / f"stack-{len(stacks)}"
+        pods = PodDiscovery(directory=kubelet.config.discovery_dir, namespaces=(namespace,))
+        prometheus = PrometheusServer(work_dir=work / "prometheus", targets=extra_targets, pods=pods)
+        stacks.append(Stack(namespace, MODEL, MODEL, dict(versions), prometheus, kubelet))
+        prometheus.start()
+        return stacks[-1]
 
     def rollout_of(stack: Stack) -> Rollout:
         made.append(Rollout(kube_api, stack))
         return made[-1]
 
-    yield World(classifiers=classifiers, namespace=namespace, launch=launch, rollout_of=rollout_of)
-    for rollout in made:
-        await rollout.stop_recording()
+    try:
+        yield World(classifiers=classifiers, namespace=namespace, launch=launch, rollout_of=rollout_of)
+    finally:
+        for rollout in made:
+            await rollout.stop_recording()
+        if call_failed(request):
+            for stack in stacks:
+                print(stack.describe())
+        for rollout in made:
+            await rollout.delete_and_wait()  # its pods' processes stop before the next test starts
+        for stack in stacks:
+            stack.prometheus.close()

@@ -4,6 +4,7 @@ wait on status, and record what status, the router's ConfigMap and the router it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.planning.names import router_configmap_name
 from modelrollout.traffic.router import RouterConfig, parse_configmap_data
+from tests.support.kubelet.handle import NODE_SELECTOR
 from tests.support.load import Load, LoadSummary
 from tests.support.models import Classifiers
 from tests.support.waiting import eventually
@@ -82,27 +84,25 @@ class Rollout:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
-    async def create(self, rollout: dict[str, Any], *, replicas: int = 2) -> None:
+    async def create(self, rollout: dict[str, Any], *, replicas: int = 1) -> None:
+        """Version 1, its pods on the local kubelet's node (one replica per revision: every pod is a process)."""
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
             "metadata": {"name": self.stack.name},
             "spec": {
-                "model": {
-                    "name": self.stack.model,
-                    "version": "1",
-                    "uri": "s3://models/churn/1/model.joblib",
-                    "format": "sklearn",
-                },
+                "model": self.stack.model_spec("1"),
                 "online": {"replicas": replicas},
                 "rollout": rollout,
+                "pod": {"nodeSelector": NODE_SELECTOR},
             },
         }
         await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.stack.namespace, PLURAL, body)
         await self.wait(lambda s: s.get("phase") == "Healthy", "version 1 Healthy")
 
     async def to_version(self, version: str) -> None:
-        model = {"version": version, "uri": f"s3://models/churn/{version}/model.joblib"}
+        # A merge patch keeps keys it does not name: name the ones the new version goes without as null.
+        model: dict[str, Any] = {"className": None, "env": None, **self.stack.model_spec(version)}
         await self.custom.patch_namespaced_custom_object(
             GROUP,
             VERSION,
@@ -129,6 +129,20 @@ class Rollout:
 
         return await eventually(probe, within=within, what=what)
 
+    async def delete_and_wait(self, within: float = 60) -> None:
+        """Delete the ModelDeployment; return once its pods are gone (the kubelet removes a pod after its
+        processes ended), so the next test never shares the machine with this one's servers."""
+        with contextlib.suppress(client.ApiException):
+            await self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.stack.namespace, PLURAL, self.stack.name, propagation_policy="Foreground"
+            )
+        core = client.CoreV1Api(self.api)
+
+        async def no_pods() -> bool | None:
+            return True if not (await core.list_namespaced_pod(self.stack.namespace)).items else None
+
+        await eventually(no_pods, within=within, what=f"the pods of {self.stack.namespace} to stop")
+
     async def verb(self, name: str) -> None:
         body = {"metadata": {"annotations": {"modelrollout.dev/verb": f'{{"name": "{name}", "id": "{time.time()}"}}'}}}
         await self.custom.patch_namespaced_custom_object(
@@ -153,11 +167,11 @@ class Rollout:
         return parse_configmap_data(found.data or {})
 
     async def router_weights(self, http: httpx.AsyncClient) -> tuple[int, int, int] | None:
-        router = self.stack.router
-        if router is None or not router.alive:
+        router = self.stack.router_url
+        if router is None:
             return None
         try:
-            text = (await http.get(f"{router.url}/metrics", timeout=1)).text
+            text = (await http.get(f"{router}/metrics", timeout=1)).text
         except httpx.HTTPError:
             return None
         gauge = {
@@ -171,12 +185,12 @@ class Rollout:
         return (gauge["stable"], gauge.get("canary", 0), gauge.get("shadow", 0))
 
     async def router_view(self, http: httpx.AsyncClient) -> RouterView | None:
-        router = self.stack.router
-        if router is None or not router.alive:
+        router = self.stack.router_url
+        if router is None:
             return None
         asked_at = time.time()
         try:
-            answer = await http.get(f"{router.url}/readyz", timeout=1)
+            answer = await http.get(f"{router}/readyz", timeout=1)
         except httpx.HTTPError:
             return None
         answered_at = time.time()
@@ -265,14 +279,22 @@ class World:
 
 
 async def serve_through_router(rollout: Rollout, dataset: Any, *, rate: float = RATE, **options: Any) -> Load:
-    """The router starts once the operator has written its ConfigMap; then steady load goes through it
-    (`options`: more of Load's, e.g. headers)."""
-    router = rollout.stack.router
-    assert router is not None
-    router.start()
-    load = Load(f"{router.url}/v2/models/{rollout.stack.model}/infer", dataset, rate=rate, **options).start()
+    """Once a router pod behind the main Service is ready (it is, once it loaded the operator's document), steady
+    load goes through it (`options`: more of Load's, e.g. headers)."""
+    stack = rollout.stack
+    router = await ready_endpoint(stack, stack.name)
+    load = Load(f"{router}{stack.infer_path()}", dataset, rate=rate, **options).start()
     load.wait_for(int(rate))  # a second of traffic before anything changes
     return load
+
+
+async def ready_endpoint(stack: Stack, service: str, within: float = 90) -> str:
+    """The base URL of a ready pod behind Service `service`, once there is one."""
+
+    async def ready() -> str | None:
+        return stack.service_url(service)
+
+    return await eventually(ready, within=within, what=f"a ready pod behind Service {service}")
 
 
 def first_bad_scrape(stack: Stack, promql: str) -> float:
@@ -284,14 +306,14 @@ def first_bad_scrape(stack: Stack, promql: str) -> float:
     return bad[0]
 
 
-def scrapes_behind(stack: Stack, version: str, run: dict[str, Any], window_s: int) -> str:
-    """What Prometheus had stored of `version`'s server in the `window_s` before analysis `run` (status.analysis
+def scrapes_behind(stack: Stack, revision: str, run: dict[str, Any], window_s: int) -> str:
+    """What Prometheus had stored of `revision`'s pods in the `window_s` before analysis `run` (status.analysis
     runs[i]): each scrape's time, `up` and duration. Says whether a run that found no data really had none."""
-    server = stack.servers[version]
     at = datetime.fromisoformat(run["at"].replace("Z", "+00:00")).timestamp()
     lines = []
+    pods = f'namespace="{stack.namespace}",pod=~"{stack.name}-{revision}-.*"'
     for metric in ("up", "scrape_duration_seconds"):
-        promql = f'{metric}{{instance="127.0.0.1:{server.port}"}}[{window_s + 2}s]'
+        promql = f"{metric}{{{pods}}}[{window_s + 2}s]"
         answer = httpx.get(
             f"{stack.prometheus.url}/api/v1/query", params={"query": promql, "time": at}, timeout=5
         ).json()

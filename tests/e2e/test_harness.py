@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from modelrollout_contract.metrics import LATENCY_BUCKETS
-from tests.e2e.conftest import LaunchStack
+from tests.e2e.conftest import LaunchProcesses
 from tests.support.load import Load
 from tests.support.models import Classifiers
 
@@ -24,9 +24,9 @@ LATENCY_MS = 60
 RATES = {"1": 20, "2": 20, "3": 8}  # requests per second to each version
 
 
-def test_builtin_queries_measure_real_servers(classifiers: Classifiers, launch_stack: LaunchStack) -> None:
+def test_builtin_queries_measure_real_servers(classifiers: Classifiers, launch_processes: LaunchProcesses) -> None:
     # Builtin queries need only the namespace label that the scrape adds, so no API server is involved here.
-    stack = launch_stack(
+    stack = launch_processes(
         {"1": classifiers.stable, "2": classifiers.failing(FAILURE_SHARE), "3": classifiers.slow(LATENCY_MS)},
         namespace=f"t-{uuid.uuid4().hex[:10]}",
     )

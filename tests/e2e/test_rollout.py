@@ -22,6 +22,7 @@ from tests.e2e.rollouts import (
     analysis,
     assert_all_answered_by,
     first_bad_scrape,
+    ready_endpoint,
     routed,
     scrapes_behind,
     serve_through_router,
@@ -78,7 +79,7 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World
     runs = status["analysis"]["runs"]
     assert runs, "promoted without a single analysis run"
     undecided = [r for r in runs if r["verdict"] != "Successful"]
-    assert not undecided, [scrapes_behind(stack, "2", r, 4) for r in undecided] + [runs]
+    assert not undecided, [scrapes_behind(stack, status["stable"]["revision"], r, 4) for r in undecided] + [runs]
     assert status["history"][-1]["outcome"] == "Promoted"
 
     assert_all_answered_by(summary, {"1", "2"})
@@ -156,11 +157,12 @@ async def test_blue_green_switches_at_once_only_after_a_passing_pre_promotion_an
     blue_green = {"strategy": "blueGreen", "blueGreen": {"postPromotionWindow": "0s"}, "analysis": analysis(stack)}
     await rollout.create(routed(blue_green))
     load = await serve_through_router(rollout, world.classifiers.dataset)
-    # Smoke traffic to the preview (the candidate's own server, as `<name>-preview` would reach it).
-    preview = Load(stack.servers["2"].infer_url, world.classifiers.dataset, rate=20).start()
     rollout.start_recording()
 
     await rollout.to_version("2")
+    # Smoke traffic to the preview Service (`<name>-preview`: the candidate's pods), once one is ready.
+    preview_url = await ready_endpoint(stack, f"{stack.name}-preview")
+    preview = Load(preview_url + stack.infer_path(), world.classifiers.dataset, rate=20).start()
     if healthy:
         await rollout.wait(
             lambda s: s.get("phase") == "Healthy" and (s.get("stable") or {}).get("version") == "2", "switched"

@@ -9,7 +9,7 @@ from kubernetes_asyncio import client
 
 from modelrollout.traffic.router import ConfigMapRouter, Versions
 from tests.conftest import Cluster
-from tests.e2e.conftest import LaunchStack
+from tests.e2e.conftest import LaunchProcesses
 from tests.support.load import Load
 from tests.support.models import Classifiers
 from tests.support.modelservers import configmap_io, router_configmap_name
@@ -23,10 +23,10 @@ async def test_router_follows_the_configmap_the_operator_writes(
     kube_api: client.ApiClient,
     namespace: str,
     classifiers: Classifiers,
-    launch_stack: LaunchStack,
+    launch_processes: LaunchProcesses,
 ) -> None:
     servers = {"1": classifiers.stable, "2": classifiers.healthy}
-    stack = launch_stack(servers, namespace=namespace, router=cluster.kubeconfig)
+    stack = launch_processes(servers, namespace=namespace, router=cluster.kubeconfig)
     assert stack.router is not None
     write, read = configmap_io(kube_api, namespace=namespace, name=router_configmap_name(stack.name))
     writer = ConfigMapRouter(

@@ -1,9 +1,10 @@
 """A real Prometheus (Debian's package, `make prometheus`) on loopback for e2e tests.
 
-It scrapes static targets every second. Each target carries the labels `namespace` and `job`, as Kubernetes
-service discovery would add them, so the operator's builtin queries (which select on namespace, model and
-version) work unchanged. `stop()` and `start()` keep the port and the TSDB: a test can take Prometheus away in
-the middle of a rollout and bring it back with the data scraped so far.
+It scrapes every second: the pods the local kubelet runs (PodDiscovery, what a cluster's Prometheus finds through
+the API server), and static targets (processes a test starts itself), each of which carries the
+labels `namespace` and `job` as Kubernetes service discovery would add them, so the operator's builtin queries
+(which select on namespace, model and version) work unchanged. `stop()` and `start()` keep the port and the
+TSDB: a test can take Prometheus away in the middle of a rollout and bring it back with the data scraped so far.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.support.ports import free_port
 from tests.support.processes import ManagedProcess
 
 SCRAPE_INTERVAL_S = 1.0
+POD_JOB = "kubernetes-pods"
 
 
 class PrometheusMissing(RuntimeError):
@@ -58,8 +60,26 @@ def prometheus_binary() -> str:
     return binary
 
 
-def scrape_config(targets: Sequence[ScrapeTarget], *, scrape_interval_s: float) -> dict[str, Any]:
-    """prometheus.yml: one scrape job per (job, metrics path), one static group per target with its labels."""
+@dataclass(frozen=True)
+class PodDiscovery:
+    """Scrape the pods of `namespaces` that the local kubelet runs and that ask for it (prometheus.io/scrape,
+    /port and /path annotations), labelled `namespace` and `pod` as a cluster's kubernetes_sd relabelling does.
+    Debian's Prometheus has no kubernetes_sd, so the kubelet publishes those targets as file_sd files in
+    `directory` (tests/support/kubelet/discovery.py), which Prometheus watches."""
+
+    directory: Path
+    namespaces: tuple[str, ...]
+
+    def job(self) -> dict[str, Any]:
+        files = [str(self.directory / f"{namespace}.json") for namespace in self.namespaces]
+        return {"job_name": POD_JOB, "file_sd_configs": [{"files": files, "refresh_interval": "1s"}]}
+
+
+def scrape_config(
+    targets: Sequence[ScrapeTarget], *, scrape_interval_s: float, pods: PodDiscovery | None = None
+) -> dict[str, Any]:
+    """prometheus.yml: one scrape job per (job, metrics path), one static group per target with its labels, and
+    with `pods` one job of discovered pods."""
     jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for target in targets:
         labels = {**target.labels, "namespace": target.namespace}
@@ -70,7 +90,8 @@ def scrape_config(targets: Sequence[ScrapeTarget], *, scrape_interval_s: float) 
         "scrape_configs": [
             {"job_name": job if path == "/metrics" else f"{job}{path}", "metrics_path": path, "static_configs": groups}
             for (job, path), groups in jobs.items()
-        ],
+        ]
+        + ([pods.job()] if pods is not None else []),
     }
 
 
@@ -81,7 +102,8 @@ class PrometheusServer:
         self,
         *,
         work_dir: Path,
-        targets: Sequence[ScrapeTarget],
+        targets: Sequence[ScrapeTarget] = (),
+        pods: PodDiscovery | None = None,
         port: int | None = None,
         scrape_interval_s: float = SCRAPE_INTERVAL_S,
     ) -> None:
@@ -93,7 +115,9 @@ class PrometheusServer:
         self.url = f"http://127.0.0.1:{self.port}"
         work_dir.mkdir(parents=True, exist_ok=True)
         config_path = work_dir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(scrape_config(self.targets, scrape_interval_s=scrape_interval_s)))
+        config_path.write_text(
+            yaml.safe_dump(scrape_config(self.targets, scrape_interval_s=scrape_interval_s, pods=pods))
+        )
         self.process = ManagedProcess(
             [
                 binary,
@@ -122,7 +146,7 @@ class PrometheusServer:
         """Until every configured target has been scraped at least once (whatever the outcome)."""
         deadline = time.monotonic() + within
         while True:
-            active = self._active_targets()
+            active = [t for t in self._active_targets() if t["scrapePool"] != POD_JOB]
             if len(active) >= len(self.targets) and all(t.get("health") != "unknown" for t in active):
                 return
             if time.monotonic() > deadline:
