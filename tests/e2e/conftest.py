@@ -33,8 +33,9 @@ from tests.support.models import Classifiers, ModelArtifact, Regressors, train_c
 from tests.support.modelservers import ModelServer, Router, router_configmap_name, start_all
 from tests.support.operator import OperatorProcess, call_failed, stop_and_report
 from tests.support.processes import ManagedProcess
-from tests.support.prometheus import SCRAPE_INTERVAL_S, PodDiscovery, PrometheusServer, ScrapeTarget
+from tests.support.prometheus import SCRAPE_INTERVAL_S, PodAddresses, PrometheusServer, ScrapeTarget
 
+POD_ADDRESSES = 12  # a test runs at most two model revisions and the router (more while pods are replaced)
 MODEL = "churn"  # spec.model.name, and the ModelDeployment's name (the router's `route`)
 
 
@@ -236,6 +237,8 @@ class Stack:
 
     def describe(self) -> str:
         parts = [self.prometheus.process.describe(), *(p.describe() for p in self.extra)]
+        if self.prometheus.alive:
+            parts.append("--- Prometheus targets ---\n" + "\n".join(self.prometheus.target_health()))
         parts.append(self.kubelet.describe_namespace(self.namespace))
         parts.append(self.kubelet.describe())
         return "\n".join(parts)
@@ -291,7 +294,7 @@ async def world(  # noqa: PLR0917 - pytest passes fixtures by name
 
     def launch(versions: dict[str, ModelArtifact], extra_targets: Sequence[ScrapeTarget] = ()) -> Stack:
         work = tmp_path / f"stack-{len(stacks)}"
-        pods = PodDiscovery(directory=kubelet.config.discovery_dir, namespaces=(namespace,))
+        pods = PodAddresses(kubelet.config.pod_addresses(POD_ADDRESSES), namespace)
         prometheus = PrometheusServer(work_dir=work / "prometheus", targets=extra_targets, pods=pods)
         stacks.append(Stack(namespace, MODEL, MODEL, dict(versions), prometheus, kubelet))
         prometheus.start()

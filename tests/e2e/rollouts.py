@@ -288,11 +288,16 @@ async def serve_through_router(rollout: Rollout, dataset: Any, *, rate: float = 
     return load
 
 
-async def ready_endpoint(stack: Stack, service: str, within: float = 90) -> str:
-    """The base URL of a ready pod behind Service `service`, once there is one."""
+async def ready_endpoint(stack: Stack, service: str, *, unlike: str | None = None, within: float = 90) -> str:
+    """The base URL of a ready pod behind Service `service`, once there is one (and, with `unlike`, once no pod
+    behind it is also behind that other Service: `<name>-preview` selects stable's pods until the candidate's
+    are ready)."""
 
     async def ready() -> str | None:
-        return stack.service_url(service)
+        found = stack.endpoints(service)
+        if not found or (unlike is not None and set(found) & set(stack.endpoints(unlike))):
+            return None
+        return found[0]
 
     return await eventually(ready, within=within, what=f"a ready pod behind Service {service}")
 
@@ -306,20 +311,21 @@ def first_bad_scrape(stack: Stack, promql: str) -> float:
     return bad[0]
 
 
-def scrapes_behind(stack: Stack, revision: str, run: dict[str, Any], window_s: int) -> str:
-    """What Prometheus had stored of `revision`'s pods in the `window_s` before analysis `run` (status.analysis
+def scrapes_behind(stack: Stack, version: str, run: dict[str, Any], window_s: int) -> str:
+    """What Prometheus had stored of `version`'s pods in the `window_s` before analysis `run` (status.analysis
     runs[i]): each scrape's time, `up` and duration. Says whether a run that found no data really had none."""
     at = datetime.fromisoformat(run["at"].replace("Z", "+00:00")).timestamp()
+    selector = f'modelserver_requests_total{{namespace="{stack.namespace}",version="{version}"}}'
+    instances = sorted({series["instance"] for series in stack.prometheus.series(selector)})
     lines = []
-    pods = f'namespace="{stack.namespace}",pod=~"{stack.name}-{revision}-.*"'
     for metric in ("up", "scrape_duration_seconds"):
-        promql = f"{metric}{{{pods}}}[{window_s + 2}s]"
+        promql = f'{metric}{{instance=~"{"|".join(instances)}"}}[{window_s + 2}s]'
         answer = httpx.get(
             f"{stack.prometheus.url}/api/v1/query", params={"query": promql, "time": at}, timeout=5
         ).json()
         values = [(float(t) - at, v) for series in answer["data"]["result"] for t, v in series["values"]]
         lines.append(f"{metric}: " + ", ".join(f"{t:+.2f}s={v}" for t, v in values))
-    return f"run at {run['at']} ({run['verdict']}): " + "; ".join(lines)
+    return f"run at {run['at']} ({run['verdict']}), instances {instances}: " + "; ".join(lines)
 
 
 def assert_all_answered_by(summary: LoadSummary, versions: set[str]) -> None:

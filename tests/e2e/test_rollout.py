@@ -79,7 +79,7 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World
     runs = status["analysis"]["runs"]
     assert runs, "promoted without a single analysis run"
     undecided = [r for r in runs if r["verdict"] != "Successful"]
-    assert not undecided, [scrapes_behind(stack, status["stable"]["revision"], r, 4) for r in undecided] + [runs]
+    assert not undecided, [scrapes_behind(stack, "2", r, 4) for r in undecided] + [runs]
     assert status["history"][-1]["outcome"] == "Promoted"
 
     assert_all_answered_by(summary, {"1", "2"})
@@ -160,8 +160,8 @@ async def test_blue_green_switches_at_once_only_after_a_passing_pre_promotion_an
     rollout.start_recording()
 
     await rollout.to_version("2")
-    # Smoke traffic to the preview Service (`<name>-preview`: the candidate's pods), once one is ready.
-    preview_url = await ready_endpoint(stack, f"{stack.name}-preview")
+    # Smoke traffic to the preview Service (`<name>-preview`), once it selects the candidate's pods.
+    preview_url = await ready_endpoint(stack, f"{stack.name}-preview", unlike=f"{stack.name}-stable")
     preview = Load(preview_url + stack.infer_path(), world.classifiers.dataset, rate=20).start()
     if healthy:
         await rollout.wait(

@@ -1,8 +1,8 @@
 """A real Prometheus (Debian's package, `make prometheus`) on loopback for e2e tests.
 
-It scrapes every second: the pods the local kubelet runs (PodDiscovery, what a cluster's Prometheus finds through
-the API server), and static targets (processes a test starts itself), each of which carries the
-labels `namespace` and `job` as Kubernetes service discovery would add them, so the operator's builtin queries
+It scrapes every second: the addresses of the pods the local kubelet runs (PodAddresses), and other targets
+(processes a test starts itself). Each carries the labels `namespace` and `job`, as Kubernetes service discovery
+would add them, so the operator's builtin queries
 (which select on namespace, model and version) work unchanged. `stop()` and `start()` keep the port and the
 TSDB: a test can take Prometheus away in the middle of a rollout and bring it back with the data scraped so far.
 """
@@ -61,22 +61,24 @@ def prometheus_binary() -> str:
 
 
 @dataclass(frozen=True)
-class PodDiscovery:
-    """Scrape the pods of `namespaces` that the local kubelet runs and that ask for it (prometheus.io/scrape,
-    /port and /path annotations), labelled `namespace` and `pod` as a cluster's kubernetes_sd relabelling does.
-    Debian's Prometheus has no kubernetes_sd, so the kubelet publishes those targets as file_sd files in
-    `directory` (tests/support/kubelet/discovery.py), which Prometheus watches."""
+class PodAddresses:
+    """Scrape the addresses the local kubelet gives pods, labelled with the test's namespace: its pods take the
+    lowest free address of its range, so the first `addresses` cover every pod a test runs. They are static
+    targets, scraped from the start, rather than discovered: Prometheus hands discovered targets to its scrapers
+    on a 5 s tick, so a candidate that became ready (2-4 s after its process started) could take traffic and be
+    analysed before its first scrape (no data, an Inconclusive run). An address without a pod is `up` 0."""
 
-    directory: Path
-    namespaces: tuple[str, ...]
+    addresses: tuple[str, ...]
+    namespace: str
+    port: int = 8080
 
     def job(self) -> dict[str, Any]:
-        files = [str(self.directory / f"{namespace}.json") for namespace in self.namespaces]
-        return {"job_name": POD_JOB, "file_sd_configs": [{"files": files, "refresh_interval": "1s"}]}
+        targets = [f"{address}:{self.port}" for address in self.addresses]
+        return {"job_name": POD_JOB, "static_configs": [{"targets": targets, "labels": {"namespace": self.namespace}}]}
 
 
 def scrape_config(
-    targets: Sequence[ScrapeTarget], *, scrape_interval_s: float, pods: PodDiscovery | None = None
+    targets: Sequence[ScrapeTarget], *, scrape_interval_s: float, pods: PodAddresses | None = None
 ) -> dict[str, Any]:
     """prometheus.yml: one scrape job per (job, metrics path), one static group per target with its labels, and
     with `pods` one job of discovered pods."""
@@ -103,7 +105,7 @@ class PrometheusServer:
         *,
         work_dir: Path,
         targets: Sequence[ScrapeTarget] = (),
-        pods: PodDiscovery | None = None,
+        pods: PodAddresses | None = None,
         port: int | None = None,
         scrape_interval_s: float = SCRAPE_INTERVAL_S,
     ) -> None:

@@ -3,6 +3,7 @@ stands for which image."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -39,7 +40,7 @@ class KubeletConfig(BaseModel):
     def services_file(self) -> Path:
         return self.work_dir / "services.json"
 
-    @property
-    def discovery_dir(self) -> Path:
-        """Prometheus file_sd target files, one per namespace (discovery.py)."""
-        return self.work_dir / "discovery"
+    def pod_addresses(self, count: int) -> tuple[str, ...]:
+        """The first `count` addresses pods get (each pod takes the lowest free one)."""
+        base = IPv4Address(self.node_ip)
+        return tuple(str(base + i) for i in range(1, count + 1))

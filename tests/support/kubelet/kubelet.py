@@ -11,7 +11,6 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.support.kubelet import discovery, services
+from tests.support.kubelet import services
 from tests.support.kubelet.config import KubeletConfig
 from tests.support.kubelet.containers import ContainerConfigError, Launch, launch, referenced, volume_files
 from tests.support.kubelet.pods import PodWorker
@@ -30,7 +29,6 @@ SHIM_DIR = Path(__file__).resolve().parent / "shim"
 MERGE_PATCH = "application/merge-patch+json"
 WATCH_TIMEOUT_S = 60
 TOKEN_SECONDS = 3600
-TARGETS_EVERY_S = 0.25
 NODE_LABEL = "modelrollout.dev/local-kubelet"
 
 OnEvent = Callable[[str, Any], Awaitable[None]]  # ("SYNC", [objects]) after a list; (type, object) per event
@@ -169,10 +167,8 @@ class LocalKubelet:
     def _address(self, uid: str) -> str:
         if uid not in self._ips:
             used = set(self._ips.values())
-            base = int(IPv4Address(self.settings.node_ip)) + 1
-            self._ips[uid] = next(
-                str(IPv4Address(base + i)) for i in range(65_000) if str(IPv4Address(base + i)) not in used
-            )
+            # The lowest free one: tests scrape the first few addresses (tests/support/prometheus.PodAddresses).
+            self._ips[uid] = next(a for a in self.settings.pod_addresses(65_000) if a not in used)
         return self._ips[uid]
 
     async def on_pod(self, kind: str, found: Any) -> None:
@@ -339,23 +335,6 @@ class LocalKubelet:
             objects[_key(found)] = found
         services.write(self.settings.services_file, services.table(self._services.values(), self._slices.values()))
 
-    # --- what Prometheus scrapes ------------------------------------------------------------------------------
-
-    async def publish_targets(self) -> None:
-        """Write, per namespace, the file_sd target groups of the running pods that ask to be scraped."""
-        written: dict[str, Any] = {}
-        directory = self.settings.discovery_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        while True:
-            running = [(w.pod, w.ip) for w, _ in self.workers.values() if any(r.running for r in w.runs.values())]
-            groups = discovery.target_groups(running)
-            for namespace in set(groups) | set(written):
-                content = groups.get(namespace, [])
-                if written.get(namespace) != content:
-                    services.write(directory / f"{namespace}.json", content)
-                    written[namespace] = content
-            await asyncio.sleep(TARGETS_EVERY_S)
-
     # --- the whole -------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -366,7 +345,6 @@ class LocalKubelet:
         discovery = client.DiscoveryV1Api(self.api)
         tasks = [
             asyncio.create_task(self.heartbeat()),
-            asyncio.create_task(self.publish_targets()),
             asyncio.create_task(
                 watch_objects(self.core.list_service_for_all_namespaces, self.on_service, what="services")
             ),

@@ -1,4 +1,4 @@
-"""The local kubelet's stand-ins for kube-proxy, cluster DNS and Prometheus' pod discovery."""
+"""The local kubelet's stand-ins for kube-proxy and cluster DNS."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.kubelet.discovery import target_groups
 from tests.support.kubelet.services import table
 
 SHIM = Path(__file__).resolve().parents[4] / "tests" / "support" / "kubelet" / "shim" / "sitecustomize.py"
@@ -86,27 +85,3 @@ def test_lookup_translates_the_service_port_and_fails_without_endpoints(shim: Mo
         shim.lookup(known, "empty", 80, "ns", first)
     with pytest.raises(socket.gaierror, match="has no port 81"):
         shim.lookup(known, "churn", 81, "ns", first)
-
-
-def test_scrape_targets_of_pods_that_ask_for_it() -> None:
-    def a_pod(name: str, namespace: str, **annotations: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "namespace": namespace, "annotations": annotations}}
-
-    scraped = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}
-    groups = target_groups(
-        [
-            (a_pod("b", "ns", **scraped), "10.1.0.3"),
-            (a_pod("a", "ns", **scraped, **{"prometheus.io/path": "/m"}), "10.1.0.2"),
-            (a_pod("quiet", "ns"), "10.1.0.4"),
-            (a_pod("c", "other", **scraped), "10.1.0.5"),
-        ]
-    )
-    assert groups == {
-        "ns": [
-            {"targets": ["10.1.0.2:8080"], "labels": {"namespace": "ns", "pod": "a", "__metrics_path__": "/m"}},
-            {"targets": ["10.1.0.3:8080"], "labels": {"namespace": "ns", "pod": "b", "__metrics_path__": "/metrics"}},
-        ],
-        "other": [
-            {"targets": ["10.1.0.5:8080"], "labels": {"namespace": "other", "pod": "c", "__metrics_path__": "/metrics"}}
-        ],
-    }
