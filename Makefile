@@ -54,13 +54,13 @@ mesh-crds: ## fetch (once, cached by version) the Gateway API and Istio CRDs; th
 
 .PHONY: fmt
 fmt: venv ## format and auto-fix
-	$(BIN)/ruff format operator model-server contract tests hack
-	$(BIN)/ruff check --fix operator model-server contract tests hack
+	$(BIN)/ruff format operator model-server contract testkit tests hack bench
+	$(BIN)/ruff check --fix operator model-server contract testkit tests hack bench
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy --strict on our packages, the import layering (import-linter)
-	$(BIN)/ruff check operator model-server contract tests hack
-	$(BIN)/ruff format --check operator model-server contract tests hack
+	$(BIN)/ruff check operator model-server contract testkit tests hack bench
+	$(BIN)/ruff format --check operator model-server contract testkit tests hack bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
@@ -131,7 +131,7 @@ serve: venv ## serve a model on :8080: make serve MODEL=<path|file://|http(s)://
 .PHONY: bench-serving
 bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer on loopback (~15 min) -> bench/results/serving.md
 	command -v wrk >/dev/null || apt-get install -y wrk
-	$(BIN)/python bench/serving/run.py --mlserver-python $(MLSERVER_VENV)/bin/python \
+	$(BIN)/python -m bench.serving.run --mlserver-python $(MLSERVER_VENV)/bin/python \
 	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/serving.md --workdir bench/results/raw/serving
 
 # --- analysis -------------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ test-analysis: venv prometheus ## the Prometheus provider against a real Prometh
 .PHONY: bench-router
 bench-router: venv ## model server direct vs through `modelserver route` (100/0, 90/10) on loopback (~7 min) -> bench/results/router.md
 	command -v wrk >/dev/null || apt-get install -y wrk
-	$(BIN)/python bench/router/run.py --out bench/results/router.md --workdir bench/results/raw/router
+	$(BIN)/python -m bench.router.run --out bench/results/router.md --workdir bench/results/raw/router
 
 # --- decisions ----------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ ConfigMap the operator writes) and a Prometheus scraping all of them every secon
   act 3  version 3 (version 2 failing 30% of its calls, or 300 ms slower) is rolled back by the analysis;
          retryOnStable answers the canary's failures from stable, so clients see none
 
-The data path is composed from the e2e test support (tests/support: models, model servers, router, Prometheus,
+The data path is composed from the e2e test support (testkit: models, model servers, router, Prometheus,
 load, operator), so the demo and the e2e tests run the same processes. Run it from the repository root:
 `hack/demo.sh` (or `.venv/bin/python -m hack.demo --kubeconfig PATH` on a running cluster). Everything started
 is stopped on exit, Ctrl-C included; with KEEP=1 it keeps running until Ctrl-C and the cluster stays up.
@@ -42,14 +42,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.text import Text
-from tests.support.crds import install_crds
-from tests.support.load import Load, LoadSummary
-from tests.support.models import ModelArtifact, train_classifiers
-from tests.support.modelservers import ModelServer, Router, router_configmap_name
-from tests.support.operator import OperatorProcess
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess, read_log
-from tests.support.prometheus import SCRAPE_INTERVAL_S, PrometheusServer
+from testkit.crds import install_crds
+from testkit.load import Load, LoadSummary
+from testkit.models import ModelArtifact, train_classifiers
+from testkit.modelservers import ModelServer, Router, router_configmap_name
+from testkit.operator import OperatorProcess
+from testkit.ports import free_port
+from testkit.processes import ManagedProcess, read_log
+from testkit.prometheus import SCRAPE_INTERVAL_S, PrometheusServer
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION, ModelDeployment
 from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus
@@ -66,7 +66,7 @@ NAMESPACE = "modelrollout-demo"
 CLUSTER_NAME = "mr-demo"
 FAILING_SHARE = 0.3
 SLOW_MS = 300.0
-# SlowModel sleeps on the server's event loop (tests/e2e/faulty.py): one worker answers at most 1000/SLOW_MS calls a
+# SlowModel sleeps on the server's event loop (testkit/faulty.py): one worker answers at most 1000/SLOW_MS calls a
 # second. A saturated server cannot even be scraped, and no data is not a failure (noData: inconclusive pauses the
 # rollout), so the slow version gets enough workers for its share of the load: then it is measured, and is slow.
 SLOW_WORKERS = 6
@@ -910,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print(Text("\ninterrupted: tearing down", style="yellow"))
         code = 130
-    except (DemoFailed, AssertionError) as exc:  # AssertionError: a process of tests/support did not start
+    except (DemoFailed, AssertionError) as exc:  # AssertionError: a process of testkit did not start
         console.print(Text(f"\nthe demo failed: {exc}\nlogs of every process: {options.work_dir}", style="bold red"))
         code = 1
     finally:

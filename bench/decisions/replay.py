@@ -1,5 +1,5 @@
 """The real rollout state machine (`modelrollout.rollout.tick`, driven by the operator's own pass loop
-`planning.decide.decide_pass` through tests/support/rollout.Sim, as the rollout unit tests are) replaying the
+`planning.decide.decide_pass` through testkit/rollout.Sim, as the rollout unit tests are) replaying the
 verdict a judge reached.
 
 Only verdicts that change the rollout are replayed: with failureLimit 0 and an inconclusiveLimit above the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from tests.support.rollout import V2, Sim, make_spec
+from testkit.rollout import V2, Sim, make_spec
 
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import Verdict

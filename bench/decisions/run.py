@@ -200,7 +200,7 @@ def report(tallies: list[Tally], *, seeds: int, command: str, elapsed: float) ->
         "- how: streams of all seeds are generated at once with numpy (bench/decisions/streams.py); each judge's "
         "own functions (evaluate_metric, sequential.decide, judged.compare_points / mann_whitney_results) run on "
         "each seed run by run until one decides; that decision is replayed through the real `tick` "
-        "(tests/support/rollout.Sim, memoised by run index and verdict: inconclusive runs change nothing but "
+        "(testkit/rollout.Sim, memoised by run index and verdict: inconclusive runs change nothing but "
         "counters, so the replay jumps to the decisive run) and the rollout's outcome is what is counted.",
         "",
         "## Summary",

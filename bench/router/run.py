@@ -23,12 +23,10 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import shlex
 import signal
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,9 @@ from typing import Any
 import joblib
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from testkit.ports import free_port
+from testkit.processes import wait_until_answers
+from testkit.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 N_FEATURES = 20
@@ -95,18 +96,7 @@ class Process:
         self._wait(ready)
 
     def _wait(self, url: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{shlex.join(self.command)} exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{url} not ready within {timeout}s")
+        wait_until_answers(url, self.process, Path(self.log.name), within=timeout)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -123,7 +113,7 @@ class Process:
 
 
 def model_server(path: Path, version: str, workdir: Path) -> tuple[Process, int]:
-    port = serving.free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "modelserver", "serve", "--model-uri", str(path), "--model-name", MODEL,
         "--model-version", version, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -147,14 +137,13 @@ def configure(config: Path, router_port: int, weights: tuple[int, int]) -> None:
     temp = config.with_suffix(".tmp")
     temp.write_text(json.dumps(routing(weights)))
     os.replace(temp, config)
-    deadline = time.monotonic() + 30
     want = {"stable": weights[0], "canary": weights[1]}
-    while time.monotonic() < deadline:
+
+    def loaded() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{router_port}/readyz", timeout=2) as response:
-            if json.loads(response.read())["weights"] == want:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the router did not load weights {weights}")
+            return bool(json.loads(response.read())["weights"] == want)
+
+    wait_until(loaded, within=30, what=f"the router to load weights {weights}")
 
 
 @dataclass
@@ -202,7 +191,7 @@ def main() -> None:
         processes += [stable, canary]
         config = args.workdir / "router.json"
         config.write_text(json.dumps(routing((100, 0))))
-        router_port = serving.free_port()
+        router_port = free_port()
         command = [
             sys.executable, "-m", "modelserver", "route", "--port", str(router_port), "--config-file", str(config),
             "--upstream", f"1=http://127.0.0.1:{stable_port}", "--upstream", f"2=http://127.0.0.1:{canary_port}",

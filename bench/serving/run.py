@@ -16,11 +16,8 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +26,8 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from testkit.ports import free_port
+from testkit.processes import wait_until_answers
 
 HERE = Path(__file__).resolve().parent
 # Servers and wrk alike run at a raised priority (when allowed: root), so that unrelated processes on a
@@ -68,12 +67,6 @@ class Run:
     p99_ms: float
     errors: int
     raw: dict[str, float] = field(default_factory=dict)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def train(workdir: Path) -> dict[str, Path]:
@@ -155,19 +148,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}/v2/models/{self.model}/infer"
 
     def _wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
         ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.config.title} exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(ready, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.config.title} not ready within {timeout}s; see {self.log.name}")
+        wait_until_answers(ready, self.process, Path(self.log.name), within=timeout)
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)

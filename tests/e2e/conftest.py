@@ -1,5 +1,5 @@
 """End-to-end fixtures: the real API server with the CRDs (tests/conftest.py `cluster`), a namespace per test,
-the local kubelet (tests/support/kubelet) running the pods the operator's Deployments ask for as real processes
+the local kubelet (testkit/kubelet) running the pods the operator's Deployments ask for as real processes
 (model servers, our router), a real Prometheus finding them through the API server, and the operator process.
 
 A test describes its versions once, `stack = world.launch({"1": models.stable, "2": models.failing(0.2)})`: each
@@ -22,18 +22,18 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.crds import install_crds
+from testkit.kubelet.handle import KubeletProcess
+from testkit.models import Classifiers, ModelArtifact, Regressors, train_classifiers, train_regressors
+from testkit.modelservers import ModelServer, Router, router_configmap_name, start_all
+from testkit.operator import OperatorProcess, call_failed, stop_and_report
+from testkit.processes import ManagedProcess
+from testkit.prometheus import SCRAPE_INTERVAL_S, PodAddresses, PrometheusServer, ScrapeTarget
 
 from modelrollout.analysis.queries import QueryContext, builtin_query, rate_window
 from modelrollout.api.analysis import Builtin
 from tests.conftest import Cluster
 from tests.e2e.rollouts import Rollout, World
-from tests.support.crds import install_crds
-from tests.support.kubelet.handle import KubeletProcess
-from tests.support.models import Classifiers, ModelArtifact, Regressors, train_classifiers, train_regressors
-from tests.support.modelservers import ModelServer, Router, router_configmap_name, start_all
-from tests.support.operator import OperatorProcess, call_failed, stop_and_report
-from tests.support.processes import ManagedProcess
-from tests.support.prometheus import SCRAPE_INTERVAL_S, PodAddresses, PrometheusServer, ScrapeTarget
 
 POD_ADDRESSES = 12  # a test runs at most two model revisions and the router (more while pods are replaced)
 MODEL = "churn"  # spec.model.name, and the ModelDeployment's name (the router's `route`)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
+from testkit.kubelet.handle import NODE_SELECTOR
+from testkit.load import Load, LoadSummary
+from testkit.models import Classifiers
+from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.planning.names import router_configmap_name
 from modelrollout.traffic.router import RouterConfig, parse_configmap_data
-from tests.support.kubelet.handle import NODE_SELECTOR
-from tests.support.load import Load, LoadSummary
-from tests.support.models import Classifiers
-from tests.support.waiting import eventually
 
 if TYPE_CHECKING:  # the conftest imports this module for its fixtures
     from tests.e2e.conftest import Stack

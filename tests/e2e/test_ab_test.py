@@ -11,10 +11,10 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from testkit.load import LoadSummary
+from testkit.shop import Shop
 
 from tests.e2e.rollouts import RATE, Rollout, World, analysis, assert_all_answered_by, routed, serve_through_router
-from tests.support.load import LoadSummary
-from tests.support.shop import Shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,11 +8,11 @@ import time
 import uuid
 
 import pytest
+from testkit.load import Load
+from testkit.models import Classifiers
 
 from modelrollout_contract.metrics import LATENCY_BUCKETS
 from tests.e2e.conftest import LaunchProcesses
-from tests.support.load import Load
-from tests.support.models import Classifiers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

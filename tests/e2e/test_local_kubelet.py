@@ -1,4 +1,4 @@
-"""The local kubelet (tests/support/kubelet) under the e2e tests: what runs is what the operator's pod templates
+"""The local kubelet (testkit/kubelet) under the e2e tests: what runs is what the operator's pod templates
 say, and a pod's state in the API follows its process (running, ready, exit code, termination message, gone
 when deleted), so batch and stream tests can rely on Job pods ending as their processes do."""
 
@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes_asyncio import client
+from testkit.kubelet.handle import IMAGES, NODE_SELECTOR, KubeletProcess, process_of
+from testkit.waiting import eventually
 
 from tests.e2e.rollouts import World, analysis, routed
-from tests.support.kubelet.handle import IMAGES, NODE_SELECTOR, KubeletProcess, process_of
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

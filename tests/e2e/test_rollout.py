@@ -14,6 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from testkit.load import Load
+from testkit.operator import OperatorProcess
+from testkit.waiting import eventually
 
 from tests.e2e.rollouts import (
     INTERVAL_S,
@@ -27,9 +30,6 @@ from tests.e2e.rollouts import (
     scrapes_behind,
     serve_through_router,
 )
-from tests.support.load import Load
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

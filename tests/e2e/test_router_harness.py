@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.load import Load
+from testkit.models import Classifiers
+from testkit.modelservers import configmap_io, router_configmap_name
+from testkit.waiting import eventually
 
 from modelrollout.traffic.router import ConfigMapRouter, Versions
 from tests.conftest import Cluster
 from tests.e2e.conftest import LaunchProcesses
-from tests.support.load import Load
-from tests.support.models import Classifiers
-from tests.support.modelservers import configmap_io, router_configmap_name
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

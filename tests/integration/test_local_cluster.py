@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, watch
+from testkit.crds import apply_crd
+from testkit.waiting import eventually
 
 from tests.conftest import REPO_ROOT, Cluster
-from tests.support.crds import apply_crd
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.support.ports import free_port
-from tests.support.processes import running
+from testkit.ports import free_port
+from testkit.processes import running
 
 NAMESPACE = "prod"
 SCRAPE_INTERVAL_S = 1.0

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from testkit.ports import free_port
+from testkit.waiting import eventually
 
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.queries import QueryContext, builtin_query, rate_window
@@ -22,8 +24,6 @@ from modelrollout.analysis.run import run_analysis
 from modelrollout.api.analysis import AnalysisMetric, NoDataPolicy
 from modelrollout.api.status import RevisionRef
 from tests.integration.analysis.conftest import NAMESPACE, SCRAPE_INTERVAL_S, Prometheus
-from tests.support.ports import free_port
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.crds import install_crds
+from testkit.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment, ModelDeploymentStatus
 from tests.conftest import Cluster
-from tests.support.crds import install_crds
-from tests.support.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 from tests.unit.modelrollout.api.test_status import full_status
 
 pytestmark = pytest.mark.integration

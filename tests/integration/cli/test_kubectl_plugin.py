@@ -1,5 +1,5 @@
 """`kubectl modelrollout` against the real API server: the installed console script, run as a process, and the same
-through kubectl's plugin lookup. Statuses are the ones the rollout state machine writes (tests.support.rollout), put
+through kubectl's plugin lookup. Statuses are the ones the rollout state machine writes (testkit.rollout), put
 through the status subresource; a stand-in operator (the verb contract, nothing more) answers verbs where needed."""
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio import client
+from testkit.crds import install_crds
+from testkit.manifests import load_example
+from testkit.operator import OperatorProcess
+from testkit.processes import OutputReader
+from testkit.rollout import Sim
+from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeploymentSpec
 from modelrollout.rollout.verbs import VERB_ANNOTATION, Verb, parse_verb_annotation
 from tests.conftest import REPO_ROOT, Cluster
-from tests.support.crds import install_crds
-from tests.support.manifests import load_example
-from tests.support.operator import OperatorProcess
-from tests.support.processes import OutputReader
-from tests.support.rollout import Sim
-from tests.support.waiting import eventually
 from tests.unit.modelrollout.cli.states import with_failed_run
 
 # Each CLI run is a fresh Python process importing the Kubernetes client: seconds each on a busy machine.

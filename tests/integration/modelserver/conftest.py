@@ -19,22 +19,21 @@ from typing import Protocol
 
 import httpx
 import pytest
+from testkit.ports import free_port
+from testkit.processes import wait_until_answers
+from testkit.waiting import wait_until
 
-from tests.support.ports import free_port
-from tests.support.processes import wait_until_answers
 from tests.unit.modelserver import builders
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"helper process exited with {process.returncode} before listening on {port}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listened on port {port} within {timeout:.0f}s")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, within=timeout, interval=0.1, what=f"a listener on port {port}")
 
 
 @dataclass

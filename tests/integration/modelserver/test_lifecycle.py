@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testkit.waiting import wait_until
 
 from tests.integration.modelserver.conftest import StartServer
-from tests.support.waiting import wait_until
 from tests.unit.modelserver import builders
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from testkit.ports import free_port
 
 from tests.integration.modelserver.conftest import StartServer, wait_for_port
-from tests.support.ports import free_port
 from tests.unit.modelserver import builders
 
 pytestmark = pytest.mark.integration

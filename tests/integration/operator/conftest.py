@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.crds import install_crds
+from testkit.operator import OperatorProcess, operator_running
+from testkit.ports import free_port
 
 from tests.conftest import Cluster
 from tests.integration.operator.k8s import K8s
-from tests.support.crds import install_crds
-from tests.support.operator import OperatorProcess, operator_running
-from tests.support.ports import free_port
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes_asyncio import client
+from testkit.manifests import load_example
+from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.planning.names import LABEL_MODE, LABEL_NAME
-from tests.support.manifests import load_example
-from tests.support.waiting import eventually
 
 MERGE = {"_content_type": "application/merge-patch+json"}
 CONVERGE_S = 60

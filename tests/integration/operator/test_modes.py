@@ -7,9 +7,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from testkit.operator import OperatorProcess
 
 from tests.integration.operator.k8s import K8s
-from tests.support.operator import OperatorProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

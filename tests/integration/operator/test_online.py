@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from testkit.operator import OperatorProcess
+from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION, ModelDeployment
 from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION
 from tests.integration.operator.k8s import CONVERGE_S, K8s
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio import client
+from testkit.crds import install_crds
+from testkit.manifests import load_example
+from testkit.operator import OperatorProcess
+from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
 from tests.conftest import REPO_ROOT, Cluster
-from tests.support.crds import install_crds
-from tests.support.manifests import load_example
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

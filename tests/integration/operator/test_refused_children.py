@@ -10,10 +10,10 @@ import re
 from typing import Any
 
 import pytest
+from testkit.operator import OperatorProcess
+from testkit.waiting import eventually
 
 from tests.integration.operator.k8s import K8s
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.operator import OperatorProcess
+from testkit.waiting import eventually
 
 from modelrollout.planning.names import router_configmap_name, router_name, service_name, workload_name
 from modelrollout.traffic.router import RouterConfig, parse_configmap_data
 from tests.integration.operator.k8s import CONVERGE_S, K8s
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

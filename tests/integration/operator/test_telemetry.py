@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from testkit.operator import OperatorProcess
+from testkit.ports import free_port
+from testkit.waiting import eventually
 
 from tests.integration.operator.k8s import K8s
-from tests.support.operator import OperatorProcess
-from tests.support.ports import free_port
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PORT = free_port()

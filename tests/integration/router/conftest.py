@@ -30,11 +30,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from testkit.ports import free_port
+from testkit.processes import wait_until_answers
+from testkit.waiting import wait_until
 
 from tests.integration.modelserver.conftest import Server, launch
-from tests.support.ports import free_port
-from tests.support.processes import wait_until_answers
-from tests.support.waiting import wait_until
 from tests.unit.modelserver import builders
 
 HERE = Path(__file__).resolve().parent

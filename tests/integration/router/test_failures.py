@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from testkit.ports import free_port
 
 from tests.integration.router.conftest import SLOW_S, Fleet, StartRouter, document, v2_body
 from tests.integration.router.faulty_models import SLOW_MARK
-from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 

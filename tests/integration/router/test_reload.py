@@ -8,10 +8,10 @@ from collections import Counter
 
 import httpx
 import pytest
+from testkit.waiting import wait_until
 
 from tests.integration.router.conftest import SLOW_S, Fleet, StartRouter, document, v2_body
 from tests.integration.router.faulty_models import SLOW_MARK
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

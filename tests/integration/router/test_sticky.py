@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from testkit.waiting import wait_until
 
 from tests.integration.router.conftest import Fleet, Router, StartRouter, document, v2_body
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

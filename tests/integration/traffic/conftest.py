@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio import client
+from testkit.crds import install_crds
+from testkit.operator import OperatorProcess, operator_running
+from testkit.ports import free_port
 
 from modelrollout.kube.client import KubeClient
 from tests.conftest import HACK, REPO_ROOT, Cluster
-from tests.support.crds import install_crds
-from tests.support.operator import OperatorProcess, operator_running
-from tests.support.ports import free_port
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = ("networking.istio.io", "v1", "virtualservices")

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.operator import OperatorProcess
+from testkit.waiting import eventually
 
 from modelrollout.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from modelrollout.planning.names import selector
@@ -28,8 +30,6 @@ from tests.integration.traffic.test_routers import (
     _istio_target,
     _virtual_service,
 )
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

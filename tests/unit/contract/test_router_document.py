@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from testkit.vectors import FULL
+from testkit.vectors import full_document as vector
+
 from modelrollout_contract.router import RouterConfig, parse_document, route_of, to_document
-from tests.support.vectors import FULL
-from tests.support.vectors import full_document as vector
 
 
 def test_the_shared_test_vector_parses() -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from testkit.vectors import Refused, invalid_router_documents, valid_router_documents
 
 from modelrollout.traffic.router import RouterConfigError, parse_configmap_data, to_configmap_data
 from modelrollout_contract.router import CONFIG_KEY
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import APPLIED, INVALID, Routing
-from tests.support.vectors import Refused, invalid_router_documents, valid_router_documents
 
 
 def router() -> Routing:

@@ -26,15 +26,15 @@ from hack.demo import (
 )
 from rich.console import Console
 from rich.text import Text
+from testkit.faulty import FAILING_MODEL, FAILURE_SHARE_ENV, LATENCY_ENV, SLOW_MODEL
+from testkit.load import LoadSummary, Outcome
+from testkit.models import ModelArtifact
+from testkit.rollout import V1, V2, Sim
 
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import AnalysisRun, MetricResult, ModelDeploymentStatus
 from modelrollout.cli.render import EventInfo
 from modelrollout.traffic.router import RouterConfig
-from tests.e2e.faulty import FAILING_MODEL, FAILURE_SHARE_ENV, LATENCY_ENV, SLOW_MODEL
-from tests.support.load import LoadSummary, Outcome
-from tests.support.models import ModelArtifact
-from tests.support.rollout import V1, V2, Sim
 
 PROMETHEUS = "http://127.0.0.1:9090"
 

@@ -1,4 +1,4 @@
-"""The reconciler shell on an in-memory API (tests/support/fake_kube.py): the order of a pass (pods first, then
+"""The reconciler shell on an in-memory API (testkit/fake_kube.py): the order of a pass (pods first, then
 traffic, then pods taken away, then status, then events), drift and restoration reports, verbs consumed once, and
 a refused child reported without touching traffic. The same behaviour against the real API server is in
 tests/integration/operator; these run in milliseconds."""
@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from testkit.fake_kube import FakeKube
+from testkit.manifests import load_example
 
 from modelrollout.api.resource import KIND
 from modelrollout.reconciler import Reconciler
 from modelrollout.rollout.verbs import VERB_ANNOTATION
 from modelrollout.settings import OperatorSettings
-from tests.support.fake_kube import FakeKube
-from tests.support.manifests import load_example
 
 NS, NAME = "ml", "churn"
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)

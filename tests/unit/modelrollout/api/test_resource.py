@@ -5,12 +5,12 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from testkit.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 
 from modelrollout.api import ModelDeployment
 from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.rollout import RolloutSpec
 from modelrollout.api.spec import ModelDeploymentSpec
-from tests.support.manifests import EDGE_VALID, EXAMPLES, INVALID, Invalid, load_example
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -1,4 +1,4 @@
-"""ModelDeployments in the states `status` must show, produced by the real rollout state machine (tests.support.rollout
+"""ModelDeployments in the states `status` must show, produced by the real rollout state machine (testkit.rollout
 drives `tick`), so the views are tested against statuses the operator really writes."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rich.console import Console, RenderableType
+from testkit.rollout import Sim, always, analysis, make_spec
 
 from modelrollout.analysis.ab_test import Arm
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.resource import ModelDeployment, ObjectMeta
 from modelrollout.api.status import AnalysisRun, MetricResult, ModelDeploymentStatus
 from modelrollout.rollout import Verb
-from tests.support.rollout import Sim, always, analysis, make_spec
 
 CANARY_STEPS: list[dict[str, Any]] = [
     {"setWeight": 10},

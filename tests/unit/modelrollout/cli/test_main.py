@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit.ports import free_port
 from typer.testing import CliRunner
 
 from modelrollout.cli import main
 from modelrollout.cli.kube import connect
 from modelrollout.cli.main import app
-from tests.support.ports import free_port
 
 VERBS = ("promote", "abort", "retry", "pause", "resume", "undo")
 runner = CliRunner()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from testkit.rollout import T0
 
 from modelrollout.api.resource import ModelDeployment, ObjectMeta
 from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus, Weights
@@ -20,7 +21,6 @@ from modelrollout.cli.render import (
     render_status,
     weights_bar,
 )
-from tests.support.rollout import T0
 from tests.unit.modelrollout.cli import states
 from tests.unit.modelrollout.cli.states import resource, text
 

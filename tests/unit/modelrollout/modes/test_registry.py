@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from testkit.manifests import load_example
 
 from modelrollout import handlers, reconciler
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.modes import MODES, declared, leading, owned_kinds
-from tests.support.manifests import load_example
 from tests.unit.modelrollout.planning.test_reconcile import V1, md, observed, plan, serving, state
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from testkit.manifests import load_example
+
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.modes.report import (
@@ -15,7 +17,6 @@ from modelrollout.modes.report import (
     unserved_message,
     without_mode_report,
 )
-from tests.support.manifests import load_example
 from tests.unit.modelrollout.planning.test_reconcile import T0, V1, md, observed, one_pass, serving, state
 
 HYBRID = load_example("hybrid.yaml")["spec"]

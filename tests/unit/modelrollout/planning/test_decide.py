@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from testkit.rollout import T0, V1, V2, analysis, make_spec, run_for
+
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.status import ModelDeploymentStatus, RevisionRef, Verdict
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import Observed, RevisionState
 from modelrollout.rollout import EnsureRevision, RecordEvent, SetWeights, Verb
-from tests.support.rollout import T0, V1, V2, analysis, make_spec, run_for
 
 
 def observed(*pods: tuple[RevisionRef, int]) -> Observed:

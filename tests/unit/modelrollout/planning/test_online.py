@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from testkit.manifests import load_example
 
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.planning.names import ANNOTATION_REPLICAS, LABEL_MODE, LABEL_NAME, LABEL_REVISION, LABEL_ROLE
@@ -16,7 +17,6 @@ from modelrollout.planning.online import (
     model_server_env,
     rebuild_deployment,
 )
-from tests.support.manifests import load_example
 
 OWNER = Owner(name="churn", namespace="ml", uid="1234-uid")
 IMAGE = "registry.example/model-server:1"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from testkit.manifests import load_example
 
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus, RevisionRef, ScheduledScaleDown, Weights
@@ -24,7 +25,6 @@ from modelrollout.planning.reconcile import (
     wanted_replicas,
 )
 from modelrollout.rollout import Action, EnsureRevision, RecordEvent, ScaleDown, tick
-from tests.support.manifests import load_example
 
 SETTINGS = PlanSettings(default_image="registry.example/model-server:1", progress_deadline_s=600, history_limit=3)
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

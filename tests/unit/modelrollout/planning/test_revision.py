@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from testkit.manifests import load_example
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.planning.revision import REVISION_LENGTH, revision_of
-from tests.support.manifests import load_example
 
 IMAGE = "registry.example/model-server:1"
 

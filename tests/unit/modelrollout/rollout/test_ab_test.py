@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from testkit.rollout import METRICS, V1, V2, Sim, always, make_spec
+
 from modelrollout.analysis.ab_test import Arm
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.rollout import EnsureRevision, RequestAnalysis, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
 from modelrollout.traffic.base import StickyBy
-from tests.support.rollout import METRICS, V1, V2, Sim, always, make_spec
 
 BY_HEADER = StickyBy(header="x-user-id")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from testkit.rollout import V1, V2, Sim, always, analysis, make_spec
+
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import Verdict
 from modelrollout.rollout import EnsureRevision, Promote, SetWeights
-from tests.support.rollout import V1, V2, Sim, always, analysis, make_spec
 
 
 def blue_green(**settings: Any) -> dict[str, Any]:

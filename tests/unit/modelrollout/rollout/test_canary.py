@@ -6,11 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from testkit.rollout import V1, V2, Sim, always, analysis, make_spec
 
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import Verdict
 from modelrollout.rollout import EnsureRevision, Promote, RequestAnalysis, ScaleDown, SetWeights
-from tests.support.rollout import V1, V2, Sim, always, analysis, make_spec
 
 STEPS: list[dict[str, Any]] = [
     {"setWeight": 10},

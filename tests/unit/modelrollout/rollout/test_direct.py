@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from testkit.rollout import V1, V2, Sim, make_spec
+
 from modelrollout.rollout import EnsureRevision, Promote, ScaleDown
-from tests.support.rollout import V1, V2, Sim, make_spec
 
 
 def test_the_first_revision_serves_once_available_whatever_the_strategy() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from testkit.rollout import V1, V2, V3, Sim, analysis, make_spec
+
 from modelrollout.rollout import ScaleDown, SetWeights
-from tests.support.rollout import V1, V2, V3, Sim, analysis, make_spec
 
 CANARY = {"strategy": "canary", "canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}, "analysis": analysis()}
 FAILURE = "pod churn-bbbb2222-x container model-server is ErrImagePull"

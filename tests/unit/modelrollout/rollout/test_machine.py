@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from testkit.rollout import T0, V1, V2, V3, Sim, analysis, make_spec, run_for
 
 from modelrollout.api.status import Condition, HistoryEntry, ModelDeploymentStatus
 from modelrollout.rollout import tick
 from modelrollout.rollout.conditions import sync_conditions
-from tests.support.rollout import T0, V1, V2, V3, Sim, analysis, make_spec, run_for
 
 CANARY = {
     "strategy": "canary",

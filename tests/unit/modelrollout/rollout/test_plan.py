@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from testkit.rollout import METRICS, analysis
 
 from modelrollout.api.rollout import RolloutSpec
 from modelrollout.rollout.plan import (
@@ -19,7 +20,6 @@ from modelrollout.rollout.plan import (
     WindowStep,
     build_plan,
 )
-from tests.support.rollout import METRICS, analysis
 
 
 def plan(**rollout: Any) -> Any:

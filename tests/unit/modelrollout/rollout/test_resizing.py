@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from testkit.rollout import V1, V2, Sim, make_spec
+
 from modelrollout.rollout import EnsureRevision, SetWeights
-from tests.support.rollout import V1, V2, Sim, make_spec
 
 CANARY: dict[str, Any] = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
 

@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from testkit.rollout import Sim, always, analysis, make_spec
 
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.rollout import EnsureRevision, RequestAnalysis, tick
-from tests.support.rollout import Sim, always, analysis, make_spec
 
 ROLLOUTS: dict[str, dict[str, Any]] = {
     "canary": {

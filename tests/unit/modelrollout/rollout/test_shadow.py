@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from testkit.rollout import V2, Sim, always, analysis, make_spec
+
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.status import Verdict
 from modelrollout.rollout import SetMirror, SetWeights
-from tests.support.rollout import V2, Sim, always, analysis, make_spec
 
 
 def shadow(settings: dict[str, Any] | None = None, **rollout: Any) -> dict[str, Any]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from testkit.rollout import make_spec
 
 from modelrollout.rollout.sizing import Sizing, for_mirror, for_weight, full_replicas
-from tests.support.rollout import make_spec
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from testkit.rollout import V1, V2, V3, Sim, always, analysis, make_spec, run_for
+
 from modelrollout.rollout import ScaleDown, SetMirror, SetWeights
-from tests.support.rollout import V1, V2, V3, Sim, always, analysis, make_spec, run_for
 
 STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {}}]
 

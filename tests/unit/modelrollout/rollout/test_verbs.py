@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from testkit.rollout import V1, V2, V3, Sim, always, analysis, make_spec
 
 from modelrollout.api.status import Phase
 from modelrollout.rollout import EnsureRevision, Promote, RecordEvent, SetWeights, Verb
-from tests.support.rollout import V1, V2, V3, Sim, always, analysis, make_spec
 
 STEPS: list[dict[str, Any]] = [{"setWeight": 10}, {"pause": {"duration": "1h"}}, {"setWeight": 50}, {"pause": {}}]
 

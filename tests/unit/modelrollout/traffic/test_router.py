@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 import pytest
 from pydantic import ValidationError
+from testkit.vectors import FULL
 
 from modelrollout.traffic.base import HeaderMatch, StickyBy
 from modelrollout.traffic.router import (
@@ -16,7 +17,6 @@ from modelrollout.traffic.router import (
     to_configmap_data,
 )
 from modelrollout_contract.router import CONFIG_KEY
-from tests.support.vectors import FULL
 
 STABLE_URL = "http://churn-stable.prod.svc:80"
 CANARY_URL = "http://churn-canary.prod.svc:80"

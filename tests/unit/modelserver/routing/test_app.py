@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
+from testkit.vectors import FULL as SHARED_VECTOR
 
 from modelserver.routing.app import RouterApp
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import Routing
-from tests.support.vectors import FULL as SHARED_VECTOR
 
 
 class Idle:

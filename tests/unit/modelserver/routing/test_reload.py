@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 
 from prometheus_client import CollectorRegistry
+from testkit.vectors import FULL as SHARED_VECTOR
+from testkit.vectors import full_document as vector
 
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import APPLIED, INVALID, UNCHANGED, Routing
-from tests.support.vectors import FULL as SHARED_VECTOR
-from tests.support.vectors import full_document as vector
 
 
 def sample(metrics: RouterMetrics, name: str, **labels: str) -> float | None:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from testkit.vectors import full_document as vector
 
 from modelrollout_contract.router import RouterConfig, parse_document
 from modelserver.routing.snapshot import (
@@ -22,7 +23,6 @@ from modelserver.routing.snapshot import (
     cookie_value,
     uniform,
 )
-from tests.support.vectors import full_document as vector
 
 
 def config(**fields: Any) -> RouterConfig:

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from testkit.vectors import full_document as vector
 
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import Routing
 from modelserver.routing.sources import Backoff, FileSource
-from tests.support.vectors import full_document as vector
 
 
 def test_backoff_doubles_to_a_ceiling_and_resets() -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from tests.support.kubelet.config import KubeletConfig
-from tests.support.kubelet.containers import ContainerConfigError, Launch, UnknownImage, rewrite_path
-from tests.support.kubelet.probes import Probe
+from testkit.kubelet.config import KubeletConfig
+from testkit.kubelet.containers import ContainerConfigError, Launch, UnknownImage, rewrite_path
+from testkit.kubelet.probes import Probe
 
 log = logging.getLogger("local-kubelet")
 TICK_S = 0.2

@@ -23,10 +23,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelrollout.traffic.router import ConfigMapData, ReadConfigMap, WriteConfigMap
-from tests.support.models import ModelArtifact
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess
-from tests.support.prometheus import ScrapeTarget
+from testkit.models import ModelArtifact
+from testkit.ports import free_port
+from testkit.processes import ManagedProcess
+from testkit.prometheus import ScrapeTarget
 
 MODELSERVER_JOB = "modelserver"
 ROUTER_JOB = "modelrouter"

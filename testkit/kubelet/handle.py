@@ -7,14 +7,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.support.kubelet.config import KubeletConfig
-from tests.support.kubelet.kubelet import NODE_LABEL
-from tests.support.processes import ManagedProcess, read_log
+from testkit.kubelet.config import KubeletConfig
+from testkit.kubelet.kubelet import NODE_LABEL
+from testkit.processes import ManagedProcess, read_log
+from testkit.waiting import wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # The images our operator names, by repository's last segment: the model server image runs `python -m
 # modelserver` (its ENTRYPOINT in the Dockerfile) from this checkout's virtualenv.
@@ -30,7 +30,7 @@ def pod_network_of_worker() -> int:
 
 
 class KubeletProcess(ManagedProcess):
-    """`python -m tests.support.kubelet` for the cluster of `kubeconfig`; `start()` returns once its Node is Ready."""
+    """`python -m testkit.kubelet` for the cluster of `kubeconfig`; `start()` returns once its Node is Ready."""
 
     def __init__(self, *, kubeconfig: Path, work_dir: Path, node_name: str = "", pod_network: int = 0) -> None:
         network = pod_network or pod_network_of_worker()
@@ -41,14 +41,14 @@ class KubeletProcess(ManagedProcess):
             pod_network=network,
             images=IMAGES,
             path=[VENV_BIN],
-            pythonpath=[REPO_ROOT],  # custom model classes of the tests (tests/e2e/faulty.py) import from here
+            pythonpath=[REPO_ROOT],  # custom model classes of the tests (testkit/faulty.py) import from here
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         config_path = work_dir / "kubelet.json"
         config_path.write_text(self.config.model_dump_json(indent=2))
         self.kubeconfig = kubeconfig
         super().__init__(
-            [sys.executable, "-m", "tests.support.kubelet", str(config_path)],
+            [sys.executable, "-m", "testkit.kubelet", str(config_path)],
             name=f"local kubelet {self.config.node_name}",
             log_path=work_dir / "kubelet.log",
             cwd=REPO_ROOT,
@@ -60,17 +60,17 @@ class KubeletProcess(ManagedProcess):
             self.wait_node_ready()
 
     def wait_node_ready(self, within: float = 30) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if not self.alive:
                 raise AssertionError(f"the local kubelet exited:\n{self.log()}")
             found = self._kubectl("get", "node", self.config.node_name, "-o", "json")
-            if found.returncode == 0:
-                conditions = json.loads(found.stdout)["status"].get("conditions") or []
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"node {self.config.node_name} not Ready within {within:g}s:\n{self.log()}")
+            conditions = json.loads(found.stdout)["status"].get("conditions") or [] if found.returncode == 0 else []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        wait_until(
+            ready, within=within, interval=0.2, what=lambda: f"node {self.config.node_name} Ready:\n{self.log()}"
+        )
 
     def _kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -1,8 +1,7 @@
 import socket
 
 import pytest
-
-from tests.support.ports import PortAllocator, ephemeral_range, free_port, pool, worker_slice
+from testkit.ports import PortAllocator, ephemeral_range, free_port, pool, worker_slice
 
 
 def test_ports_come_from_outside_the_ephemeral_range() -> None:

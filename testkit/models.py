@@ -6,7 +6,7 @@ Classifiers (breast cancer, 569 rows x 30 features, labels 0/1):
   agreement; at least 99% is checked).
 - `disagreeing`: a decision tree fitted to labels flipped on the rows above the median of feature 0, so it
   answers differently from `stable` on a large share of rows (about half; `disagreement(...)` is exact).
-- `slow(ms)` / `failing(share)`: `stable`'s file served through tests/e2e/faulty.py's custom classes.
+- `slow(ms)` / `failing(share)`: `stable`'s file served through testkit/faulty.py's custom classes.
 Regressors (diabetes, 442 rows x 10 features): `stable` (ridge), `close` (ridge, slightly different alpha) and
 `shifted` (ridge fitted to y + SHIFT, so every prediction is exactly SHIFT higher: mean |diff| = SHIFT).
 
@@ -29,9 +29,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from tests.e2e.faulty import FAILING_MODEL, FAILURE_SHARE_ENV, LATENCY_ENV, SLOW_MODEL
+from testkit.faulty import FAILING_MODEL, FAILURE_SHARE_ENV, LATENCY_ENV, SLOW_MODEL
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIFT = 25.0
 MIN_HEALTHY_AGREEMENT = 0.99
 MIN_DISAGREEMENT = 0.30
@@ -86,7 +86,7 @@ def mean_abs_diff(a: ModelArtifact, b: ModelArtifact) -> float:
 
 
 def _custom(base: ModelArtifact, *, label: str, model_class: str, env: Mapping[str, str]) -> ModelArtifact:
-    # The model server imports the class as tests.e2e.faulty:..., so the repo root must be importable.
+    # The model server imports the class as testkit.faulty:..., so the repo root must be importable.
     pythonpath = {"PYTHONPATH": str(REPO_ROOT)}
     return replace(base, label=label, model_format="custom", model_class=model_class, env={**pythonpath, **env})
 

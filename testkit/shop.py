@@ -15,9 +15,9 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from tests.support.load import Outcome
-from tests.support.ports import free_port
-from tests.support.prometheus import ScrapeTarget
+from testkit.load import Outcome
+from testkit.ports import free_port
+from testkit.prometheus import ScrapeTarget
 
 
 class Shop:

@@ -9,7 +9,7 @@ A pod's process behaves as if it had its own network namespace:
   of that Service, chosen at random per lookup (kube-proxy balances per connection), with the Service port
   translated to the endpoint's target port; a Service without ready endpoints fails the lookup, as a connection
   to a ClusterIP with no endpoints is refused. The table is the file LOCAL_KUBELET_SERVICES, re-read when it
-  changes (tests/support/kubelet/services.py writes it).
+  changes (testkit/kubelet/services.py writes it).
 Nothing here imports more than the standard library: it runs before the program's own imports.
 """
 

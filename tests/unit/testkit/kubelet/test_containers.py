@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.support.kubelet.containers import (
+from testkit.kubelet.containers import (
     ContainerConfigError,
     UnknownImage,
     container_env,

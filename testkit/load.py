@@ -3,7 +3,7 @@
 The load is open-loop: request i is sent at start + i / rate whatever happened to earlier ones (each request is
 its own task on the thread's event loop), so a slow or stuck server shows as latency and failures, not as a
 quietly lower rate. Requests carry dataset rows in order (row i % len(rows)), so a test can compare each
-answer with the model's known prediction for that row (tests/support/models.py).
+answer with the model's known prediction for that row (testkit/models.py).
 
 Open Inference Protocol v2 (`protocol="v2"`, URL .../v2/models/NAME/infer) or the simple `/predict`
 (`protocol="predict"`, features named f0..fN-1 as the model server names unnamed features). The answering
@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 import httpx
 
-from tests.support.models import Dataset
+from testkit.models import Dataset
+from testkit.waiting import wait_until
 
 VERSION_HEADER = "x-modelrollout-version"
 ROLE_HEADER = "x-modelrollout-role"
@@ -186,13 +187,13 @@ class Load:
 
     def wait_for(self, count: int, *, within: float = 60) -> LoadSummary:
         """Block until `count` requests have completed in total; the summary then."""
-        deadline = time.monotonic() + within
-        while len(self.outcomes) < count:
+
+        def done() -> bool:
             if self._thread is None or not self._thread.is_alive():
                 raise AssertionError(f"the load is not running ({self._error!r}): {self.summary().describe()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} requests not done within {within:g}s: {self.summary().describe()}")
-            time.sleep(0.05)
+            return len(self.outcomes) >= count
+
+        wait_until(done, within=within, what=lambda: f"{count} requests done: {self.summary().describe()}")
         return self.summary()
 
     def wait_seconds(self, seconds: float) -> LoadSummary:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROUTER_VECTORS = Path(__file__).resolve().parents[2] / "contract" / "vectors" / "router"
+ROUTER_VECTORS = Path(__file__).resolve().parents[1] / "contract" / "vectors" / "router"
 FULL = ROUTER_VECTORS / "valid" / "full.json"  # every field set
 
 

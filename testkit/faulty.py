@@ -1,6 +1,6 @@
 """Fault-injecting models for the model server's custom runtime (MODELSERVER_MODEL_FORMAT=custom).
 
-The server imports these as `tests.e2e.faulty:SlowModel` / `tests.e2e.faulty:FailingModel` (PYTHONPATH = the
+The server imports these as `testkit.faulty:SlowModel` / `testkit.faulty:FailingModel` (PYTHONPATH = the
 repo root) and constructs them with the model path: a joblib-saved scikit-learn estimator, whose answers they
 give unchanged apart from the fault. Settings come from the server's environment, read once at construction:
 
@@ -26,8 +26,8 @@ import numpy as np
 
 LATENCY_ENV = "MODELROLLOUT_E2E_LATENCY_MS"
 FAILURE_SHARE_ENV = "MODELROLLOUT_E2E_FAILURE_SHARE"
-SLOW_MODEL = "tests.e2e.faulty:SlowModel"
-FAILING_MODEL = "tests.e2e.faulty:FailingModel"
+SLOW_MODEL = "testkit.faulty:SlowModel"
+FAILING_MODEL = "testkit.faulty:FailingModel"
 
 
 class InjectedFailure(RuntimeError):

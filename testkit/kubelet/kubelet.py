@@ -19,10 +19,10 @@ import yaml
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.support.kubelet import services
-from tests.support.kubelet.config import KubeletConfig
-from tests.support.kubelet.containers import ContainerConfigError, Launch, launch, referenced, volume_files
-from tests.support.kubelet.pods import PodWorker
+from testkit.kubelet import services
+from testkit.kubelet.config import KubeletConfig
+from testkit.kubelet.containers import ContainerConfigError, Launch, launch, referenced, volume_files
+from testkit.kubelet.pods import PodWorker
 
 log = logging.getLogger("local-kubelet")
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
@@ -167,7 +167,7 @@ class LocalKubelet:
     def _address(self, uid: str) -> str:
         if uid not in self._ips:
             used = set(self._ips.values())
-            # The lowest free one: tests scrape the first few addresses (tests/support/prometheus.PodAddresses).
+            # The lowest free one: tests scrape the first few addresses (testkit/prometheus.PodAddresses).
             self._ips[uid] = next(a for a in self.settings.pod_addresses(65_000) if a not in used)
         return self._ips[uid]
 

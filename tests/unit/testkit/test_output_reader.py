@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from tests.support.processes import OutputReader
+from testkit.processes import OutputReader
 
 RULE = "─" * 40 + " Progressing ─────"
 

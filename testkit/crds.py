@@ -8,9 +8,9 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client
 
-from tests.support.waiting import eventually
+from testkit.waiting import eventually
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 APPLY = {"_content_type": "application/apply-patch+yaml", "field_manager": "modelrollout-tests", "force": True}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,9 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.ports import free_port
-from tests.support.processes import ManagedProcess
+from testkit.ports import free_port
+from testkit.processes import ManagedProcess
+from testkit.waiting import wait_until
 
 SCRAPE_INTERVAL_S = 1.0
 POD_JOB = "kubernetes-pods"
@@ -146,17 +146,20 @@ class PrometheusServer:
 
     def wait_for_targets(self, *, within: float = 30) -> None:
         """Until every configured target has been scraped at least once (whatever the outcome)."""
-        deadline = time.monotonic() + within
-        while True:
+
+        def scraped() -> bool:
             active = [t for t in self._active_targets() if t["scrapePool"] != POD_JOB]
-            if len(active) >= len(self.targets) and all(t.get("health") != "unknown" for t in active):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"Prometheus did not scrape all {len(self.targets)} targets within {within:g}s: "
-                    f"{self.target_health()}\n{self.process.describe()}"
-                )
-            time.sleep(0.25)
+            return len(active) >= len(self.targets) and all(t.get("health") != "unknown" for t in active)
+
+        wait_until(
+            scraped,
+            within=within,
+            interval=0.25,
+            what=lambda: (
+                f"Prometheus to scrape all {len(self.targets)} targets: {self.target_health()}\n"
+                f"{self.process.describe()}"
+            ),
+        )
 
     def _active_targets(self) -> list[dict[str, Any]]:
         active: list[dict[str, Any]] = self._client.get("/api/v1/targets").json()["data"]["activeTargets"]
@@ -208,17 +211,17 @@ class PrometheusServer:
 
     def wait_for_series(self, promql: str, *, within: float = 30, interval: float = 0.5) -> float:
         """Poll until `promql` has a (non-NaN) value; that value. Fails with the targets' health and the log."""
-        deadline = time.monotonic() + within
-        while True:
-            value = self.query(promql)
-            if value is not None and not math.isnan(value):
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no series for {promql!r} within {within:g}s; targets: {self.target_health()}\n"
-                    f"{self.process.describe()}"
-                )
-            time.sleep(interval)
+
+        def value() -> float | None:
+            found = self.query(promql)
+            return None if found is None or math.isnan(found) else found
+
+        return wait_until(
+            value,
+            within=within,
+            interval=interval,
+            what=lambda: f"a series for {promql!r}; targets: {self.target_health()}\n{self.process.describe()}",
+        )
 
     def target_health(self) -> list[str]:
         """One line per scrape target: address, health and the last scrape error."""

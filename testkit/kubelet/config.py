@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 
 class KubeletConfig(BaseModel):
-    """Written as JSON by the test harness (tests/support/kubelet/handle.py), read by `python -m ...kubelet`."""
+    """Written as JSON by the test harness (testkit/kubelet/handle.py), read by `python -m ...kubelet`."""
 
     node_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     kubeconfig: Path

@@ -1,4 +1,4 @@
-"""`python -m tests.support.kubelet CONFIG.json`: run a local kubelet until SIGTERM/SIGINT, then stop its pods'
+"""`python -m testkit.kubelet CONFIG.json`: run a local kubelet until SIGTERM/SIGINT, then stop its pods'
 processes and remove its Node."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.support.kubelet.config import KubeletConfig
-from tests.support.kubelet.kubelet import main
+from testkit.kubelet.config import KubeletConfig
+from testkit.kubelet.kubelet import main
 
 
 async def _until_signalled(settings: KubeletConfig) -> None:

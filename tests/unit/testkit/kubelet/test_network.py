@@ -9,10 +9,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from testkit.kubelet.services import table
 
-from tests.support.kubelet.services import table
-
-SHIM = Path(__file__).resolve().parents[4] / "tests" / "support" / "kubelet" / "shim" / "sitecustomize.py"
+SHIM = Path(__file__).resolve().parents[4] / "testkit" / "kubelet" / "shim" / "sitecustomize.py"
 
 
 @pytest.fixture(scope="module")
