@@ -27,9 +27,9 @@ async def resync_forever(kube: KubeClient, reconciler: Reconciler, settings: Ope
     """Every interval, reconcile every watched ModelDeployment: undoes drift that no event reported, and moves a
     waiting revision on once it is available."""
     while True:
-        await asyncio.sleep(settings.reconcile_interval_s)
+        await asyncio.sleep(settings.watching.reconcile_interval_s)
         try:
-            found = await kube.list_model_deployments(settings.namespaces)
+            found = await kube.list_model_deployments(settings.watching.namespaces)
         except Exception:
             logger.exception("resync: listing ModelDeployments failed; retrying next interval")
             continue
@@ -69,14 +69,14 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our Reconciler emits the decision events itself
-        kube = await KubeClient.connect(field_manager=op.field_manager, kubeconfig=kubeconfig)
+        kube = await KubeClient.connect(field_manager=op.applying.field_manager, kubeconfig=kubeconfig)
         state["kube"] = kube
         state["reconciler"] = Reconciler(kube, op)
         state["resync"] = asyncio.create_task(resync_forever(kube, state["reconciler"], op), name="modelrollout-resync")
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
-        kube = await KubeClient.connect(field_manager=op.field_manager, kubeconfig=kubeconfig)
+        kube = await KubeClient.connect(field_manager=op.applying.field_manager, kubeconfig=kubeconfig)
         try:
             cfg = kube.configuration
             token = bearer_token(cfg.api_key or {})

@@ -29,20 +29,22 @@ def run(
 
     settings = OperatorSettings()
     if namespace:  # flags win over the environment
-        settings = settings.model_copy(update={"namespaces": namespace})
+        watching = settings.watching.model_copy(update={"namespaces": namespace})
+        settings = settings.model_copy(update={"watching": watching})
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     registry = register(settings, kubeconfig=kubeconfig)
-    serve(settings.metrics_port)
-    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    serve(settings.endpoints.metrics_port)
+    port = settings.endpoints.liveness_port
+    liveness = f"http://0.0.0.0:{port}/healthz" if port else None
     asyncio.run(
         kopf.operator(
             registry=registry,
-            namespaces=settings.namespaces,
-            clusterwide=not settings.namespaces,
+            namespaces=settings.watching.namespaces,
+            clusterwide=not settings.watching.namespaces,
             standalone=True,
             liveness_endpoint=liveness,
         )

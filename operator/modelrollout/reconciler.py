@@ -84,21 +84,22 @@ class Reconciler:
         self._kube = kube
         self._children = children or ListedChildren(kube)
         self._settings = settings
+        planning = settings.planning
         self._plan_settings = PlanSettings(
-            default_image=settings.default_image,
-            progress_deadline_s=settings.progress_deadline_s,
-            history_limit=settings.history_limit,
+            default_image=planning.default_image,
+            progress_deadline_s=planning.progress_deadline_s,
+            history_limit=planning.history_limit,
         )
         self._clock = clock or (lambda: datetime.now(UTC))
         self._locks = KeyedLocks()
         self._wakeups: dict[Key, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient()  # one connection pool to Prometheus for every analysis
         self._analysis_backend = Backend(
-            default_url=settings.prometheus_url,
-            scrape_interval_s=settings.prometheus_scrape_interval_s,
+            default_url=settings.analysis.prometheus_url,
+            scrape_interval_s=settings.analysis.prometheus_scrape_interval_s,
             client=self._http,
         )
-        self._backoff = Backoff(settings.apply_retry_initial_s, settings.apply_retry_max_s)
+        self._backoff = Backoff(settings.applying.apply_retry_initial_s, settings.applying.apply_retry_max_s)
 
     async def close(self) -> None:
         for task in self._wakeups.values():

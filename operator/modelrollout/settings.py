@@ -1,37 +1,48 @@
-"""Operator configuration: environment variables (prefix MODELROLLOUT_) or `modelrollout run` flags."""
+"""Operator configuration, grouped the way Kopf groups its own settings (`settings.watching...`,
+`settings.analysis...`): one group per concern, each read from MODELROLLOUT_* environment variables. The variable
+names do not carry the group (MODELROLLOUT_PROMETHEUS_URL, not MODELROLLOUT_ANALYSIS__PROMETHEUS_URL): they are
+what deployments already set, and a group is how the code finds a setting, not how an operator is configured.
+The batch and stream modes add their groups here."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class OperatorSettings(BaseSettings):
-    """Everything the operator reads at start-up; immutable afterwards."""
-
+class _Group(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELROLLOUT_", frozen=True, extra="ignore")
+
+
+class WatchingSettings(_Group):
+    """What the operator watches, and how often it looks at everything again."""
 
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; all namespaces when empty (needs cluster RBAC)."
     )
+    reconcile_interval_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Period of the timer that corrects drift and refreshes status."
+    )
+
+
+class PlanningSettings(_Group):
+    """Defaults and limits of the objects and status a pass plans."""
+
     default_image: str = Field(
         default="ghcr.io/modelrollout/model-server:0.1.0",
         description="Model server image for ModelDeployments that do not set spec.model.image.",
     )
-    reconcile_interval_s: float = Field(
-        default=10.0, gt=0, le=3600, description="Period of the timer that corrects drift and refreshes status."
-    )
     progress_deadline_s: int = Field(
         default=600, ge=10, description="Seconds a new revision may take to become available before it is failed."
     )
-    liveness_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz; 0 disables it.")
-    metrics_port: int = Field(
-        default=8080, ge=0, le=65535, description="Port of the operator's own /metrics (telemetry.py); 0 disables it."
-    )
-    field_manager: str = Field(default="modelrollout", description="Server-side apply field manager.")
     history_limit: int = Field(
         default=10, ge=1, le=100, description="Finished rollouts kept in status.history (the only such limit)."
     )
+
+
+class AnalysisSettings(_Group):
+    """The Prometheus analysis reads when a ModelDeployment names none."""
+
     prometheus_url: str | None = Field(
         default=None,
         pattern=r"^https?://",
@@ -43,6 +54,12 @@ class OperatorSettings(BaseSettings):
         le=600,
         description="Scrape interval of that Prometheus: rate windows are never shorter than four of them.",
     )
+
+
+class ApplyingSettings(_Group):
+    """How children are written, and how long a refused write waits before it is tried again."""
+
+    field_manager: str = Field(default="modelrollout", description="Server-side apply field manager.")
     apply_retry_initial_s: float = Field(
         default=2.0,
         gt=0,
@@ -52,3 +69,25 @@ class OperatorSettings(BaseSettings):
     apply_retry_max_s: float = Field(
         default=300.0, gt=0, le=3600, description="Longest retry delay of such a ModelDeployment."
     )
+
+
+class EndpointSettings(_Group):
+    """The operator's own HTTP endpoints."""
+
+    liveness_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz; 0 disables it.")
+    metrics_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the operator's own /metrics (telemetry.py); 0 disables it."
+    )
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator reads at start-up; immutable afterwards. `OperatorSettings()` reads every group
+    from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    watching: WatchingSettings = Field(default_factory=WatchingSettings)
+    planning: PlanningSettings = Field(default_factory=PlanningSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    applying: ApplyingSettings = Field(default_factory=ApplyingSettings)
+    endpoints: EndpointSettings = Field(default_factory=EndpointSettings)

@@ -25,7 +25,7 @@ def _record(w: Work, ref: RevisionRef, outcome: Outcome, message: str) -> None:
         finished_at=w.now,
         message=clip(message),
     )
-    # Kept whole here: the pass trims it to the operator's one limit (settings.history_limit) before writing.
+    # Kept whole here: the pass trims it to the operator's one limit (settings.planning.history_limit) before writing.
     w.status.history = [*w.status.history, entry]
 
 

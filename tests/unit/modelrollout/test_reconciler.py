@@ -17,7 +17,7 @@ from testkit.manifests import load_example
 from modelrollout.api.resource import KIND
 from modelrollout.reconciler import Reconciler
 from modelrollout.rollout.verbs import VERB_ANNOTATION
-from modelrollout.settings import OperatorSettings
+from modelrollout.settings import OperatorSettings, PlanningSettings
 
 NS, NAME = "ml", "churn"
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -44,7 +44,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def reconciler(kube: FakeKube, clock: Clock) -> AsyncIterator[Reconciler]:
-    settings = OperatorSettings(default_image="registry.example/model-server:1")
+    settings = OperatorSettings(planning=PlanningSettings(default_image="registry.example/model-server:1"))
     reconciler = Reconciler(kube, settings, clock=clock)  # type: ignore[arg-type]  # the fake's surface
     yield reconciler
     await reconciler.close()

@@ -75,7 +75,7 @@ def test_conditions_owned_by_others_are_left_alone() -> None:
 
 
 def test_history_is_kept_whole_for_the_pass_to_trim_by_the_operator_setting() -> None:
-    # One limit (settings.history_limit, up to 100): the engine must not cut history shorter on its own.
+    # One limit (settings.planning.history_limit, up to 100): the engine must not cut history shorter on its own.
     sim = Sim.serving(make_spec(CANARY))
     old = [
         HistoryEntry(revision=f"r{i:07d}", version=str(i), outcome="Superseded", started_at=T0, finished_at=T0)
