@@ -11,6 +11,12 @@ BATCH_SIZE = "modelserver_batch_size"
 PREDICTIONS = "modelserver_predictions_total"  # {label}
 PREDICTION_VALUE = "modelserver_prediction_value"
 
+# The batch scorer (modelserver.batch.metrics), pushed to a Pushgateway per run: labels model, version.
+BATCH_RECORDS = "modelserver_batch_records_total"  # {result: scored | rejected}
+BATCH_RUN_DURATION = "modelserver_batch_run_duration_seconds"  # gauge, the run's wall time
+BATCH_LAST_SUCCESS = "modelserver_batch_last_success_timestamp_seconds"  # gauge, set when a run commits
+SCORED, REJECTED = "scored", "rejected"
+
 # The router (modelserver.routing.metrics), per route.
 ROUTER_REQUESTS = "modelrouter_requests_total"  # {route, version, role, code}
 ROUTER_UPSTREAM_DURATION = "modelrouter_upstream_duration_seconds"  # {route, version, role}

@@ -1,4 +1,5 @@
-"""`modelserver` command. `serve` runs the online server, `route` the traffic router; batch and stream will join."""
+"""`modelserver` command. `serve` runs the online server, `route` the traffic router, `batch` scores a data-lake
+input once; stream will join."""
 
 from __future__ import annotations
 
@@ -83,6 +84,53 @@ def route(
         typer.echo(f"invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(run_router(settings))
+
+
+@app.command()
+def batch(
+    *,
+    input_uri: Annotated[
+        str | None, typer.Option("--input", "-i", help="file, directory or prefix (templated)")
+    ] = None,
+    output_uri: Annotated[str | None, typer.Option("--output", "-o", help="the run's output (templated)")] = None,
+    input_format: Annotated[str | None, typer.Option(help="auto|parquet|csv|jsonl")] = None,
+    output_format: Annotated[str | None, typer.Option(help="parquet|csv|jsonl")] = None,
+    id_columns: Annotated[
+        list[str] | None, typer.Option("--id", help="input column copied to the output (repeat)")
+    ] = None,
+    invalid_records: Annotated[str | None, typer.Option(help="fail|skip a record with a missing feature")] = None,
+    max_invalid_percent: Annotated[float | None, typer.Option(help="skip: more invalid records fail the run")] = None,
+    threshold: Annotated[float | None, typer.Option(help="binary classifiers: the decision threshold")] = None,
+    scheduled_time: Annotated[
+        str | None, typer.Option("--run", help="the run's time (ISO 8601), e.g. a backfill")
+    ] = None,
+    model_uri: Annotated[str | None, typer.Option("--model-uri", "-m", help="path, file://, http(s)://, s3://")] = None,
+    model_name: Annotated[str | None, typer.Option(help="name in the output and metric labels")] = None,
+    model_version: Annotated[str | None, typer.Option(help="version in the output and metric labels")] = None,
+    model_format: Annotated[
+        str | None, typer.Option("--format", help="auto|sklearn|onnx|xgboost|lightgbm|custom")
+    ] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    pushgateway_url: Annotated[str | None, typer.Option(help="Prometheus Pushgateway for the run's metrics")] = None,
+    termination_log: Annotated[Path | None, typer.Option(help="where the run result goes (a pod's default)")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
+) -> None:
+    """Score a data-lake input once into a committed output (a manifest written last); exit code = outcome."""
+    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    import logging.config  # noqa: PLC0415
+
+    from modelserver.batch.run import main as run_batch  # noqa: PLC0415 - `serve` never loads pyarrow
+    from modelserver.batch.settings import BatchSettings  # noqa: PLC0415
+    from modelserver.logs import log_config  # noqa: PLC0415
+
+    try:
+        settings = BatchSettings(**flags)
+    except ValidationError as exc:
+        typer.echo(f"invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.config.dictConfig(log_config(settings.log_level, json=settings.log_json))
+    raise typer.Exit(run_batch(settings))
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Server settings: environment (prefix MODELSERVER_) and CLI flags, resolved once and handed to workers."""
+"""Settings of `modelserver serve` and `modelserver batch`: environment (prefix MODELSERVER_) and CLI flags,
+resolved once. What model to load is the same for both (ModelSettings), so the operator sets the same variables
+on an online pod and a batch pod."""
 
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ModelFormat = Literal["auto", "sklearn", "onnx", "xgboost", "lightgbm", "custom"]
 
 
-class ServerSettings(BaseSettings):
-    """Everything `modelserver serve` can be told; each field is also MODELSERVER_<FIELD> in the env."""
+class ModelSettings(BaseSettings):
+    """Which model to load, from where, and how to log; each field is also MODELSERVER_<FIELD> in the env."""
 
     model_config = SettingsConfigDict(env_prefix="MODELSERVER_", extra="ignore", protected_namespaces=())
 
-    # What to serve. Name and version label every metric, so the operator sets them per revision.
+    # Name and version label every metric and every batch output, so the operator sets them per revision.
     model_uri: str = Field("", description="path, file://, http(s):// or s3:// URI of the model file")
     model_name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     model_version: str = Field("1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -30,6 +32,20 @@ class ServerSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="any S3-compatible endpoint; credentials: AWS_* env")
     s3_region: str | None = None
     http_timeout_s: float = Field(60.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _uri_or_class(self) -> ModelSettings:
+        if self.model_format == "custom" and not self.model_class:
+            raise ValueError("model_format 'custom' needs model_class ('package.module:Class')")
+        if self.model_format != "custom" and not self.model_uri:
+            raise ValueError("model_uri is required (a custom model class may go without one)")
+        return self
+
+
+class ServerSettings(ModelSettings):
+    """Everything `modelserver serve` can be told; each field is also MODELSERVER_<FIELD> in the env."""
 
     # How to serve it.
     host: str = "0.0.0.0"
@@ -43,14 +59,4 @@ class ServerSettings(BaseSettings):
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     warmup: bool = True
     graceful_timeout_s: float = Field(30.0, ge=0)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_json: bool = True
     access_log: bool = False
-
-    @model_validator(mode="after")
-    def _uri_or_class(self) -> ServerSettings:
-        if self.model_format == "custom" and not self.model_class:
-            raise ValueError("model_format 'custom' needs model_class ('package.module:Class')")
-        if self.model_format != "custom" and not self.model_uri:
-            raise ValueError("model_uri is required (a custom model class may go without one)")
-        return self

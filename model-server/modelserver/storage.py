@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from modelserver.errors import ModelLoadError
-from modelserver.settings import ServerSettings
+from modelserver.settings import ModelSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,7 +32,7 @@ class FetchOptions:
     http_timeout_s: float = 60.0
 
 
-def fetch_for(settings: ServerSettings) -> Path | None:
+def fetch_for(settings: ModelSettings) -> Path | None:
     """The configured model as a local path; None for a custom class that needs no file."""
     if not settings.model_uri:
         return None

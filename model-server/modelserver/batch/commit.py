@@ -1,0 +1,143 @@
+"""The commit protocol of a run's output: parts first, the manifest last.
+
+A run's output directory (or prefix) holds part files named `part-<attempt>-<shard>-<n>.<ext>`, rejected
+records under `_rejects/`, and `_manifest.json`. Readers trust a run only through its manifest, and only the
+parts it lists:
+- a run that dies before its manifest is written (a crash, kill -9) made nothing visible: its parts are listed
+  nowhere;
+- writing the manifest is the commit, and it is atomic: one PUT on S3 (an object is visible whole or not at
+  all), a rename on a local filesystem;
+- a retried run of the same scheduled time writes parts under its own attempt id, commits, and only then
+  deletes the part files of that output that its manifest does not list (earlier attempts' leftovers): it
+  replaces its own parts and nothing else. (A reader still reading the previous commit's parts at that moment
+  finds them gone, and reads the manifest again.)
+The process that commits is the one that wrote the parts (one shard); sharded runs are not accepted yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pyarrow import fs
+
+from modelrollout_contract.batch import MANIFEST_NAME, FileRef, Manifest
+from modelserver.batch.errors import BatchError
+from modelserver.batch.uris import Location
+
+EXTENSION = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
+REJECTS_DIR = "_rejects"
+
+
+class PartWriter:
+    """Writes batches into part files of at most `part_rows` rows each, under `directory` of `location`."""
+
+    def __init__(
+        self, location: Location, directory: str, *, prefix: str, data_format: str, schema: pa.Schema, part_rows: int
+    ) -> None:
+        self.location = location
+        self.directory = directory
+        self.prefix = prefix
+        self.data_format = data_format
+        self.schema = schema
+        self.part_rows = part_rows
+        self.parts: list[FileRef] = []
+        self._stream: pa.NativeFile | None = None
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        start = 0
+        while start < batch.num_rows:
+            if self._stream is None or self._rows >= self.part_rows:
+                self._roll()
+            take = min(batch.num_rows - start, self.part_rows - self._rows)
+            self._write(batch.slice(start, take))
+            self._rows += take
+            start += take
+
+    def _path(self, n: int) -> str:
+        return f"{self.directory}/{self.prefix}-{n:05d}.{EXTENSION[self.data_format]}"
+
+    def _roll(self) -> None:
+        self._finish()
+        path = self._path(len(self.parts))
+        if not self.parts:
+            self.location.filesystem.create_dir(self.directory, recursive=True)  # S3: nothing to create
+        self._stream = self.location.filesystem.open_output_stream(path)
+        if self.data_format == "parquet":
+            self._writer = pq.ParquetWriter(self._stream, self.schema)
+        elif self.data_format == "csv":
+            self._writer = pacsv.CSVWriter(self._stream, self.schema)
+        self.parts.append(FileRef(path=self.location.uri(path), rows=0))
+        self._rows = 0
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is not None:
+            self._writer.write_batch(batch)
+        elif self._stream is not None:  # jsonl
+            self._stream.write(b"".join(orjson.dumps(row) + b"\n" for row in batch.to_pylist()))
+
+    def _finish(self) -> None:
+        if self._stream is None:
+            return
+        if self._writer is not None:
+            self._writer.close()
+        self._stream.close()
+        last = self.parts[-1]
+        size = self.location.filesystem.get_file_info(last.path.removeprefix("s3://")).size or 0
+        self.parts[-1] = FileRef(path=last.path, rows=self._rows, bytes=size)
+        self._stream = self._writer = None
+
+    def close(self) -> list[FileRef]:
+        self._finish()
+        return self.parts
+
+
+def manifest_path(location: Location) -> str:
+    return location.join(MANIFEST_NAME)
+
+
+def commit(location: Location, manifest: Manifest) -> str:
+    """Write the manifest (the commit), then delete the part files it does not list; its URI."""
+    path = manifest_path(location)
+    body = manifest.model_dump_json(by_alias=True, indent=2).encode()
+    filesystem = location.filesystem
+    try:
+        if location.scheme == "s3":
+            with filesystem.open_output_stream(path) as out:  # one object, visible whole on close
+                out.write(body)
+        else:
+            partial = f"{path}.{manifest.attempt}.tmp"
+            with filesystem.open_output_stream(partial) as out:
+                out.write(body)
+            filesystem.move(partial, path)  # rename: atomic on one filesystem
+    except OSError as exc:
+        raise BatchError("StorageError", f"cannot write the manifest {location.uri(path)}: {exc}") from exc
+    listed = {ref.path for ref in (*manifest.parts, *manifest.rejects)}
+    for stale in _parts(location):
+        if location.uri(stale) not in listed:
+            filesystem.delete_file(stale)
+    return location.uri(path)
+
+
+def _parts(location: Location) -> Iterable[str]:
+    """Part files of the output (and of its rejects), whichever attempt wrote them."""
+    for directory in (location.path, location.join(REJECTS_DIR)):
+        selector = fs.FileSelector(directory, recursive=False, allow_not_found=True)
+        for info in location.filesystem.get_file_info(selector):
+            if info.type == fs.FileType.File and info.base_name.startswith("part-"):
+                yield info.path
+
+
+def read_manifest(location: Location) -> Manifest | None:
+    """The committed run at `location`, or None when no run committed there."""
+    path = manifest_path(location)
+    if location.filesystem.get_file_info(path).type != fs.FileType.File:
+        return None
+    with location.filesystem.open_input_stream(path) as stream:
+        return Manifest.model_validate(json.loads(stream.read()))

@@ -1,0 +1,82 @@
+"""A DDSketch of the scores (Masson, Rim, Lee, VLDB 2019): quantiles with a bounded *relative* error in bounded
+memory, mergeable across shards and runs. A value v > 0 falls in bucket ceil(log_gamma(v)), gamma = (1+a)/(1-a);
+each bucket's estimate 2·gamma^k/(gamma+1) is within a relative `a` of every value in it, so a quantile is too.
+The buckets are fixed by `a` alone, so two sketches are also two histograms over the same bins (what the
+operator's population stability index compares)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from modelrollout_contract.batch import Sketch
+
+RELATIVE_ACCURACY = 0.01
+ZERO = 1e-12  # |v| below this counts as zero (the log of it is not worth a bucket)
+REPORTED = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
+
+
+class DDSketch:
+    def __init__(self, relative_accuracy: float = RELATIVE_ACCURACY) -> None:
+        self.accuracy = relative_accuracy
+        self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
+        self._log_gamma = math.log(self.gamma)
+        self.count = 0
+        self.zeros = 0
+        self.positive: dict[int, int] = {}
+        self.negative: dict[int, int] = {}
+        self.minimum: float | None = None
+        self.maximum: float | None = None
+
+    def add(self, values: np.ndarray[Any, np.dtype[Any]]) -> None:
+        values = np.asarray(values, dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return
+        self.count += len(values)
+        low, high = float(values.min()), float(values.max())
+        self.minimum = low if self.minimum is None else min(self.minimum, low)
+        self.maximum = high if self.maximum is None else max(self.maximum, high)
+        self.zeros += int(np.count_nonzero(np.abs(values) < ZERO))
+        for sign, store in ((1.0, self.positive), (-1.0, self.negative)):
+            chosen = values[sign * values >= ZERO] * sign
+            if len(chosen):
+                keys, counts = np.unique(np.ceil(np.log(chosen) / self._log_gamma).astype(np.int64), return_counts=True)
+                for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
+                    store[key] = store.get(key, 0) + n
+
+    def _value(self, key: int) -> float:
+        return 2 * self.gamma**key / (self.gamma + 1)
+
+    def quantile(self, q: float) -> float | None:
+        if self.count == 0:
+            return None
+        rank = q * (self.count - 1)
+        seen = 0
+        for key in sorted(self.negative, reverse=True):  # most negative first
+            seen += self.negative[key]
+            if seen > rank:
+                return -self._value(key)
+        seen += self.zeros
+        if seen > rank:
+            return 0.0
+        for key in sorted(self.positive):
+            seen += self.positive[key]
+            if seen > rank:
+                return self._value(key)
+        return self.maximum
+
+    def to_wire(self) -> Sketch:
+        quantiles = {name: self.quantile(q) for name, q in REPORTED.items()}
+        return Sketch(
+            relative_accuracy=self.accuracy,
+            count=self.count,
+            zeros=self.zeros,
+            positive=dict(self.positive),
+            negative=dict(self.negative),
+            minimum=self.minimum,
+            maximum=self.maximum,
+            quantiles={k: v for k, v in quantiles.items() if v is not None},
+        )

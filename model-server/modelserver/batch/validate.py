@@ -1,0 +1,83 @@
+"""Before anything is written: the input's columns against the model's features and the id columns. And per
+record: a missing (null) or non-finite feature makes the record invalid, with the first such column as reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from modelserver.batch.errors import BatchError
+
+
+@dataclass(frozen=True)
+class CheckedSchema:
+    features: tuple[str, ...]
+    ids: tuple[str, ...]
+    ignored: tuple[str, ...]  # input columns that are neither (extra_columns: ignore)
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_null(kind)  # a column with no value at all: its records are invalid, not the schema
+    )
+
+
+def check_schema(
+    schema: pa.Schema, features: Sequence[str], ids: Sequence[str], *, extra_columns: str = "ignore"
+) -> CheckedSchema:
+    """Every feature present and numeric, every id column present; extra columns per policy. One error names
+    every problem at once, so a user fixes the input in one go."""
+    names = set(schema.names)
+    problems = []
+    missing = [f for f in features if f not in names]
+    if missing:
+        problems.append(f"missing feature columns {missing}")
+    mistyped = [f"{f} ({schema.field(f).type})" for f in features if f in names and not _numeric(schema.field(f).type)]
+    if mistyped:
+        problems.append(f"feature columns that are not numeric: {mistyped}")
+    missing_ids = [c for c in ids if c not in names]
+    if missing_ids:
+        problems.append(f"missing id columns {missing_ids}")
+    wanted = set(features) | set(ids)
+    extra = tuple(n for n in schema.names if n not in wanted)
+    if extra and extra_columns == "fail":
+        problems.append(f"extra columns {list(extra)} (extra_columns is 'fail')")
+    if problems:
+        expected = ", ".join(features)
+        raise BatchError("SchemaMismatch", f"input schema does not match the model: {'; '.join(problems)}; "
+                         f"the model takes [{expected}]")  # fmt: skip
+    return CheckedSchema(tuple(features), tuple(ids), extra)
+
+
+@dataclass(frozen=True)
+class Features:
+    """One batch's feature matrix and which rows are invalid, with why."""
+
+    matrix: np.ndarray[Any, np.dtype[Any]]
+    invalid: np.ndarray[Any, np.dtype[np.bool_]]
+    reasons: list[str]  # one per invalid row, in row order
+
+
+def features(batch: pa.RecordBatch, names: Sequence[str], dtype: np.dtype[Any]) -> Features:
+    rows = batch.num_rows
+    matrix = np.empty((rows, len(names)), dtype=np.float64)
+    reason = np.full(rows, "", dtype=object)
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
+        values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        matrix[:, j] = values
+        finite = np.isfinite(values)
+        if nulls is not None:
+            reason[(reason == "") & nulls] = f"missing {name}"
+        reason[(reason == "") & ~finite] = f"non-finite {name}"
+    invalid = reason != ""
+    return Features(matrix.astype(dtype, copy=False), invalid, [str(r) for r in reason[invalid]])
