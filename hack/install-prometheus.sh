@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs Prometheus for the analysis tests from Debian's package when no `prometheus` is on PATH.
-# The tests run their own Prometheus processes on loopback, so the packaged system service is never started.
+# Installs Prometheus and its Pushgateway (batch runs push their metrics) from Debian's packages when they are
+# not on PATH. The tests run their own processes on loopback, so the packaged system services are never started.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if command -v prometheus >/dev/null; then
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
+if (( ${#missing[@]} == 0 )); then
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
-  log "prometheus is not on PATH and installing it needs root: run 'apt-get install -y prometheus' as root"
+  log "${missing[*]} not on PATH, and installing needs root: run 'apt-get install -y ${missing[*]}' as root"
   exit 1
 fi
 
@@ -20,8 +23,8 @@ if [[ ! -e $policy ]]; then
   trap 'rm -f "$policy"' EXIT
 fi
 
-log "installing prometheus from the Debian archive"
+log "installing ${missing[*]} from the Debian archive"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-log "installed: $(prometheus --version 2>&1 | sed -n 1p)"
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+log "installed: $(prometheus --version 2>&1 | sed -n 1p); $(prometheus-pushgateway --version 2>&1 | sed -n 1p)"

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.ports import free_port
 from testkit.processes import ManagedProcess
@@ -237,3 +238,32 @@ class PrometheusServer:
         if body.get("status") != "success":
             raise PrometheusQueryError(f"Prometheus refused {metric_selector!r}: {body.get('error')}")
         yield from body["data"]
+
+
+class Pushgateway(ManagedProcess):
+    """Prometheus' Pushgateway (Debian's `prometheus-pushgateway`, installed by `make prometheus`) on loopback:
+    where batch runs push their numbers; a test's Prometheus scrapes it with honor_labels, as is usual."""
+
+    def __init__(self, work_dir: Path, *, port: int | None = None) -> None:
+        binary = shutil.which("prometheus-pushgateway")
+        if binary is None:
+            raise PrometheusMissing("prometheus-pushgateway is not on PATH: run `make prometheus`")
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            # No persistence file: Debian points it at /var/lib, which every test's gateway would share.
+            [binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file=", "--log.level=warn"],
+            name=f"pushgateway :{self.port}",
+            log_path=work_dir / "pushgateway.log",
+            ready_url=f"{self.url}/-/ready",
+        )
+
+    def samples(self, metric: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample of `metric` the gateway holds now (labels, value)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == metric
+        ]

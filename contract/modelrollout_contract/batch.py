@@ -92,6 +92,27 @@ class Manifest(_Wire):
     shards: int = 1
 
 
+class ShardRecord(_Wire):
+    """What one shard of a sharded run wrote, stored beside the output until the last shard merges every record of
+    the run into its manifest (modelserver.batch.commit)."""
+
+    run: str
+    token: str = Field(description="identifies one execution of the run (e.g. the Job's name) across its shards")
+    shard: int = Field(ge=0)
+    shards: int = Field(ge=1)
+    attempt: str
+    model: ModelRef
+    inputs: list[FileRef]
+    parts: list[FileRef]
+    rejects: list[FileRef] = Field(default_factory=list)
+    counts: Counts
+    output_schema: list[Column] = Field(alias="outputSchema")
+    ignored_columns: list[str] = Field(default_factory=list, alias="ignoredColumns")
+    summary: PredictionSummary
+    started: datetime
+    finished: datetime
+
+
 class RunResult(_Wire):
     """The termination message of a scorer container: small, bounded by TERMINATION_MESSAGE_LIMIT."""
 

@@ -11,7 +11,12 @@ parts it lists:
   deletes the part files of that output that its manifest does not list (earlier attempts' leftovers): it
   replaces its own parts and nothing else. (A reader still reading the previous commit's parts at that moment
   finds them gone, and reads the manifest again.)
-The process that commits is the one that wrote the parts (one shard); sharded runs are not accepted yet.
+Sharded runs (an Indexed Job: shard i reads input files i, i+N, ...): each shard writes its parts, then its
+shard record (`_shards/<token>/shard-<i>.json`, atomically) listing them; a shard that then finds the records of
+all N shards of its token merges them into the manifest and commits. The last shard to finish commits; if two
+finish together, both write the same manifest (the merge is deterministic), so the second commit changes
+nothing. One execution of a run at a time (the CronJob's concurrencyPolicy Forbid): a commit deletes the part
+files it does not list, which would include a concurrent execution's.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyarrow import fs
 
-from modelrollout_contract.batch import MANIFEST_NAME, FileRef, Manifest
+from modelrollout_contract.batch import MANIFEST_NAME, Counts, FileRef, Manifest, PredictionSummary, ShardRecord
+from modelserver import __version__
 from modelserver.batch.errors import BatchError
+from modelserver.batch.sketch import DDSketch
 from modelserver.batch.uris import Location
 
 EXTENSION = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
 REJECTS_DIR = "_rejects"
+SHARDS_DIR = "_shards"
 
 
 class PartWriter:
@@ -102,22 +110,28 @@ def manifest_path(location: Location) -> str:
     return location.join(MANIFEST_NAME)
 
 
-def commit(location: Location, manifest: Manifest) -> str:
-    """Write the manifest (the commit), then delete the part files it does not list; its URI."""
-    path = manifest_path(location)
-    body = manifest.model_dump_json(by_alias=True, indent=2).encode()
+def _write_whole(location: Location, path: str, body: bytes, *, tag: str) -> None:
+    """Visible whole or not at all: one PUT on S3, a write aside and a rename on a local filesystem."""
     filesystem = location.filesystem
     try:
         if location.scheme == "s3":
             with filesystem.open_output_stream(path) as out:  # one object, visible whole on close
                 out.write(body)
         else:
-            partial = f"{path}.{manifest.attempt}.tmp"
+            filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            partial = f"{path}.{tag}.tmp"
             with filesystem.open_output_stream(partial) as out:
                 out.write(body)
             filesystem.move(partial, path)  # rename: atomic on one filesystem
     except OSError as exc:
-        raise BatchError("StorageError", f"cannot write the manifest {location.uri(path)}: {exc}") from exc
+        raise BatchError("StorageError", f"cannot write {location.uri(path)}: {exc}") from exc
+
+
+def commit(location: Location, manifest: Manifest) -> str:
+    """Write the manifest (the commit), then delete the part files it does not list; its URI."""
+    path = manifest_path(location)
+    _write_whole(location, path, manifest.model_dump_json(by_alias=True, indent=2).encode(), tag=manifest.attempt)
+    filesystem = location.filesystem
     listed = {ref.path for ref in (*manifest.parts, *manifest.rejects)}
     for stale in _parts(location):
         if location.uri(stale) not in listed:
@@ -132,6 +146,66 @@ def _parts(location: Location) -> Iterable[str]:
         for info in location.filesystem.get_file_info(selector):
             if info.type == fs.FileType.File and info.base_name.startswith("part-"):
                 yield info.path
+
+
+def write_shard_record(location: Location, record: ShardRecord) -> None:
+    path = location.join(SHARDS_DIR, record.token, f"shard-{record.shard:05d}.json")
+    _write_whole(location, path, record.model_dump_json(by_alias=True).encode(), tag=record.attempt)
+
+
+def shard_records(location: Location, token: str, shards: int) -> list[ShardRecord] | None:
+    """Every shard's record of execution `token`, in shard order, once all `shards` are there; else None."""
+    selector = fs.FileSelector(location.join(SHARDS_DIR, token), allow_not_found=True)
+    found: dict[int, ShardRecord] = {}
+    for info in location.filesystem.get_file_info(selector):
+        if info.type == fs.FileType.File and info.base_name.startswith("shard-") and info.base_name.endswith(".json"):
+            with location.filesystem.open_input_stream(info.path) as stream:
+                record = ShardRecord.model_validate(json.loads(stream.read()))
+            found[record.shard] = record
+    if sorted(found) != list(range(shards)):
+        return None
+    return [found[i] for i in range(shards)]
+
+
+def merge(records: list[ShardRecord]) -> Manifest:
+    """The run's manifest from its shards' records (one record for an unsharded run). Deterministic: the same
+    records always give the same manifest."""
+    first = records[0]
+    labels: dict[str, int] = {}
+    sketch: DDSketch | None = None
+    for record in records:
+        for label, n in (record.summary.labels or {}).items():
+            labels[label] = labels.get(label, 0) + n
+        if record.summary.score is not None:
+            piece = DDSketch.from_wire(record.summary.score)
+            if sketch is None:
+                sketch = piece
+            else:
+                sketch.merge(piece)
+    classifier = any(record.summary.labels is not None for record in records)
+    return Manifest(
+        run=first.run,
+        attempt=first.attempt if len(records) == 1 else first.token,
+        model=first.model,
+        scorer=__version__,
+        inputs=sorted((ref for r in records for ref in r.inputs), key=lambda ref: ref.path),
+        parts=[ref for r in records for ref in r.parts],
+        rejects=[ref for r in records for ref in r.rejects],
+        counts=Counts(
+            read=sum(r.counts.read for r in records),
+            scored=sum(r.counts.scored for r in records),
+            rejected=sum(r.counts.rejected for r in records),
+        ),
+        output_schema=first.output_schema,
+        ignored_columns=first.ignored_columns,
+        summary=PredictionSummary(
+            labels=dict(sorted(labels.items())) if classifier else None,
+            score=sketch.to_wire() if sketch is not None else None,
+        ),
+        started=min(r.started for r in records),
+        finished=max(r.finished for r in records),
+        shards=first.shards,
+    )
 
 
 def read_manifest(location: Location) -> Manifest | None:

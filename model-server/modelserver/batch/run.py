@@ -13,10 +13,18 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from modelrollout_contract.batch import TERMINATION_MESSAGE_LIMIT, Column, Counts, Manifest, ModelRef, RunResult
-from modelserver import __version__, storage
+from modelrollout_contract.batch import (
+    TERMINATION_MESSAGE_LIMIT,
+    Column,
+    Counts,
+    Manifest,
+    ModelRef,
+    RunResult,
+    ShardRecord,
+)
+from modelserver import storage
 from modelserver.batch import metrics
-from modelserver.batch.commit import REJECTS_DIR, PartWriter, commit
+from modelserver.batch.commit import REJECTS_DIR, PartWriter, commit, merge, shard_records, write_shard_record
 from modelserver.batch.errors import EXIT_CODES, BatchError
 from modelserver.batch.scoring import Scorer, Tally
 from modelserver.batch.settings import BatchSettings
@@ -62,10 +70,12 @@ def _attempt(settings: BatchSettings, started: datetime) -> str:
 
 
 def score_run(settings: BatchSettings) -> tuple[Manifest, str]:
-    """The run; its manifest and the manifest's URI. Raises BatchError with the reason it could not complete."""
+    """The run (or this shard of it); its manifest and the manifest's URI, which is '' for a shard that left the
+    commit to the last one. Raises BatchError with the reason it could not complete."""
     started = datetime.now(UTC)
-    if settings.shard_count > 1:
-        raise BatchError("InvalidSettings", "sharded runs (shard_count > 1) are not supported by this scorer yet")
+    if settings.shard_index >= settings.shard_count:
+        raise BatchError("InvalidSettings", f"shard_index {settings.shard_index} is not below shard_count "
+                         f"{settings.shard_count}")  # fmt: skip
     when = settings.scheduled_time
     where = {"s3_endpoint_url": settings.s3_endpoint_url, "s3_region": settings.s3_region}
     source_at = locate(fill(settings.input_uri, when), **where)
@@ -104,11 +114,13 @@ def score_run(settings: BatchSettings) -> tuple[Manifest, str]:
     if share > settings.max_invalid_percent:
         raise BatchError("TooManyInvalidRecords", f"{tally.rejected} of {tally.read} records invalid ({share:.2f}%), "
                          f"more than max_invalid_percent {settings.max_invalid_percent:g}")  # fmt: skip
-    manifest = Manifest(
+    record = ShardRecord(
         run=when.isoformat(),
+        token=settings.run_token or when.isoformat(),
+        shard=settings.shard_index,
+        shards=settings.shard_count,
         attempt=attempt,
         model=ref,
-        scorer=__version__,
         inputs=source.refs(),
         parts=written,
         rejects=rejected_parts,
@@ -118,18 +130,27 @@ def score_run(settings: BatchSettings) -> tuple[Manifest, str]:
         summary=tally.summary(),
         started=started,
         finished=datetime.now(UTC),
-        shards=settings.shard_count,
     )
+    if settings.shard_count == 1:
+        manifest = merge([record])
+        return manifest, commit(output, manifest)
+    write_shard_record(output, record)
+    records = shard_records(output, record.token, settings.shard_count)
+    if records is None:
+        return merge([record]), ""  # this shard's part, uncommitted: the last shard commits the run
+    manifest = merge(records)
     return manifest, commit(output, manifest)
 
 
 def result_of(manifest: Manifest, uri: str, duration_s: float) -> RunResult:
     score = manifest.summary.score
+    counted = f"scored {manifest.counts.scored} of {manifest.counts.read} records" + (
+        f", rejected {manifest.counts.rejected}" if manifest.counts.rejected else ""
+    )
     return RunResult(
         outcome="Succeeded",
         reason="Completed",
-        message=f"scored {manifest.counts.scored} of {manifest.counts.read} records"
-        + (f", rejected {manifest.counts.rejected}" if manifest.counts.rejected else ""),
+        message=counted if uri else f"{counted} (this shard's part; the last shard commits the run)",
         run=manifest.run,
         manifest=uri,
         counts=manifest.counts,

@@ -36,6 +36,9 @@ class BatchSettings(ModelSettings):
     revision: str = Field("", description="the operator's revision of this model, recorded in the manifest")
     shard_index: int = Field(0, ge=0, description="this pod's shard (an Indexed Job's JOB_COMPLETION_INDEX)")
     shard_count: PositiveInt = 1
+    run_token: str = Field(
+        "", description="one execution of the run across its shards (an Indexed Job's name; default: the run's time)"
+    )
     batch_rows: PositiveInt = Field(65_536, description="records read, scored and written at a time")
     part_rows: PositiveInt = Field(1_000_000, description="records per output part file")
     pushgateway_url: str | None = Field(None, pattern=r"^https?://")

@@ -68,6 +68,28 @@ class DDSketch:
                 return self._value(key)
         return self.maximum
 
+    def merge(self, other: DDSketch) -> None:
+        """Add another sketch of the same accuracy (another shard's, another batch's): the same buckets."""
+        if other.accuracy != self.accuracy:
+            raise ValueError(f"cannot merge sketches of accuracy {other.accuracy} and {self.accuracy}")
+        self.count += other.count
+        self.zeros += other.zeros
+        for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+        bounds = [b for b in (self.minimum, other.minimum) if b is not None]
+        self.minimum = min(bounds) if bounds else None
+        bounds = [b for b in (self.maximum, other.maximum) if b is not None]
+        self.maximum = max(bounds) if bounds else None
+
+    @classmethod
+    def from_wire(cls, wire: Sketch) -> DDSketch:
+        sketch = cls(wire.relative_accuracy)
+        sketch.count, sketch.zeros = wire.count, wire.zeros
+        sketch.positive, sketch.negative = dict(wire.positive), dict(wire.negative)
+        sketch.minimum, sketch.maximum = wire.minimum, wire.maximum
+        return sketch
+
     def to_wire(self) -> Sketch:
         quantiles = {name: self.quantile(q) for name, q in REPORTED.items()}
         return Sketch(

@@ -21,22 +21,25 @@ _DATASET_FORMATS = {"parquet": "parquet", "csv": "csv", "jsonl": "json"}
 @dataclass(frozen=True)
 class Input:
     location: Location
-    files: tuple[fs.FileInfo, ...]
+    files: tuple[fs.FileInfo, ...]  # this shard's
     data_format: str
+    every_file: tuple[fs.FileInfo, ...]  # the whole input's (every shard checks the same schema)
 
     def refs(self) -> list[FileRef]:
         return [FileRef(path=self.location.uri(f.path), bytes=f.size or 0) for f in self.files]
 
-    def dataset(self) -> ds.Dataset:
+    def dataset(self, files: tuple[fs.FileInfo, ...]) -> ds.Dataset:
         return ds.dataset(
-            [f.path for f in self.files], format=_DATASET_FORMATS[self.data_format], filesystem=self.location.filesystem
+            [f.path for f in files], format=_DATASET_FORMATS[self.data_format], filesystem=self.location.filesystem
         )
 
     def schema(self) -> pa.Schema:
-        return self.dataset().schema
+        """The schema of the input's first file, for every shard alike."""
+        return self.dataset(self.every_file[:1]).schema
 
     def batches(self, rows: int) -> Iterator[pa.RecordBatch]:
-        yield from self.dataset().to_batches(batch_size=rows)
+        if self.files:  # a shard may get no file at all (more shards than files)
+            yield from self.dataset(self.files).to_batches(batch_size=rows)
 
 
 def _format_of(path: str) -> str | None:
@@ -79,4 +82,4 @@ def open_input(location: Location, data_format: str, *, shard: int = 0, shards: 
                 " set input_format",
             )
         data_format = str(formats.pop())
-    return Input(location, tuple(found[shard::shards]), data_format)
+    return Input(location, tuple(found[shard::shards]), data_format, tuple(found))

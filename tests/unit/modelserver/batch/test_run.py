@@ -172,3 +172,38 @@ def test_the_termination_message_fits_kubernetes_limit_whatever_the_labels(tmp_p
     text = termination_message(result)
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     assert RunResult.model_validate_json(text).outcome == "Succeeded"
+
+
+@pytest.mark.parametrize("shards", [3, 5])
+def test_a_sharded_run_commits_once_when_its_last_shard_ends(tmp_path: Path, classifier: Path, shards: int) -> None:
+    write_input(tmp_path, table(), files=4)  # 5 shards: one of them reads no file at all
+    run_dir = locate(str(tmp_path / "out" / "date=2026-12-03"))
+
+    def shard(index: int) -> str:
+        options = {"shard_index": index, "shard_count": shards, "run_token": "job-abc"}
+        return score_run(settings(tmp_path, classifier, **options))[1]
+
+    for index in range(shards - 1):
+        assert shard(index) == ""
+        assert read_manifest(run_dir) is None, "nothing is visible before the last shard"
+    assert shard(shards - 1).endswith("_manifest.json")
+    manifest = read_manifest(run_dir)
+    assert manifest is not None
+    assert manifest.shards == shards
+    assert manifest.counts.read == ROWS
+    assert sorted(output_rows(tmp_path).column("id").to_pylist()) == list(range(ROWS))
+    assert manifest.summary.labels is not None
+    assert sum(manifest.summary.labels.values()) == ROWS
+    assert manifest.summary.score is not None
+    assert manifest.summary.score.count == ROWS
+    assert len(manifest.inputs) == 4
+
+    # Shard 0 of the same execution runs again (a retried pod): the run is committed again with its new parts.
+    before = {p.path for p in manifest.parts}
+    assert shard(0).endswith("_manifest.json")
+    again = read_manifest(run_dir)
+    assert again is not None
+    assert {p.path for p in again.parts} != before
+    assert sorted(output_rows(tmp_path).column("id").to_pylist()) == list(range(ROWS))
+    on_disk = {str(p) for p in (tmp_path / "out" / "date=2026-12-03").glob("part-*")}
+    assert on_disk == {p.path for p in again.parts}, "the retried shard's old parts are gone"

@@ -1,0 +1,152 @@
+"""`modelserver batch` as a process against a real S3-compatible server (moto): a nightly-style run from S3 to
+S3, and a run killed with SIGKILL in the middle of writing, which must leave nothing visible, and whose retry
+commits a complete run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from testkit.prometheus import Pushgateway
+from testkit.s3 import CREDENTIALS, S3Server
+from testkit.waiting import wait_until
+
+from modelrollout_contract import metrics as names
+from modelrollout_contract.batch import MANIFEST_NAME, Manifest, RunResult
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "lake"
+FEATURES = 8
+RUN_DIR = "scores/date=2026-12-03"
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[S3Server]:
+    server = S3Server(tmp_path)
+    with server:
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def forest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Slow enough per row that a big input takes seconds: time to kill the scorer while it writes."""
+    x = np.random.default_rng(1).normal(size=(2000, FEATURES))
+    path = tmp_path_factory.mktemp("model") / "forest.joblib"
+    joblib.dump(RandomForestClassifier(n_estimators=60, random_state=0).fit(x, x[:, 0] + x[:, 1] > 0), path)
+    return path
+
+
+def upload_input(s3: S3Server, rows: int, files: int) -> None:
+    x = np.random.default_rng(0).normal(size=(rows, FEATURES))
+    data = pa.table({"id": np.arange(rows), **{f"f{i}": x[:, i] for i in range(FEATURES)}})
+    step = -(-rows // files)
+    for i in range(files):
+        buffer = io.BytesIO()
+        pq.write_table(data.slice(i * step, step), buffer)
+        s3.client().put_object(Bucket=BUCKET, Key=f"events/date=2026-12-03/part-{i}.parquet", Body=buffer.getvalue())
+
+
+def scorer(s3: S3Server, model: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "modelserver", "batch", "--model-uri", str(model), "--model-name", "churn",
+        "--model-version", "3", "--input", f"s3://{BUCKET}/events/date={{date}}/",
+        "--output", f"s3://{BUCKET}/scores/date={{date}}", "--id", "id", "--run", "2026-12-03T02:00:00Z",
+        "--s3-endpoint-url", s3.url, "--termination-log", str(tmp_path / "result.json"), "--log-text", *extra,
+    ]  # fmt: skip
+    log = (tmp_path / "scorer.log").open("ab")
+    return subprocess.Popen(command, env={**os.environ, **CREDENTIALS}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def manifest(s3: S3Server) -> Manifest | None:
+    if f"{RUN_DIR}/{MANIFEST_NAME}" not in s3.keys(BUCKET, RUN_DIR):
+        return None
+    body = s3.client().get_object(Bucket=BUCKET, Key=f"{RUN_DIR}/{MANIFEST_NAME}")["Body"].read()
+    return Manifest.model_validate(json.loads(body))
+
+
+def committed_ids(s3: S3Server, found: Manifest) -> list[int]:
+    tables = []
+    for part in found.parts:
+        key = part.path.removeprefix(f"s3://{BUCKET}/")
+        tables.append(pq.read_table(io.BytesIO(s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())))
+    return sorted(pa.concat_tables(tables).column("id").to_pylist())
+
+
+def test_a_nightly_run_from_s3_to_s3(s3: S3Server, forest: Path, tmp_path: Path) -> None:
+    upload_input(s3, rows=5_000, files=4)
+    assert scorer(s3, forest, tmp_path).wait(120) == 0, (tmp_path / "scorer.log").read_text()
+    found = manifest(s3)
+    assert found is not None
+    assert committed_ids(s3, found) == list(range(5_000))
+    assert [ref.path for ref in found.inputs] == [
+        f"s3://{BUCKET}/events/date=2026-12-03/part-{i}.parquet" for i in range(4)
+    ]
+    assert all(ref.bytes > 0 for ref in found.inputs)
+    result = RunResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert result.manifest == f"s3://{BUCKET}/{RUN_DIR}/{MANIFEST_NAME}"
+    assert result.counts.scored == 5_000
+
+
+def test_a_scorer_killed_mid_run_leaves_nothing_visible_and_the_retry_commits(
+    s3: S3Server, forest: Path, tmp_path: Path
+) -> None:
+    rows = 400_000
+    upload_input(s3, rows=rows, files=8)
+    small_parts = ("--batch-rows", "2000", "--part-rows", "10000")
+    process = scorer(s3, forest, tmp_path, *small_parts)
+    wait_until(
+        lambda: any(k.rsplit("/", 1)[-1].startswith("part-") for k in s3.keys(BUCKET, RUN_DIR)) or None,
+        within=120,
+        interval=0.05,
+        what=lambda: f"a first part written:\n{(tmp_path / 'scorer.log').read_text()}",
+    )
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(10) == -signal.SIGKILL
+    crashed = [k for k in s3.keys(BUCKET, RUN_DIR) if k.rsplit("/", 1)[-1].startswith("part-")]
+    assert crashed, "the kill came after parts were written"
+    assert manifest(s3) is None, "a killed run committed nothing"
+
+    assert scorer(s3, forest, tmp_path, *small_parts).wait(300) == 0, (tmp_path / "scorer.log").read_text()
+    found = manifest(s3)
+    assert found is not None
+    assert committed_ids(s3, found) == list(range(rows)), "every record exactly once"
+    left = set(s3.keys(BUCKET, RUN_DIR))
+    assert not left & set(crashed), "the retry removed the killed attempt's parts"
+    assert left == {f"{RUN_DIR}/{MANIFEST_NAME}"} | {p.path.removeprefix(f"s3://{BUCKET}/") for p in found.parts}
+
+
+def test_a_run_pushes_its_numbers_to_a_real_pushgateway(s3: S3Server, forest: Path, tmp_path: Path) -> None:
+    upload_input(s3, rows=1_000, files=1)
+    with Pushgateway(tmp_path) as gateway:
+        process = scorer(s3, forest, tmp_path, "--pushgateway-url", gateway.url)
+        assert process.wait(120) == 0, (tmp_path / "scorer.log").read_text()
+        records = {labels["result"]: value for labels, value in gateway.samples(names.BATCH_RECORDS)}
+        assert records == {"scored": 1_000, "rejected": 0}
+        (labels, duration), *_ = gateway.samples(names.BATCH_RUN_DURATION)
+        assert labels["job"] == "modelserver-batch"
+        assert (labels["model"], labels["version"]) == ("churn", "3")
+        assert duration > 0
+        (_, committed), *_ = gateway.samples(names.BATCH_LAST_SUCCESS)
+
+        # A failing run (its input gone) replaces the counts but not the time of the last commit.
+        s3.client().delete_object(Bucket=BUCKET, Key="events/date=2026-12-03/part-0.parquet")
+        assert scorer(s3, forest, tmp_path, "--pushgateway-url", gateway.url).wait(60) == 5
+        assert {labels["result"]: value for labels, value in gateway.samples(names.BATCH_RECORDS)} == {
+            "scored": 0,
+            "rejected": 0,
+        }
+        assert gateway.samples(names.BATCH_LAST_SUCCESS)[0][1] == committed
