@@ -111,6 +111,11 @@ def batch(
         str | None, typer.Option("--format", help="auto|sklearn|onnx|xgboost|lightgbm|custom")
     ] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="records read, scored and written at a time")] = None,
+    part_rows: Annotated[int | None, typer.Option(help="records per output part file")] = None,
+    shard_index: Annotated[int | None, typer.Option(help="this process's shard (an Indexed Job's index)")] = None,
+    shard_count: Annotated[int | None, typer.Option(help="shards of the run; the last one to end commits")] = None,
+    run_token: Annotated[str | None, typer.Option(help="one execution of the run across its shards")] = None,
     pushgateway_url: Annotated[str | None, typer.Option(help="Prometheus Pushgateway for the run's metrics")] = None,
     termination_log: Annotated[Path | None, typer.Option(help="where the run result goes (a pod's default)")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,

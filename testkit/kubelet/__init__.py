@@ -13,8 +13,10 @@ What a container runtime would isolate is emulated, and only as far as our proce
   imported by every Python process it starts) binds a wildcard listen address to it and resolves Service names
   (`name`, `name.ns`, `name.ns.svc[.cluster.local]`) to a ready endpoint's address and target port, from the
   map this kubelet keeps of Services and EndpointSlices (a kube-proxy without a virtual IP);
-- files: emptyDir volumes are directories; env values, args and workingDir under a mount path are rewritten to
-  that directory (TMPDIR follows a /tmp mount);
+- files: emptyDir volumes are directories (configMap, secret and projected ones are written out); env values,
+  args and workingDir under a mount path are rewritten to that directory (TMPDIR follows a /tmp mount), so a host
+  path under /tmp in a pod's env means the pod's own /tmp, as in a container; the shim maps the container's
+  terminationMessagePath to a file of its own, which the kubelet reads when the process ends;
 - identity: each pod gets a kubeconfig with a token of its ServiceAccount (TokenRequest), so what it may do
   is what the RBAC the operator wrote grants;
 - not emulated: users (runAsUser), read-only root filesystems, resource limits, image pulls.

@@ -19,11 +19,13 @@ from typing import Any
 import httpx
 
 from testkit.kubelet.config import KubeletConfig
-from testkit.kubelet.containers import ContainerConfigError, Launch, UnknownImage, rewrite_path
+from testkit.kubelet.containers import ContainerConfigError, Launch, UnknownImage
 from testkit.kubelet.probes import Probe
 
 log = logging.getLogger("local-kubelet")
 TICK_S = 0.2
+TERMINATION_PATH_ENV = "LOCAL_KUBELET_TERMINATION_PATH"
+TERMINATION_LOG_ENV = "LOCAL_KUBELET_TERMINATION_LOG"
 TERMINATION_LOG_LINES = 80  # FallbackToLogsOnError: the end of the log, as the kubelet takes it
 TERMINATION_MESSAGE_BYTES = 4096
 READY_RESET_AFTER_S = 600  # a container that ran this long starts its restart backoff over
@@ -87,14 +89,13 @@ class ContainerRun:
 
 
 def _termination_message(run: ContainerRun, exit_code: int) -> str:
-    """The file the container wrote at terminationMessagePath (when that path is on a volume), else, with
-    FallbackToLogsOnError and a failure, the end of its log."""
+    """The file the container wrote at its terminationMessagePath (the shim maps that path to the container's own
+    file), else, with FallbackToLogsOnError and a failure, the end of its log."""
     spec = run.spec
-    path = spec.get("terminationMessagePath", "/dev/termination-log")
     if run.launch is not None:
-        local = Path(rewrite_path(path, run.launch.mounts))
-        if local != Path(path) and local.is_file():
-            return local.read_bytes()[-TERMINATION_MESSAGE_BYTES:].decode(errors="replace")
+        own = Path(run.launch.env[TERMINATION_LOG_ENV])
+        if own.is_file() and own.stat().st_size:
+            return own.read_bytes()[-TERMINATION_MESSAGE_BYTES:].decode(errors="replace")
     if exit_code != 0 and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
         lines = run.log_path.read_text(errors="replace").splitlines()[-TERMINATION_LOG_LINES:]
         return "\n".join(lines)[-TERMINATION_MESSAGE_BYTES:]
@@ -182,6 +183,10 @@ class PodWorker:
             run.last_terminated, run.terminated = run.terminated, None
         try:
             run.launch = await self._prepare(self.pod, run.spec)
+            own = self.dir / f"{run.spec['name']}.termination-log"
+            own.unlink(missing_ok=True)  # a message is the last run's, never an earlier one's
+            path = run.spec.get("terminationMessagePath", "/dev/termination-log")
+            run.launch.env.update({TERMINATION_PATH_ENV: path, TERMINATION_LOG_ENV: str(own)})
         except UnknownImage as exc:
             self._hold(run, now, "ErrImagePull", str(exc))
             return

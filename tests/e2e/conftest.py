@@ -198,8 +198,11 @@ class Stack:
         }
         if artifact.model_class is not None:
             spec["className"] = artifact.model_class
-        if artifact.env:
-            spec["env"] = [{"name": key, "value": value} for key, value in artifact.env.items()]
+        # The artifact's PYTHONPATH is for local processes; in a pod the image has the test classes (the kubelet
+        # puts this checkout on every pod's path), and a host path under /tmp would be the pod's own /tmp there.
+        env = {key: value for key, value in artifact.env.items() if key != "PYTHONPATH"}
+        if env:
+            spec["env"] = [{"name": key, "value": value} for key, value in env.items()]
         return spec
 
     def endpoints(self, service: str) -> list[str]:

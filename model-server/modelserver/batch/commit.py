@@ -74,8 +74,8 @@ class PartWriter:
     def _roll(self) -> None:
         self._finish()
         path = self._path(len(self.parts))
-        if not self.parts:
-            self.location.filesystem.create_dir(self.directory, recursive=True)  # S3: nothing to create
+        if not self.parts and self.location.scheme != "s3":  # S3 has no directories (pyarrow would add a marker)
+            self.location.filesystem.create_dir(self.directory, recursive=True)
         self._stream = self.location.filesystem.open_output_stream(path)
         if self.data_format == "parquet":
             self._writer = pq.ParquetWriter(self._stream, self.schema)

@@ -10,11 +10,16 @@ A pod's process behaves as if it had its own network namespace:
   translated to the endpoint's target port; a Service without ready endpoints fails the lookup, as a connection
   to a ClusterIP with no endpoints is refused. The table is the file LOCAL_KUBELET_SERVICES, re-read when it
   changes (testkit/kubelet/services.py writes it).
+And its container's terminationMessagePath (LOCAL_KUBELET_TERMINATION_PATH, /dev/termination-log by default) is
+the container's own file (LOCAL_KUBELET_TERMINATION_LOG), as the kubelet's bind mount makes it: opening the one
+opens the other.
 Nothing here imports more than the standard library: it runs before the program's own imports.
 """
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
 import os
 import random
@@ -26,6 +31,8 @@ _TABLE_PATH = os.environ.get("LOCAL_KUBELET_SERVICES", "")
 _NAMESPACE = os.environ.get("LOCAL_KUBELET_NAMESPACE", "default")
 _WILDCARDS = ("0.0.0.0", "")
 _CLUSTER_DOMAIN = "cluster.local"
+_TERMINATION_PATH = os.environ.get("LOCAL_KUBELET_TERMINATION_PATH", "")
+_TERMINATION_LOG = os.environ.get("LOCAL_KUBELET_TERMINATION_LOG", "")
 
 _loaded: tuple[float, dict[str, Any]] = (-1.0, {"services": {}})
 
@@ -97,6 +104,20 @@ def _install() -> None:
     socket.getaddrinfo = getaddrinfo
     socket.socket.bind = bind  # type: ignore[method-assign,assignment]
     _install_uvloop()
+    if _TERMINATION_PATH and _TERMINATION_LOG:
+        _install_termination_log()
+
+
+def _install_termination_log() -> None:
+    real_open = io.open
+
+    def open_(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | os.PathLike) and os.fspath(file) == _TERMINATION_PATH:
+            file = _TERMINATION_LOG
+        return real_open(file, *args, **kwargs)
+
+    builtins.open = open_
+    io.open = open_  # pathlib opens files through io.open
 
 
 def _install_uvloop() -> None:

@@ -84,3 +84,29 @@ def test_lookup_translates_the_service_port_and_fails_without_endpoints(shim: Mo
         shim.lookup(known, "empty", 80, "ns", first)
     with pytest.raises(socket.gaierror, match="has no port 81"):
         shim.lookup(known, "churn", 81, "ns", first)
+
+
+def test_the_termination_message_path_is_the_containers_own_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    own = tmp_path / "own.termination-log"
+    monkeypatch.setenv("LOCAL_KUBELET_TERMINATION_PATH", str(tmp_path / "dev-termination-log"))
+    monkeypatch.setenv("LOCAL_KUBELET_TERMINATION_LOG", str(own))
+    monkeypatch.setattr(builtins, "open", builtins.open)  # restored after the test, as io.open below
+    monkeypatch.setattr(io, "open", io.open)
+    spec = importlib.util.spec_from_file_location("kubelet_shim_termination", SHIM)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module._install_termination_log()
+
+    (tmp_path / "dev-termination-log").write_text("done")  # what the program writes, through pathlib
+    with open(tmp_path / "other.txt", "w") as other:
+        other.write("x")
+    assert own.read_text() == "done"
+    assert not (tmp_path / "dev-termination-log").exists()
+    assert (tmp_path / "other.txt").read_text() == "x"
