@@ -151,6 +151,12 @@ bench-router: venv ## model server direct vs through `modelserver route` (100/0,
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python -m bench.router.run --out bench/results/router.md --workdir bench/results/raw/router
 
+# --- batch --------------------------------------------------------------------------------------------
+
+.PHONY: bench-batch
+bench-batch: venv ## modelserver batch vs the floor (pyarrow+predict), raw predict and a pandas script; 1M and 10M rows (~25 min) -> bench/results/batch.md
+	$(BIN)/python -m bench.batch.run --out bench/results/batch.md --workdir bench/results/raw/batch $(BENCH_ARGS)
+
 # --- decisions ----------------------------------------------------------------------------------------
 
 .PHONY: bench-decisions

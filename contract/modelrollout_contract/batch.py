@@ -74,12 +74,12 @@ class PredictionSummary(_Wire):
     score: Sketch | None = None
 
 
-class Manifest(_Wire):
+class _Written(_Wire):
+    """What scoring wrote: the manifest of a run, or the record of one of its shards."""
+
     run: str = Field(description="the run's scheduled time, ISO 8601 (what the URI templates were filled with)")
     attempt: str
-    outcome: Outcome = "Succeeded"
     model: ModelRef
-    scorer: str = Field(description="modelserver version that wrote the run")
     inputs: list[FileRef]
     parts: list[FileRef]
     rejects: list[FileRef] = Field(default_factory=list)
@@ -89,28 +89,21 @@ class Manifest(_Wire):
     summary: PredictionSummary
     started: datetime
     finished: datetime
+
+
+class Manifest(_Written):
+    outcome: Outcome = "Succeeded"
+    scorer: str = Field(description="modelserver version that wrote the run")
     shards: int = 1
 
 
-class ShardRecord(_Wire):
+class ShardRecord(_Written):
     """What one shard of a sharded run wrote, stored beside the output until the last shard merges every record of
     the run into its manifest (modelserver.batch.commit)."""
 
-    run: str
     token: str = Field(description="identifies one execution of the run (e.g. the Job's name) across its shards")
     shard: int = Field(ge=0)
     shards: int = Field(ge=1)
-    attempt: str
-    model: ModelRef
-    inputs: list[FileRef]
-    parts: list[FileRef]
-    rejects: list[FileRef] = Field(default_factory=list)
-    counts: Counts
-    output_schema: list[Column] = Field(alias="outputSchema")
-    ignored_columns: list[str] = Field(default_factory=list, alias="ignoredColumns")
-    summary: PredictionSummary
-    started: datetime
-    finished: datetime
 
 
 class RunResult(_Wire):

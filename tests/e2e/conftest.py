@@ -55,8 +55,29 @@ async def crds(kube_api: client.ApiClient) -> list[str]:
     return await install_crds(kube_api)
 
 
+class _Queries:
+    """The operator's builtin queries, evaluated by a stack's Prometheus for one version of its model."""
+
+    namespace: str
+    name: str
+    model: str
+    prometheus: PrometheusServer
+
+    def builtin(self, builtin: Builtin, version: str, *, window_s: float = 10) -> float | None:
+        window = rate_window(requested_seconds=window_s, scrape_interval_seconds=self.prometheus.scrape_interval_s)
+        context = QueryContext(
+            namespace=self.namespace,
+            name=self.name,
+            model=self.model,
+            version=version,
+            revision=f"rev-{version}",
+            window_seconds=window,
+        )
+        return self.prometheus.query(builtin_query(builtin, context))
+
+
 @dataclass
-class ProcessStack:
+class ProcessStack(_Queries):
     """Model servers (by version) and our router started here as local processes, and Prometheus scraping them:
     the harness tests' data path, with no operator and no pods."""
 
@@ -73,37 +94,8 @@ class ProcessStack:
         found: list[ManagedProcess] = [*self.servers.values(), self.prometheus.process]
         return found + ([self.router] if self.router else [])
 
-    def builtin(self, builtin: Builtin, version: str, *, window_s: float = 10) -> float | None:
-        return _builtin(
-            self.prometheus,
-            namespace=self.namespace,
-            name=self.name,
-            model=self.model,
-            builtin=builtin,
-            version=version,
-            window_s=window_s,
-        )
-
     def describe(self) -> str:
         return "\n".join(process.describe() for process in self.processes)
-
-
-def _builtin(
-    prometheus: PrometheusServer,
-    *,
-    namespace: str,
-    name: str,
-    model: str,
-    builtin: Builtin,
-    version: str,
-    window_s: float,
-) -> float | None:
-    """The value of the operator's builtin query for `version`, as Prometheus computes it now."""
-    window = rate_window(requested_seconds=window_s, scrape_interval_seconds=prometheus.scrape_interval_s)
-    context = QueryContext(
-        namespace=namespace, name=name, model=model, version=version, revision=f"rev-{version}", window_seconds=window
-    )
-    return prometheus.query(builtin_query(builtin, context))
 
 
 LaunchProcesses = Callable[..., ProcessStack]
@@ -175,7 +167,7 @@ def kubelet(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @dataclass
-class Stack:
+class Stack(_Queries):
     """One test's model versions, the Prometheus that scrapes the pods serving them, and the kubelet running
     those pods. The ModelDeployment's name is `name`; its model is `model`."""
 
@@ -226,17 +218,6 @@ class Stack:
 
     def infer_path(self) -> str:
         return f"/v2/models/{self.model}/infer"
-
-    def builtin(self, builtin: Builtin, version: str, *, window_s: float = 10) -> float | None:
-        return _builtin(
-            self.prometheus,
-            namespace=self.namespace,
-            name=self.name,
-            model=self.model,
-            builtin=builtin,
-            version=version,
-            window_s=window_s,
-        )
 
     def describe(self) -> str:
         parts = [self.prometheus.process.describe(), *(p.describe() for p in self.extra)]
