@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from modelserver.server import serve as run_server
 from modelserver.settings import ServerSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -43,6 +42,9 @@ def serve(
 ) -> None:
     """Serve one model over REST (Open Inference Protocol v2 and /predict) with Prometheus metrics."""
     flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    # Imported here: `batch` and `route` never load the online server (uvicorn, starlette) for nothing.
+    from modelserver.server import serve as run_server  # noqa: PLC0415
+
     try:
         settings = ServerSettings(**flags)
     except ValidationError as exc:

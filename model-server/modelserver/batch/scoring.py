@@ -96,8 +96,8 @@ class Scorer:
         if classes is None:
             tally.score.add(prediction.values)
             return
-        labels, counts = np.unique(np.asarray(prediction.values).astype(str), return_counts=True)
-        tally.labels.update(dict(zip(labels.tolist(), counts.tolist(), strict=True)))
+        labels, counts = np.unique(np.asarray(prediction.values), return_counts=True)  # then only the few as text
+        tally.labels.update({str(label): int(n) for label, n in zip(labels.tolist(), counts.tolist(), strict=True)})
         if prediction.probabilities is not None and len(classes) == 2:
             tally.score.add(prediction.probabilities[:, 1])
 

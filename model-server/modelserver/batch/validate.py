@@ -67,17 +67,26 @@ class Features:
 
 
 def features(batch: pa.RecordBatch, names: Sequence[str], dtype: np.dtype[Any]) -> Features:
+    """The feature matrix, and per row the first feature that is missing or not finite. Vectorised: the reasons
+    are only spelled out for the (rare) invalid rows."""
     rows = batch.num_rows
     matrix = np.empty((rows, len(names)), dtype=np.float64)
-    reason = np.full(rows, "", dtype=object)
+    first = np.full(rows, -1, dtype=np.int64)  # index of the first bad feature, -1 when none
+    missing = np.zeros(rows, dtype=np.bool_)  # whether that first bad feature was missing (else non-finite)
     for j, name in enumerate(names):
         column = batch.column(name)
-        nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
         values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
         matrix[:, j] = values
-        finite = np.isfinite(values)
-        if nulls is not None:
-            reason[(reason == "") & nulls] = f"missing {name}"
-        reason[(reason == "") & ~finite] = f"non-finite {name}"
-    invalid = reason != ""
-    return Features(matrix.astype(dtype, copy=False), invalid, [str(r) for r in reason[invalid]])
+        bad = ~np.isfinite(values)  # a null becomes NaN
+        if not bad.any():
+            continue
+        newly = bad & (first < 0)
+        first[newly] = j
+        if column.null_count:
+            missing[newly] = column.is_null().to_numpy(zero_copy_only=False)[newly]
+    invalid = first >= 0
+    reasons = [
+        f"{'missing' if was_missing else 'non-finite'} {names[j]}"
+        for j, was_missing in zip(first[invalid].tolist(), missing[invalid].tolist(), strict=True)
+    ]
+    return Features(matrix.astype(dtype, copy=False), invalid, reasons)
