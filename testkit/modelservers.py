@@ -1,5 +1,6 @@
-"""Real model servers and our router as local processes on loopback (DESIGN.md section 5: pods on kwok nodes do
-not run, so e2e tests run the data path here while the operator drives it through the API server).
+"""Real model servers and our router as local processes on loopback, started directly (no pods): what the demo,
+the benchmarks and the harness tests run. The e2e rollouts run the operator's own pods on the local kubelet
+(testkit/kubelet) instead.
 
 Ports are fixed when a handle is made, before anything starts, so Prometheus can be configured with every
 target up front. A model server's `version` must equal the ModelDeployment's spec.model.version and its `model`

@@ -29,6 +29,7 @@ TERMINATION_LOG_ENV = "LOCAL_KUBELET_TERMINATION_LOG"
 TERMINATION_LOG_LINES = 80  # FallbackToLogsOnError: the end of the log, as the kubelet takes it
 TERMINATION_MESSAGE_BYTES = 4096
 READY_RESET_AFTER_S = 600  # a container that ran this long starts its restart backoff over
+CRASH_LOOP = "CrashLoopBackOff"
 
 # (pod, container) -> the Launch, or raises ContainerConfigError / UnknownImage
 Prepare = Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[Launch]]
@@ -63,9 +64,17 @@ class ContainerRun:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    @property
+    def backing_off(self) -> bool:
+        """Ended, and to be started again once its back-off has passed."""
+        return not self.running and self.terminated is not None and (self.waiting or ("",))[0] == CRASH_LOOP
+
     def state(self) -> dict[str, Any]:
         if self.running:
             return {"running": {"startedAt": self.started_at}}
+        if self.backing_off:  # as the kubelet shows it: waiting, the run that ended as the last state
+            reason, message = self.waiting or (CRASH_LOOP, "")
+            return {"waiting": {"reason": reason, "message": message}}
         if self.terminated is not None:
             return {"terminated": self.terminated}
         reason, message = self.waiting or ("ContainerCreating", "")
@@ -83,8 +92,9 @@ class ContainerRun:
         }
         if self.process is not None:
             found["containerID"] = f"local://{self.process.pid}"
-        if self.last_terminated is not None:
-            found["lastState"] = {"terminated": self.last_terminated}
+        last = self.terminated if self.backing_off else self.last_terminated
+        if last is not None:
+            found["lastState"] = {"terminated": last}
         return found
 
 
@@ -249,7 +259,7 @@ class PodWorker:
         )
         run.next_start = now + run.backoff_s
         if self._should_start(run, float("inf")):
-            run.waiting = ("CrashLoopBackOff", f"back-off {run.backoff_s:g}s restarting failed container")
+            run.waiting = (CRASH_LOOP, f"back-off {run.backoff_s:g}s restarting failed container")
 
     async def _probe(self, run: ContainerRun, now: float) -> None:
         startup = run.probes.get("startupProbe")

@@ -155,3 +155,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+async def test_a_crashing_container_is_shown_backing_off_with_its_last_exit(
+    kubelet: KubeletProcess, kube_api: client.ApiClient, namespace: str
+) -> None:
+    container = {"name": "main", "image": IMAGE, "command": ["python", "-c", "raise SystemExit(7)"]}
+    pod = {"metadata": {"name": "crasher"}, "spec": {"nodeSelector": NODE_SELECTOR, "containers": [container]}}
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespaced_pod(namespace, pod)
+
+    async def backing_off() -> dict[str, Any] | None:
+        found = kube_api.sanitize_for_serialization(await core.read_namespaced_pod("crasher", namespace))
+        statuses = found["status"].get("containerStatuses") or []
+        waiting = statuses[0]["state"].get("waiting") if statuses else None
+        return statuses[0] if waiting and waiting["reason"] == "CrashLoopBackOff" else None
+
+    status = await eventually(backing_off, within=30, what="the container waiting in CrashLoopBackOff")
+    assert status["lastState"]["terminated"]["exitCode"] == 7
+    assert not status["ready"]
