@@ -68,15 +68,21 @@ def is_remote(uri: str) -> bool:
     return urlsplit(uri).scheme.lower() in {"http", "https", "s3"}
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    if path.is_dir():
-        raise ModelLoadError(f"a sha256 check needs a single file, but {path} is a directory")
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
-    if digest.hexdigest() != expected.lower():
-        raise ModelLoadError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {digest.hexdigest()}")
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    if path.is_dir():
+        raise ModelLoadError(f"a sha256 check needs a single file, but {path} is a directory")
+    found = sha256_of(path)
+    if found != expected.lower():
+        raise ModelLoadError(f"sha256 mismatch for {path.name}: expected {expected.lower()}, got {found}")
 
 
 def _local_path(uri: str, scheme: str) -> Path:

@@ -4,7 +4,6 @@ container's termination message) and the shell (the exit code, modelserver.batch
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -39,13 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def _sha256(path: Path | None) -> str:
-    if path is None or not path.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The artifact's digest for the manifest; '' for a custom class without a file, or a model directory."""
+    return storage.sha256_of(path) if path is not None and path.is_file() else ""
 
 
 def load(settings: BatchSettings) -> tuple[Model, ModelRef]:
