@@ -1,14 +1,18 @@
 """How a user's key (a header or cookie value) picks a variant in our router, the same in every replica, and the
-names a cookie may have."""
+names a cookie may have. A batch run selecting a canary's share of records by a key column uses the same rule
+(`buckets_of`), so a user's record goes to the model their requests go to."""
 
 from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable
 
 # A key falls in bucket crc32(key) % BUCKETS; it goes to the candidate when its bucket is below weight x 100, so a
 # weight of 30 sends 30.00% of keys, and raising the weight only moves keys from stable to the candidate.
 BUCKETS = 10_000
+# Where a record without a key falls (buckets_of): the last bucket, stable's at any canary weight below 100.
+MISSING_KEY_BUCKET = BUCKETS - 1
 # RFC 6265 cookie-name = token: a name outside it can be neither read from a Cookie header nor set.
 COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 _COOKIE_NAME = re.compile(COOKIE_NAME)
@@ -16,6 +20,26 @@ _COOKIE_NAME = re.compile(COOKIE_NAME)
 
 def bucket(key: str | bytes) -> int:
     return zlib.crc32(key.encode() if isinstance(key, str) else key) % BUCKETS
+
+
+def buckets_of(keys: Iterable[str | bytes | int | None]) -> list[int]:
+    """`bucket` of each key of a column: an integer is its decimal text (42 is "42", what a header carrying it
+    says), and a missing key (None) falls in the last bucket, so it stays with stable like a request without a
+    key. Booleans and other types are refused: their text is no key a router would see."""
+    found: list[int] = []
+    append, crc32 = found.append, zlib.crc32  # bound once: this runs per record of a batch
+    for key in keys:
+        if isinstance(key, str):
+            append(crc32(key.encode()) % BUCKETS)
+        elif isinstance(key, int) and not isinstance(key, bool):
+            append(crc32(str(key).encode()) % BUCKETS)
+        elif isinstance(key, bytes):
+            append(crc32(key) % BUCKETS)
+        elif key is None:
+            append(MISSING_KEY_BUCKET)
+        else:
+            raise TypeError(f"a key is text or an integer, not {type(key).__name__}")
+    return found
 
 
 def to_candidate(key: str | bytes, weight: int) -> bool:

@@ -106,11 +106,22 @@ def batch(
     scheduled_time: Annotated[
         str | None, typer.Option("--run", help="the run's time (ISO 8601), e.g. a backfill")
     ] = None,
+    job_name: Annotated[
+        str | None, typer.Option(help="the pod's Job: a CronJob's Job name carries the run's time (without --run)")
+    ] = None,
+    time_zone: Annotated[str | None, typer.Option(help="IANA zone of the templates' dates (default UTC)")] = None,
     model_uri: Annotated[str | None, typer.Option("--model-uri", "-m", help="path, file://, http(s)://, s3://")] = None,
     model_name: Annotated[str | None, typer.Option(help="name in the output and metric labels")] = None,
     model_version: Annotated[str | None, typer.Option(help="version in the output and metric labels")] = None,
     model_format: Annotated[
         str | None, typer.Option("--format", help="auto|sklearn|onnx|xgboost|lightgbm|custom")
+    ] = None,
+    reference_model_uri: Annotated[
+        str | None, typer.Option(help="a shadow run: the model compared with (not written), e.g. stable's")
+    ] = None,
+    reference_model_version: Annotated[str | None, typer.Option(help="the reference model's version")] = None,
+    reference_model_format: Annotated[
+        str | None, typer.Option("--reference-format", help="auto|sklearn|onnx|xgboost|lightgbm|custom")
     ] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
     batch_rows: Annotated[int | None, typer.Option(help="records read, scored and written at a time")] = None,
@@ -118,6 +129,12 @@ def batch(
     shard_index: Annotated[int | None, typer.Option(help="this process's shard (an Indexed Job's index)")] = None,
     shard_count: Annotated[int | None, typer.Option(help="shards of the run; the last one to end commits")] = None,
     run_token: Annotated[str | None, typer.Option(help="one execution of the run across its shards")] = None,
+    input_shards: Annotated[
+        int | None, typer.Option(help="ways the input files are split (default: shards; 1 with a key range)")
+    ] = None,
+    key_column: Annotated[str | None, typer.Option(help="the input column holding each record's user key")] = None,
+    key_from: Annotated[int | None, typer.Option(help="score keys whose bucket (0..9999) is >= this")] = None,
+    key_to: Annotated[int | None, typer.Option(help="... and < this (a canary at weight w: 0 to w*100)")] = None,
     pushgateway_url: Annotated[str | None, typer.Option(help="Prometheus Pushgateway for the run's metrics")] = None,
     termination_log: Annotated[Path | None, typer.Option(help="where the run result goes (a pod's default)")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,

@@ -17,6 +17,11 @@ all N shards of its token merges them into the manifest and commits. The last sh
 finish together, both write the same manifest (the merge is deterministic), so the second commit changes
 nothing. One execution of a run at a time (the CronJob's concurrencyPolicy Forbid): a commit deletes the part
 files it does not list, which would include a concurrent execution's.
+Shards may run different models: a canary by key is two shards, stable scoring keys [w x 100, 10000) and the
+candidate [0, w x 100), each reading every input file. The merge then lists each model (`models`) and what each
+shard scored (`shares`), and refuses to commit shards whose output schemas differ (SchemaMismatch: one run's parts
+have one schema) or two shards that scored the same keys of the same input file (InvalidSettings: those records
+would be in the output twice). A shadow run's comparison is merged from the shards' sums (modelserver.batch.compare).
 """
 
 from __future__ import annotations
@@ -30,8 +35,22 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyarrow import fs
 
-from modelrollout_contract.batch import MANIFEST_NAME, Counts, FileRef, Manifest, PredictionSummary, ShardRecord
+from modelrollout_contract.batch import (
+    MANIFEST_NAME,
+    Column,
+    ComparisonSums,
+    Counts,
+    FileRef,
+    KeyRange,
+    Manifest,
+    ModelRef,
+    PredictionSummary,
+    ShardRecord,
+    Share,
+)
+from modelrollout_contract.sticky import BUCKETS
 from modelserver import __version__
+from modelserver.batch.compare import merge_sums, summarise
 from modelserver.batch.errors import BatchError
 from modelserver.batch.sketch import DDSketch
 from modelserver.batch.uris import Location
@@ -167,10 +186,74 @@ def shard_records(location: Location, token: str, shards: int) -> list[ShardReco
     return [found[i] for i in range(shards)]
 
 
+def _model_name(model: ModelRef) -> str:
+    return f"{model.name} {model.version}"
+
+
+def _columns(columns: list[Column]) -> str:
+    return ", ".join(f"{c.name} ({c.type})" for c in columns) or "none"
+
+
+def _check_schemas(records: list[ShardRecord]) -> None:
+    """One run, one output schema: shards whose models write different columns cannot share a manifest."""
+    first = records[0]
+    for record in records[1:]:
+        if record.output_schema == first.output_schema:
+            continue
+        mine, theirs = set(first.output_schema), set(record.output_schema)
+        only_first = [c for c in first.output_schema if c not in theirs]
+        only_this = [c for c in record.output_schema if c not in mine]
+        differing = (
+            f"only shard {first.shard} ({_model_name(first.model)}) has {_columns(only_first)}; "
+            f"only shard {record.shard} ({_model_name(record.model)}) has {_columns(only_this)}"
+            if only_first or only_this
+            else "the same columns in another order"
+        )
+        raise BatchError("SchemaMismatch", f"the shards' output schemas differ, so their parts cannot make one run: "
+                         f"{differing}")  # fmt: skip
+
+
+def _span(keys: KeyRange | None) -> tuple[int, int]:
+    return (0, BUCKETS) if keys is None else (keys.start, keys.end)
+
+
+def _check_disjoint(records: list[ShardRecord]) -> None:
+    """No record scored twice: two shards that read one input file must have selected disjoint key ranges."""
+    for i, one in enumerate(records):
+        files = {ref.path for ref in one.inputs}
+        low, high = _span(one.keys)
+        for other in records[i + 1 :]:
+            shared = files.intersection(ref.path for ref in other.inputs)
+            other_low, other_high = _span(other.keys)
+            if shared and low < other_high and other_low < high:
+                raise BatchError("InvalidSettings", f"shards {one.shard} and {other.shard} both scored keys "
+                                 f"[{max(low, other_low)}, {min(high, other_high)}) of {min(shared)}: their records "
+                                 "would be in the output twice (set input_shards or disjoint key ranges)")  # fmt: skip
+
+
+def _comparison(records: list[ShardRecord]) -> ComparisonSums | None:
+    pieces = [r.comparison for r in records if r.comparison is not None]
+    if not pieces:
+        return None
+    if len(pieces) != len(records):
+        raise BatchError("InvalidSettings", "some shards of the run compare with a reference model and some do not")
+    try:
+        return merge_sums(pieces)
+    except ValueError as exc:
+        raise BatchError("InvalidSettings", str(exc)) from exc
+
+
 def merge(records: list[ShardRecord]) -> Manifest:
     """The run's manifest from its shards' records (one record for an unsharded run). Deterministic: the same
-    records always give the same manifest."""
+    records always give the same manifest. Raises BatchError when the records cannot make one run."""
     first = records[0]
+    _check_schemas(records)
+    _check_disjoint(records)
+    comparison = _comparison(records)
+    models: list[ModelRef] = []
+    for record in records:
+        if record.model not in models:
+            models.append(record.model)
     labels: dict[str, int] = {}
     sketch: DDSketch | None = None
     for record in records:
@@ -188,7 +271,8 @@ def merge(records: list[ShardRecord]) -> Manifest:
         attempt=first.attempt if len(records) == 1 else first.token,
         model=first.model,
         scorer=__version__,
-        inputs=sorted((ref for r in records for ref in r.inputs), key=lambda ref: ref.path),
+        # Once each: every model's shard of a canary by key reads every file.
+        inputs=sorted({ref.path: ref for r in records for ref in r.inputs}.values(), key=lambda ref: ref.path),
         parts=[ref for r in records for ref in r.parts],
         rejects=[ref for r in records for ref in r.rejects],
         counts=Counts(
@@ -205,6 +289,9 @@ def merge(records: list[ShardRecord]) -> Manifest:
         started=min(r.started for r in records),
         finished=max(r.finished for r in records),
         shards=first.shards,
+        models=models,
+        shares=[Share(shard=r.shard, model=r.model, keys=r.keys, counts=r.counts) for r in records],
+        comparison=summarise(comparison) if comparison is not None else None,
     )
 
 

@@ -2,11 +2,16 @@
 
 Output columns, in order: the id columns (as read), `prediction` (label or value), `probability_<class>` per
 class (classifiers that give probabilities), `decision` (binary classifiers with a threshold: P(second class) >=
-threshold), `model_name`, `model_version`. Rejected rows keep every input column plus `reason`."""
+threshold), `model_name`, `model_version`. Rejected rows keep every input column plus `reason`.
+
+A model's part (`Predictor`: checked features in, prediction of the valid rows out, the time in predict calls) is
+apart from the output's, so a shadow run's reference model scores the same batch without writing anything."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from modelrollout_contract.batch import PredictionSummary
+from modelserver.batch.compare import Answers
 from modelserver.batch.errors import BatchError
 from modelserver.batch.sketch import DDSketch
 from modelserver.batch.validate import CheckedSchema, features
-from modelserver.runtimes.base import Model, Prediction
+from modelserver.runtimes.base import Array, Model, Prediction
 
 REASON = "reason"
 
@@ -42,6 +48,57 @@ def _class_type(classes: tuple[Any, ...]) -> pa.DataType:
     return pa.array(list(classes)).type
 
 
+def score_of(prediction: Prediction, classes: tuple[Any, ...] | None) -> Array | None:
+    """The number summarised and compared per record: a regressor's value, a binary classifier's probability of
+    its second class; None for other classifiers (and a binary one without probabilities)."""
+    if classes is None:
+        return np.asarray(prediction.values, dtype=np.float64)
+    if prediction.probabilities is not None and len(classes) == 2:
+        return np.asarray(prediction.probabilities[:, 1], dtype=np.float64)
+    return None
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """One model's answer to one batch: its invalid rows (with why) and its prediction of the others, in order."""
+
+    invalid: np.ndarray[Any, np.dtype[np.bool_]]
+    reasons: list[str]
+    prediction: Prediction
+
+
+class Predictor:
+    """A model on record batches: each record's features checked, the valid records predicted; `seconds` is the
+    time spent in the model's predict calls alone (what two models on one pod and one input compare)."""
+
+    def __init__(self, model: Model, feature_names: Sequence[str]) -> None:
+        self.model = model
+        self.signature = model.signature
+        self.feature_names = tuple(feature_names)
+        self.seconds = 0.0
+        self._warm = False
+
+    def __call__(self, batch: pa.RecordBatch) -> Predicted:
+        found = features(batch, self.feature_names, self.signature.dtype)
+        matrix = found.matrix[~found.invalid] if found.invalid.any() else found.matrix
+        if not len(matrix):
+            return Predicted(found.invalid, found.reasons, _empty(self.signature.classes))
+        if not self._warm:
+            # A model's first call pays one-off costs (lazy imports, thread pools, caches): untimed, so that two
+            # models timed on the same records compare their steady cost, not which of them was called first.
+            self.model.predict(matrix[:1])
+            self._warm = True
+        began = time.perf_counter()
+        prediction = self.model.predict(matrix)
+        self.seconds += time.perf_counter() - began
+        return Predicted(found.invalid, found.reasons, prediction)
+
+    def answers(self, predicted: Predicted) -> Answers:
+        classes = self.signature.classes
+        labels = np.asarray(predicted.prediction.values) if classes is not None else None
+        return Answers(~predicted.invalid, labels, score_of(predicted.prediction, classes))
+
+
 class Scorer:
     def __init__(
         self,
@@ -53,7 +110,7 @@ class Scorer:
         model_version: str,
         threshold: float | None,
     ) -> None:
-        self.model = model
+        self.predictor = Predictor(model, checked.features)
         self.checked = checked
         self.signature = model.signature
         self.model_name = model_name
@@ -73,33 +130,32 @@ class Scorer:
         self.output_schema = pa.schema(fields)
         self.rejects_schema = input_schema.append(pa.field(REASON, pa.string()))
 
-    def score(self, batch: pa.RecordBatch, tally: Tally) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
-        found = features(batch, self.checked.features, self.signature.dtype)
+    def write(
+        self, batch: pa.RecordBatch, predicted: Predicted, tally: Tally
+    ) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+        """The output rows of `batch` from this model's `predicted` answer to it (`self.predictor(batch)`), and its
+        rejected rows (None when every record was valid)."""
         tally.read += batch.num_rows
         rejected = None
         valid = batch
-        matrix = found.matrix
-        if found.invalid.any():
-            keep = ~found.invalid
-            rejected = batch.filter(pa.array(found.invalid)).append_column(REASON, pa.array(found.reasons, pa.string()))
-            valid = batch.filter(pa.array(keep))
-            matrix = matrix[keep]
+        if predicted.invalid.any():
+            reasons = pa.array(predicted.reasons, pa.string())
+            rejected = batch.filter(pa.array(predicted.invalid)).append_column(REASON, reasons)
+            valid = batch.filter(pa.array(~predicted.invalid))
             tally.rejected += rejected.num_rows
-        prediction = self.model.predict(matrix) if len(matrix) else _empty(self.signature.classes)
         tally.scored += valid.num_rows
-        self._summarise(prediction, tally)
-        return self._output(valid, prediction), rejected
+        self._summarise(predicted.prediction, tally)
+        return self._output(valid, predicted.prediction), rejected
 
     def _summarise(self, prediction: Prediction, tally: Tally) -> None:
         classes = self.signature.classes
         tally.classifier = classes is not None
-        if classes is None:
-            tally.score.add(prediction.values)
-            return
-        labels, counts = np.unique(np.asarray(prediction.values), return_counts=True)  # then only the few as text
-        tally.labels.update({str(label): int(n) for label, n in zip(labels.tolist(), counts.tolist(), strict=True)})
-        if prediction.probabilities is not None and len(classes) == 2:
-            tally.score.add(prediction.probabilities[:, 1])
+        if classes is not None:
+            labels, counts = np.unique(np.asarray(prediction.values), return_counts=True)  # then only the few as text
+            tally.labels.update({str(label): int(n) for label, n in zip(labels.tolist(), counts.tolist(), strict=True)})
+        score = score_of(prediction, classes)
+        if score is not None:
+            tally.score.add(score)
 
     def _output(self, valid: pa.RecordBatch, prediction: Prediction) -> pa.RecordBatch:
         rows = valid.num_rows

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelrollout_contract.batch import Sketch
+from modelrollout_contract.batch import MAX_HISTOGRAM_BINS, Histogram, Sketch
 
 RELATIVE_ACCURACY = 0.01
 ZERO = 1e-12  # |v| below this counts as zero (the log of it is not worth a bucket)
@@ -68,6 +68,19 @@ class DDSketch:
                 return self._value(key)
         return self.maximum
 
+    def rank(self, value: float) -> float:
+        """The share of values <= `value` (0.0 for an empty sketch), counting a bucket whole when its estimate
+        (what `quantile` reports for it) is <= `value`. Exact for a `value` that is a bucket's estimate, such as a
+        quantile of this or another sketch of the same accuracy; otherwise the values of the one bucket holding
+        `value` (all within a relative `accuracy` of it) may be counted on the wrong side."""
+        if self.count == 0:
+            return 0.0
+        seen = sum(n for key, n in self.negative.items() if -self._value(key) <= value)
+        if value >= 0:
+            seen += self.zeros
+        seen += sum(n for key, n in self.positive.items() if self._value(key) <= value)
+        return seen / self.count
+
     def merge(self, other: DDSketch) -> None:
         """Add another sketch of the same accuracy (another shard's, another batch's): the same buckets."""
         if other.accuracy != self.accuracy:
@@ -81,6 +94,16 @@ class DDSketch:
         self.minimum = min(bounds) if bounds else None
         bounds = [b for b in (self.maximum, other.maximum) if b is not None]
         self.maximum = max(bounds) if bounds else None
+
+    def histogram(self, max_bins: int = MAX_HISTOGRAM_BINS) -> Histogram:
+        """The buckets merged by the least power of two that leaves at most `max_bins` non-empty bins."""
+        factor = 1
+        while True:
+            positive = _merged(self.positive, factor)
+            negative = _merged(self.negative, factor)
+            if len(positive) + len(negative) + (self.zeros > 0) <= max_bins:
+                return Histogram(factor=factor, zeros=self.zeros, positive=positive, negative=negative)
+            factor *= 2
 
     @classmethod
     def from_wire(cls, wire: Sketch) -> DDSketch:
@@ -102,3 +125,10 @@ class DDSketch:
             maximum=self.maximum,
             quantiles={k: v for k, v in quantiles.items() if v is not None},
         )
+
+
+def _merged(buckets: dict[int, int], factor: int) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for key, n in buckets.items():
+        merged[key // factor] = merged.get(key // factor, 0) + n
+    return merged

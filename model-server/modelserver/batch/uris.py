@@ -1,12 +1,13 @@
-"""URIs of a batch run: templates filled with the run's scheduled time, and the pyarrow filesystem and path a URI
-names (a local path, file://, or s3:// on any S3-compatible endpoint; credentials from AWS_* as for models)."""
+"""URIs of a batch run: templates filled with the run's scheduled time (in the run's time zone), and the pyarrow
+filesystem and path a URI names (a local path, file://, or s3:// on any S3-compatible endpoint; credentials from
+AWS_* as for models)."""
 
 from __future__ import annotations
 
 import os
 import string
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
 from pyarrow import fs
@@ -18,10 +19,13 @@ PLACEHOLDERS = ("date", "datetime", "year", "month", "day", "hour", "minute")
 
 
 def fill(template: str, when: datetime) -> str:
-    """`template` with the run's time in its placeholders; an unknown placeholder is an error naming it."""
+    """`template` with the run's time in its placeholders; an unknown placeholder is an error naming it. The
+    calendar placeholders are `when`'s in its own zone (BatchSettings.template_time: the run's time_zone);
+    {datetime} is the instant in UTC, as its Z says."""
+    instant = when.astimezone(UTC) if when.tzinfo is not None else when
     values = {
         "date": when.strftime("%Y-%m-%d"),
-        "datetime": when.strftime("%Y%m%dT%H%M%SZ"),
+        "datetime": instant.strftime("%Y%m%dT%H%M%SZ"),
         "year": when.strftime("%Y"),
         "month": when.strftime("%m"),
         "day": when.strftime("%d"),

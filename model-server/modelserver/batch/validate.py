@@ -1,5 +1,6 @@
-"""Before anything is written: the input's columns against the model's features and the id columns. And per
-record: a missing (null) or non-finite feature makes the record invalid, with the first such column as reason."""
+"""Before anything is written: the input's columns against the model's features, the id columns and the key
+column (a run scoring a share of the records by key). And per record: a missing (null) or non-finite feature
+makes the record invalid, with the first such column as reason."""
 
 from __future__ import annotations
 
@@ -30,11 +31,25 @@ def _numeric(kind: pa.DataType) -> bool:
     )
 
 
+def _key_type(kind: pa.DataType) -> bool:
+    """What a user key can be: text or an integer (modelrollout_contract.sticky.buckets_of)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
 def check_schema(
-    schema: pa.Schema, features: Sequence[str], ids: Sequence[str], *, extra_columns: str = "ignore"
+    schema: pa.Schema,
+    features: Sequence[str],
+    ids: Sequence[str],
+    *,
+    extra_columns: str = "ignore",
+    key_column: str | None = None,
+    also_read: Sequence[str] = (),
 ) -> CheckedSchema:
-    """Every feature present and numeric, every id column present; extra columns per policy. One error names
-    every problem at once, so a user fixes the input in one go."""
+    """Every feature present and numeric, every id column present, the key column (if any) present and text or
+    integer; extra columns per policy (`also_read`, e.g. a reference model's features, are not extra). One error
+    names every problem at once, so a user fixes the input in one go."""
     names = set(schema.names)
     problems = []
     missing = [f for f in features if f not in names]
@@ -46,7 +61,11 @@ def check_schema(
     missing_ids = [c for c in ids if c not in names]
     if missing_ids:
         problems.append(f"missing id columns {missing_ids}")
-    wanted = set(features) | set(ids)
+    if key_column is not None and key_column not in names:
+        problems.append(f"missing key column {key_column!r}")
+    elif key_column is not None and not _key_type(schema.field(key_column).type):
+        problems.append(f"key column {key_column!r} is {schema.field(key_column).type}, not text or an integer")
+    wanted = set(features) | set(ids) | set(also_read) | ({key_column} if key_column else set())
     extra = tuple(n for n in schema.names if n not in wanted)
     if extra and extra_columns == "fail":
         problems.append(f"extra columns {list(extra)} (extra_columns is 'fail')")

@@ -1,9 +1,11 @@
 """`modelserver batch` as a process against a real S3-compatible server (moto): a nightly-style run from S3 to
-S3, and a run killed with SIGKILL in the middle of writing, which must leave nothing visible, and whose retry
-commits a complete run."""
+S3, a run killed with SIGKILL in the middle of writing, which must leave nothing visible, and whose retry
+commits a complete run; a shadow run's comparison against scikit-learn's own numbers, and a canary by key: two
+models' shares of one run."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -12,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -19,12 +22,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+from testkit.models import train_classifiers
 from testkit.prometheus import Pushgateway
 from testkit.s3 import CREDENTIALS, S3Server
 from testkit.waiting import wait_until
 
 from modelrollout_contract import metrics as names
 from modelrollout_contract.batch import MANIFEST_NAME, Manifest, RunResult
+from modelrollout_contract.sticky import bucket
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +67,14 @@ def upload_input(s3: S3Server, rows: int, files: int) -> None:
         s3.client().put_object(Bucket=BUCKET, Key=f"events/date=2026-12-03/part-{i}.parquet", Body=buffer.getvalue())
 
 
-def scorer(s3: S3Server, model: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+def scorer(
+    s3: S3Server, model: Path, tmp_path: Path, *extra: str, version: str = "3", result: str = "result.json"
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "modelserver", "batch", "--model-uri", str(model), "--model-name", "churn",
-        "--model-version", "3", "--input", f"s3://{BUCKET}/events/date={{date}}/",
+        "--model-version", version, "--input", f"s3://{BUCKET}/events/date={{date}}/",
         "--output", f"s3://{BUCKET}/scores/date={{date}}", "--id", "id", "--run", "2026-12-03T02:00:00Z",
-        "--s3-endpoint-url", s3.url, "--termination-log", str(tmp_path / "result.json"), "--log-text", *extra,
+        "--s3-endpoint-url", s3.url, "--termination-log", str(tmp_path / result), "--log-text", *extra,
     ]  # fmt: skip
     log = (tmp_path / "scorer.log").open("ab")
     return subprocess.Popen(command, env={**os.environ, **CREDENTIALS}, stdout=log, stderr=subprocess.STDOUT)
@@ -78,12 +87,16 @@ def manifest(s3: S3Server) -> Manifest | None:
     return Manifest.model_validate(json.loads(body))
 
 
-def committed_ids(s3: S3Server, found: Manifest) -> list[int]:
+def committed(s3: S3Server, found: Manifest) -> pa.Table:
     tables = []
     for part in found.parts:
         key = part.path.removeprefix(f"s3://{BUCKET}/")
         tables.append(pq.read_table(io.BytesIO(s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())))
-    return sorted(pa.concat_tables(tables).column("id").to_pylist())
+    return pa.concat_tables(tables)
+
+
+def committed_ids(s3: S3Server, found: Manifest) -> list[int]:
+    return sorted(committed(s3, found).column("id").to_pylist())
 
 
 def test_a_nightly_run_from_s3_to_s3(s3: S3Server, forest: Path, tmp_path: Path) -> None:
@@ -156,3 +169,110 @@ def test_a_run_pushes_its_numbers_to_a_real_pushgateway(s3: S3Server, forest: Pa
             "rejected": 0,
         }
         assert gateway.samples(names.BATCH_LAST_SUCCESS)[0][1] == committed
+
+
+def upload_rows(s3: S3Server, rows: np.ndarray[Any, Any], files: int) -> None:
+    data = pa.table({"id": np.arange(len(rows)), **{f"f{i}": rows[:, i] for i in range(rows.shape[1])}})
+    step = -(-len(rows) // files)
+    for i in range(files):
+        buffer = io.BytesIO()
+        pq.write_table(data.slice(i * step, step), buffer)
+        s3.client().put_object(Bucket=BUCKET, Key=f"events/date=2026-12-03/part-{i}.parquet", Body=buffer.getvalue())
+
+
+def sketch_psi(candidate: np.ndarray[Any, Any], reference: np.ndarray[Any, Any], accuracy: float = 0.01) -> float:
+    """The scorer's documented PSI estimator, written again from its definition: values binned by their DDSketch
+    bucket (ceil(log_gamma(v)); zeros below every bucket), edges at the buckets of the reference's deciles."""
+    gamma = (1 + accuracy) / (1 - accuracy)
+
+    def keys(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        assert (values >= 0).all(), "probabilities"
+        found = np.full(len(values), -np.inf)
+        positive = values >= 1e-12
+        found[positive] = np.ceil(np.log(values[positive]) / np.log(gamma))
+        return np.sort(found)
+
+    ours, theirs = keys(candidate), keys(reference)
+    edges = np.unique([theirs[int(np.floor(q / 10 * (len(theirs) - 1)))] for q in range(1, 10)])
+
+    def shares(sorted_keys: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        below = np.searchsorted(sorted_keys, edges, side="right") / len(sorted_keys)
+        return np.maximum(np.diff(np.concatenate([[0.0], below, [1.0]])), 1e-4)
+
+    c, r = shares(ours), shares(theirs)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def test_a_shadow_run_compares_the_candidate_with_the_reference(s3: S3Server, tmp_path: Path) -> None:
+    models = train_classifiers(tmp_path / "models")
+    x = models.dataset.rows
+    stable = joblib.load(models.stable.path)
+    # The candidate learnt labels flipped on a fifth of the rows (a tree remembers every one of them).
+    flipped = np.where(np.arange(len(x)) % 5 == 0, 1 - stable.predict(x), stable.predict(x))
+    candidate = DecisionTreeClassifier(random_state=0).fit(x, flipped)
+    candidate_path = tmp_path / "candidate.joblib"
+    joblib.dump(candidate, candidate_path)
+    upload_rows(s3, x, files=2)
+    reference = ("--reference-model-uri", str(models.stable.path), "--reference-model-version", "2")
+    assert scorer(s3, candidate_path, tmp_path, *reference).wait(120) == 0, (tmp_path / "scorer.log").read_text()
+
+    found = manifest(s3)
+    assert found is not None
+    out = committed(s3, found)
+    assert sorted(out.column("id").to_pylist()) == list(range(len(x)))
+    assert set(out.column("model_version").to_pylist()) == {"3"}, "the reference's predictions are not written"
+    compared = found.comparison
+    assert compared is not None
+    # scikit-learn's own numbers on the same rows.
+    c, r = candidate.predict_proba(x)[:, 1], stable.predict_proba(x)[:, 1]
+    agreement = float(np.mean(candidate.predict(x) == stable.predict(x)))
+    assert agreement == pytest.approx(0.8, abs=0.01)
+    assert (compared.records, compared.scored, compared.reference_scored) == (len(x), len(x), len(x))
+    assert compared.agreement == pytest.approx(agreement, abs=1e-12)
+    assert compared.mean_abs_diff == pytest.approx(float(np.mean(np.abs(c - r))), rel=1e-9)
+    assert compared.max_abs_diff == pytest.approx(float(np.max(np.abs(c - r))), rel=1e-9)
+    assert compared.psi is not None
+    assert compared.psi == pytest.approx(sketch_psi(c, r), rel=1e-9)
+    assert compared.psi > 0.25, "a candidate this far off has drifted"
+    assert compared.reference.version == "2"
+    assert compared.reference.sha256 == hashlib.sha256(models.stable.path.read_bytes()).hexdigest()
+    assert compared.seconds > 0
+    assert compared.reference_seconds > 0
+    result = RunResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert result.comparison == compared
+
+
+def test_a_canary_by_key_commits_both_models_shares_of_one_run(s3: S3Server, forest: Path, tmp_path: Path) -> None:
+    upload_input(s3, rows=5_000, files=4)
+    x = np.random.default_rng(3).normal(size=(500, FEATURES))
+    candidate = tmp_path / "candidate.joblib"
+    joblib.dump(LogisticRegression().fit(x, x[:, 0] + x[:, 1] > 0), candidate)
+    split = ("--key-column", "id", "--shard-count", "2")
+    stable_run = scorer(s3, forest, tmp_path, *split, "--shard-index", "0", "--key-from", "3000", version="3",
+                        result="stable.json")  # fmt: skip
+    assert stable_run.wait(120) == 0, (tmp_path / "scorer.log").read_text()
+    assert manifest(s3) is None, "one share is not the run"
+    canary_run = scorer(s3, candidate, tmp_path, *split, "--shard-index", "1", "--key-to", "3000", version="4",
+                        result="canary.json")  # fmt: skip
+    assert canary_run.wait(120) == 0, (tmp_path / "scorer.log").read_text()
+
+    found = manifest(s3)
+    assert found is not None
+    out = committed(s3, found)
+    ids = out.column("id").to_pylist()
+    assert sorted(ids) == list(range(5_000)), "every input record exactly once"
+    canary_keys = {i for i in range(5_000) if bucket(str(i)) < 3000}
+    versions = dict(zip(ids, out.column("model_version").to_pylist(), strict=True))
+    assert {i for i, v in versions.items() if v == "4"} == canary_keys
+    assert {i for i, v in versions.items() if v == "3"} == set(range(5_000)) - canary_keys
+    assert [(m.version, m.sha256) for m in found.models] == [
+        ("3", hashlib.sha256(forest.read_bytes()).hexdigest()),
+        ("4", hashlib.sha256(candidate.read_bytes()).hexdigest()),
+    ]
+    assert [(s.model.version, s.keys.start if s.keys else None, s.counts.read) for s in found.shares] == [
+        ("3", 3000, 5_000 - len(canary_keys)),
+        ("4", 0, len(canary_keys)),
+    ]
+    canary = RunResult.model_validate_json((tmp_path / "canary.json").read_text())
+    assert canary.manifest == f"s3://{BUCKET}/{RUN_DIR}/{MANIFEST_NAME}"
+    assert canary.counts.read == len(canary_keys), "the canary's pod reports its share"
