@@ -284,6 +284,31 @@ INVALID: list[Invalid] = [
         ("batch.timeZone", "IANA time zone"),
         base="batch.yaml",
     ),
+    Invalid(
+        "batch-canary-without-a-key",
+        _all(
+            _set("spec.batch.idColumns", _DELETE),
+            _set("spec.rollout", {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}]}}),
+        ),
+        ("batch.key", "idColumns"),
+        base="batch.yaml",
+    ),
+    Invalid(
+        "batch-canary-with-an-analysis-step",
+        _all(
+            _set("spec.batch.idColumns", ["customer"]),
+            _set("spec.rollout", {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}, {"analysis": {}}]}}),
+        ),
+        ("rollout.canary.steps", "spec.batch.gates"),
+        base="batch.yaml",
+    ),
+    Invalid(
+        "batch-with-prometheus-analysis",
+        _set("spec.rollout", {"strategy": "direct", "analysis": {"interval": "30s"}}),
+        ("rollout.analysis", "spec.batch.gates"),
+        base="batch.yaml",
+    ),
+    Invalid("batch-shards-zero", _set("spec.batch.shards", 0), ("batch.shards",), base="batch.yaml"),
 ]
 
 

@@ -32,7 +32,10 @@ from modelrollout.kube.children import ChildSource, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
 from modelrollout.modes import owned_kinds
-from modelrollout.modes.report import mode_conditions, unserved_message
+from modelrollout.modes.base import ModeName
+from modelrollout.modes.batch.machine import decide_batch, follow_batch
+from modelrollout.modes.batch.plan import BatchPlan
+from modelrollout.modes.report import Readiness, mode_conditions, readiness_types, unserved_message
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
@@ -43,6 +46,7 @@ from modelrollout.planning.names import (
 )
 from modelrollout.planning.observe import revision_health
 from modelrollout.planning.reconcile import (
+    Beside,
     Event,
     Observed,
     Plan,
@@ -52,6 +56,7 @@ from modelrollout.planning.reconcile import (
     starting_status,
     target_of,
 )
+from modelrollout.reconciler_batch import batch_inputs, observe_batch, plan_of, start_jobs
 from modelrollout.rollout import Action, Decision, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
 from modelrollout.rollout.conditions import mark_apply_failed
@@ -147,6 +152,8 @@ class Reconciler:
         except ValidationError as exc:
             await self._report_invalid(raw, describe_validation_error(exc))
             return "invalid"
+        if md.spec.batch_leads:
+            return await self._reconcile_batch(raw, md)
         if md.spec.online is None:
             await self._report_unsupported(raw, md)
             return "unserved"
@@ -154,15 +161,22 @@ class Reconciler:
         now = self._clock()
         raw_verb = (raw["metadata"].get("annotations") or {}).get(VERB_ANNOTATION)
         verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
-        decision, actions = await self._decide(md, observed, verb, now)
-        plan = plan_objects(
-            md, decided=decision.status, actions=actions, observed=observed, settings=self._plan_settings, now=now
-        )
+        batch_verb = verb if verb is not None and verb.name == "run" and md.spec.batch is not None else None
+        decision, actions = await self._decide(md, observed, None if batch_verb else verb, now)
+        decided, beside, batch_plan = decision.status, None, None
+        if md.spec.batch is not None:
+            decided, beside, batch_plan = await self._batch_beside(md, decided, batch_verb, now)
+        plan = plan_objects(md, decided=decided, actions=actions, observed=observed, settings=self._plan_settings,
+                            now=now, beside=beside)  # fmt: skip
+        if batch_plan is not None:
+            plan.events.extend(Event(*event) for event in batch_plan.events)
         if verb_problem:
             plan.events.append(Event("Warning", "InvalidVerb", verb_problem))
         spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
         key = (md.metadata.namespace or "", md.metadata.name or "")
         refused = await self._execute(raw, md, plan, actions, seen, spec_unchanged=spec_unchanged, now=now)
+        if refused is None and batch_plan is not None:
+            await start_jobs(self._kube, batch_plan, key[0])
         if refused is None:
             self._backoff.clear(key)
         elif not refused.status_written:
@@ -177,6 +191,69 @@ class Reconciler:
             )
         self._wake(key, refused.retry_at if refused else decision.wake_at, now)
         return "ok" if refused is None else "refused"
+
+    async def _batch_beside(
+        self, md: ModelDeployment, decided: ModelDeploymentStatus, verb: Verb | None, now: datetime
+    ) -> tuple[ModelDeploymentStatus, Beside, BatchPlan]:
+        """Batch following the online rollout: its CronJob at the revision online has promoted, its runs in
+        status, and `run`."""
+        observed = await observe_batch(self._children, md)
+        inputs = batch_inputs(md, observed, target=target_of(md.spec, self._plan_settings),
+                              default_image=self._plan_settings.default_image, verb=verb, now=now,
+                              history_limit=self._plan_settings.history_limit)  # fmt: skip
+        decision = follow_batch(decided, inputs)
+        plan = plan_of(md, decision, observed)
+        ready: dict[ModeName, Readiness] = {"batch": plan.readiness} if plan.readiness else {}
+        return decision.status, Beside(objects=plan.cronjobs, ready=ready), plan
+
+    async def _reconcile_batch(self, raw: dict[str, Any], md: ModelDeployment) -> str:
+        """A pass of a ModelDeployment whose rollout batch leads: CronJobs per role, Jobs for a run now or a
+        pre-flight, status from how runs ended (modes.batch decides; this is the I/O around it)."""
+        now = self._clock()
+        key = (md.metadata.namespace or "", md.metadata.name or "")
+        raw_verb = (raw["metadata"].get("annotations") or {}).get(VERB_ANNOTATION)
+        verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
+        observed = await observe_batch(self._children, md)
+        inputs = batch_inputs(md, observed, target=target_of(md.spec, self._plan_settings),
+                              default_image=self._plan_settings.default_image, verb=verb, now=now,
+                              history_limit=self._plan_settings.history_limit)  # fmt: skip
+        decision = decide_batch(starting_status(md.status), inputs)
+        plan = plan_of(md, decision, observed)
+        status = decision.status
+        prev = md.status or ModelDeploymentStatus()
+        ready = mode_conditions(md.spec, ready={"batch": plan.readiness} if plan.readiness else {},
+                                prev=prev.conditions, generation=md.metadata.generation, now=now)  # fmt: skip
+        status.conditions = [*ready, *(c for c in status.conditions if c.type not in readiness_types())]
+        status.observed_generation = md.metadata.generation
+        status.modes = ",".join(md.spec.modes)
+        events = [Event(type_, reason, message) for type_, reason, message in plan.events]
+        if verb_problem:
+            events.append(Event("Warning", "InvalidVerb", verb_problem))
+        seen = {("CronJob", n): _Seen.of(o, "CronJob") for n, o in observed.cronjobs.items()}
+        spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
+        doing = ("CronJob", "")
+        try:
+            for body in plan.cronjobs:
+                doing = ("CronJob", body["metadata"]["name"])
+                events += await self._apply(body, seen, spec_unchanged=spec_unchanged)
+            doing = ("Job", "")
+            await start_jobs(self._kube, plan, key[0])
+            for doing in plan.delete:
+                await self._kube.delete(doing[0], key[0], doing[1])
+        except ApiException as exc:
+            refused = _Refused.of(*doing, exc)
+            await self._report_refused(raw, md, prev, refused, now)
+            self._wake(key, refused.retry_at, now)
+            return "refused"
+        self._backoff.clear(key)
+        await self._write_status(*key, status.to_wire())
+        for event in events:
+            logger.info("%s/%s %s: %s", *key, event.reason, event.message)
+            await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
+        if raw_verb is not None:
+            await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
+        self._wake(key, decision.wake_at, now)
+        return "ok"
 
     async def _decide(
         self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime
@@ -401,7 +478,7 @@ class Reconciler:
         prev = md.status or ModelDeploymentStatus()
         message = unserved_message(md.spec) or ""
         now = self._clock()
-        conditions = mode_conditions(md.spec, online=None, prev=prev.conditions, generation=md.metadata.generation,
+        conditions = mode_conditions(md.spec, ready={}, prev=prev.conditions, generation=md.metadata.generation,
                                      now=now)  # fmt: skip
         status = ModelDeploymentStatus(
             phase="Pending",

@@ -122,7 +122,12 @@ class ShadowSettings(ApiModel):
     max_mean_abs_diff: float | None = Field(
         default=None, ge=0, description="Regressors: largest mean absolute difference of predictions."
     )
-    min_comparisons: int = Field(default=100, ge=1, description="Fewest compared requests before a decision.")
+    min_comparisons: int = Field(
+        default=100, ge=1, description="Fewest compared requests (batch: records) before a decision."
+    )
+    runs: int = Field(
+        default=1, ge=1, le=30, description="Batch: shadow runs that must pass before the candidate is promoted."
+    )
 
 
 class RouteBy(ApiModel):

@@ -26,6 +26,20 @@ ROUTING_NEEDS_ONLINE = (
     "by key themselves)"
 )
 
+# A spec that only batch leads (no online, no stream): what its runs can and cannot be judged by.
+_BATCH_LEADS = "!has(self.online) && !has(self.stream) && has(self.batch)"
+BATCH_CANARY_NEEDS_KEY = (
+    "rollout.strategy canary on batch splits records by a key column: set spec.batch.key or spec.batch.idColumns"
+)
+BATCH_STEPS = (
+    "rollout.canary.steps of a batch rollout are setWeight (one run at that weight each) and pause: every run is "
+    "judged by spec.batch.gates, so remove the analysis steps"
+)
+BATCH_ANALYSIS = (
+    "rollout.analysis (Prometheus) is not run for a batch-only rollout: its runs are judged by spec.batch.gates; "
+    "remove rollout.analysis"
+)
+
 
 class ModelDeploymentSpec(ApiModel):
     """A model and how it is served (online), scored (batch), streamed (stream) and rolled out."""
@@ -47,6 +61,25 @@ class ModelDeploymentSpec(ApiModel):
                 "has(self.online) || !has(self.rollout) || !has(self.rollout.trafficRouting)",
                 ROUTING_NEEDS_ONLINE,
                 field_path=".rollout.trafficRouting",
+            ),
+            cel(
+                f"!({_BATCH_LEADS}) || !has(self.rollout) || !has(self.rollout.strategy) "
+                "|| self.rollout.strategy != 'canary' || has(self.batch.key) "
+                "|| (has(self.batch.idColumns) && self.batch.idColumns.size() > 0)",
+                BATCH_CANARY_NEEDS_KEY,
+                field_path=".batch.key",
+                reason="FieldValueRequired",
+            ),
+            cel(
+                f"!({_BATCH_LEADS}) || !has(self.rollout) || !has(self.rollout.canary) "
+                "|| self.rollout.canary.steps.all(s, !has(s.analysis))",
+                BATCH_STEPS,
+                field_path=".rollout.canary.steps",
+            ),
+            cel(
+                f"!({_BATCH_LEADS}) || !has(self.rollout) || !has(self.rollout.analysis)",
+                BATCH_ANALYSIS,
+                field_path=".rollout.analysis",
             ),
         )
     )
@@ -75,7 +108,24 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(STRATEGY_NEEDS_ONLINE)
         if self.online is None and self.rollout.traffic_routing is not None:
             raise ValueError(ROUTING_NEEDS_ONLINE)
+        if self.batch_leads:
+            self._batch_rollout_rules()
         return self
+
+    def _batch_rollout_rules(self) -> None:
+        assert self.batch is not None
+        rollout = self.rollout
+        if rollout.strategy == "canary" and self.batch.canary_key is None:
+            raise ValueError(BATCH_CANARY_NEEDS_KEY)
+        if rollout.canary is not None and any(step.analysis is not None for step in rollout.canary.steps):
+            raise ValueError(BATCH_STEPS)
+        if rollout.analysis is not None:
+            raise ValueError(BATCH_ANALYSIS)
+
+    @property
+    def batch_leads(self) -> bool:
+        """Batch is the only mode that can lead: its runs decide the rollout."""
+        return self.online is None and self.stream is None and self.batch is not None
 
     @property
     def modes(self) -> list[str]:

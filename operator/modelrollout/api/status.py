@@ -10,8 +10,10 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from modelrollout.api.base import ApiModel
+from modelrollout_contract.batch import Histogram
 
 Phase = Literal["Pending", "Progressing", "Paused", "Promoting", "Healthy", "Degraded", "RolledBack", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -139,6 +141,74 @@ class ReplicaCounts(ApiModel):
     ready: int = Field(default=0, ge=0, description="Replicas ready.")
 
 
+BatchRunPhase = Literal["Running", "Succeeded", "Failed"]
+BatchRole = Literal["stable", "shadow", "canary", "preflight"]
+GateVerdict = Literal["Passed", "Failed"]
+
+
+class BatchCounts(ApiModel):
+    """Records of one run, from the scorer's result."""
+
+    read: int = Field(default=0, ge=0, description="Records read from the input.")
+    scored: int = Field(default=0, ge=0, description="Records scored into the output.")
+    rejected: int = Field(default=0, ge=0, description="Records skipped into _rejects/ (invalid features).")
+
+
+class BatchComparison(ApiModel):
+    """A candidate's run against stable's: shadow on the same records, canary share against share."""
+
+    records: int = Field(default=0, ge=0, description="Shadow: records both models scored.")
+    agreement: float | None = Field(default=None, description="Classifiers: share of identical labels.")
+    mean_abs_diff: float | None = Field(default=None, description="Mean absolute difference of the score.")
+    psi: float | None = Field(default=None, description="Population stability index of the score.")
+    rejected_increase: float | None = Field(
+        default=None, description="Percentage points of records rejected beyond stable's share."
+    )
+    duration_ratio: float | None = Field(default=None, description="Candidate's scoring time over stable's.")
+    stable_seconds: float | None = Field(default=None, ge=0, description="Shadow: stable's predict time, seconds.")
+    counts_equal: bool | None = Field(default=None, description="Shadow: both scored as many records.")
+
+
+class BatchRun(ApiModel):
+    """One run (a Job) of a batch CronJob, or of a pre-flight or a `run` verb, as the operator saw it end."""
+
+    job: str = Field(max_length=253, description="The Job's name.")
+    role: BatchRole = Field(description="stable, shadow (candidate beside stable), canary (its share), preflight.")
+    revision: str = Field(max_length=16, description="The revision that ran.")
+    version: str = Field(default="", max_length=63, description="Its model version.")
+    scheduled_time: datetime | None = Field(default=None, description="The run's scheduled time (its data's time).")
+    created_at: datetime = Field(description="When the Job was created.")
+    phase: BatchRunPhase = Field(description="Running, Succeeded or Failed.")
+    reason: str | None = Field(default=None, max_length=128, description="The scorer's reason (SchemaMismatch...).")
+    message: str | None = Field(default=None, max_length=1500, description="What the scorer said.")
+    counts: BatchCounts | None = Field(default=None, description="Records read, scored and rejected.")
+    duration_seconds: float | None = Field(default=None, ge=0, description="How long scoring took.")
+    manifest: str | None = Field(default=None, max_length=2048, description="URI of the committed manifest.")
+    keys: str | None = Field(default=None, max_length=32, description="Canary: the key buckets this part scored.")
+    quantiles: dict[str, float] | None = Field(default=None, description="Quantiles of the score (p01..p99).")
+    # What a canary's share is compared with stable's share by, read from the pod in the pass that judges it and
+    # never written to status (it is the scorer's, and too large to keep for every run).
+    histogram: SkipJsonSchema[Histogram | None] = Field(default=None, exclude=True)
+    comparison: BatchComparison | None = Field(default=None, description="A candidate's run against stable's.")
+    gate: GateVerdict | None = Field(default=None, description="A candidate's run: whether it passed the gates.")
+    gate_message: str | None = Field(default=None, max_length=1024, description="Why it passed or failed.")
+
+
+class BatchStatus(ApiModel):
+    """What batch scoring did: the latest runs and the rollout's progress run by run."""
+
+    runs: list[BatchRun] = Field(default_factory=list, description="Latest runs, newest last (bounded).")
+    passed_runs: int = Field(default=0, ge=0, description="Candidate runs that passed in the current rollout.")
+    judged_since: datetime | None = Field(
+        default=None, description="Candidate runs created from this second on judge the current rollout."
+    )
+    judged: list[str] = Field(
+        default_factory=list, max_length=50, description="Candidate Jobs already judged (each run counts once)."
+    )
+    preflight_job: str | None = Field(default=None, max_length=253, description="Strategy direct: the pre-flight Job.")
+    last_schedule_time: datetime | None = Field(default=None, description="When the stable CronJob last started a run.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and decided. Written only through the status subresource."""
 
@@ -178,3 +248,4 @@ class ModelDeploymentStatus(ApiModel):
     ab_test: AbTestResult | None = Field(default=None, description="A/B test state and decision.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
     history: list[HistoryEntry] = Field(default_factory=list, description="Finished rollouts, newest last.")
+    batch: BatchStatus | None = Field(default=None, description="Batch scoring: runs and rollout progress.")

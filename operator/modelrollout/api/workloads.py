@@ -122,15 +122,93 @@ class DataLocation(ApiModel):
     format: DataFormat = Field(default="parquet", description="File format: parquet, csv or jsonl.")
 
 
+class BatchGates(ApiModel):
+    """What a candidate's batch run must show to pass: under shadow, compared with the stable model on the same
+    records; under canary, its share of the run against stable's share."""
+
+    max_psi: float = Field(
+        default=0.2,
+        ge=0,
+        description="Largest population stability index of the score, candidate vs stable (rule of thumb: below 0.1 "
+        "no shift, above 0.25 a major one).",
+    )
+    max_rejected_increase: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Most percentage points of records the candidate may reject beyond what stable rejects.",
+    )
+    max_duration_ratio: float = Field(
+        default=3.0, gt=0, description="Slowest the candidate's scoring may be, as a multiple of stable's (per record)."
+    )
+    equal_counts: bool = Field(
+        default=True, description="Shadow: the candidate must score exactly as many records as stable."
+    )
+
+
 class BatchSpec(ApiModel):
-    """Batch scoring: a CronJob per revision that scores `input` into `output` on a schedule."""
+    """Batch scoring: a CronJob that scores `input` into `output` on a schedule with the serving revision; a new
+    revision is rolled out run by run (shadow, canary by key, or direct after a pre-flight)."""
 
     schedule: CronSchedule = Field(description="Cron schedule (5 fields, e.g. `0 2 * * *`, or @daily/@hourly/...).")
-    time_zone: TimeZone | None = Field(default=None, description="IANA time zone, e.g. Europe/Paris.")
-    input: DataLocation = Field(description="What to score.")
-    output: DataLocation = Field(description="Where predictions are written.")
-    suspend: bool = Field(default=False, description="Stop scheduling new runs.")
+    time_zone: TimeZone | None = Field(
+        default=None, description="IANA time zone of the schedule and of the URI templates, e.g. Europe/Paris."
+    )
+    input: DataLocation = Field(
+        description="What to score; the URI may hold {date}, {datetime}, {year}, {month}, {day}, {hour}, {minute} "
+        "of the run's scheduled time."
+    )
+    output: DataLocation = Field(description="Where predictions are written (templated like input).")
+    suspend: bool = Field(default=False, description="Stop scheduling new runs (a run verb still runs one).")
     backoff_limit: int = Field(default=2, ge=0, le=20, description="Retries of a failed run.")
+    id_columns: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=20, description="Input columns copied to every output row (ids, keys)."
+    )
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Column whose hash sends a record to the candidate in a canary (the same records every run); "
+        "default: the first of idColumns.",
+    )
+    invalid_records: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="A record with a missing or non-finite feature fails the run, or is skipped into _rejects/.",
+    )
+    max_invalid_percent: float = Field(
+        default=0.0, ge=0, le=100, description="With skip: a run with more invalid records than this fails."
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Binary classifiers: add a decision column, P(positive) >= threshold."
+    )
+    shards: int = Field(
+        default=1, ge=1, le=100, description="Pods per run (an Indexed Job), each scoring its share of the files."
+    )
+    starting_deadline_seconds: int = Field(
+        default=3600, ge=10, description="A run not started this long after its time (operator down) is skipped."
+    )
+    active_deadline: Duration | None = Field(default=None, description="Longest one run may take; then it fails.")
+    successful_jobs_history_limit: int = Field(default=3, ge=0, le=10, description="Finished Jobs kept.")
+    failed_jobs_history_limit: int = Field(default=3, ge=0, le=10, description="Failed Jobs kept.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete a finished Job (and its pods) this long after it ends."
+    )
+    shadow_output: DataLocation | None = Field(
+        default=None,
+        description="Where a shadow candidate writes its output (default: <output>/_shadow/<revision>; a `_` "
+        "directory, which lake readers skip). The stable output is never written by a candidate.",
+    )
+    pushgateway_url: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^https?://",
+        description="Prometheus Pushgateway the scorer pushes its run metrics to.",
+    )
+    gates: BatchGates = Field(default_factory=BatchGates, description="What a candidate's run must show.")
+
+    @property
+    def canary_key(self) -> str | None:
+        return self.key or (self.id_columns[0] if self.id_columns else None)
 
 
 class KafkaSettings(ApiModel):

@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from modelrollout.cli.errors import EXIT_NOT_APPLIED, CliError, Conflict
@@ -30,8 +31,8 @@ CONSUME_GRACE_S = 5.0
 EVENT_GRACE_S = (0.0, 0.5, 1.0)
 
 
-def new_verb(name: VerbName, *, full: bool = False) -> Verb:
-    return Verb(name=name, full=full, id=uuid.uuid4().hex)
+def new_verb(name: VerbName, *, full: bool = False, at: datetime | None = None) -> Verb:
+    return Verb(name=name, full=full, at=at, id=uuid.uuid4().hex)
 
 
 def _status(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -336,8 +337,10 @@ class Delivery:
     force: bool
 
 
-async def _deliver(verb_name: VerbName, target: Target, *, name: str, full: bool, how: Delivery) -> int:
-    verb = deliver.new_verb(verb_name, full=full)
+async def _deliver(
+    verb_name: VerbName, target: Target, *, name: str, full: bool, how: Delivery, at: datetime | None = None
+) -> int:
+    verb = deliver.new_verb(verb_name, full=full, at=at)
     async with _api(target) as api:
         obj = await api.get(name)
         uid = obj.get("metadata", {}).get("uid")
@@ -363,8 +366,10 @@ async def _deliver(verb_name: VerbName, target: Target, *, name: str, full: bool
     return 0
 
 
-def _verb(verb_name: VerbName, target: Target, *, name: str, full: bool, how: Delivery) -> None:
-    code = _run(_deliver(verb_name, target, name=name, full=full, how=how))
+def _verb(
+    verb_name: VerbName, target: Target, *, name: str, full: bool, how: Delivery, at: datetime | None = None
+) -> None:
+    code = _run(_deliver(verb_name, target, name=name, full=full, how=how, at=at))
     if code:
         raise typer.Exit(code)
 
@@ -385,6 +390,43 @@ def promote(
     """Go on to the next step now (a pause step ends, a running step is skipped); --full: promote now."""
     target = _target(ctx, namespace, kubeconfig, context)
     _verb("promote", target, name=name, full=full, how=Delivery(wait, timeout, force))
+
+
+def _scheduled_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date or time; e.g. 2026-12-01 or 2026-12-01T02:00:00Z") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    name: NameArg,
+    *,
+    date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            help="Score the data of this scheduled time (a backfill): 2026-12-01 or 2026-12-01T02:00:00Z (UTC "
+            "unless an offset is given). Default: now.",
+        ),
+    ] = None,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    wait: WaitOpt = True,
+    timeout: TimeoutOpt = "60s",
+    force: ForceOpt = False,
+) -> None:
+    """Batch: start a run now, like `kubectl create job --from=cronjob/...` (during a shadow or canary rollout,
+    the candidate's run too)."""
+    target = _target(ctx, namespace, kubeconfig, context)
+    at = _scheduled_time(date)
+    _verb("run", target, name=name, full=False, how=Delivery(wait, timeout, force), at=at)
 
 
 def _simple_verb(verb_name: VerbName, summary: str) -> Callable[..., None]:

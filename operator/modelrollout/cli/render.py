@@ -297,6 +297,33 @@ def _conditions(status: ModelDeploymentStatus, now: datetime) -> RenderableType 
     return _section("Conditions", "", table)
 
 
+RUN_STYLES = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Passed": "green"}
+
+
+def _batch_runs(status: ModelDeploymentStatus, limit: int) -> RenderableType | None:
+    """The latest batch runs: which data, which version, how many records, and a candidate's verdict."""
+    batch = status.batch
+    if batch is None or not batch.runs or limit <= 0:
+        return None
+    table = _table("job", "role", "v", "data of", "phase", "records", "says")
+    for run in reversed(batch.runs[-limit:]):  # newest first
+        counts = run.counts
+        records = NONE if counts is None else f"{counts.scored}/{counts.read}" + (
+            f", {counts.rejected} rej" if counts.rejected else "")  # fmt: skip
+        data_of = run.scheduled_time.strftime("%Y-%m-%d %H:%M") if run.scheduled_time else NONE
+        says = Text()
+        if run.gate is not None:
+            says.append(f"{run.gate}: ", style=RUN_STYLES.get(run.gate, "red"))
+        failed = f"{run.reason}: {run.message}" if run.phase == "Failed" else None
+        says.append(run.gate_message or failed or run.manifest or "")
+        if run.duration_seconds is not None:
+            says.append(f" ({age(run.duration_seconds)})", style="dim")
+        table.add_row(run.job, run.role, run.version, data_of, Text(run.phase, style=RUN_STYLES.get(run.phase, "")),
+                      records, says)  # fmt: skip
+    detail = f"newest first; {batch.passed_runs} candidate run(s) passed" if status.canary else "newest first"
+    return _section("Batch runs", detail, table)
+
+
 def _history(status: ModelDeploymentStatus) -> RenderableType | None:
     if not status.history:
         return None
@@ -377,6 +404,7 @@ def render_status(
     parts.append(_steps(md, status, _plan(md), now))
     for section in (
         _analysis(status.analysis, now, runs),
+        _batch_runs(status, runs),
         _conditions(status, now),
         _history(status),
         _events(events, now, recent_events),

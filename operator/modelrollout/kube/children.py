@@ -19,6 +19,10 @@ class ChildSource(Protocol):
         """The pods with these labels (read only when a revision is not available, to say why)."""
         ...
 
+    async def labelled(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The objects of `kind` with these labels, whoever owns them (a CronJob's Jobs are owned by the CronJob)."""
+        ...
+
 
 class ListedChildren:
     def __init__(self, kube: KubeClient) -> None:
@@ -30,6 +34,9 @@ class ListedChildren:
 
     async def pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         return await self._kube.list_labelled("Pod", namespace, labels=labels)
+
+    async def labelled(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return await self._kube.list_labelled(kind, namespace, labels=labels)
 
 
 def _owned_by(obj: dict[str, Any], uid: str | None) -> bool:

@@ -102,6 +102,14 @@ class KubeClient:
             content_type=APPLY_CONTENT_TYPE,
         )
 
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST: for objects made once and never changed after (a Job's pod template is immutable); 409 when it
+        exists."""
+        meta = obj["metadata"]
+        return await self._call(
+            "create", "POST", _path(obj["kind"], meta["namespace"]), body=obj, content_type="application/json"
+        )
+
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: dict[str, Any], *, strict: bool = False
     ) -> dict[str, Any]:

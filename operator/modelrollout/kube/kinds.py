@@ -56,6 +56,8 @@ NAMESPACE = _kind("Namespace", "", "v1", "namespaces")
 CRD = _kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions")
 HPA = _kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers")
 PDB = _kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets")
+CRON_JOB = _kind("CronJob", "batch", "v1", "cronjobs")
+JOB = _kind("Job", "batch", "v1", "jobs")
 HTTP_ROUTE = _kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = _kind("VirtualService", "networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULE = _kind("DestinationRule", "networking.istio.io", "v1", "destinationrules")
@@ -75,6 +77,8 @@ ALL_KINDS = (
     CRD,
     HPA,
     PDB,
+    CRON_JOB,
+    JOB,
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
     DESTINATION_RULE,

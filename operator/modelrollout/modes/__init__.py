@@ -1,4 +1,4 @@
-"""Workload modes behind one seam (`Mode`): online serving now; batch scoring and stream inference declared.
+"""Workload modes behind one seam (`Mode`): online serving and batch scoring run; stream inference is declared.
 
 `MODES` is the registry every derived table reads: the kinds the reconciler observes and prunes, the child
 watches, the API client's paths and the RBAC manifest (`modelrollout.rbac`).
@@ -9,12 +9,13 @@ from __future__ import annotations
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.kube.kinds import Grant, Kind
 from modelrollout.modes.base import Mode, ModeName, OwnedKind
+from modelrollout.modes.batch import BatchMode
 from modelrollout.modes.deferred import DeferredMode
 from modelrollout.modes.online import OnlineMode
 
 MODES: dict[ModeName, Mode] = {
     "online": OnlineMode(),
-    "batch": DeferredMode("batch"),
+    "batch": BatchMode(),
     "stream": DeferredMode("stream"),
 }
 # Which declared mode leads a rollout (its analysis decides; the others follow the revision it promotes): online

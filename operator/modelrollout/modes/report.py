@@ -8,20 +8,21 @@ engine always reads back the phase it wrote itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import Condition, ConditionStatus, ModelDeploymentStatus
 from modelrollout.modes import MODES, declared
-from modelrollout.modes.base import Mode
+from modelrollout.modes.base import Mode, ModeName
 from modelrollout.rollout.conditions import transition_time
 
 # Degraded's reason while a declared mode is not served (and what marks the phase as ours, not the engine's).
 MODES_NOT_SERVED = "ModesNotServed"
 NOT_SUPPORTED = "NotSupported"
 _DOES = {"online": "serves", "batch": "scores files", "stream": "consumes the topic"}
+_RUNS = {"online": "online serving", "batch": "batch scoring", "stream": "stream inference"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,8 @@ def unserved_message(spec: ModelDeploymentSpec) -> str | None:
         return None
     fields = ", ".join(f"spec.{m.name}" for m in missing)
     nobody = "; ".join(f"nothing {_DOES[m.name]} for spec.{m.name}" for m in missing)
-    return f"{fields} declared, but this operator version runs online serving only: {nobody}"
+    runs = " and ".join(_RUNS[m.name] for m in MODES.values() if m.runnable)
+    return f"{fields} declared, but this operator version runs {runs} only: {nobody}"
 
 
 def _condition(
@@ -79,17 +81,19 @@ def _condition(
 def mode_conditions(
     spec: ModelDeploymentSpec,
     *,
-    online: Readiness | None,
+    ready: Mapping[ModeName, Readiness],
     prev: Sequence[Condition],
     generation: int | None,
     now: datetime,
 ) -> list[Condition]:
-    """`Ready` (every declared mode served) first, then one `<Mode>Ready` per declared mode. `online` is the
-    online mode's readiness (its serving revision available), when it is declared."""
+    """`Ready` (every declared mode served) first, then one `<Mode>Ready` per declared mode. `ready` holds the
+    readiness of each mode this pass ran (online: its serving revision available; batch: its CronJob in place and
+    its last run not failed); a declared mode without one is not run by this operator version."""
     per_mode: list[Condition] = []
     for mode in declared(spec):
-        if mode.name == "online" and online is not None:
-            status, reason, message = online.status, online.reason, online.message
+        readiness = ready.get(mode.name)
+        if readiness is not None:
+            status, reason, message = readiness.status, readiness.reason, readiness.message
         else:
             status, reason = "False", NOT_SUPPORTED
             message = f"spec.{mode.name} is declared, but this operator version does not run {mode.name} yet"
@@ -98,13 +102,13 @@ def mode_conditions(
         )
     first_down = next((c for c in per_mode if c.status != "True"), None)
     if first_down is None:
-        ready = _condition("Ready", "True", per_mode[0].reason, per_mode[0].message, prev=prev, generation=generation,
-                           now=now)  # fmt: skip
+        overall = _condition("Ready", "True", per_mode[0].reason, per_mode[0].message, prev=prev,
+                             generation=generation, now=now)  # fmt: skip
     else:
         reason = MODES_NOT_SERVED if first_down.reason == NOT_SUPPORTED else first_down.reason
         said = unserved_message(spec) if reason == MODES_NOT_SERVED else first_down.message
-        ready = _condition("Ready", "False", reason, said or "", prev=prev, generation=generation, now=now)
-    return [ready, *per_mode]
+        overall = _condition("Ready", "False", reason, said or "", prev=prev, generation=generation, now=now)
+    return [overall, *per_mode]
 
 
 def with_mode_report(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrollout.api.base import duration_seconds
+from modelrollout.api.model import ModelSpec
 from modelrollout.api.resource import API_VERSION, KIND
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.planning.names import (
@@ -65,6 +66,13 @@ LOCKED_DOWN_CONTAINER: dict[str, Any] = {
     "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
 }
+LOCKED_DOWN_POD: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 SCRAPED: dict[str, str] = {
     "prometheus.io/scrape": "true",
     "prometheus.io/port": str(HTTP_PORT),
@@ -72,21 +80,29 @@ SCRAPED: dict[str, str] = {
 }
 
 
+def model_env(model: ModelSpec, *, prefix: str = "MODELSERVER_MODEL_") -> list[dict[str, Any]]:
+    """Which model to load, as `modelserver serve` and `modelserver batch` both read it (their ModelSettings);
+    another `prefix` names the same model for another role (the batch scorer's reference model)."""
+    env: list[dict[str, Any]] = [
+        {"name": f"{prefix}NAME", "value": model.name},
+        {"name": f"{prefix}VERSION", "value": model.version},
+        {"name": f"{prefix}URI", "value": model.uri},
+        {"name": f"{prefix}FORMAT", "value": model.format},
+    ]
+    if model.class_name:
+        env.append({"name": f"{prefix}CLASS", "value": model.class_name})
+    if model.sha256:
+        env.append({"name": f"{prefix}SHA256", "value": model.sha256})
+    return env
+
+
 def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
     """The model server reads its whole configuration from MODELSERVER_* variables (pydantic-settings)."""
-    model = spec.model
-    env: list[dict[str, Any]] = [
-        {"name": "MODELSERVER_MODEL_NAME", "value": model.name},
-        {"name": "MODELSERVER_MODEL_VERSION", "value": model.version},
-        {"name": "MODELSERVER_MODEL_URI", "value": model.uri},
-        {"name": "MODELSERVER_MODEL_FORMAT", "value": model.format},
+    env = [
+        *model_env(spec.model),
         {"name": "MODELSERVER_PORT", "value": str(HTTP_PORT)},
         {"name": "MODELSERVER_DOWNLOAD_DIR", "value": MODEL_DIR},
     ]
-    if model.class_name:
-        env.append({"name": "MODELSERVER_MODEL_CLASS", "value": model.class_name})
-    if model.sha256:
-        env.append({"name": "MODELSERVER_MODEL_SHA256", "value": model.sha256})
     batching = spec.online.batching if spec.online else None
     if batching:
         env += [
@@ -95,7 +111,7 @@ def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
             {"name": "MODELSERVER_MAX_BATCH_WAIT_MS", "value": f"{duration_seconds(batching.max_wait) * 1000:g}"},
         ]
     # The user's variables come last so they can override ours (e.g. MODELSERVER_LOG_LEVEL).
-    env += [e.to_wire() for e in model.env]
+    env += [e.to_wire() for e in spec.model.env]
     return env
 
 
@@ -131,13 +147,7 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
         },
         "spec": {
             "containers": [container],
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_USER,
-                "runAsGroup": RUN_AS_USER,
-                "fsGroup": RUN_AS_USER,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": LOCKED_DOWN_POD,
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 30,
             "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],

@@ -9,7 +9,7 @@ So a revision gets its pods before it gets traffic, and keeps them until its tra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, ReplicaCounts, RevisionRef
+from modelrollout.modes.base import ModeName
 from modelrollout.modes.report import (
     Readiness,
     mode_conditions,
@@ -187,6 +188,15 @@ def online_readiness(stable: RevisionRef | None, observed: Observed) -> Readines
     return Readiness("False", "NotAvailable", message)
 
 
+@dataclass(frozen=True)
+class Beside:
+    """What the modes beside online add to its pass (batch following the revision online promoted): their
+    objects, which the prune then keeps, and their readiness."""
+
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    ready: Mapping[ModeName, Readiness] = field(default_factory=dict)
+
+
 def plan_objects(
     md: ModelDeployment,
     *,
@@ -195,8 +205,10 @@ def plan_objects(
     observed: Observed,
     settings: PlanSettings,
     now: datetime,
+    beside: Beside | None = None,
 ) -> Plan:
     """The objects, status and events that make the engine's decision (`decided`, `actions`) real."""
+    beside = beside or Beside()
     spec, meta = md.spec, md.metadata
     if spec.online is None or meta.name is None or meta.namespace is None or meta.uid is None:
         raise ValueError("plan_objects needs spec.online and a stored object (name, namespace, uid)")
@@ -257,6 +269,7 @@ def plan_objects(
         router=routed,
     )
     grow += [pdb] if (pdb := build_pdb(spec, owner)) else []
+    grow += beside.objects
 
     # Prune: whatever we own that this plan no longer wants goes (old revisions, an HPA after autoscaling was
     # turned off or its revision scaled to zero, a PDB after scaling to one pod), as `kubectl apply --prune`
@@ -278,7 +291,7 @@ def plan_objects(
         reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
         events.append(Event("Normal", reason, f"{kind} {name} is no longer needed; deleted"))
 
-    status = _status(md, decided, observed=observed, settings=settings, now=now, events=events)
+    status = _status(md, decided, observed=observed, settings=settings, now=now, events=events, beside=beside.ready)
     return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
 
 
@@ -290,13 +303,14 @@ def _status(
     settings: PlanSettings,
     now: datetime,
     events: list[Event],
+    beside: Mapping[ModeName, Readiness],
 ) -> ModelDeploymentStatus:
     """The engine's status with what the pass observed: replicas, a readiness condition per mode, and a phase that
     says when a declared mode is not served (with an event the first time)."""
     prev = md.status or ModelDeploymentStatus()
     readiness = mode_conditions(
         md.spec,
-        online=online_readiness(decided.stable, observed),
+        ready={"online": online_readiness(decided.stable, observed), **beside},
         prev=prev.conditions,
         generation=md.metadata.generation,
         now=now,

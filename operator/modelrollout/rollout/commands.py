@@ -78,7 +78,12 @@ def _abort(w: Work, verb: Verb) -> None:
     rollback(w, phase="Degraded", outcome="Aborted", reason="Aborted", message=message)
 
 
-_ANY_STATE: dict[VerbName, Callable[[Work, Verb], None]] = {"retry": _retry, "undo": _undo}
+def _run(w: Work, verb: Verb) -> None:
+    # The online engine never schedules runs; a spec with batch gets `run` from its batch mode before this.
+    _ignored(w, verb, "run starts a batch run, and this ModelDeployment declares no spec.batch")
+
+
+_ANY_STATE: dict[VerbName, Callable[[Work, Verb], None]] = {"retry": _retry, "undo": _undo, "run": _run}
 _IN_ROLLOUT: dict[VerbName, Callable[[Work, Verb], None]] = {
     "abort": _abort,
     "promote": _promote,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-VerbName = Literal["promote", "abort", "retry", "pause", "resume", "undo"]
+VerbName = Literal["promote", "abort", "retry", "pause", "resume", "undo", "run"]
 
 
 class Verb(BaseModel):
@@ -16,14 +17,21 @@ class Verb(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: VerbName = Field(description="promote, abort, retry, pause, resume or undo.")
+    name: VerbName = Field(description="promote, abort, retry, pause, resume, undo or run (batch: a run now).")
     full: bool = Field(default=False, description="promote only: skip every remaining step.")
+    at: datetime | None = Field(
+        default=None, description="run only: the scheduled time to score (a backfill of that date's data)."
+    )
     id: str | None = Field(default=None, min_length=1, max_length=128, description="Unique per command.")
 
     @model_validator(mode="after")
     def _full_only_for_promote(self) -> Verb:
         if self.full and self.name != "promote":
             raise ValueError("full applies only to promote")
+        if self.at is not None and self.name != "run":
+            raise ValueError("at applies only to run")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError("at needs a time zone (e.g. 2026-12-01T02:00:00Z)")
         return self
 
 

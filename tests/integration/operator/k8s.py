@@ -26,6 +26,7 @@ class K8s:
         self.core = client.CoreV1Api(api)
         self.autoscaling = client.AutoscalingV2Api(api)
         self.policy = client.PolicyV1Api(api)
+        self.batch = client.BatchV1Api(api)
 
     async def create(self, example: str, **spec_model: Any) -> dict[str, Any]:
         body = load_example(example)
@@ -64,6 +65,10 @@ class K8s:
         selector = f"{LABEL_NAME}={name},{LABEL_MODE}={mode}"
         listed = await self.apps.list_namespaced_deployment(self.ns, label_selector=selector)
         return list(listed.items)
+
+    async def cronjobs(self, name: str) -> dict[str, Any]:
+        listed = await self.batch.list_namespaced_cron_job(self.ns, label_selector=f"{LABEL_NAME}={name}")
+        return {c.metadata.name: c for c in listed.items}
 
     async def services(self, name: str) -> dict[str, Any]:
         listed = await self.core.list_namespaced_service(self.ns, label_selector=f"{LABEL_NAME}={name}")

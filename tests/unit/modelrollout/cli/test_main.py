@@ -3,6 +3,7 @@ typer's CliRunner. Talking to a real API server is tests/integration/cli."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,35 @@ async def test_the_namespace_defaults_to_the_contexts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "at"),
+    [
+        (("run", "nightly"), None),
+        (("run", "nightly", "--date", "2026-12-01"), datetime(2026, 12, 1, tzinfo=UTC)),
+        (("run", "nightly", "--date", "2026-12-01T02:00:00+01:00"), datetime(2026, 12, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_run_delivers_a_run_verb_with_the_date_to_score(
+    monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], at: datetime | None
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    async def fake(verb_name: str, target: Any, *, name: str, full: bool, how: Any, at: Any = None) -> int:
+        calls.append((verb_name, name, at))
+        return 0
+
+    monkeypatch.setattr(main, "_deliver", fake)
+    code, _, err = invoke(*args)
+    assert code == 0, err
+    assert calls == [("run", "nightly", at)]
+
+
+def test_run_refuses_a_date_it_cannot_read() -> None:
+    code, _, err = invoke("run", "nightly", "--date", "yesterday")
+    assert code != 0
+    assert "'yesterday' is not a date or time" in err
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         (("promote", "churn"), ("promote", False, True, "60s", False)),
@@ -166,7 +196,7 @@ def test_each_verb_command_delivers_its_verb(
 ) -> None:
     calls: list[tuple[Any, ...]] = []
 
-    async def fake(verb_name: str, target: Any, *, name: str, full: bool, how: Any) -> int:
+    async def fake(verb_name: str, target: Any, *, name: str, full: bool, how: Any, at: Any = None) -> int:
         calls.append((verb_name, target, name, full, how))
         return 0
 

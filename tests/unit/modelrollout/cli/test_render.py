@@ -9,10 +9,20 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from testkit.manifests import load_example
 from testkit.rollout import T0
 
 from modelrollout.api.resource import ModelDeployment, ObjectMeta
-from modelrollout.api.status import AnalysisRun, ModelDeploymentStatus, Weights
+from modelrollout.api.status import (
+    AnalysisRun,
+    BatchComparison,
+    BatchCounts,
+    BatchRun,
+    BatchStatus,
+    ModelDeploymentStatus,
+    RevisionRef,
+    Weights,
+)
 from modelrollout.cli.render import (
     EventInfo,
     age,
@@ -327,3 +337,37 @@ def test_empty_status_lists_as_pending() -> None:
     row = list_row(body)
     assert (row.phase, row.stable, row.weight) == ("Pending", "", "0")
     assert ModelDeploymentStatus().phase == "Pending"
+
+
+# --- batch -----------------------------------------------------------------------------------------------------------
+
+
+def test_batch_runs_show_records_gates_and_why_a_run_failed() -> None:
+    body = load_example("batch-shadow.yaml")
+    body["metadata"] |= {"namespace": "ml", "uid": "u", "generation": 1}
+    runs = [
+        BatchRun(job="churn-nightly-batch-29410", role="stable", revision="a1", version="8", created_at=T0,
+                 scheduled_time=T0, phase="Succeeded", counts=BatchCounts(read=1000, scored=990, rejected=10),
+                 duration_seconds=42, manifest="s3://lake/churn/date=2026-12-03/_manifest.json"),
+        BatchRun(job="churn-nightly-shadow-29410", role="shadow", revision="b2", version="9", created_at=T0,
+                 scheduled_time=T0, phase="Succeeded", counts=BatchCounts(read=1000, scored=1000),
+                 comparison=BatchComparison(agreement=0.8), gate="Failed",
+                 gate_message="gates failed: agreement 0.8000 (min 0.98)"),
+        BatchRun(job="churn-nightly-batch-29411", role="stable", revision="a1", version="8", created_at=T0,
+                 phase="Failed", reason="SchemaMismatch", message="input lacks column f3"),
+    ]  # fmt: skip
+    status = ModelDeploymentStatus(phase="RolledBack", stable=RevisionRef(revision="a1", version="8"),
+                                   batch=BatchStatus(runs=runs))  # fmt: skip
+    md = ModelDeployment.model_validate(body | {"status": status.to_wire()})
+    output = text(render_status(md, now=T0))
+    [stable] = lines_with(output, "churn-nightly-batch-29410")
+    assert "990/1000, 10 rej" in stable
+    assert "s3://lake/churn/date=2026-12-03/_manifest.json" in "".join(output.split()), "wrapped, whole"
+    [shadow] = lines_with(output, "churn-nightly-shadow-29410")
+    assert "Failed: gates failed" in shadow
+    whole = " ".join(output.split())  # the last column wraps
+    assert "agreement 0.8000 (min 0.98)" in whole
+    [failed] = lines_with(output, "churn-nightly-batch-29411")
+    assert "SchemaMismatch" in failed
+    assert "input lacks column f3" in whole
+    assert output.index("29411") < output.index("29410"), "newest first"

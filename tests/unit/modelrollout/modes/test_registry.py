@@ -33,9 +33,10 @@ def test_online_leads_then_stream_then_batch(example: str, modes: list[str]) -> 
 def test_record_modes_refuse_the_strategies_that_need_http_users() -> None:
     assert MODES["online"].strategies == {"direct", "canary", "blueGreen", "shadow", "abTest"}
     assert MODES["online"].runnable
+    assert MODES["batch"].runnable
+    assert not MODES["stream"].runnable
     for name in ("batch", "stream"):
         assert MODES[name].strategies == {"direct", "canary", "shadow"}
-        assert not MODES[name].runnable
 
 
 def test_the_reconciler_observes_and_the_handlers_watch_what_the_modes_own() -> None:

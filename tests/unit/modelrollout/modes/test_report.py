@@ -13,10 +13,12 @@ from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.modes.report import (
     MODES_NOT_SERVED,
     NOT_SUPPORTED,
+    Readiness,
     mode_conditions,
     unserved_message,
     without_mode_report,
 )
+from modelrollout.planning.reconcile import Beside
 from tests.unit.modelrollout.planning.test_reconcile import T0, V1, md, observed, one_pass, serving, state
 
 HYBRID = load_example("hybrid.yaml")["spec"]
@@ -43,30 +45,49 @@ def test_an_online_only_spec_is_ready_when_online_serves() -> None:
     assert not any(e.reason == "ModeNotServed" for e in p.events)
 
 
-def test_a_hybrid_spec_is_never_healthy_while_batch_and_stream_are_not_served() -> None:
-    p, _ = one_pass(hybrid(serving()), observed(state(V1)))
+BATCH_READY = Beside(ready={"batch": Readiness("True", "Scheduled", "on schedule")})
+
+
+def test_a_hybrid_spec_is_never_healthy_while_stream_is_not_served() -> None:
+    p, _ = one_pass(hybrid(serving()), observed(state(V1)), beside=BATCH_READY)
     assert p.status.phase == "Degraded"
     assert p.status.modes == "online,batch,stream"
     said = conditions(p.status)
     assert said["Ready"] == ("False", MODES_NOT_SERVED)
     assert said["OnlineReady"] == ("True", "Serving")
-    assert said["BatchReady"] == ("False", NOT_SUPPORTED)
+    assert said["BatchReady"] == ("True", "Scheduled")
     assert said["StreamReady"] == ("False", NOT_SUPPORTED)
     assert said["Degraded"] == ("True", MODES_NOT_SERVED)
-    assert "spec.stream, spec.batch declared" in (p.status.message or "")
+    assert "spec.stream declared" in (p.status.message or "")
+    assert "spec.batch" not in (p.status.message or "")
     [event] = [e for e in p.events if e.reason == "ModeNotServed"]
     assert event.type == "Warning"
-    assert "nothing scores files for spec.batch" in event.message
+    assert "nothing consumes the topic for spec.stream" in event.message
     # Online still serves: its objects are planned as for an online-only spec.
     assert {obj["kind"] for obj in p.grow} >= {"Deployment", "Service"}
 
 
+def test_online_and_batch_both_served_is_ready() -> None:
+    p, _ = one_pass(hybrid(serving(), batch=True), observed(state(V1)), beside=BATCH_READY)
+    assert p.status.phase == "Healthy"
+    said = conditions(p.status)
+    assert said["Ready"] == ("True", "Serving")
+    assert said["BatchReady"] == ("True", "Scheduled")
+
+
+def test_batch_not_ready_makes_ready_false_with_its_reason() -> None:
+    failed = Beside(ready={"batch": Readiness("False", "RunFailed", "the last run failed")})
+    p, _ = one_pass(hybrid(serving(), batch=True), observed(state(V1)), beside=failed)
+    assert conditions(p.status)["Ready"] == ("False", "RunFailed")
+    assert p.status.phase == "Healthy"  # online serves; the batch run's failure is BatchReady's to say
+
+
 def test_the_report_is_said_once_and_the_engine_reads_back_its_own_phase() -> None:
-    first, _ = one_pass(hybrid(serving()), observed(state(V1)))
+    first, _ = one_pass(hybrid(serving()), observed(state(V1)), beside=BATCH_READY)
     assert without_mode_report(first.status).phase == "Healthy"
     # The reconciler hands the engine the status without the report, and keeps the stored one as `prev`.
     stored = first.status
-    again, _ = one_pass(hybrid(stored), observed(state(V1)), now=T0 + timedelta(seconds=10))
+    again, _ = one_pass(hybrid(stored), observed(state(V1)), now=T0 + timedelta(seconds=10), beside=BATCH_READY)
     assert again.status.phase == "Degraded"
     assert not any(e.reason == "ModeNotServed" for e in again.events), "said again on the next pass"
     degraded = next(c for c in again.status.conditions if c.type == "Degraded")
@@ -88,10 +109,10 @@ def test_a_mode_that_is_not_online_names_what_nothing_does() -> None:
     spec = ModelDeployment.model_validate(load_example("stream.yaml") | {"metadata": {"name": "s"}}).spec
     message = unserved_message(spec)
     assert message == (
-        "spec.stream declared, but this operator version runs online serving only: nothing consumes the topic for "
-        "spec.stream"
+        "spec.stream declared, but this operator version runs online serving and batch scoring only: nothing "
+        "consumes the topic for spec.stream"
     )
-    said = mode_conditions(spec, online=None, prev=[], generation=1, now=T0)
+    said = mode_conditions(spec, ready={}, prev=[], generation=1, now=T0)
     assert [(c.type, c.status, c.reason) for c in said] == [
         ("Ready", "False", MODES_NOT_SERVED),
         ("StreamReady", "False", NOT_SUPPORTED),
@@ -99,7 +120,7 @@ def test_a_mode_that_is_not_online_names_what_nothing_does() -> None:
 
 
 def test_a_mode_taken_out_of_the_spec_takes_its_condition_with_it() -> None:
-    first, _ = one_pass(hybrid(serving()), observed(state(V1)))
+    first, _ = one_pass(hybrid(serving()), observed(state(V1)), beside=BATCH_READY)
     online_only, _ = one_pass(md(status=first.status, replicas=4), observed(state(V1)), now=T0 + timedelta(seconds=5))
     assert online_only.status.phase == "Healthy"
     assert set(conditions(online_only.status)) == {"Ready", "OnlineReady", "Progressing", "Degraded"}

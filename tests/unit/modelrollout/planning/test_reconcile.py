@@ -13,6 +13,7 @@ from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus, Revisio
 from modelrollout.planning.names import ANNOTATION_REPLICAS, LABEL_REVISION
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import (
+    Beside,
     Observed,
     Plan,
     PlanSettings,
@@ -88,7 +89,9 @@ def plan(
     return plan_objects(resource, decided=decided, actions=list(actions), observed=seen, settings=SETTINGS, now=T0)
 
 
-def one_pass(resource: ModelDeployment, seen: Observed, *, now: datetime = T0) -> tuple[Plan, list[Action]]:
+def one_pass(
+    resource: ModelDeployment, seen: Observed, *, now: datetime = T0, beside: Beside | None = None
+) -> tuple[Plan, list[Action]]:
     """The reconciler's pass without I/O: tick on what was observed, then plan the objects."""
     status = starting_status(resource.status)
     decision = tick(
@@ -101,7 +104,7 @@ def one_pass(resource: ModelDeployment, seen: Observed, *, now: datetime = T0) -
     )
     actions = list(decision.actions)
     return plan_objects(
-        resource, decided=decision.status, actions=actions, observed=seen, settings=SETTINGS, now=now
+        resource, decided=decision.status, actions=actions, observed=seen, settings=SETTINGS, now=now, beside=beside
     ), actions
 
 
