@@ -41,7 +41,7 @@ from testkit.s3 import CREDENTIALS, S3Server
 from testkit.waiting import eventually
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
-from modelrollout.modes.batch.objects import run_job_name
+from modelrollout.modes.batch.objects import PREFLIGHT_RECORDS, run_job_name
 from modelrollout.rollout.verbs import Verb, verb_annotation
 from modelrollout_contract.batch import MANIFEST_NAME, Manifest
 from modelrollout_contract.sticky import bucket
@@ -260,6 +260,22 @@ async def test_the_nightly_example_scores_a_parquet_dataset_from_s3_into_s3_on_i
     assert ready["Ready"]["status"] == "True"
     assert status["phase"] == "Healthy"
     assert any(reason == "RunSucceeded" for reason, _ in await deployments.events("ltv-nightly"))
+
+    # Version 4 goes out by strategy direct (the example's default): a pre-flight scores a sample of the latest
+    # input aside, then the CronJob switches to it.
+    lake.put_model("ltv/4/model.joblib", models["close"])
+    body["spec"]["model"] |= {"version": "4", "uri": "s3://models/ltv/4/model.joblib"}
+    await deployments.apply(body)
+    status = await deployments.wait("ltv-nightly", lambda s: (s.get("stable") or {}).get("version") == "4",
+                                    "version 4 promoted after its pre-flight")  # fmt: skip
+    [preflight] = [r for r in status["batch"]["runs"] if r["role"] == "preflight"]
+    assert preflight["phase"] == "Succeeded"
+    assert preflight["gate"] == "Passed"
+    assert preflight["counts"]["read"] == min(data.num_rows, PREFLIGHT_RECORDS)
+    assert "/_preflight/" in preflight["manifest"]
+    cronjobs = client.BatchV1Api(deployments.api)
+    stored = await cronjobs.read_namespaced_cron_job("ltv-nightly-batch", deployments.namespace)
+    assert stored.metadata.labels["modelrollout.dev/version"] == "4"
 
 
 def shadow_example(deployments: Deployments, version: str) -> dict[str, Any]:

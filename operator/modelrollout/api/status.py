@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from modelrollout.api.base import ApiModel
+from modelrollout.api.model import ModelSpec
 from modelrollout_contract.batch import Histogram
 
 Phase = Literal["Pending", "Progressing", "Paused", "Promoting", "Healthy", "Degraded", "RolledBack", "Failed"]
@@ -194,6 +195,13 @@ class BatchRun(ApiModel):
     gate_message: str | None = Field(default=None, max_length=1024, description="Why it passed or failed.")
 
 
+class RevisionModel(ApiModel):
+    """The model a revision runs, kept for when the spec no longer describes it (stable during a rollout)."""
+
+    revision: str = Field(max_length=16, description="The revision.")
+    model: ModelSpec = Field(description="Its spec.model, the image filled in.")
+
+
 class BatchStatus(ApiModel):
     """What batch scoring did: the latest runs and the rollout's progress run by run."""
 
@@ -206,6 +214,9 @@ class BatchStatus(ApiModel):
         default_factory=list, max_length=50, description="Candidate Jobs already judged (each run counts once)."
     )
     preflight_job: str | None = Field(default=None, max_length=253, description="Strategy direct: the pre-flight Job.")
+    stable_model: RevisionModel | None = Field(
+        default=None, description="The model of the stable revision, which batch scores with while a rollout runs."
+    )
     last_schedule_time: datetime | None = Field(default=None, description="When the stable CronJob last started a run.")
 
 

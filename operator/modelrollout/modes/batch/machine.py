@@ -34,6 +34,7 @@ from modelrollout.api.status import (
     ModelDeploymentStatus,
     Outcome,
     Phase,
+    RevisionModel,
     RevisionRef,
 )
 from modelrollout.modes.batch.gates import Judgement, canary_comparison, judge_canary, judge_shadow
@@ -188,7 +189,8 @@ def _follow_target(d: BatchDecision, i: BatchInputs) -> None:
         s.held = None  # the spec moved on from the revision that was stopped
     if s.canary is None and target.revision != s.stable.revision and s.held is None:
         _start(d, target, i.spec.rollout.strategy, i.now)
-    if target.revision == s.stable.revision and s.canary is None and s.phase not in ("RolledBack", "Degraded"):
+    if target.revision == s.stable.revision and s.canary is None and s.held is None:
+        # Back on stable (or never off it): a rollback or abort stays said only while the spec asks for its target.
         s.phase = "Healthy"
 
 
@@ -374,15 +376,27 @@ def decide_batch(status: ModelDeploymentStatus, i: BatchInputs) -> BatchDecision
             _direct(d, i)
     s.history = s.history[-i.history_limit :]
     _roles(d, i)
+    _keep_stable_model(d, i)
     sync_conditions(s, now=i.now)
     return d
 
 
-def _model_of(i: BatchInputs, ref: RevisionRef) -> ModelSpec | None:
-    """The model of revision `ref`: the spec's when it asks for it, else the one our stable CronJob recorded."""
+def _model_of(d: BatchDecision, i: BatchInputs, ref: RevisionRef) -> ModelSpec | None:
+    """The model of revision `ref`: the spec's when it asks for it, else the one status recorded when it last
+    did (else the one our stable CronJob recorded, for a status written before that)."""
     if ref.revision == i.target.revision:
         return i.target_model
+    kept = _batch(d.status).stable_model
+    if kept is not None and kept.revision == ref.revision:
+        return kept.model
     return i.stable_model if i.stable_model_revision == ref.revision else None
+
+
+def _keep_stable_model(d: BatchDecision, i: BatchInputs) -> None:
+    """Record the stable revision's model while the spec still describes it: the only copy once it moves on."""
+    stable = d.status.stable
+    if stable is not None and stable.revision == i.target.revision:
+        _batch(d.status).stable_model = RevisionModel(revision=stable.revision, model=i.target_model)
 
 
 def follow_batch(status: ModelDeploymentStatus, i: BatchInputs) -> BatchDecision:
@@ -392,20 +406,21 @@ def follow_batch(status: ModelDeploymentStatus, i: BatchInputs) -> BatchDecision
     if i.verb is not None and i.verb.name == "run":
         _apply_verb(d, i)
     stable = d.status.stable
-    model = _model_of(i, stable) if stable is not None else None
+    model = _model_of(d, i, stable) if stable is not None else None
     if stable is not None and model is not None:
         d.roles.append(Role("stable", stable, model))
+    _keep_stable_model(d, i)
     return d
 
 
 def _roles(d: BatchDecision, i: BatchInputs) -> None:
     s = d.status
     assert s.stable is not None
-    stable_model = _model_of(i, s.stable)
+    stable_model = _model_of(d, i, s.stable)
     if stable_model is None:
-        # The stable revision's model is known only from its CronJob, which is gone (deleted by hand): the
-        # spec's revision becomes stable rather than nothing scoring, and the rollout (if any) ends.
-        message = f"the CronJob of {label(s.stable)} is gone and its model with it: {label(i.target)} scores now"
+        # Neither status nor a CronJob knows the stable revision's model (a status written by hand): the spec's
+        # revision becomes stable rather than nothing scoring, and the rollout (if any) ends.
+        message = f"the model of {label(s.stable)} is not known any more: {label(i.target)} scores now"
         if s.canary is not None:
             _end_rollout(d, "Healthy", message)
         s.stable = i.target

@@ -66,8 +66,10 @@ def run_job_name(cronjob: str, verb_id: str) -> str:
     return f"{cronjob}-run-{hashlib.sha256(verb_id.encode()).hexdigest()[:8]}"
 
 
-def preflight_job_name(name: str, revision: str) -> str:
-    return f"{name}-preflight-{revision}"
+def preflight_job_name(name: str, revision: str, rollout_started: datetime) -> str:
+    """One pre-flight per rollout of a revision: a retried rollout gets a fresh one, not the failed Job again."""
+    attempt = hashlib.sha256(rollout_started.isoformat().encode()).hexdigest()[:4]
+    return f"{name}-pf-{revision}-{attempt}"
 
 
 def _under(location: DataLocation, *parts: str) -> DataLocation:
@@ -285,7 +287,9 @@ def build_run_job(cronjob: dict[str, Any], *, uid: str, name: str, at: datetime)
     }
 
 
-def build_preflight_job(spec: ModelDeploymentSpec, owner: Owner, scoring: Scoring, *, at: datetime) -> dict[str, Any]:
+def build_preflight_job(
+    spec: ModelDeploymentSpec, owner: Owner, scoring: Scoring, *, at: datetime, name: str
+) -> dict[str, Any]:
     """Strategy direct's check before the next run uses a new revision: the candidate checks the schema of the
     input of `at` and scores a sample of it into `_preflight/<revision>`; nothing of the output is touched."""
     job_spec = _job_spec(spec, owner, scoring)
@@ -295,7 +299,7 @@ def build_preflight_job(spec: ModelDeploymentSpec, owner: Owner, scoring: Scorin
     )
     job_spec["template"] = template
     job_spec["backoffLimit"] = 0
-    metadata = owner.metadata(preflight_job_name(owner.name, scoring.revision.revision), _labels(owner, scoring))
+    metadata = owner.metadata(name, _labels(owner, scoring))
     metadata["annotations"] = {ANNOTATION_SCHEDULED: at.isoformat()}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 

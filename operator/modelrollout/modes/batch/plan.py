@@ -139,10 +139,11 @@ def plan_batch(
     plan.delete += [("CronJob", name) for name in sorted(cronjobs) if name not in wanted]
     preflight_name = None
     if decision.preflight is not None and decision.preflight_at is not None:
-        preflight_name = preflight_job_name(owner.name, decision.preflight.revision.revision)
+        started = status.rollout_started_at or decision.preflight_at
+        preflight_name = preflight_job_name(owner.name, decision.preflight.revision.revision, started)
         if preflight_name not in jobs:
             scoring = scoring_of(spec, decision.preflight)
-            plan.jobs.append(build_preflight_job(spec, owner, scoring, at=decision.preflight_at))
+            plan.jobs.append(build_preflight_job(spec, owner, scoring, at=decision.preflight_at, name=preflight_name))
     batch = status.batch or BatchStatus()
     batch.preflight_job = preflight_name
     plan.delete += [("Job", name) for name in sorted(jobs) if name != preflight_name]

@@ -306,3 +306,23 @@ def test_a_canary_share_whose_scores_shifted_rolls_back_with_the_psi() -> None:
     rolled = decide_batch(d.status, inputs(md("9", **spec), stable="8", runs=night, now=at + timedelta(hours=1)))
     assert rolled.status.phase == "RolledBack"
     assert "PSI" in (rolled.status.message or "")
+
+
+def test_the_stable_model_is_kept_in_status_so_a_lost_cronjob_loses_nothing() -> None:
+    status = serving8()
+    assert status.batch is not None
+    assert status.batch.stable_model is not None
+    assert status.batch.stable_model.model.version == "8"
+    started = decide_batch(status, inputs(md("9"), stable=None, now=T0))  # no CronJob to read the model from
+    assert roles(started) == [("stable", "8", None), ("shadow", "9", "8")]
+    assert started.status.canary == V9
+
+
+def test_after_a_rollback_the_spec_going_back_to_stable_is_healthy_again() -> None:
+    started = decide_batch(serving8(), inputs(md("9"), stable="8", now=T0)).status
+    bad = runs(shadow_run("s1", at=T0 + timedelta(hours=1), agreement=0.8))
+    rolled = decide_batch(started, inputs(md("9"), stable="8", runs=bad, now=T0 + timedelta(hours=2))).status
+    assert rolled.phase == "RolledBack"
+    back = decide_batch(rolled, inputs(md("8"), stable="8", runs=bad, now=T0 + timedelta(hours=3)))
+    assert back.status.phase == "Healthy"
+    assert back.status.held is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from modelrollout.modes.batch.objects import (
@@ -11,6 +12,7 @@ from modelrollout.modes.batch.objects import (
     build_preflight_job,
     build_run_job,
     cronjob_name,
+    preflight_job_name,
     preflight_location,
     shadow_location,
     stored_model,
@@ -177,8 +179,11 @@ def test_a_preflight_scores_a_sample_aside_once() -> None:
     assert resource.spec.batch is not None
     where = preflight_location(resource.spec.batch, ref("9").revision)
     scoring = Scoring(role="preflight", revision=ref("9"), model=model("9"), output=where)
-    job = build_preflight_job(resource.spec, OWNER, scoring, at=T0)
-    assert job["metadata"]["name"] == f"churn-nightly-preflight-{ref('9').revision}"
+    name = preflight_job_name("churn-nightly", ref("9").revision, T0)
+    job = build_preflight_job(resource.spec, OWNER, scoring, at=T0, name=name)
+    assert job["metadata"]["name"] == name
+    assert len(preflight_job_name("a" * 40, ref("9").revision, T0)) <= 63
+    assert preflight_job_name("n", "r", T0) != preflight_job_name("n", "r", T0 + timedelta(hours=1)), "per rollout"
     env = env_of(job)
     assert env["MODELSERVER_OUTPUT_URI"] == f"s3://lake/churn/date={{date}}/_preflight/{ref('9').revision}"
     assert int(env["MODELSERVER_MAX_RECORDS"]) > 0

@@ -103,3 +103,20 @@ def test_suspended_batch_is_not_ready() -> None:
     plan = plan_batch(resource.spec, OWNER, d, previous=None, observed_runs=[], cronjobs={}, jobs={})
     assert plan.readiness is not None
     assert plan.readiness.reason == "Suspended"
+
+
+def test_a_retried_direct_rollout_gets_a_fresh_preflight_job() -> None:
+    direct = {"strategy": "direct"}
+    first = decide_batch(ModelDeploymentStatus(), inputs(md("8", rollout=direct)))
+    started = decide_batch(first.status, inputs(md("9", rollout=direct), stable="8", now=T0))
+    plan = plan_batch(md("9", rollout=direct).spec, OWNER, started, previous=first.status, observed_runs=[],
+                      cronjobs={}, jobs={})  # fmt: skip
+    [job] = plan.jobs
+    name = job["metadata"]["name"]
+    retried = started.status.model_copy(update={"rollout_started_at": T0 + timedelta(days=1)})
+    again = decide_batch(retried, inputs(md("9", rollout=direct), stable="8", now=T0 + timedelta(days=1)))
+    replan = plan_batch(md("9", rollout=direct).spec, OWNER, again, previous=retried, observed_runs=[],
+                        cronjobs={}, jobs={name: {}})  # fmt: skip
+    [fresh] = replan.jobs
+    assert fresh["metadata"]["name"] != name
+    assert ("Job", name) in replan.delete
