@@ -34,8 +34,8 @@ from modelrollout.kube.routers import RouterContext, router_for
 from modelrollout.modes import owned_kinds
 from modelrollout.modes.base import ModeName
 from modelrollout.modes.batch.machine import decide_batch, follow_batch
-from modelrollout.modes.batch.plan import BatchPlan
-from modelrollout.modes.report import Readiness, mode_conditions, readiness_types, unserved_message
+from modelrollout.modes.batch.plan import BatchPlan, pass_status
+from modelrollout.modes.report import Readiness, mode_conditions, unserved_message
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
@@ -219,13 +219,8 @@ class Reconciler:
                               history_limit=self._plan_settings.history_limit)  # fmt: skip
         decision = decide_batch(starting_status(md.status), inputs)
         plan = plan_of(md, decision, observed)
-        status = decision.status
         prev = md.status or ModelDeploymentStatus()
-        ready = mode_conditions(md.spec, ready={"batch": plan.readiness} if plan.readiness else {},
-                                prev=prev.conditions, generation=md.metadata.generation, now=now)  # fmt: skip
-        status.conditions = [*ready, *(c for c in status.conditions if c.type not in readiness_types())]
-        status.observed_generation = md.metadata.generation
-        status.modes = ",".join(md.spec.modes)
+        status = pass_status(md.spec, decision, plan, prev=prev, generation=md.metadata.generation, now=now)
         events = [Event(type_, reason, message) for type_, reason, message in plan.events]
         if verb_problem:
             events.append(Event("Warning", "InvalidVerb", verb_problem))

@@ -10,6 +10,7 @@ from typing import Any
 
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import BatchRun, BatchStatus, ModelDeploymentStatus
+from modelrollout.modes.base import ModeName
 from modelrollout.modes.batch.machine import RUNS_KEPT, BatchDecision, EventType, Role, RunNow, label
 from modelrollout.modes.batch.objects import (
     Scoring,
@@ -20,7 +21,7 @@ from modelrollout.modes.batch.objects import (
     preflight_location,
     shadow_location,
 )
-from modelrollout.modes.report import Readiness
+from modelrollout.modes.report import Readiness, mode_conditions, readiness_types
 from modelrollout.planning.online import Owner
 
 
@@ -167,3 +168,17 @@ def _waiting(status: ModelDeploymentStatus) -> Readiness:
 
 def _run_job(owner: Owner, run: RunNow) -> RunJob:
     return RunJob(cronjob=cronjob_name(owner.name, run.role), verb_id=run.verb_id, at=run.at)
+
+
+def pass_status(
+    spec: ModelDeploymentSpec, decision: BatchDecision, plan: BatchPlan, *, prev: ModelDeploymentStatus,
+    generation: int | None, now: datetime,
+) -> ModelDeploymentStatus:  # fmt: skip
+    """The status a batch-led pass writes: the decision's, with Ready and BatchReady laid over it."""
+    status = decision.status.model_copy(deep=True)
+    ready: dict[ModeName, Readiness] = {"batch": plan.readiness} if plan.readiness else {}
+    said = mode_conditions(spec, ready=ready, prev=prev.conditions, generation=generation, now=now)
+    status.conditions = [*said, *(c for c in status.conditions if c.type not in readiness_types())]
+    status.observed_generation = generation
+    status.modes = ",".join(spec.modes)
+    return status

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.modes.batch.machine import decide_batch
-from modelrollout.modes.batch.plan import plan_batch
+from modelrollout.modes.batch.plan import pass_status, plan_batch
 from modelrollout.modes.batch.runs import runs_of
 from modelrollout.planning.online import Owner
 from modelrollout.rollout.verbs import Verb
@@ -120,3 +120,15 @@ def test_a_retried_direct_rollout_gets_a_fresh_preflight_job() -> None:
     [fresh] = replan.jobs
     assert fresh["metadata"]["name"] != name
     assert ("Job", name) in replan.delete
+
+
+def test_a_batch_led_pass_says_ready_per_mode_and_keeps_the_rollout_conditions() -> None:
+    resource = md("8")
+    d = decide_batch(ModelDeploymentStatus(), inputs(resource))
+    plan = plan_batch(resource.spec, OWNER, d, previous=None, observed_runs=[], cronjobs={}, jobs={})
+    status = pass_status(resource.spec, d, plan, prev=ModelDeploymentStatus(), generation=3, now=T0)
+    said = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert said["Ready"] == ("True", "Scheduled")
+    assert said["BatchReady"] == ("True", "Scheduled")
+    assert said["Progressing"][0] == "False"
+    assert (status.modes, status.observed_generation) == ("batch", 3)
