@@ -70,12 +70,12 @@ test-unit: venv ## pure unit tests (no processes, no network)
 
 .PHONY: test-integration
 INTEGRATION_WORKERS ?= 2
-test-integration: venv tools prometheus mesh-crds kafka ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
+test-integration: venv tools prometheus mesh-crds kafka seaweedfs ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
 	$(BIN)/pytest -m integration -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
 E2E_WORKERS ?= 2
-test-e2e: venv tools prometheus kafka ## end-to-end: operator + API server + Prometheus + real model servers and router (a cluster per worker; tests that assert wall-clock bounds run alone afterwards)
+test-e2e: venv tools prometheus kafka seaweedfs ## end-to-end: operator + API server + Prometheus + real model servers and router (a cluster per worker; tests that assert wall-clock bounds run alone afterwards)
 	$(BIN)/pytest -m "e2e and not timing" -n $(E2E_WORKERS) tests/e2e $(PYTEST_ARGS)
 	$(BIN)/pytest -m "e2e and timing" tests/e2e $(PYTEST_ARGS)
 
@@ -139,6 +139,10 @@ bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer on lo
 .PHONY: prometheus
 prometheus: ## install Prometheus (Debian package) for the analysis tests, unless one is on PATH
 	hack/install-prometheus.sh
+
+.PHONY: seaweedfs
+seaweedfs: ## build SeaweedFS's weed (once, cached by version): the S3-compatible store of the batch and storage tests
+	hack/build-seaweedfs.sh
 
 .PHONY: kafka
 kafka: ## install Apache Kafka's broker jars (Maven Central, cached by version) for the stream tests

@@ -1,6 +1,6 @@
 """Batch mode end to end: the operator's CronJobs on the real API server and controller-manager (CronJob and Job
 controllers), the scorer's pods run by the local kubelet, the data lake and the models in a real S3-compatible
-server (moto), credentials from a Secret. The examples are applied as users would write them; only what points at
+server (SeaweedFS), credentials from a Secret. The examples are applied as users would write them; only what points at
 this machine (the S3 endpoint, the node the local kubelet runs) and, for the nightly one, the schedule (every
 minute instead of every night) are changed.
 
@@ -118,10 +118,16 @@ class Lake:
         return pa.concat_tables(tables)
 
 
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
 @pytest.fixture
-def lake(tmp_path: Path) -> Iterator[Lake]:
-    with S3Server(tmp_path) as server:
-        yield Lake(server)
+def lake(s3_server: S3Server) -> Lake:
+    s3_server.reset()
+    return Lake(s3_server)
 
 
 class Deployments:

@@ -1,4 +1,4 @@
-"""`modelserver batch` as a process against a real S3-compatible server (moto): a nightly-style run from S3 to
+"""`modelserver batch` as a process against a real S3-compatible server (SeaweedFS): a nightly-style run from S3 to
 S3, a run killed with SIGKILL in the middle of writing, which must leave nothing visible, and whose retry
 commits a complete run; a shadow run's comparison against scikit-learn's own numbers, and a canary by key: two
 models' shares of one run."""
@@ -40,12 +40,18 @@ FEATURES = 8
 RUN_DIR = "scores/date=2026-12-03"
 
 
-@pytest.fixture
-def s3(tmp_path: Path) -> Iterator[S3Server]:
-    server = S3Server(tmp_path)
-    with server:
-        server.client().create_bucket(Bucket=BUCKET)
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Server:
+    """The module's S3 server, emptied, with the bucket the test writes to."""
+    s3_server.reset()
+    s3_server.client().create_bucket(Bucket=BUCKET)
+    return s3_server
 
 
 @pytest.fixture(scope="module")
