@@ -17,6 +17,20 @@ BATCH_RUN_DURATION = "modelserver_batch_run_duration_seconds"  # gauge, the run'
 BATCH_LAST_SUCCESS = "modelserver_batch_last_success_timestamp_seconds"  # gauge, set when a run commits
 SCORED, REJECTED = "scored", "rejected"
 
+# The stream consumer (modelserver.stream.metrics), one consumer process each: labels model, version (+ the ones
+# named per series), so the stable and the canary consumer groups of one topic are told apart.
+STREAM_RECORDS = "modelserver_stream_records_total"  # {result: scored | dead_lettered | skipped | dropped}
+STREAM_CONSUMER_LAG = "modelserver_stream_consumer_lag"  # {topic, partition}, gauge: high watermark - position
+STREAM_END_TO_END = "modelserver_stream_end_to_end_seconds"  # histogram: record timestamp -> its batch committed
+STREAM_BATCH_RECORDS = "modelserver_stream_batch_records"  # histogram: records per consumed micro-batch
+STREAM_REBALANCES = "modelserver_stream_rebalances_total"  # {kind: assigned | revoked | lost}
+STREAM_TRANSACTIONS = "modelserver_stream_transactions_total"  # {result: committed | aborted}; exactly-once only
+# The values of modelserver_stream_records_total's `result`: SCORED, then these. `skipped`: out of this consumer's
+# key share (another group scores it); `dropped`: invalid with no dead-letter topic (at-least-once only).
+DEAD_LETTERED, SKIPPED, DROPPED = "dead_lettered", "skipped", "dropped"
+COMMITTED, ABORTED = "committed", "aborted"
+ASSIGNED, REVOKED, LOST = "assigned", "revoked", "lost"
+
 # The router (modelserver.routing.metrics), per route.
 ROUTER_REQUESTS = "modelrouter_requests_total"  # {route, version, role, code}
 ROUTER_UPSTREAM_DURATION = "modelrouter_upstream_duration_seconds"  # {route, version, role}
@@ -34,4 +48,9 @@ AGREE, DISAGREE, ERROR = "agree", "disagree", "error"
 # latency SLO the sequential judge counts against must be one of these edges, or its count would be a guess.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+# A stream record's time from its Kafka timestamp to its batch's commit: a micro-batch's wait and commit (tens of
+# ms) up to a consumer minutes behind (lag). An end-to-end SLO must be one of these edges.
+STREAM_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 )  # fmt: skip

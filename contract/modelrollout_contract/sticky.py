@@ -1,6 +1,8 @@
 """How a user's key (a header or cookie value) picks a variant in our router, the same in every replica, and the
 names a cookie may have. A batch run selecting a canary's share of records by a key column uses the same rule
-(`buckets_of`), so a user's record goes to the model their requests go to."""
+(`buckets_of`), so a user's record goes to the model their requests go to; so does a stream consumer selecting its
+share of a topic's messages by their Kafka key (`message_bucket`), whose keyless messages spread over the buckets
+by their place in the topic instead."""
 
 from __future__ import annotations
 
@@ -40,6 +42,19 @@ def buckets_of(keys: Iterable[str | bytes | int | None]) -> list[int]:
         else:
             raise TypeError(f"a key is text or an integer, not {type(key).__name__}")
     return found
+
+
+def keyless_bucket(partition: int, offset: int) -> int:
+    """Where a Kafka message without a key falls: the bucket of "<partition>:<offset>", so keyless messages spread
+    evenly over every share (a canary by message share) and each falls in exactly one, the same for every consumer
+    group that reads it (unlike a batch record without a key, which stays with stable: it has no place to hash)."""
+    return zlib.crc32(f"{partition}:{offset}".encode()) % BUCKETS
+
+
+def message_bucket(key: bytes | None, partition: int, offset: int) -> int:
+    """A Kafka message's bucket: its key's (the same as a request carrying that key as text), else keyless_bucket.
+    An empty key is a key like any other (b"" is not None)."""
+    return zlib.crc32(key) % BUCKETS if key is not None else keyless_bucket(partition, offset)
 
 
 def to_candidate(key: str | bytes, weight: int) -> bool:

@@ -1,5 +1,5 @@
 """`modelserver` command. `serve` runs the online server, `route` the traffic router, `batch` scores a data-lake
-input once; stream will join."""
+input once, `stream` scores a Kafka topic's records as they come."""
 
 from __future__ import annotations
 
@@ -155,6 +155,73 @@ def batch(
         raise typer.Exit(2) from None
     logging.config.dictConfig(log_config(settings.log_level, json=settings.log_json))
     raise typer.Exit(run_batch(settings))
+
+
+@app.command()
+def stream(
+    *,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option("--bootstrap-servers", "-b", help="host:port[,...] of the Kafka brokers")
+    ] = None,
+    input_topic: Annotated[str | None, typer.Option("--input-topic", "-i", help="the topic scored")] = None,
+    output_topic: Annotated[str | None, typer.Option("--output-topic", "-o", help="one prediction per record")] = None,
+    dead_letter_topic: Annotated[
+        str | None, typer.Option(help="records that cannot be scored, with why (required for exactly-once)")
+    ] = None,
+    consumer_group: Annotated[str | None, typer.Option("--group", "-g", help="the consumer group")] = None,
+    delivery: Annotated[str | None, typer.Option(help="exactly-once (transactions) | at-least-once")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="records per micro-batch (and transaction)")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="longest wait for a micro-batch to fill")] = None,
+    instance_id: Annotated[
+        str | None, typer.Option(help="group.instance.id, static membership (default: POD_NAME, else HOSTNAME)")
+    ] = None,
+    transactional_id: Annotated[
+        str | None, typer.Option(help="the producer's transactional.id (default: GROUP-INSTANCE_ID)")
+    ] = None,
+    session_timeout_ms: Annotated[
+        int | None, typer.Option(help="how long a silent member keeps its partitions")
+    ] = None,
+    security_protocol: Annotated[
+        str | None, typer.Option(help="PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL (SASL password: env only)")
+    ] = None,
+    sasl_mechanism: Annotated[str | None, typer.Option(help="PLAIN|SCRAM-SHA-256|SCRAM-SHA-512")] = None,
+    sasl_username: Annotated[str | None, typer.Option(help="password: MODELSERVER_SASL_PASSWORD")] = None,
+    ssl_ca_location: Annotated[Path | None, typer.Option(help="CA certificates (PEM) of the brokers")] = None,
+    ssl_certificate_location: Annotated[Path | None, typer.Option(help="client certificate (PEM)")] = None,
+    ssl_key_location: Annotated[Path | None, typer.Option(help="the client certificate's key (PEM)")] = None,
+    key_from: Annotated[int | None, typer.Option(help="score records whose bucket (0..9999) is >= this")] = None,
+    key_to: Annotated[int | None, typer.Option(help="... and < this (a canary at weight w: 0 to w*100)")] = None,
+    passthrough_fields: Annotated[
+        list[str] | None, typer.Option("--passthrough", help="input field copied to the output (repeat)")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="binary classifiers: the decision threshold")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="port of /metrics and /ready")] = None,
+    model_uri: Annotated[str | None, typer.Option("--model-uri", "-m", help="path, file://, http(s)://, s3://")] = None,
+    model_name: Annotated[str | None, typer.Option(help="name in the output and metric labels")] = None,
+    model_version: Annotated[str | None, typer.Option(help="version in the output and metric labels")] = None,
+    model_format: Annotated[
+        str | None, typer.Option("--format", help="auto|sklearn|onnx|xgboost|lightgbm|custom")
+    ] = None,
+    model_class: Annotated[str | None, typer.Option(help="custom runtime class, 'package.module:Class'")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
+) -> None:
+    """Score a Kafka topic's records into an output topic as they come, exactly once by default; runs until SIGTERM."""
+    flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    import logging.config  # noqa: PLC0415
+
+    from modelserver.logs import log_config  # noqa: PLC0415
+    from modelserver.stream.run import main as run_stream  # noqa: PLC0415 - only `stream` loads confluent_kafka
+    from modelserver.stream.settings import StreamSettings  # noqa: PLC0415
+
+    try:
+        settings = StreamSettings(**flags)
+    except ValidationError as exc:
+        typer.echo(f"invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.config.dictConfig(log_config(settings.log_level, json=settings.log_json))
+    raise typer.Exit(run_stream(settings))
 
 
 def main() -> None:

@@ -1,0 +1,245 @@
+"""A stream consumer, start to end: serve /metrics and /ready, load the model, make the producer ready (exactly-
+once: init_transactions fences the previous process with the same transactional.id), subscribe, then loop: consume
+a micro-batch (up to max_batch records, waiting up to max_wait_ms), process it (modelserver.stream.pipeline),
+commit it (modelserver.stream.delivery), measure the lag.
+
+The loop commits a batch before it consumes again, and the rebalance callbacks run only inside consume(): a
+partition is never revoked in the middle of a batch's transaction.
+
+SIGTERM or SIGINT: the batch in hand is finished and committed, then the consumer closes and the process exits 0.
+With static membership (group.instance.id) a closing consumer does not leave the group: its partitions stay its
+own, unread, until a consumer with the same instance id joins (the same pod restarting gets them back without a
+rebalance) or session_timeout_ms passes (then the group gives them to the other members).
+
+Exit codes: 0 stopped by a signal; 1 a fatal Kafka error (fenced by a newer process, or a batch that failed to
+commit MAX_ATTEMPTS times in a row), or anything unexpected; 3 the consumer could not start (the model did not
+load, or the settings do not fit it). Kubernetes restarts the container on 1 and 3 alike."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from modelserver import storage
+from modelserver.errors import ModelLoadError
+from modelserver.runtimes import load_model, resolve_format
+from modelserver.runtimes.base import LoadOptions, Model
+from modelserver.settings import ModelSettings
+from modelserver.stream.clients import consumer_config, producer_config
+from modelserver.stream.delivery import AtLeastOnce, Committer, ExactlyOnce, Fatal
+from modelserver.stream.metrics import Endpoints, StreamMetrics
+from modelserver.stream.outgoing import Envelopes
+from modelserver.stream.pipeline import Pipeline
+from modelserver.stream.rebalance import Assignment
+from modelserver.stream.records import Decoder
+from modelserver.stream.scoring import Scorer
+from modelserver.stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+KAFKA_LOG = logging.getLogger("modelserver.stream.kafka")
+
+EXIT_STOPPED, EXIT_FATAL, EXIT_START = 0, 1, 3
+MAX_ATTEMPTS = 10  # a batch that fails to commit this many times in a row: exit, and let a restart try
+LAG_EVERY_S = 1.0  # how often the lag is measured while no record comes
+CLOSE_TIMEOUT_S = 10.0
+
+
+class Stop:
+    """Set by SIGTERM or SIGINT; the loop checks it between batches."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> Stop:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, _: FrameType | None) -> None:
+        if not self.requested:
+            log.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        self.requested = True
+
+
+class Errors:
+    """librdkafka's error_cb: errors outside any call (brokers down, a fenced instance...). A fatal one stops the
+    loop; the others are logged (the clients reconnect by themselves)."""
+
+    def __init__(self) -> None:
+        self.fatal: str | None = None
+
+    def callback(self, client: str) -> Callable[[KafkaError], None]:
+        def report(error: KafkaError) -> None:
+            if error.fatal():
+                self.fatal = f"{client}: {error}"
+                log.error("fatal %s error: %s", client, error)
+            else:
+                log.warning("%s: %s", client, error)
+
+        return report
+
+    def check(self) -> None:
+        if self.fatal is not None:
+            raise Fatal(self.fatal)
+
+
+def load(settings: ModelSettings) -> Model:
+    path, model_format = resolve_format(storage.fetch_for(settings), settings.model_format)
+    names = None if settings.feature_names is None else tuple(settings.feature_names)
+    return load_model(path, model_format, LoadOptions(feature_names=names, model_class=settings.model_class))
+
+
+def pipeline_for(settings: StreamSettings, model: Model) -> Pipeline:
+    scorer = Scorer(model, name=settings.model_name, version=settings.model_version, threshold=settings.threshold)
+    envelopes = Envelopes(output_topic=settings.output_topic, dead_letter_topic=settings.dead_letter_topic,
+                          model=settings.model_name, version=settings.model_version)  # fmt: skip
+    signature = model.signature
+    decoder = Decoder(signature.feature_names, signature.dtype, settings.passthrough_fields)
+    return Pipeline(scorer, envelopes, decoder, share=settings.key_share())
+
+
+def main(settings: StreamSettings) -> int:
+    """Run until a signal (0) or a fatal error; the exit code."""
+    stop = Stop().install()
+    metrics = StreamMetrics(model=settings.model_name, version=settings.model_version)
+    assignment = Assignment(on_change=metrics.rebalanced)
+    endpoints = Endpoints(settings.metrics_host, settings.metrics_port, metrics.registry,
+                          ready=lambda: assignment.joined.is_set() and not stop.requested).start()  # fmt: skip
+    try:
+        try:
+            pipeline = pipeline_for(settings, load(settings))
+        except (ModelLoadError, ValueError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_START
+        return _consume(settings, pipeline, metrics, assignment, stop)
+    finally:
+        endpoints.stop()
+
+
+def _consume(
+    settings: StreamSettings, pipeline: Pipeline, metrics: StreamMetrics, assignment: Assignment, stop: Stop
+) -> int:
+    errors = Errors()
+    # librdkafka's own log lines go through our logging (one format, JSON or text), not straight to stderr.
+    consumer = Consumer({**consumer_config(settings), "error_cb": errors.callback("consumer"), "logger": KAFKA_LOG})
+    producer = Producer({**producer_config(settings), "error_cb": errors.callback("producer"), "logger": KAFKA_LOG})
+    timeout_s = settings.transaction_timeout_ms / 1000
+    committer: Committer = (
+        ExactlyOnce(producer, consumer, assignment, metrics, timeout_s=timeout_s)
+        if settings.delivery == "exactly-once"
+        else AtLeastOnce(producer, consumer, assignment, timeout_s=timeout_s)
+    )
+    code = EXIT_STOPPED
+    try:
+        committer.start()
+        consumer.subscribe([settings.input_topic], on_assign=assignment.on_assign, on_revoke=assignment.on_revoke,
+                           on_lost=assignment.on_lost)  # fmt: skip
+        log.info("consuming %s as %s of group %s (%s)", settings.input_topic, settings.instance_id,
+                 settings.consumer_group, settings.delivery)  # fmt: skip
+        loop(settings, consumer=consumer, producer=producer, committer=committer, pipeline=pipeline,
+             metrics=metrics, assignment=assignment, stop=stop, errors=errors)  # fmt: skip
+        log.info("stopped; every batch consumed is committed")
+    except Fatal as exc:
+        log.error("stopping on a fatal error: %s", exc)
+        code = EXIT_FATAL
+    except Exception:
+        log.exception("stopping on an unexpected error")
+        code = EXIT_FATAL
+    finally:
+        _close(consumer, producer, failed=code != EXIT_STOPPED)
+    return code
+
+
+def loop(
+    settings: StreamSettings,
+    *,
+    consumer: Consumer,
+    producer: Producer,
+    committer: Committer,
+    pipeline: Pipeline,
+    metrics: StreamMetrics,
+    assignment: Assignment,
+    stop: Stop,
+    errors: Errors,
+) -> None:
+    failures = 0
+    measured = 0.0
+    wait_s = settings.max_wait_ms / 1000
+    while not stop.requested:
+        errors.check()
+        messages = consumer.consume(num_messages=settings.max_batch, timeout=wait_s)
+        producer.poll(0)  # the producer's error_cb and delivery reports outside a flush
+        batch = usable(messages, assignment)
+        if batch:
+            metrics.consumed(len(batch))
+            processed = pipeline(batch)
+            if committer.commit(processed):
+                metrics.committed(processed.counts, processed.timestamps, at=time.time())
+                failures = 0
+            else:
+                failures += 1
+                if failures >= MAX_ATTEMPTS:
+                    raise Fatal(f"a batch failed to commit {failures} times in a row")
+                time.sleep(min(0.1 * 2**failures, 5.0))
+        now = time.monotonic()
+        if batch or now - measured >= LAG_EVERY_S:
+            measure_lag(consumer, assignment, metrics)
+            measured = now
+
+
+def usable(messages: Sequence[Message], assignment: Assignment) -> list[Message]:
+    """The records of a consume() call this consumer still owns; a fatal error in it raises Fatal, others are
+    logged (a partition's fetch error: librdkafka retries it)."""
+    kept: list[Message] = []
+    revoked = 0
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise Fatal(f"consume: {error}")
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume: %s", error)
+        elif assignment.owns(message.topic(), message.partition()):
+            kept.append(message)
+        else:
+            revoked += 1
+    if revoked:
+        log.info("dropped %d records of partitions revoked while they were fetched (their new owner reads them)",
+                 revoked)  # fmt: skip
+    return kept
+
+
+def measure_lag(consumer: Consumer, assignment: Assignment, metrics: StreamMetrics) -> None:
+    """High watermark (cached from the last fetch: no request to the broker) minus the position, per partition
+    owned; a partition not fetched from yet has neither, and no lag series yet."""
+    partitions = assignment.topic_partitions()
+    if not partitions:
+        return
+    try:
+        for tp in consumer.position(partitions):
+            if tp.offset < 0:
+                continue
+            marks = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+            if marks is None or marks[1] < 0:
+                continue
+            metrics.lag(tp.topic, tp.partition, max(0, marks[1] - tp.offset))
+    except KafkaException as exc:  # a metric is never a reason to stop consuming
+        log.debug("cannot measure the lag: %s", exc)
+
+
+def _close(consumer: Consumer, producer: Producer, *, failed: bool) -> None:
+    """Close the consumer (its last batch is committed: nothing to commit here) and let the producer go; after a
+    fatal error, whatever it still holds is purged (an open transaction is aborted by the coordinator, or by the
+    next process's init_transactions)."""
+    with contextlib.suppress(Exception):
+        if failed:
+            producer.purge()
+        producer.flush(CLOSE_TIMEOUT_S)
+    with contextlib.suppress(Exception):
+        consumer.close()
