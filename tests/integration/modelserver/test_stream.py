@@ -272,6 +272,9 @@ def open_transaction(admin: AdminClient, topic: str) -> bool:
     return any(lso < hw for lso, hw in zip(stable, ends(admin, topic, IsolationLevel.READ_UNCOMMITTED), strict=True))
 
 
+SETTLE_S = 1.0
+
+
 def freeze_inside_a_transaction(admin: AdminClient, stream: Stream, output: str, within: float = 60) -> None:
     """SIGSTOP the consumer while its transaction has records on the broker: poll the output's ends, stop the
     process when a transaction is open, and keep it stopped if the transaction is still open then (else SIGCONT
@@ -281,6 +284,10 @@ def freeze_inside_a_transaction(admin: AdminClient, stream: Stream, output: str,
         assert stream.alive, stream.describe()
         if open_transaction(admin, output):
             stream.process.send_signal(signal.SIGSTOP)
+            # A commit the process sent just before it stopped still completes on the broker: look again once
+            # such an in-flight request has had time to land (seen under the whole suite's load: open at the stop,
+            # committed a moment later).
+            time.sleep(SETTLE_S)
             if open_transaction(admin, output):
                 return
             stream.process.send_signal(signal.SIGCONT)
