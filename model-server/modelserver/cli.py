@@ -3,8 +3,9 @@ input once, `stream` scores a Kafka topic's records as they come."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -12,6 +13,24 @@ from pydantic import ValidationError
 from modelserver.settings import ServerSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+S = TypeVar("S")
+
+
+def _settings(make: Callable[[], S]) -> S:
+    """The command's settings, or exit 2 with what is wrong with them."""
+    try:
+        return make()
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _configure_logs(level: str, *, json: bool) -> None:
+    import logging.config  # noqa: PLC0415
+
+    from modelserver.logs import log_config  # noqa: PLC0415
+
+    logging.config.dictConfig(log_config(level, json=json))
 
 
 @app.callback()
@@ -45,11 +64,7 @@ def serve(
     # Imported here: `batch` and `route` never load the online server (uvicorn, starlette) for nothing.
     from modelserver.server import serve as run_server  # noqa: PLC0415
 
-    try:
-        settings = ServerSettings(**flags)
-    except ValidationError as exc:
-        typer.echo(f"invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = _settings(lambda: ServerSettings(**flags))
     raise typer.Exit(run_server(settings))
 
 
@@ -78,14 +93,12 @@ def route(
     from modelserver.routing.server import route as run_router  # noqa: PLC0415
     from modelserver.routing.settings import RouterSettings, parse_upstreams  # noqa: PLC0415
 
-    try:
+    def make() -> RouterSettings:
         if upstream:
             flags["upstream"] = parse_upstreams(upstream)
-        settings = RouterSettings(**flags)
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    raise typer.Exit(run_router(settings))
+        return RouterSettings(**flags)
+
+    raise typer.Exit(run_router(_settings(make)))
 
 
 @app.command()
@@ -142,18 +155,11 @@ def batch(
 ) -> None:
     """Score a data-lake input once into a committed output (a manifest written last); exit code = outcome."""
     flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
-    import logging.config  # noqa: PLC0415
-
     from modelserver.batch.run import main as run_batch  # noqa: PLC0415 - `serve` never loads pyarrow
     from modelserver.batch.settings import BatchSettings  # noqa: PLC0415
-    from modelserver.logs import log_config  # noqa: PLC0415
 
-    try:
-        settings = BatchSettings(**flags)
-    except ValidationError as exc:
-        typer.echo(f"invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    logging.config.dictConfig(log_config(settings.log_level, json=settings.log_json))
+    settings = _settings(lambda: BatchSettings(**flags))
+    _configure_logs(settings.log_level, json=settings.log_json)
     raise typer.Exit(run_batch(settings))
 
 
@@ -209,18 +215,11 @@ def stream(
 ) -> None:
     """Score a Kafka topic's records into an output topic as they come, exactly once by default; runs until SIGTERM."""
     flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
-    import logging.config  # noqa: PLC0415
-
-    from modelserver.logs import log_config  # noqa: PLC0415
     from modelserver.stream.run import main as run_stream  # noqa: PLC0415 - only `stream` loads confluent_kafka
     from modelserver.stream.settings import StreamSettings  # noqa: PLC0415
 
-    try:
-        settings = StreamSettings(**flags)
-    except ValidationError as exc:
-        typer.echo(f"invalid settings:\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    logging.config.dictConfig(log_config(settings.log_level, json=settings.log_json))
+    settings = _settings(lambda: StreamSettings(**flags))
+    _configure_logs(settings.log_level, json=settings.log_json)
     raise typer.Exit(run_stream(settings))
 
 
