@@ -17,14 +17,18 @@ BATCH_RUN_DURATION = "modelserver_batch_run_duration_seconds"  # gauge, the run'
 BATCH_LAST_SUCCESS = "modelserver_batch_last_success_timestamp_seconds"  # gauge, set when a run commits
 SCORED, REJECTED = "scored", "rejected"
 
-# The stream consumer (modelserver.stream.metrics), one consumer process each: labels model, version (+ the ones
-# named per series), so the stable and the canary consumer groups of one topic are told apart.
+# The stream consumer (modelserver.stream.metrics), one consumer process each: labels model, version, revision (+
+# the ones named per series), so the stable and the canary consumer groups of one topic are told apart.
 STREAM_RECORDS = "modelserver_stream_records_total"  # {result: scored | dead_lettered | skipped | dropped}
 STREAM_CONSUMER_LAG = "modelserver_stream_consumer_lag"  # {topic, partition}, gauge: high watermark - position
 STREAM_END_TO_END = "modelserver_stream_end_to_end_seconds"  # histogram: record timestamp -> its batch committed
 STREAM_BATCH_RECORDS = "modelserver_stream_batch_records"  # histogram: records per consumed micro-batch
 STREAM_REBALANCES = "modelserver_stream_rebalances_total"  # {kind: assigned | revoked | lost}
 STREAM_TRANSACTIONS = "modelserver_stream_transactions_total"  # {result: committed | aborted}; exactly-once only
+# In a stream rollout (modelrollout_contract.stream), label `revision` tells the two revisions' consumers apart.
+STREAM_CUTOVER_EPOCH = "modelserver_stream_cutover_epoch"  # {topic, partition}, gauge: epoch governing the position
+STREAM_PARTITIONS = "modelserver_stream_partitions"  # {topic}, gauge: the input topic's partition count
+STREAM_WAITING = "modelserver_stream_waiting"  # gauge: 1 while records wait for the leader's cutovers
 # The values of modelserver_stream_records_total's `result`: SCORED, then these. `skipped`: out of this consumer's
 # key share (another group scores it); `dropped`: invalid with no dead-letter topic (at-least-once only).
 DEAD_LETTERED, SKIPPED, DROPPED = "dead_lettered", "skipped", "dropped"

@@ -148,6 +148,12 @@ def batch(
     key_column: Annotated[str | None, typer.Option(help="the input column holding each record's user key")] = None,
     key_from: Annotated[int | None, typer.Option(help="score keys whose bucket (0..9999) is >= this")] = None,
     key_to: Annotated[int | None, typer.Option(help="... and < this (a canary at weight w: 0 to w*100)")] = None,
+    revision: Annotated[str | None, typer.Option(help="this consumer's revision in a share document")] = None,
+    share_configmap: Annotated[
+        str | None, typer.Option(help="NAMESPACE/NAME: a rollout's share document (cutovers, not key_from/key_to)")
+    ] = None,
+    share_file: Annotated[Path | None, typer.Option(help="... or a file holding it, polled")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig for --share-configmap outside a cluster")] = None,
     pushgateway_url: Annotated[str | None, typer.Option(help="Prometheus Pushgateway for the run's metrics")] = None,
     termination_log: Annotated[Path | None, typer.Option(help="where the run result goes (a pod's default)")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
@@ -197,6 +203,12 @@ def stream(
     ssl_key_location: Annotated[Path | None, typer.Option(help="the client certificate's key (PEM)")] = None,
     key_from: Annotated[int | None, typer.Option(help="score records whose bucket (0..9999) is >= this")] = None,
     key_to: Annotated[int | None, typer.Option(help="... and < this (a canary at weight w: 0 to w*100)")] = None,
+    revision: Annotated[str | None, typer.Option(help="this consumer's revision in a share document")] = None,
+    share_configmap: Annotated[
+        str | None, typer.Option(help="NAMESPACE/NAME: a rollout's share document (cutovers, not key_from/key_to)")
+    ] = None,
+    share_file: Annotated[Path | None, typer.Option(help="... or a file holding it, polled")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig for --share-configmap outside a cluster")] = None,
     passthrough_fields: Annotated[
         list[str] | None, typer.Option("--passthrough", help="input field copied to the output (repeat)")
     ] = None,

@@ -1,7 +1,8 @@
-"""Where routing documents come from: the operator's ConfigMap (watched) or a local file (polled).
+"""Where the operator's documents come from: a ConfigMap (watched) or a local file (polled). The router reads its
+routing document so, and a stream consumer its share document (modelserver.stream.coordination).
 
-Both run as one background task for the router's lifetime, hand every document they see to Routing.apply and
-report a missing document to Routing.missing; neither ever stops on an error, they retry.
+Both run as one background task for the reader's lifetime, hand every document they see to the sink's apply
+(Routing.apply) and report a missing document to its missing; neither ever stops on an error, they retry.
 
 The ConfigMap source lists the one object (fieldSelector metadata.name=NAME) and then watches from the list's
 resourceVersion, so a change reaches the router as soon as the API server sends the event (well under a second
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelrollout_contract.router import CONFIG_KEY
-from modelserver.routing.reload import Routing
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,16 @@ BACKOFF_MAX_S = 10.0
 HTTP_GONE = 410
 
 
+class Sink(Protocol):
+    """What takes the documents a source reads (the router's Routing, a consumer's share document)."""
+
+    def apply(self, text: str | bytes, *, origin: str) -> str: ...
+
+    def missing(self, reason: str, *, origin: str) -> None: ...
+
+
 class Source(Protocol):
-    async def run(self, routing: Routing) -> None:
+    async def run(self, routing: Sink) -> None:
         """Feed documents to `routing` until cancelled."""
         ...
 
@@ -75,7 +83,7 @@ class FileSource:
         self.path = path
         self.interval_s = interval_s
 
-    async def run(self, routing: Routing) -> None:
+    async def run(self, routing: Sink) -> None:
         seen: FileState | None = None
         reported_missing = False
         origin = f"file {self.path}"
@@ -101,8 +109,11 @@ class FileSource:
 class ConfigMapSource:
     """List + watch of one ConfigMap through the Kubernetes API (kubernetes_asyncio)."""
 
-    def __init__(self, namespace: str, name: str, *, kubeconfig: Path | None, watch_timeout_s: int) -> None:
+    def __init__(
+        self, namespace: str, name: str, *, kubeconfig: Path | None, watch_timeout_s: int, key: str = CONFIG_KEY
+    ) -> None:
         self.namespace = namespace
+        self.key = key
         self.name = name
         self.kubeconfig = kubeconfig
         self.watch_timeout_s = watch_timeout_s
@@ -123,7 +134,7 @@ class ConfigMapSource:
                 await config.load_kube_config(client_configuration=configuration)
         return client.ApiClient(configuration)
 
-    async def run(self, routing: Routing) -> None:
+    async def run(self, routing: Sink) -> None:
         from kubernetes_asyncio.client.exceptions import ApiException  # noqa: PLC0415
 
         backoff = Backoff()
@@ -156,7 +167,7 @@ class ConfigMapSource:
     def _field_selector(self) -> str:
         return f"metadata.name={self.name}"
 
-    async def _list(self, core: Any, routing: Routing) -> str:
+    async def _list(self, core: Any, routing: Sink) -> str:
         result = await core.list_namespaced_config_map(
             self.namespace, field_selector=self._field_selector(), _request_timeout=30
         )
@@ -167,7 +178,7 @@ class ConfigMapSource:
         version: str = result.metadata.resource_version
         return version
 
-    async def _watch(self, core: Any, routing: Routing, resource_version: str) -> None:
+    async def _watch(self, core: Any, routing: Sink, resource_version: str) -> None:
         from kubernetes_asyncio import watch  # noqa: PLC0415
 
         async with watch.Watch() as stream:
@@ -187,10 +198,10 @@ class ConfigMapSource:
                 elif kind == "DELETED":
                     routing.missing("the ConfigMap was deleted", origin=self.origin)
 
-    def _seen(self, data: dict[str, str] | None, routing: Routing) -> None:
-        text = (data or {}).get(CONFIG_KEY)
+    def _seen(self, data: dict[str, str] | None, routing: Sink) -> None:
+        text = (data or {}).get(self.key)
         if text is None:
-            routing.missing(f"the ConfigMap has no {CONFIG_KEY} key", origin=self.origin)
+            routing.missing(f"the ConfigMap has no {self.key} key", origin=self.origin)
         else:
             routing.apply(text, origin=self.origin)
 

@@ -23,6 +23,7 @@ is its new owner's to read from the committed offset."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -38,10 +39,22 @@ from modelserver.stream.rebalance import Assignment
 log = logging.getLogger(__name__)
 BUFFER_FULL_WAIT_S = 0.05
 COMMITTED_TIMEOUT_S = 10.0
+# One transactional call's timeout (retried until the transaction's), and how much longer it may take before it
+# counts as hung.
+CALL_TIMEOUT_S = 5.0
+HUNG_GRACE_S = 5.0
 
 
 class Fatal(Exception):
     """The consumer cannot go on (fenced, or Kafka says the error is fatal): the process exits non-zero."""
+
+
+class Hung(Fatal):
+    """A transactional call that did not return within its timeout and a grace: librdkafka can block in
+    send_offsets_to_transaction past its timeout when the group coordinator went away (a broker restart; measured
+    here with librdkafka 2.16, confluentinc/librdkafka#5456 and #5511). The process exits at once, without closing
+    the clients (a close would block on the same state); the restart's init_transactions fences what is left and
+    aborts the open transaction, so nothing is lost or repeated."""
 
 
 class _Abort(Exception):
@@ -98,7 +111,12 @@ def rewind(consumer: Consumer, batch: Processed, assignment: Assignment) -> None
 
 
 def _offsets(batch: Processed) -> list[TopicPartition]:
-    return [TopicPartition(t, p, offset) for (t, p), offset in sorted(batch.next_offsets.items())]
+    return [
+        TopicPartition(t, p, offset, metadata=batch.metadata[(t, p)])
+        if (t, p) in batch.metadata
+        else TopicPartition(t, p, offset)
+        for (t, p), offset in sorted(batch.next_offsets.items())
+    ]
 
 
 class ExactlyOnce:
@@ -119,7 +137,7 @@ class ExactlyOnce:
 
     def start(self) -> None:
         try:
-            self._call("init_transactions", lambda: self.producer.init_transactions(self.timeout_s))
+            self._call("init_transactions", self.producer.init_transactions)
         except _Abort as exc:  # init_transactions has nothing to abort: a state librdkafka does not give here
             raise Fatal(f"init_transactions: {exc}") from exc
 
@@ -138,8 +156,8 @@ class ExactlyOnce:
             offsets = _offsets(batch)
             group = self.consumer.consumer_group_metadata()
             self._call("send_offsets_to_transaction",
-                       lambda: self.producer.send_offsets_to_transaction(offsets, group, self.timeout_s))  # fmt: skip
-            self._call("commit_transaction", lambda: self.producer.commit_transaction(self.timeout_s))
+                       lambda timeout: self.producer.send_offsets_to_transaction(offsets, group, timeout))  # fmt: skip
+            self._call("commit_transaction", self.producer.commit_transaction)
         except _Abort as exc:
             log.warning("aborting the transaction of a batch of %d records: %s", batch.size, exc)
             self._abort()
@@ -151,18 +169,19 @@ class ExactlyOnce:
 
     def _abort(self) -> None:
         try:
-            self._call("abort_transaction", lambda: self.producer.abort_transaction(self.timeout_s))
+            self._call("abort_transaction", self.producer.abort_transaction)
         except _Abort as exc:
             raise Fatal(f"abort_transaction: {exc}") from exc
 
-    def _call(self, what: str, call: Callable[[], object]) -> None:
-        """`call` until it succeeds; a retriable error repeats it (for up to the transaction timeout, then the
-        transaction is aborted), an abortable one raises _Abort, a fatal one Fatal."""
+    def _call(self, what: str, call: Callable[[float], object]) -> None:
+        """`call(timeout)` until it succeeds; a retriable error repeats it (for up to the transaction timeout, then
+        the transaction is aborted), an abortable one raises _Abort, a fatal one Fatal, a hung one Hung."""
         deadline = time.monotonic() + self.timeout_s
         pause = 0.05
         while True:
+            timeout = max(0.1, min(CALL_TIMEOUT_S, deadline - time.monotonic()))
             try:
-                call()
+                _bounded(what, call, timeout)
                 return
             except KafkaException as exc:
                 severity = classify(exc)
@@ -173,6 +192,28 @@ class ExactlyOnce:
                 log.info("%s: %s; trying again", what, exc)
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+
+def _bounded(what: str, call: Callable[[float], object], timeout: float) -> None:
+    """`call(timeout)` on a daemon thread, waited for timeout + HUNG_GRACE_S: its exception is raised here; a
+    call still blocked then raises Hung (the thread is left behind, the process is about to exit)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call(timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=run, name=what, daemon=True)
+    worker.start()
+    worker.join(timeout + HUNG_GRACE_S)
+    if not outcome:
+        raise Hung(f"{what} did not return within {timeout + HUNG_GRACE_S:.0f}s (its timeout was {timeout:.0f}s)")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 class AtLeastOnce:

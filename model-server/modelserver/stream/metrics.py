@@ -1,6 +1,7 @@
 """Every Prometheus series a stream consumer exports (names in modelrollout_contract.metrics), and the HTTP
 endpoints it serves on metrics_port: /metrics, and /ready (200 once the group has given this consumer its first
-assignment, even an empty one, and until it stops; 503 before and after). Every series has `model` and `version`.
+assignment, even an empty one, and until it stops; 503 before and after). Every series has `model`, `version`
+and `revision` (empty without a share document).
 
 - modelserver_stream_records_total{result}: records of committed batches: scored | dead_lettered | skipped (out
   of this consumer's key share) | dropped (invalid, no dead-letter topic: at-least-once only).
@@ -11,6 +12,10 @@ assignment, even an empty one, and until it stops; 503 before and after). Every 
 - modelserver_stream_batch_records: records per consumed micro-batch (all of them, before the key share).
 - modelserver_stream_rebalances_total{kind}: assignment changes: assigned | revoked | lost.
 - modelserver_stream_transactions_total{result}: committed | aborted (exactly-once only).
+- modelserver_stream_cutover_epoch{topic,partition}: in a rollout (a share document), per assigned partition, the
+  epoch of the cutover governing this consumer's position: every record before that cutover is processed.
+- modelserver_stream_partitions{topic}: the input topic's partitions (the operator's "every partition" count).
+- modelserver_stream_waiting: 1 while records wait for the leader's cutovers, else 0.
 
 One process, one consumer: a plain registry of its own (tests make many).
 """
@@ -45,11 +50,14 @@ log = logging.getLogger(__name__)
 
 
 class StreamMetrics:
-    def __init__(self, *, model: str, version: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, *, model: str, version: str, revision: str = "", registry: CollectorRegistry | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.model, self.version = model, version
-        labels = ["model", "version"]
+        self.model, self.version, self.revision = model, version, revision
+        self._labels = (model, version, revision)
+        labels = ["model", "version", "revision"]
         self._records = Counter(names.STREAM_RECORDS, "Records of committed batches by result",
                                 [*labels, "result"], registry=self.registry)  # fmt: skip
         self._lag = Gauge(names.STREAM_CONSUMER_LAG, "High watermark minus this consumer's position",
@@ -57,25 +65,31 @@ class StreamMetrics:
         self._end_to_end = Histogram(
             names.STREAM_END_TO_END, "Record timestamp to its batch's commit", labels,
             buckets=STREAM_LATENCY_BUCKETS, registry=self.registry,
-        ).labels(model, version)  # fmt: skip
+        ).labels(*self._labels)  # fmt: skip
         self._batch = Histogram(
             names.STREAM_BATCH_RECORDS, "Records per consumed micro-batch", labels,
             buckets=BATCH_RECORDS_BUCKETS, registry=self.registry,
-        ).labels(model, version)  # fmt: skip
+        ).labels(*self._labels)  # fmt: skip
         self._rebalances = Counter(names.STREAM_REBALANCES, "Assignment changes by kind", [*labels, "kind"],
                                    registry=self.registry)  # fmt: skip
         self._transactions = Counter(names.STREAM_TRANSACTIONS, "Transactions by result", [*labels, "result"],
                                      registry=self.registry)  # fmt: skip
+        self._epoch = Gauge(names.STREAM_CUTOVER_EPOCH, "Epoch of the cutover governing this consumer's position",
+                            [*labels, "topic", "partition"], registry=self.registry)  # fmt: skip
+        self._partitions = Gauge(names.STREAM_PARTITIONS, "The input topic's partitions", [*labels, "topic"],
+                                 registry=self.registry)  # fmt: skip
+        self._waiting = Gauge(names.STREAM_WAITING, "1 while records wait for the leader's cutovers", labels,
+                              registry=self.registry).labels(*self._labels)  # fmt: skip
         for result in (names.SCORED, names.DEAD_LETTERED, names.SKIPPED, names.DROPPED):
-            self._records.labels(model, version, result)  # every result at 0 from the start: rate() sees the 1st
+            self._records.labels(*self._labels, result)  # every result at 0 from the start: rate() sees the 1st
         for result in (names.COMMITTED, names.ABORTED):
-            self._transactions.labels(model, version, result)
+            self._transactions.labels(*self._labels, result)
 
     def committed(self, counts: Mapping[str, int], timestamps: Iterable[float], *, at: float) -> None:
         """A batch committed at `at` (seconds since the epoch): its records by result, their end-to-end times."""
         for result, count in counts.items():
             if count:
-                self._records.labels(self.model, self.version, result).inc(count)
+                self._records.labels(*self._labels, result).inc(count)
         for stamp in timestamps:
             self._end_to_end.observe(max(0.0, at - stamp))
 
@@ -83,17 +97,27 @@ class StreamMetrics:
         self._batch.observe(records)
 
     def transaction(self, result: str) -> None:
-        self._transactions.labels(self.model, self.version, result).inc()
+        self._transactions.labels(*self._labels, result).inc()
 
     def rebalanced(self, kind: str, partitions: list[tuple[str, int]]) -> None:
-        self._rebalances.labels(self.model, self.version, kind).inc()
+        self._rebalances.labels(*self._labels, kind).inc()
         if kind != names.ASSIGNED:
             for topic, partition in partitions:
-                with contextlib.suppress(KeyError):  # never measured
-                    self._lag.remove(self.model, self.version, topic, str(partition))
+                for gauge in (self._lag, self._epoch):
+                    with contextlib.suppress(KeyError):  # never measured
+                        gauge.remove(*self._labels, topic, str(partition))
 
     def lag(self, topic: str, partition: int, behind: int) -> None:
-        self._lag.labels(self.model, self.version, topic, str(partition)).set(behind)
+        self._lag.labels(*self._labels, topic, str(partition)).set(behind)
+
+    def epoch(self, topic: str, partition: int, epoch: int) -> None:
+        self._epoch.labels(*self._labels, topic, str(partition)).set(epoch)
+
+    def partitions(self, topic: str, count: int) -> None:
+        self._partitions.labels(*self._labels, topic).set(count)
+
+    def waiting(self, waiting: bool) -> None:
+        self._waiting.set(1 if waiting else 0)
 
 
 class Endpoints:

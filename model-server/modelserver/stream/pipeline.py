@@ -56,6 +56,8 @@ class Processed:
     first_offsets: dict[Partition, int] = field(default_factory=dict)
     timestamps: list[float] = field(default_factory=list)
     size: int = 0
+    # Per partition, what its committed offset carries: the cutovers of a stream rollout (modelserver.stream.cutover).
+    metadata: dict[Partition, str] = field(default_factory=dict)
 
 
 def offsets(messages: Sequence[Consumed]) -> tuple[dict[Partition, int], dict[Partition, int]]:
@@ -79,10 +81,13 @@ class Pipeline:
         self.decoder = decoder
         self.share = share
 
-    def __call__(self, messages: Sequence[Consumed]) -> Processed:
+    def __call__(self, messages: Sequence[Consumed], shares: Sequence[bool] | None = None) -> Processed:
+        """`shares`: per message, whether this consumer scores it (a rollout's cutovers decided it); default, the
+        static key share."""
         done = Processed(size=len(messages))
         done.next_offsets, done.first_offsets = offsets(messages)
-        mine = [m for m, inside in zip(messages, in_share(messages, self.share), strict=True) if inside]
+        inside = in_share(messages, self.share) if shares is None else shares
+        mine = [m for m, ours in zip(messages, inside, strict=True) if ours]
         done.counts[SKIPPED] = len(messages) - len(mine)
         done.timestamps = [ts / 1000 for kind, ts in (m.timestamp() for m in mine) if kind != NO_TIMESTAMP]
         if not mine:

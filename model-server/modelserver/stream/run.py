@@ -11,31 +11,37 @@ With static membership (group.instance.id) a closing consumer does not leave the
 own, unread, until a consumer with the same instance id joins (the same pod restarting gets them back without a
 rebalance) or session_timeout_ms passes (then the group gives them to the other members).
 
-Exit codes: 0 stopped by a signal; 1 a fatal Kafka error (fenced by a newer process, or a batch that failed to
-commit MAX_ATTEMPTS times in a row), or anything unexpected; 3 the consumer could not start (the model did not
+Exit codes: 0 stopped by a signal; 1 a fatal Kafka error (fenced by a newer process, a batch that failed to
+commit MAX_ATTEMPTS times in a row, a transactional call hung: modelserver.stream.delivery.Hung), or anything
+unexpected; 3 the consumer could not start (the model did not
 load, or the settings do not fit it). Kubernetes restarts the container on 1 and 3 alike."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from modelserver import storage
 from modelserver.errors import ModelLoadError
 from modelserver.runtimes import load_model, resolve_format
 from modelserver.runtimes.base import LoadOptions, Model
 from modelserver.settings import ModelSettings
-from modelserver.stream.clients import consumer_config, producer_config
-from modelserver.stream.delivery import AtLeastOnce, Committer, ExactlyOnce, Fatal
+from modelserver.stream.clients import common_config, consumer_config, producer_config
+from modelserver.stream.coordination import Coordination, DocumentFeed, source_of
+from modelserver.stream.cutover import Cutover, Partition, Shares
+from modelserver.stream.delivery import AtLeastOnce, Committer, ExactlyOnce, Fatal, Hung
 from modelserver.stream.metrics import Endpoints, StreamMetrics
 from modelserver.stream.outgoing import Envelopes
-from modelserver.stream.pipeline import Pipeline
+from modelserver.stream.pipeline import Pipeline, Processed
 from modelserver.stream.rebalance import Assignment
 from modelserver.stream.records import Decoder
 from modelserver.stream.scoring import Scorer
@@ -47,6 +53,7 @@ KAFKA_LOG = logging.getLogger("modelserver.stream.kafka")
 EXIT_STOPPED, EXIT_FATAL, EXIT_START = 0, 1, 3
 MAX_ATTEMPTS = 10  # a batch that fails to commit this many times in a row: exit, and let a restart try
 LAG_EVERY_S = 1.0  # how often the lag is measured while no record comes
+WAITING_PAUSE_S = 0.02
 CLOSE_TIMEOUT_S = 10.0
 
 
@@ -107,23 +114,40 @@ def pipeline_for(settings: StreamSettings, model: Model) -> Pipeline:
 def main(settings: StreamSettings) -> int:
     """Run until a signal (0) or a fatal error; the exit code."""
     stop = Stop().install()
-    metrics = StreamMetrics(model=settings.model_name, version=settings.model_version)
+    metrics = StreamMetrics(model=settings.model_name, version=settings.model_version, revision=settings.revision or "")
     assignment = Assignment(on_change=metrics.rebalanced)
-    endpoints = Endpoints(settings.metrics_host, settings.metrics_port, metrics.registry,
-                          ready=lambda: assignment.joined.is_set() and not stop.requested).start()  # fmt: skip
+    feed = _share_feed(settings)
+
+    def ready() -> bool:
+        return assignment.joined.is_set() and not stop.requested and (feed is None or feed.latest() is not None)
+
+    endpoints = Endpoints(settings.metrics_host, settings.metrics_port, metrics.registry, ready=ready).start()
     try:
         try:
             pipeline = pipeline_for(settings, load(settings))
         except (ModelLoadError, ValueError, OSError) as exc:
             log.error("cannot start: %s", exc)
             return EXIT_START
-        return _consume(settings, pipeline, metrics, assignment, stop)
+        return _consume(settings, pipeline, metrics, assignment, stop, feed)
     finally:
         endpoints.stop()
 
 
-def _consume(
-    settings: StreamSettings, pipeline: Pipeline, metrics: StreamMetrics, assignment: Assignment, stop: Stop
+def _share_feed(settings: StreamSettings) -> DocumentFeed | None:
+    """A rollout's share document, read from the start (so the first batch can be decided)."""
+    if settings.share_configmap is None and settings.share_file is None:
+        return None
+    source = source_of(settings.share_configmap, settings.share_file, kubeconfig=settings.kubeconfig)
+    return DocumentFeed(source).start()
+
+
+def _consume(  # noqa: PLR0917 - one caller, and each is a different kind
+    settings: StreamSettings,
+    pipeline: Pipeline,
+    metrics: StreamMetrics,
+    assignment: Assignment,
+    stop: Stop,
+    feed: DocumentFeed | None,
 ) -> int:
     errors = Errors()
     # librdkafka's own log lines go through our logging (one format, JSON or text), not straight to stderr.
@@ -135,16 +159,27 @@ def _consume(
         if settings.delivery == "exactly-once"
         else AtLeastOnce(producer, consumer, assignment, timeout_s=timeout_s)
     )
+    coordination = None
+    if feed is not None and settings.revision is not None:
+        admin_config: dict[str, Any] = {**common_config(settings), "error_cb": errors.callback("admin"),
+                                        "logger": KAFKA_LOG}  # fmt: skip
+        admin = AdminClient(admin_config)
+        coordination = Coordination(Shares(settings.revision), feed, admin)
     code = EXIT_STOPPED
     try:
         committer.start()
+        _count_partitions(consumer, settings.input_topic, metrics)
         consumer.subscribe([settings.input_topic], on_assign=assignment.on_assign, on_revoke=assignment.on_revoke,
                            on_lost=assignment.on_lost)  # fmt: skip
         log.info("consuming %s as %s of group %s (%s)", settings.input_topic, settings.instance_id,
                  settings.consumer_group, settings.delivery)  # fmt: skip
         loop(settings, consumer=consumer, producer=producer, committer=committer, pipeline=pipeline,
-             metrics=metrics, assignment=assignment, stop=stop, errors=errors)  # fmt: skip
+             metrics=metrics, assignment=assignment, stop=stop, errors=errors, coordination=coordination)  # fmt: skip
         log.info("stopped; every batch consumed is committed")
+    except Hung as exc:
+        log.error("exiting at once, without closing the clients: %s", exc)
+        logging.shutdown()
+        os._exit(EXIT_FATAL)
     except Fatal as exc:
         log.error("stopping on a fatal error: %s", exc)
         code = EXIT_FATAL
@@ -167,6 +202,7 @@ def loop(
     assignment: Assignment,
     stop: Stop,
     errors: Errors,
+    coordination: Coordination | None = None,
 ) -> None:
     failures = 0
     measured = 0.0
@@ -175,22 +211,57 @@ def loop(
         errors.check()
         messages = consumer.consume(num_messages=settings.max_batch, timeout=wait_s)
         producer.poll(0)  # the producer's error_cb and delivery reports outside a flush
-        batch = usable(messages, assignment)
+        batch, processed, chosen = process(consumer, usable(messages, assignment), assignment, pipeline, coordination)
         if batch:
             metrics.consumed(len(batch))
-            processed = pipeline(batch)
+        if processed is not None:
             if committer.commit(processed):
                 metrics.committed(processed.counts, processed.timestamps, at=time.time())
+                if coordination is not None:
+                    coordination.committed(processed)
                 failures = 0
             else:
+                if coordination is not None:
+                    coordination.shares.forget(chosen)
                 failures += 1
                 if failures >= MAX_ATTEMPTS:
                     raise Fatal(f"a batch failed to commit {failures} times in a row")
                 time.sleep(min(0.1 * 2**failures, 5.0))
+        elif coordination is not None and coordination.waiting:
+            time.sleep(WAITING_PAUSE_S)  # records wait for the leader to commit further: do not spin on them
         now = time.monotonic()
         if batch or now - measured >= LAG_EVERY_S:
             measure_lag(consumer, assignment, metrics)
+            if coordination is not None:
+                coordination.report(sorted(assignment.partitions), metrics)
             measured = now
+
+
+def process(
+    consumer: Consumer,
+    batch: list[Message],
+    assignment: Assignment,
+    pipeline: Pipeline,
+    coordination: Coordination | None,
+) -> tuple[list[Message], Processed | None, dict[Partition, Cutover]]:
+    """The records taken from a batch, what to commit (None: nothing), and the cutovers it chose. In a rollout
+    the records are those whose share is decided, and an idle leader commits the cutovers of idle partitions."""
+    if coordination is None:
+        return batch, (pipeline(batch) if batch else None), {}
+    owned = sorted(assignment.partitions)
+    processed: Processed | None = None
+    chosen: dict[Partition, Cutover] = {}
+    if batch:
+        selection = coordination.select(consumer, batch, owned)
+        batch, chosen = selection.records, selection.chosen
+        processed = pipeline(batch, selection.mine) if batch else None
+    else:
+        idle = coordination.idle_commit(consumer, owned)
+        if idle is not None:
+            processed, chosen = idle
+    if processed is not None:
+        processed.metadata = coordination.metadata(processed.next_offsets)
+    return batch, processed, chosen
 
 
 def usable(messages: Sequence[Message], assignment: Assignment) -> list[Message]:
@@ -231,6 +302,18 @@ def measure_lag(consumer: Consumer, assignment: Assignment, metrics: StreamMetri
             metrics.lag(tp.topic, tp.partition, max(0, marks[1] - tp.offset))
     except KafkaException as exc:  # a metric is never a reason to stop consuming
         log.debug("cannot measure the lag: %s", exc)
+
+
+def _count_partitions(consumer: Consumer, topic: str, metrics: StreamMetrics) -> None:
+    """The input topic's partition count, for the operator's "every partition" (a topic that grows later is
+    counted by the next start: adding partitions to a keyed topic moves keys, a change made with a restart)."""
+    try:
+        found = consumer.list_topics(topic, timeout=CLOSE_TIMEOUT_S).topics.get(topic)
+    except KafkaException as exc:
+        log.warning("cannot count the partitions of %s: %s", topic, exc)
+        return
+    if found is not None and found.error is None:
+        metrics.partitions(topic, len(found.partitions))
 
 
 def _close(consumer: Consumer, producer: Producer, *, failed: bool) -> None:

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, SecretStr, model_validator
 
 from modelrollout_contract.sticky import BUCKETS
+from modelrollout_contract.stream import REVISION
 from modelserver.settings import ModelSettings
 
 Delivery = Literal["exactly-once", "at-least-once"]
@@ -24,6 +25,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 # Kafka's legal topic names (kafka.common.internals.Topic): up to 249 of these characters.
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+CONFIGMAP = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # The output value's own fields: a passthrough field may not take one of these names.
 RESERVED_FIELDS = frozenset({"prediction", "probabilities", "decision", "model", "version"})
 
@@ -90,6 +92,17 @@ class StreamSettings(ModelSettings):
         "message key's, a keyless message's from its partition and offset); others are skipped",
     )
     key_to: int = Field(BUCKETS, ge=0, le=BUCKETS, description="... and < this")
+    revision: str | None = Field(
+        None, pattern=REVISION, description="this consumer's revision, as the share document names it"
+    )
+    share_configmap: str | None = Field(
+        None,
+        pattern=CONFIGMAP,
+        description="NAMESPACE/NAME of the ConfigMap holding the rollout's share document (stream.json): this "
+        "consumer's share then follows the rollout's cutovers (modelrollout_contract.stream), not key_from/key_to",
+    )
+    share_file: Path | None = Field(None, description="... or a file holding it, polled for changes")
+    kubeconfig: Path | None = Field(None, description="kubeconfig for share_configmap outside a cluster")
     passthrough_fields: list[str] = Field(
         default_factory=list,
         description="fields of a JSON-object record copied into its output value (null when absent)",
@@ -98,7 +111,7 @@ class StreamSettings(ModelSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> StreamSettings:
-        problems = [*self._topic_problems(), *self._security_problems()]
+        problems = [*self._topic_problems(), *self._security_problems(), *self._share_problems()]
         if self.key_from > self.key_to:
             problems.append(f"key_from {self.key_from} must not be above key_to {self.key_to}")
         reserved = sorted(RESERVED_FIELDS.intersection(self.passthrough_fields))
@@ -123,6 +136,19 @@ class StreamSettings(ModelSettings):
                 "dead_letter_topic is required for exactly-once delivery: a record that cannot be scored "
                 "is committed to it with its offset (at-least-once may drop it instead)"
             )
+        return problems
+
+    def _share_problems(self) -> list[str]:
+        problems = []
+        shared = self.share_configmap is not None or self.share_file is not None
+        if self.share_configmap is not None and self.share_file is not None:
+            problems.append("give one of share_configmap or share_file")
+        if shared and self.revision is None:
+            problems.append("a share document needs this consumer's revision (revision)")
+        if shared and self.key_share() is not None:
+            problems.append("key_from/key_to are a static share: leave them out with a share document")
+        if self.kubeconfig is not None and self.share_configmap is None:
+            problems.append("kubeconfig only applies with share_configmap")
         return problems
 
     def _security_problems(self) -> list[str]:

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from testkit.kafka import KafkaBroker
-from testkit.models import Classifiers, ModelArtifact, train_classifiers
-from testkit.ports import free_port
-from testkit.processes import ManagedProcess
+from testkit.models import Classifiers, train_classifiers
+from testkit.topics import Place, Stream, Topics, committed, exactly_once, produce, read_all
 from testkit.waiting import wait_until
 
 from modelrollout_contract import metrics as names
@@ -33,7 +29,6 @@ from modelrollout_contract.sticky import message_bucket
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 4
-Place = tuple[int, int]  # (partition, offset) of an input record
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +42,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Classifiers:
     return train_classifiers(tmp_path_factory.mktemp("models"))
 
 
-@dataclass(frozen=True)
-class Topics:
-    input: str
-    output: str
-    dlq: str
-
-
 @pytest.fixture
 def topics(broker: KafkaBroker) -> Topics:
     """Topics of this test alone (the broker is the module's)."""
@@ -61,35 +49,6 @@ def topics(broker: KafkaBroker) -> Topics:
     made = Topics(f"events-{tag}", f"scores-{tag}", f"dead-{tag}")
     broker.create_topics({made.input: PARTITIONS, made.output: PARTITIONS, made.dlq: 1})
     return made
-
-
-class Stream(ManagedProcess):
-    """One `modelserver stream` process: ready once /ready answers 200 (the group assigned it partitions)."""
-
-    def __init__(self, directory: Path, broker: KafkaBroker, topics: Topics, model: ModelArtifact, *args: str,
-                 group: str, instance: str = "consumer-0", version: str = "1", dlq: bool = True) -> None:  # fmt: skip
-        self.port = free_port()
-        self.group = group
-        command = [
-            sys.executable, "-m", "modelserver", "stream", "--bootstrap-servers", broker.bootstrap,
-            "--input-topic", topics.input, "--output-topic", topics.output, "--group", group,
-            "--instance-id", instance, "--model-name", "cancer", "--model-version", version,
-            "--metrics-port", str(self.port), "--log-text", *args,
-        ]  # fmt: skip
-        if dlq:
-            command += ["--dead-letter-topic", topics.dlq]
-        super().__init__(command, name=f"stream {group}/{instance}",
-                         log_path=directory / f"stream-{group}-{instance}.log",
-                         ready_url=f"http://127.0.0.1:{self.port}/ready", env=model.server_env())  # fmt: skip
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The value of the series `name` of /metrics with these labels (among others); 0 when absent."""
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        for line in text.splitlines():
-            series, _, value = line.rpartition(" ")
-            if series.split("{", 1)[0] == name and all(f'{k}="{v}"' in series for k, v in labels.items()):
-                return float(value)
-        return 0.0
 
 
 @pytest.fixture
@@ -117,105 +76,16 @@ def row_value(models: Classifiers, i: int, *, as_object: bool) -> bytes:
     return json.dumps(row).encode()
 
 
-def produce(broker: KafkaBroker, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> dict[Place, int]:
-    """Produce (key, value) records; where each landed -> its index in `records`."""
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True})
-    placed: dict[Place, int] = {}
-    failed: list[str] = []
-
-    def delivered(index: int) -> object:
-        def report(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failed.append(str(error))
-            else:
-                placed[(message.partition() or 0, message.offset() or 0)] = index
-
-        return report
-
-    for index, (key, value) in enumerate(records):
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=delivered(index))
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
-    assert not failed, failed[:3]
-    assert len(placed) == len(records)
-    return placed
-
-
-@dataclass(frozen=True)
-class Read:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
-
-    @property
-    def source(self) -> Place:
-        return int(self.headers["source-partition"]), int(self.headers["source-offset"])
-
-
-def read_all(broker: KafkaBroker, topic: str, partitions: int, *, committed_only: bool = True) -> list[Read]:
-    """Every message of `topic` as a read_committed consumer sees it now (up to each partition's end)."""
-    consumer = Consumer({
-        "bootstrap.servers": broker.bootstrap,
-        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-        "isolation.level": "read_committed" if committed_only else "read_uncommitted",
-        "enable.partition.eof": True,
-        "enable.auto.commit": False,
-    })  # fmt: skip
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    found: list[Read] = []
-    ended: set[int] = set()
-    deadline = time.monotonic() + 60
-    try:
-        while len(ended) < partitions:
-            assert time.monotonic() < deadline, f"{topic}: no end of partitions {set(range(partitions)) - ended}"
-            for message in consumer.consume(1000, 0.5):
-                error = message.error()
-                if error is not None:
-                    assert error.code() == KafkaError._PARTITION_EOF, error
-                    ended.add(message.partition() or 0)
-                    continue
-                headers = {k: v for k, v in message.headers() or [] if isinstance(v, bytes)}
-                found.append(Read(message.partition() or 0, message.offset() or 0, message.key(), message.value(),
-                                  headers))  # fmt: skip
-    finally:
-        consumer.close()
-    return found
-
-
-def committed(broker: KafkaBroker, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition (0 where none). read_uncommitted: a transaction's offsets that
-    are pending (sent, the transaction not ended) do not count and do not hold the answer back until it ends."""
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
-                         "isolation.level": "read_uncommitted"})  # fmt: skip
-    try:
-        answer = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
-    finally:
-        consumer.close()
-    return {tp.partition: max(tp.offset, 0) for tp in answer}
+def total_committed(broker: KafkaBroker, group: str, topic: str) -> int:
+    return sum(committed(broker, group, topic, PARTITIONS).values())
 
 
 def wait_committed(broker: KafkaBroker, stream: Stream, topic: str, total: int, within: float = 120) -> None:
     def done() -> bool:
         assert stream.alive, stream.describe()
-        return sum(committed(broker, stream.group, topic).values()) >= total
+        return total_committed(broker, stream.group, topic) >= total
 
     wait_until(done, within=within, interval=0.25, what=lambda: f"{total} records committed\n{stream.describe()}")
-
-
-def exactly_once(outputs: list[Read], placed: dict[Place, int]) -> None:
-    """One output per input record, none for anything else."""
-    counts = Counter(out.source for out in outputs)
-    duplicated = {place: n for place, n in counts.items() if n > 1}
-    assert not duplicated, f"{len(duplicated)} records scored more than once, e.g. {list(duplicated.items())[:5]}"
-    lost = set(placed) - set(counts)
-    assert not lost, f"{len(lost)} records never scored, e.g. {sorted(lost)[:5]}"
-    assert set(counts) == set(placed)
 
 
 # ---- the tests
@@ -302,13 +172,13 @@ def test_a_consumer_killed_mid_transaction_and_restarted_loses_and_repeats_nothi
     placed = produce(broker, topics.input, records)
     # 25 ms per model call, 100 records a batch: about 200 transactions, time to kill it in one of them
     stream = start(streams, Stream(tmp_path, broker, topics, models.slow(25), "--max-batch", "100", group="killed"))
-    wait_until(lambda: sum(committed(broker, "killed", topics.input).values()) >= 2_000, within=120, interval=0.1,
+    wait_until(lambda: total_committed(broker, "killed", topics.input) >= 2_000, within=120, interval=0.1,
                what=lambda: f"2,000 records committed\n{stream.describe()}")  # fmt: skip
     admin = broker.admin()
     freeze_inside_a_transaction(admin, stream, topics.output)
     stream.stop(graceful=False)  # SIGKILL, as a crash: its transaction stays open, its outputs on the broker
     assert open_transaction(admin, topics.output)
-    at_kill = sum(committed(broker, "killed", topics.input).values())
+    at_kill = total_committed(broker, "killed", topics.input)
     assert at_kill < total, "the consumer had finished before it was killed: nothing was tested"
 
     stream.start()  # same instance id and transactional id: fences the dead one, aborts its transaction
@@ -379,7 +249,7 @@ def test_sigterm_mid_stream_exits_0_with_everything_consumed_committed(
     placed = produce(broker, topics.input, [(f"u{i}".encode(), row_value(models, i, as_object=False))
                                             for i in range(total)])  # fmt: skip
     stream = start(streams, Stream(tmp_path, broker, topics, models.slow(25), "--max-batch", "100", group="term"))
-    wait_until(lambda: sum(committed(broker, "term", topics.input).values()) >= 2_000, within=120, interval=0.1,
+    wait_until(lambda: total_committed(broker, "term", topics.input) >= 2_000, within=120, interval=0.1,
                what=lambda: f"2,000 records committed\n{stream.describe()}")  # fmt: skip
     began = time.monotonic()
     stream.process.send_signal(signal.SIGTERM)
@@ -445,7 +315,7 @@ def test_a_member_joining_mid_stream_takes_partitions_over_without_a_record_lost
     slow = models.slow(20)
     first = start(streams, Stream(tmp_path, broker, topics, slow, "--max-batch", "100", group="shared",
                                   instance="a"))  # fmt: skip
-    wait_until(lambda: sum(committed(broker, "shared", topics.input).values()) >= 2_000, within=120, interval=0.1,
+    wait_until(lambda: total_committed(broker, "shared", topics.input) >= 2_000, within=120, interval=0.1,
                what=lambda: f"2,000 records committed\n{first.describe()}")  # fmt: skip
     second = start(streams, Stream(tmp_path, broker, topics, slow, "--max-batch", "100", group="shared",
                                    instance="b"))  # fmt: skip

@@ -4,6 +4,7 @@ librdkafka configuration they give."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -144,3 +145,35 @@ def test_kafka_errors_are_classified_by_their_flags(error: KafkaError, severity:
 
 def test_an_exception_without_a_kafka_error_is_fatal() -> None:
     assert classify(KafkaException("something")) is Severity.FATAL
+
+
+SHARED = {"revision": "7f3c9a1b2d", "share_configmap": "shop/churn-stream"}
+
+
+def test_a_share_document_from_a_configmap_or_a_file() -> None:
+    s = settings(**SHARED, kubeconfig="/home/me/.kube/config")
+    assert (s.revision, s.share_configmap, s.share_file) == ("7f3c9a1b2d", "shop/churn-stream", None)
+    assert str(s.kubeconfig) == "/home/me/.kube/config"
+    assert s.key_share() is None
+    s = settings(revision="7f3c9a1b2d", share_file="/etc/stream/stream.json")
+    assert (s.share_configmap, str(s.share_file)) == (None, "/etc/stream/stream.json")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"share_file": "/s.json"}, "a share document needs this consumer's revision (revision)"),
+        ({"share_configmap": "shop/churn-stream"}, "a share document needs this consumer's revision (revision)"),
+        ({**SHARED, "share_file": "/s.json"}, "give one of share_configmap or share_file"),
+        ({**SHARED, "key_from": 100}, "key_from/key_to are a static share: leave them out with a share document"),
+        ({**SHARED, "key_to": 5000}, "key_from/key_to are a static share"),
+        ({"kubeconfig": "/k"}, "kubeconfig only applies with share_configmap"),
+        ({"revision": "7f3c9a1b2d", "share_file": "/s.json", "kubeconfig": "/k"}, "kubeconfig only applies with"),
+        ({**SHARED, "revision": "Not_A_Revision"}, "revision\n  String should match pattern"),
+        ({**SHARED, "share_configmap": "churn-stream"}, "share_configmap\n  String should match pattern"),
+        ({**SHARED, "share_configmap": "Shop/churn"}, "share_configmap\n  String should match pattern"),
+    ],
+)
+def test_inconsistent_share_settings_are_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        settings(**overrides)

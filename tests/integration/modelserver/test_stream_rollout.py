@@ -1,0 +1,341 @@
+"""A stream rollout's shares against a real Kafka broker: two `modelserver stream` processes (revision r1 leading in
+group g1, revision r2 following in group g2) read one topic while records keep coming, and a share document
+(a file here; the operator's ConfigMap in the e2e tests) moves r2 through 10% and 50% to 100% and hands it the
+lead, or rolls it back. Through every change, a kill -9 of either consumer and a broker restart, the output holds
+exactly one prediction per input record (by partition and offset), each scored by the revision its cutover
+names, and each share matches the document's percent."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from testkit.kafka import KafkaBroker
+from testkit.models import Classifiers, train_classifiers
+from testkit.topics import Place, Read, Stream, Topics, exactly_once, read_all
+from testkit.waiting import wait_until
+
+from modelrollout_contract import metrics as names
+from modelrollout_contract.sticky import message_bucket
+from modelrollout_contract.stream import Member, ShareDocument, to_document
+from modelserver.stream.cutover import History, decode
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+KEYS = 20_000  # distinct keys: a 10% share of them is 10% +- 0.2 (one sd) of the records
+VERSION_OF = {"1": "r1", "2": "r2"}
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Classifiers:
+    return train_classifiers(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def tag() -> str:
+    """This test's: its topics and consumer groups are its own (the broker is the module's)."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def topics(broker: KafkaBroker, tag: str) -> Topics:
+    made = Topics(f"events-{tag}", f"scores-{tag}", f"dead-{tag}")
+    broker.create_topics({made.input: PARTITIONS, made.output: PARTITIONS, made.dlq: 1})
+    return made
+
+
+def revisions(tag: str) -> tuple[Member, Member]:
+    return Member(revision="r1", group=f"g1-{tag}"), Member(revision="r2", group=f"g2-{tag}")
+
+
+class Shares:
+    """The share document, written atomically (a rename) as the operator's ConfigMap would change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.epoch = -1
+
+    def write(self, leader: Member, follower: Member | None = None, percent: int = 0, *, final: bool = False) -> int:
+        self.epoch += 1
+        document = ShareDocument(epoch=self.epoch, leader=leader, follower=follower, percent=percent, final=final)
+        scratch = self.path.with_suffix(".tmp")
+        scratch.write_text(to_document(document))
+        os.replace(scratch, self.path)
+        return self.epoch
+
+
+class Feeder:
+    """Produces records with keys from KEYS distinct users, about `rate` a second, until stopped; where each
+    landed -> its key. Survives a broker restart (the idempotent producer retries)."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, value: bytes, rate: int = 2500) -> None:
+        self.producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                                  "message.timeout.ms": 120_000})  # fmt: skip
+        self.topic, self.value, self.rate = topic, value, rate
+        self.placed: dict[Place, bytes] = {}
+        self.failed: list[str] = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+        self._random = random.Random(7)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failed.append(str(error))
+        else:
+            self.placed[(message.partition() or 0, message.offset() or 0)] = message.key() or b""
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        while not self._stop.is_set():
+            due = int(self.rate * (time.monotonic() - began)) - self.sent
+            for _ in range(due):
+                key = f"user-{self._random.randrange(KEYS)}".encode()
+                while True:
+                    try:
+                        self.producer.produce(self.topic, self.value, key, on_delivery=self._delivered)
+                        break
+                    except BufferError:
+                        self.producer.poll(0.05)
+                self.sent += 1
+            self.producer.poll(0)
+            time.sleep(0.02)
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> dict[Place, bytes]:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(10)
+            assert self.producer.flush(120) == 0
+            assert not self.failed, self.failed[:3]
+            assert len(self.placed) == self.sent
+        return self.placed
+
+
+class Kubelet:
+    """Restarts a supervised consumer that exits or is killed, as a Deployment's restartPolicy Always does (a
+    kill -9 is then followed by a restart, and so is a consumer that exits on a hung client after a broker
+    restart: modelserver.stream.delivery.Hung)."""
+
+    def __init__(self, *streams: Stream) -> None:
+        self.supervised = set(streams)
+        self.restarts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                for stream in self.supervised:
+                    if not stream.alive:
+                        stream.stop()
+                        stream.start(wait=False)
+                        self.restarts[stream.name] += 1
+
+    def retire(self, stream: Stream) -> int | None:
+        """Stop supervising `stream` and stop it (SIGTERM); its exit code."""
+        with self._lock:
+            self.supervised.discard(stream)
+        return stream.stop()
+
+    def __enter__(self) -> Kubelet:
+        for stream in self.supervised:
+            stream.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for stream in self.supervised:
+            stream.stop(graceful=False)
+
+
+def cutovers(broker: KafkaBroker, group: str, topic: str) -> dict[int, str]:
+    """Per partition, the metadata of the group's committed offset (its cutovers)."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        answer = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.metadata or "" for tp in answer}
+
+
+def histories(broker: KafkaBroker, topic: str, *groups: str) -> dict[int, History]:
+    """Every cutover the groups committed, per partition."""
+    found: dict[int, History] = defaultdict(History)
+    for group in groups:
+        for partition, metadata in cutovers(broker, group, topic).items():
+            found[partition].merge(decode(metadata))
+    return found
+
+
+def ends(broker: KafkaBroker, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "ends", "enable.auto.commit": False})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+
+def epochs_reached(stream: Stream, topic: str, epoch: int) -> bool:
+    """Every partition's committed offset is governed by `epoch` or a later one (False while the consumer is
+    restarting: the kubelet brings it back)."""
+    try:
+        return all(
+            stream.metric(names.STREAM_CUTOVER_EPOCH, topic=topic, partition=str(p)) >= epoch for p in range(PARTITIONS)
+        )
+    except httpx.HTTPError:
+        return False
+
+
+def wait_epoch(streams: list[Stream], topic: str, epoch: int, within: float = 90) -> None:
+    def reached() -> bool:
+        return all(epochs_reached(s, topic, epoch) for s in streams)
+
+    def state() -> str:
+        seen = {
+            s.name: [s.metric(names.STREAM_CUTOVER_EPOCH, topic=topic, partition=str(p)) for p in range(PARTITIONS)]
+            for s in streams
+            if s.alive
+        }
+        return f"epoch {epoch} on every partition; epochs now {seen}\n" + "\n".join(s.describe() for s in streams)
+
+    wait_until(reached, within=within, interval=0.2, what=state)
+
+
+def wait_caught_up(broker: KafkaBroker, stream: Stream, topic: str, within: float = 120) -> None:
+    target = ends(broker, topic)
+
+    def done() -> bool:
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": stream.group,
+                             "enable.auto.commit": False, "isolation.level": "read_uncommitted"})  # fmt: skip
+        try:
+            got = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        finally:
+            consumer.close()
+        return all(tp.offset >= target[tp.partition] for tp in got)
+
+    wait_until(done, within=within, interval=0.25, what=lambda: f"{stream.name} at {target}\n{stream.describe()}")
+
+
+def check_shares(outputs: list[Read], placed: dict[Place, bytes], governed: dict[int, History]) -> dict[int, float]:
+    """Each record scored by the revision its cutover names; per epoch, the follower's share of the records and
+    every key on one revision. Returns the follower's share per epoch."""
+    scored_by = {out.source: VERSION_OF[out.headers["version"].decode()] for out in outputs}
+    by_epoch: dict[int, Counter[str]] = defaultdict(Counter)
+    keys: dict[tuple[int, bytes], set[str]] = defaultdict(set)
+    wrong = []
+    for (partition, offset), key in placed.items():
+        cutover = governed[partition].at(offset)
+        assert cutover is not None, f"record {partition}:{offset} is before every cutover"
+        bucket = message_bucket(key, partition, offset)
+        expected = [r for r in ("r1", "r2") if cutover.scores(r, bucket)]
+        actual = scored_by[(partition, offset)]
+        if expected != [actual]:
+            wrong.append(((partition, offset), expected, actual))
+        by_epoch[cutover.epoch][actual] += 1
+        keys[(cutover.epoch, key)].add(actual)
+    assert not wrong, f"{len(wrong)} records scored by another revision than their cutover names: {wrong[:5]}"
+    split = [(epoch, key) for (epoch, key), revisions in keys.items() if len(revisions) > 1]
+    assert not split, f"keys scored by both revisions within one epoch: {split[:5]}"
+    return {epoch: counts["r2"] / sum(counts.values()) for epoch, counts in sorted(by_epoch.items())}
+
+
+def test_a_canary_by_message_share_through_kills_and_a_broker_restart_scores_every_record_exactly_once(
+    broker: KafkaBroker, topics: Topics, models: Classifiers, tmp_path: Path, tag: str
+) -> None:
+    R1, R2 = revisions(tag)
+    shares = Shares(tmp_path / "stream.json")
+    shares.write(R1)
+    flags = ("--share-file", str(shares.path), "--max-batch", "200")
+    r1 = Stream(tmp_path, broker, topics, models.stable, *flags, "--revision", "r1", group=R1.group, version="1")
+    r2 = Stream(tmp_path, broker, topics, models.healthy, *flags, "--revision", "r2", group=R2.group, version="2")
+    value = json.dumps(models.dataset.rows[0].tolist()).encode()
+    with Kubelet(r1, r2) as kubelet, Feeder(broker, topics.input, value) as feeder:
+        time.sleep(3)
+        ten = shares.write(R1, R2, 10)
+        wait_epoch([r1], topics.input, ten)
+        time.sleep(4)
+        fifty = shares.write(R1, R2, 50)
+        wait_epoch([r1], topics.input, fifty)
+        time.sleep(2)
+        r2.stop(graceful=False)  # kill -9 of the follower mid-stream (the kubelet restarts it)
+        time.sleep(3)
+        r1.stop(graceful=False)  # ... and of the leader
+        time.sleep(3)
+        broker.restart()
+        time.sleep(3)
+        promoted = shares.write(R1, R2, 100, final=True)
+        wait_epoch([r1, r2], topics.input, promoted)
+        handed = shares.write(R2)
+        wait_epoch([r2], topics.input, handed)
+        time.sleep(2)
+        placed = feeder.stop()
+        assert kubelet.retire(r1) == 0
+        wait_caught_up(broker, r2, topics.input)
+    print(f"restarts: {dict(kubelet.restarts)}")
+    assert len(placed) > 40_000, f"only {len(placed)} records were produced"
+    outputs = read_all(broker, topics.output, PARTITIONS)
+    exactly_once(outputs, dict.fromkeys(placed, 0))
+    share = check_shares(outputs, placed, histories(broker, topics.input, R1.group, R2.group))
+    print(f"{len(placed)} records; r2's share per epoch: {share}")
+    assert abs(share[ten] - 0.10) <= 0.02, share
+    assert abs(share[fifty] - 0.50) <= 0.02, share
+    assert share[promoted] == share[handed] == 1.0
+    assert read_all(broker, topics.dlq, 1) == []
+
+
+def test_a_rollback_hands_the_candidates_share_back_at_exact_offsets(
+    broker: KafkaBroker, topics: Topics, models: Classifiers, tmp_path: Path, tag: str
+) -> None:
+    R1, R2 = revisions(tag)
+    shares = Shares(tmp_path / "stream.json")
+    shares.write(R1)
+    flags = ("--share-file", str(shares.path), "--max-batch", "200")
+    r1 = Stream(tmp_path, broker, topics, models.stable, *flags, "--revision", "r1", group=R1.group, version="1")
+    r2 = Stream(tmp_path, broker, topics, models.healthy, *flags, "--revision", "r2", group=R2.group, version="2")
+    value = json.dumps(models.dataset.rows[0].tolist()).encode()
+    with Kubelet(r1, r2) as kubelet, Feeder(broker, topics.input, value) as feeder:
+        time.sleep(2)
+        thirty = shares.write(R1, R2, 30)
+        wait_epoch([r1], topics.input, thirty)
+        time.sleep(3)
+        back = shares.write(R1, R2, 0, final=True)
+        wait_epoch([r1, r2], topics.input, back)
+        alone = shares.write(R1)
+        wait_epoch([r1], topics.input, alone)
+        assert kubelet.retire(r2) == 0
+        time.sleep(2)
+        placed = feeder.stop()
+        wait_caught_up(broker, r1, topics.input)
+    outputs = read_all(broker, topics.output, PARTITIONS)
+    exactly_once(outputs, dict.fromkeys(placed, 0))
+    share = check_shares(outputs, placed, histories(broker, topics.input, R1.group, R2.group))
+    print(f"{len(placed)} records; r2's share per epoch: {share}")
+    assert abs(share[thirty] - 0.30) <= 0.02
+    assert share[back] == share[alone] == 0.0
