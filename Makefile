@@ -50,6 +50,10 @@ cluster-down: ## stop and delete the local control plane
 mesh-crds: ## fetch (once, cached by version) the Gateway API and Istio CRDs; the traffic tests install them
 	hack/mesh-crds.sh
 
+.PHONY: keda-crds
+keda-crds: ## fetch (once, cached by version) KEDA's CRDs (ScaledObject, ...); the keda_crds fixture installs them
+	hack/keda-crds.sh
+
 # --- quality -----------------------------------------------------------------------------------------
 
 .PHONY: fmt
@@ -70,12 +74,12 @@ test-unit: venv ## pure unit tests (no processes, no network)
 
 .PHONY: test-integration
 INTEGRATION_WORKERS ?= 2
-test-integration: venv tools prometheus mesh-crds kafka seaweedfs ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
+test-integration: venv tools prometheus mesh-crds keda-crds kafka seaweedfs ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
 	$(BIN)/pytest -m integration -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
 E2E_WORKERS ?= 2
-test-e2e: venv tools prometheus kafka seaweedfs ## end-to-end: operator + API server + Prometheus + real model servers and router (a cluster per worker; tests that assert wall-clock bounds run alone afterwards)
+test-e2e: venv tools prometheus keda-crds kafka seaweedfs ## end-to-end: operator + API server + Prometheus + real model servers and router (a cluster per worker; tests that assert wall-clock bounds run alone afterwards)
 	$(BIN)/pytest -m "e2e and not timing" -n $(E2E_WORKERS) tests/e2e $(PYTEST_ARGS)
 	$(BIN)/pytest -m "e2e and timing" tests/e2e $(PYTEST_ARGS)
 

@@ -49,9 +49,17 @@ case "${1:-fetch}" in
     : "${KUBECONFIG:?install needs KUBECONFIG naming the cluster}"
     log "mesh CRDs: applying Gateway API $GATEWAY_API_VERSION and Istio $ISTIO_API_VERSION CRDs"
     kubectl apply --server-side --force-conflicts --field-manager modelrollout-hack -f "$CRD_DIR" >/dev/null
-    kubectl wait --for condition=established --timeout 60s \
-      crd/httproutes.gateway.networking.k8s.io crd/virtualservices.networking.istio.io \
-      crd/destinationrules.networking.istio.io >/dev/null
+    # A CRD just created has no status yet, and `kubectl wait` then fails at once ("status.conditions accessor
+    # error") instead of waiting: ask again until the API server has written one.
+    for attempt in $(seq 1 60); do
+      if kubectl wait --for condition=established --timeout 60s \
+        crd/httproutes.gateway.networking.k8s.io crd/virtualservices.networking.istio.io \
+        crd/destinationrules.networking.istio.io >/dev/null 2>&1; then
+        break
+      fi
+      [[ $attempt -lt 60 ]] || { log "mesh CRDs not established after 60 attempts"; exit 1; }
+      sleep 0.5
+    done
     ;;
   *) log "usage: $0 [fetch|install]"; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -85,6 +86,34 @@ def cluster() -> Iterator[Cluster]:
     yield started
     if not os.environ.get("MODELROLLOUT_KEEP_CLUSTER"):
         subprocess.run([str(HACK / "cluster-down.sh")], env=_hack_env(), check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def keda_crds(cluster: Cluster) -> Path:
+    """KEDA's CRDs (keda.sh/v1alpha1 ScaledObject, ScaledJob, TriggerAuthentication, ClusterTriggerAuthentication;
+    eventing.keda.sh CloudEventSource, ClusterCloudEventSource) in the cluster, established and served, so the API
+    server validates them against KEDA's own schemas. Installed by hack/keda-crds.sh (KEDA_VERSION in
+    hack/versions.env, fetched once from its Go module, `make keda-crds`), as the traffic tests' `mesh_crds` installs
+    the Gateway API and Istio CRDs; returns the directory holding the YAML files."""
+    done = subprocess.run(
+        [str(HACK / "keda-crds.sh"), "install"],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"hack/keda-crds.sh install failed ({done.returncode}):\n{done.stderr}{done.stdout}")
+    for plural in ("scaledobjects.keda.sh", "scaledjobs.keda.sh", "triggerauthentications.keda.sh"):
+        # A just-established CRD may still answer 429 while its storage initialises.
+        for _ in range(60):
+            if cluster.kubectl("get", plural, "-A", check=False).returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{plural} is established but not served after 30 s")
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
