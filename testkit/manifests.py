@@ -309,6 +309,24 @@ INVALID: list[Invalid] = [
         base="batch.yaml",
     ),
     Invalid("batch-shards-zero", _set("spec.batch.shards", 0), ("batch.shards",), base="batch.yaml"),
+    Invalid(
+        "stream-exactly-once-without-a-dead-letter-topic",
+        _set("spec.stream.kafka.deadLetterTopic", _DELETE),
+        ("kafka.deadLetterTopic", "exactly-once", "at-least-once"),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "stream-led-shadow",
+        _set("spec.rollout", {"strategy": "shadow", "shadow": {"duration": "5m"}}),
+        ("a stream shadow", "is not built yet", "canary", "direct"),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "stream-and-batch-without-online",
+        _set("spec.batch", {"schedule": "@daily", "input": {"uri": "s3://a/"}, "output": {"uri": "s3://b/"}}),
+        ("batch and stream together need spec.online",),
+        base="stream.yaml",
+    ),
 ]
 
 
@@ -360,6 +378,24 @@ EDGE_VALID: list[Invalid] = [
     ),
     Invalid("millicores", _set("spec.model.resources", {"requests": {"cpu": "250m"}}), ()),
     Invalid("three-dots-topic", _set("spec.stream.kafka.outputTopic", "..."), (), base="stream.yaml"),
+    Invalid(
+        "stream-at-least-once-without-a-dead-letter-topic",
+        _all(_set("spec.stream.kafka.deadLetterTopic", _DELETE), _set("spec.stream.delivery", "at-least-once")),
+        (),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "stream-canary-by-key",
+        _set("spec.rollout", {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}),
+        (),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "shadow-led-by-online-with-stream-and-batch",
+        _set("spec.rollout", {"strategy": "shadow", "shadow": {"duration": "5m"}}),
+        (),
+        base="hybrid.yaml",
+    ),
     Invalid("dotted-topic", _set("spec.stream.kafka.outputTopic", ".scores_v2-eu"), (), base="stream.yaml"),
     Invalid("longest-topic", _set("spec.stream.kafka.inputTopic", "t" * 249), (), base="stream.yaml"),
     Invalid("utc", _set("spec.batch.timeZone", "UTC"), (), base="batch.yaml"),

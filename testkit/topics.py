@@ -5,16 +5,20 @@ check that outputs name every input record exactly once (by the source-partition
 
 from __future__ import annotations
 
+import random
 import sys
+import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from modelrollout_contract.sticky import message_bucket
+from modelserver.stream.cutover import History, decode
 from testkit.kafka import KafkaBroker
 from testkit.models import ModelArtifact
 from testkit.ports import free_port
@@ -150,3 +154,109 @@ def exactly_once(outputs: list[Read], placed: dict[Place, int]) -> None:
     lost = set(placed) - set(counts)
     assert not lost, f"{len(lost)} records never scored, e.g. {sorted(lost)[:5]}"
     assert set(counts) == set(placed)
+
+
+# ---- stream rollouts: a steady producer, the cutovers the consumer groups committed, who scored what
+
+
+class Feeder:
+    """Produces records with keys from `keys` distinct users, about `rate` a second, until stopped; where each
+    landed -> its key. Survives a broker restart (the idempotent producer retries)."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, value: bytes, rate: int = 2500, keys: int = 20_000) -> None:
+        self.producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                                  "message.timeout.ms": 120_000})  # fmt: skip
+        self.topic, self.value, self.rate, self.keys = topic, value, rate, keys
+        self.placed: dict[Place, bytes] = {}
+        self.failed: list[str] = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+        self._random = random.Random(7)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failed.append(str(error))
+        else:
+            self.placed[(message.partition() or 0, message.offset() or 0)] = message.key() or b""
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        while not self._stop.is_set():
+            due = int(self.rate * (time.monotonic() - began)) - self.sent
+            for _ in range(due):
+                key = f"user-{self._random.randrange(self.keys)}".encode()
+                while True:
+                    try:
+                        self.producer.produce(self.topic, self.value, key, on_delivery=self._delivered)
+                        break
+                    except BufferError:
+                        self.producer.poll(0.05)
+                self.sent += 1
+            self.producer.poll(0)
+            time.sleep(0.02)
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> dict[Place, bytes]:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(10)
+            assert self.producer.flush(120) == 0
+            assert not self.failed, self.failed[:3]
+            assert len(self.placed) == self.sent
+        return self.placed
+
+
+def cutovers(broker: KafkaBroker, group: str, topic: str, partitions: int) -> dict[int, str]:
+    """Per partition, the metadata of the group's committed offset (its cutovers)."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        answer = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.metadata or "" for tp in answer}
+
+
+def histories(broker: KafkaBroker, topic: str, partitions: int, *groups: str) -> dict[int, History]:
+    """Every cutover the groups committed, per partition."""
+    found: dict[int, History] = defaultdict(History)
+    for group in groups:
+        for partition, metadata in cutovers(broker, group, topic, partitions).items():
+            found[partition].merge(decode(metadata))
+    return found
+
+
+def check_shares(
+    outputs: list[Read],
+    placed: dict[Place, bytes],
+    governed: dict[int, History],
+    revisions: dict[str, str],
+    follower: str,
+) -> dict[int, float]:
+    """Each record scored by the revision its cutover names (`revisions`: model version -> revision, from the
+    outputs' version header); per epoch every key on one revision. Returns `follower`'s share of each epoch's
+    records."""
+    scored_by = {out.source: revisions[out.headers["version"].decode()] for out in outputs}
+    by_epoch: dict[int, Counter[str]] = defaultdict(Counter)
+    keys: dict[tuple[int, bytes], set[str]] = defaultdict(set)
+    wrong = []
+    for (partition, offset), key in placed.items():
+        cutover = governed[partition].at(offset)
+        assert cutover is not None, f"record {partition}:{offset} is before every cutover"
+        bucket = message_bucket(key, partition, offset)
+        expected = [r for r in sorted(set(revisions.values())) if cutover.scores(r, bucket)]
+        actual = scored_by[(partition, offset)]
+        if expected != [actual]:
+            wrong.append(((partition, offset), expected, actual))
+        by_epoch[cutover.epoch][actual] += 1
+        keys[(cutover.epoch, key)].add(actual)
+    assert not wrong, f"{len(wrong)} records scored by another revision than their cutover names: {wrong[:5]}"
+    split = [(epoch, key) for (epoch, key), revisions in keys.items() if len(revisions) > 1]
+    assert not split, f"keys scored by both revisions within one epoch: {split[:5]}"
+    return {epoch: counts[follower] / sum(counts.values()) for epoch, counts in sorted(by_epoch.items())}

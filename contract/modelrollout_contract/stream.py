@@ -3,8 +3,8 @@ and every consumer of a stream rollout (`modelserver stream --share-configmap`) 
 consumers pass each other in their committed offsets' metadata.
 
     {"schemaVersion": 1, "epoch": 3,
-     "leader": {"revision": "7f3c9a1b2d", "group": "shop.churn"},
-     "follower": {"revision": "a81d44e0c5", "group": "shop.churn-a81d44e0c5"},
+     "leader": {"revision": "7f3c9a1b", "group": "shop.churn"},
+     "follower": {"revision": "a81d44e0", "group": "shop.churn-a81d44e0"},
      "percent": 50, "final": false}
 
 Both revisions' consumer groups read every partition. The follower (the candidate) scores the records whose
@@ -37,7 +37,7 @@ from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Literal[1] = 1
 CONFIG_KEY = "stream.json"
-# A revision's name in a cutover record: the operator's revision names are 10 hex digits.
+# A revision's name in a cutover record (the operator's revision names are 8 hex digits).
 REVISION = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,7 +35,8 @@ from modelrollout.modes import owned_kinds
 from modelrollout.modes.base import ModeName
 from modelrollout.modes.batch.machine import decide_batch, follow_batch
 from modelrollout.modes.batch.plan import BatchPlan, pass_status
-from modelrollout.modes.report import Readiness, mode_conditions, unserved_message
+from modelrollout.modes.report import Readiness, mode_conditions, readiness_types, unserved_message
+from modelrollout.modes.stream.plan import StreamPlan, plan_stream
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
@@ -52,13 +53,16 @@ from modelrollout.planning.reconcile import (
     Plan,
     PlanSettings,
     RevisionState,
+    engine_input,
     plan_objects,
     starting_status,
     target_of,
 )
 from modelrollout.reconciler_batch import batch_inputs, observe_batch, plan_of, start_jobs
+from modelrollout.reconciler_stream import observe_stream
 from modelrollout.rollout import Action, Decision, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
+from modelrollout.rollout.actions import RecordEvent
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
@@ -68,6 +72,8 @@ from modelrollout.traffic.patching import RoutingTargetError
 logger = logging.getLogger(__name__)
 # What a pass observes and may prune: every kind a mode owns (modelrollout.modes).
 OWNED_KINDS = tuple(owned.kind.name for owned in owned_kinds())
+# How often a pass looks at the consumers' metrics while a stream hand-over waits for their epochs.
+HANDOVER_POLL_S = 2.0
 # A wake-up "now" still waits this long, so a decision that keeps asking to run again cannot spin.
 MIN_WAKE_S = 0.2
 # Of the API server's answer, what fits in status.message and an event (a quantity's refusal quotes a long regex).
@@ -154,6 +160,8 @@ class Reconciler:
             return "invalid"
         if md.spec.batch_leads:
             return await self._reconcile_batch(raw, md)
+        if md.spec.stream_leads:
+            return await self._reconcile_stream(raw, md)
         if md.spec.online is None:
             await self._report_unsupported(raw, md)
             return "unserved"
@@ -166,6 +174,8 @@ class Reconciler:
         decided, beside, batch_plan = decision.status, None, None
         if md.spec.batch is not None:
             decided, beside, batch_plan = await self._batch_beside(md, decided, batch_verb, now)
+        if md.spec.stream is not None:
+            decided, beside = await self._stream_beside(md, decided, beside)
         plan = plan_objects(md, decided=decided, actions=actions, observed=observed, settings=self._plan_settings,
                             now=now, beside=beside)  # fmt: skip
         if batch_plan is not None:
@@ -205,6 +215,102 @@ class Reconciler:
         plan = plan_of(md, decision, observed)
         ready: dict[ModeName, Readiness] = {"batch": plan.readiness} if plan.readiness else {}
         return decision.status, Beside(objects=plan.cronjobs, ready=ready), plan
+
+    async def _stream_plan(
+        self, md: ModelDeployment, decided: ModelDeploymentStatus, owned: dict[str, list[dict[str, Any]]], *,
+        follow: bool,
+    ) -> StreamPlan:  # fmt: skip
+        """`follow`: stream follows the revision online serves (hybrid): hand-overs only, no share of its own."""
+        target = target_of(md.spec, self._plan_settings)
+        # The consumers' metrics come from the Prometheus the rollout's analysis reads, else the operator's.
+        analysis = md.spec.rollout.analysis
+        url = (
+            analysis.prometheus.address if analysis and analysis.prometheus else self._settings.analysis.prometheus_url
+        )
+        observed = await observe_stream(self._children, self._http, url, md, owned)
+        stable = decided.stable or decided.canary or target
+        canary = None if follow or decided.stable is None else decided.canary
+        return plan_stream(md, stable=stable, canary=canary, percent=decided.weights.canary if canary else 0,
+                           target=target, observed=observed,
+                           image=md.spec.model.image or self._plan_settings.default_image)  # fmt: skip
+
+    async def _stream_beside(
+        self, md: ModelDeployment, decided: ModelDeploymentStatus, beside: Beside | None
+    ) -> tuple[ModelDeploymentStatus, Beside]:
+        """Stream following the online rollout: consumers of the revision online serves, handed over exactly."""
+        name, namespace = md.metadata.name or "", md.metadata.namespace or ""
+        owned = {kind: await self._children.owned(kind, namespace, name, md.metadata.uid) for kind in OWNED_KINDS}
+        plan = await self._stream_plan(md, decided, owned, follow=True)
+        beside = beside or Beside()
+        merged = Beside(objects=[*beside.objects, *plan.objects], ready={**beside.ready, "stream": plan.readiness})
+        return decided.model_copy(update={"stream": plan.status}), merged
+
+    async def _reconcile_stream(self, raw: dict[str, Any], md: ModelDeployment) -> str:
+        """A pass of a ModelDeployment whose rollout stream leads: the engine decides roles and the candidate's
+        share from the consumers' health and metrics; modes.stream turns that into the share document, with
+        exact hand-overs, and the consumers' objects (this is the I/O around it)."""
+        now = self._clock()
+        key = (md.metadata.namespace or "", md.metadata.name or "")
+        raw_verb = (raw["metadata"].get("annotations") or {}).get(VERB_ANNOTATION)
+        verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
+        owned = {kind: await self._children.owned(kind, *key, md.metadata.uid) for kind in OWNED_KINDS}
+        seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj, kind) for kind, objs in owned.items() for obj in objs}
+        revisions = {}
+        for deployment in owned["Deployment"]:
+            labels = deployment["metadata"]["labels"]
+            if labels.get(LABEL_MODE) == "stream":
+                revision = labels[LABEL_REVISION]
+                pods = await self._children.pods(key[0], selector(key[1], "stream", revision))
+                revisions[revision] = RevisionState(health=revision_health(revision, deployment, pods),
+                                                    replicas=int(deployment.get("spec", {}).get("replicas", 1)),
+                                                    deployment=deployment)  # fmt: skip
+        observed = Observed(revisions=revisions, existing=frozenset(seen))
+        decision, actions = await self._decide(md, observed, verb, now)
+        decided = decision.status
+        plan = await self._stream_plan(md, decided, owned, follow=False)
+        prev = md.status or ModelDeploymentStatus()
+        said = mode_conditions(md.spec, ready={"stream": plan.readiness}, prev=prev.conditions,
+                               generation=md.metadata.generation, now=now)  # fmt: skip
+        status = decided.model_copy(update={
+            "stream": plan.status,
+            "observed_generation": md.metadata.generation,
+            "modes": ",".join(md.spec.modes),
+            "replicas": engine_input(decided, observed).replicas,
+            "conditions": [*said, *(c for c in decided.conditions if c.type not in readiness_types())],
+            "history": decided.history[-self._plan_settings.history_limit :],
+        })  # fmt: skip
+        events = [Event(a.type, a.reason, a.message) for a in actions if isinstance(a, RecordEvent)]
+        events += [Event(type_, reason, message) for type_, reason, message in plan.events]
+        if verb_problem:
+            events.append(Event("Warning", "InvalidVerb", verb_problem))
+        spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
+        doing = ("", "")
+        try:
+            for body in plan.objects:
+                doing = (body["kind"], body["metadata"]["name"])
+                events += await self._apply(body, seen, spec_unchanged=spec_unchanged)
+            for doing in plan.delete:
+                await self._kube.delete(doing[0], key[0], doing[1])
+        except ApiException as exc:
+            refused = _Refused.of(*doing, exc)
+            await self._report_refused(raw, md, prev, refused, now)
+            self._wake(key, refused.retry_at, now)
+            return "refused"
+        self._backoff.clear(key)
+        await self._write_status(*key, status.to_wire())
+        for event in events:
+            logger.info("%s/%s %s: %s", *key, event.reason, event.message)
+            await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
+        _observe_step(md, status, now)
+        if raw_verb is not None:
+            await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
+        # A hand-over waits on the consumers' metrics: look again at the next scrape rather than at the resync.
+        wake = decision.wake_at
+        if plan.waiting:
+            soon = now + timedelta(seconds=HANDOVER_POLL_S)
+            wake = soon if wake is None else min(wake, soon)
+        self._wake(key, wake, now)
+        return "ok"
 
     async def _reconcile_batch(self, raw: dict[str, Any], md: ModelDeployment) -> str:
         """A pass of a ModelDeployment whose rollout batch leads: CronJobs per role, Jobs for a run now or a
@@ -270,7 +376,12 @@ class Reconciler:
         outcome = await analyse(
             request,
             settings=md.spec.rollout.analysis or AnalysisSettings(),
-            subject=Subject(namespace=namespace, name=md.metadata.name or "", model=md.spec.model.name),
+            subject=Subject(
+                namespace=namespace,
+                name=md.metadata.name or "",
+                model=md.spec.model.name,
+                mode="stream" if md.spec.stream_leads else "online",
+            ),
             backend=self._analysis_backend,
             read_secret=read_secret,
             previous=md.status.analysis.runs if md.status else [],

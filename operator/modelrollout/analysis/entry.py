@@ -17,6 +17,7 @@ from modelrollout.analysis import experiment
 from modelrollout.analysis.evaluate import error_result
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.provider import MetricProvider
+from modelrollout.analysis.queries import Mode
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.analysis.run import run_analysis
 from modelrollout.api.analysis import AnalysisSettings
@@ -35,6 +36,7 @@ class Subject:
     namespace: str
     name: str
     model: str
+    mode: Mode = "online"  # whose series the builtins read: the model servers' or the stream consumers'
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +92,8 @@ async def analyse(
     where = {"namespace": subject.namespace, "name": subject.name, "model": subject.model}
     if request.kind == "Experiment":
         return await experiment.run_experiment(provider, request, now=now, **where)
-    return await run_analysis(
-        provider, request, scrape_interval_seconds=backend.scrape_interval_s, now=now, previous=previous, **where
-    )
+    return await run_analysis(provider, request, scrape_interval_seconds=backend.scrape_interval_s, now=now,
+                              previous=previous, mode=subject.mode, **where)  # fmt: skip
 
 
 def error_outcome(request: AnalysisRequest, now: datetime, message: str) -> AnalysisOutcome:

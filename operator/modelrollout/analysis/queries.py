@@ -1,7 +1,12 @@
 """PromQL for analysis metrics: builtins over the model server's metrics (DESIGN.md section 4) and the
 placeholders of custom queries.
 
-Builtin queries select one revision by the `namespace`, `model` and `version` labels: the model server labels
+Stream consumers (mode stream) are measured by their own series (records by result, end-to-end latency, lag),
+selected by `namespace`, `model` and `revision` (every consumer series carries its revision): the same builtin
+names mean the same things (errorRate: the share of records dead-lettered; requestRate: records handled a
+second; latency: record timestamp to its batch committed), and lagGrowth is the stream's own.
+
+Online builtin queries select one revision by the `namespace`, `model` and `version` labels: the model server labels
 every series with model and version, and Prometheus' Kubernetes discovery (ServiceMonitor, PodMonitor or plain
 kubernetes_sd relabelling) adds namespace. Two revisions with the same model version (an image-only change) are
 therefore indistinguishable to the builtins; custom queries can use {{revision}} with a pod label instead.
@@ -13,6 +18,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from modelrollout.api.analysis import Builtin
 from modelrollout_contract import metrics as names
@@ -24,6 +30,7 @@ MIN_SCRAPES_PER_WINDOW = 4
 PLACEHOLDERS = ("namespace", "name", "version", "revision", "interval")
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 SHADOW_BUILTINS: frozenset[Builtin] = frozenset({"shadowAgreement", "shadowMeanAbsDiff"})
+Mode = Literal["online", "stream"]
 
 
 class QueryTemplateError(ValueError):
@@ -41,6 +48,7 @@ class QueryContext:
     revision: str
     window_seconds: int
     offset_seconds: int = 0  # how far back the window ends (mannWhitney's points); 0: now
+    mode: Mode = "online"  # whose series: the model server's and router's, or the stream consumers'
 
     @property
     def interval(self) -> str:
@@ -116,6 +124,50 @@ def _shadow_mean_abs_diff(ctx: QueryContext) -> str:
     return f"{total} / {count}"
 
 
+def _consumers(ctx: QueryContext, extra: str = "") -> str:
+    labels = f"{NAMESPACE_LABEL}={_quoted(ctx.namespace)},model={_quoted(ctx.model)},revision={_quoted(ctx.revision)}"
+    return "{" + labels + extra + "}"
+
+
+_HANDLED = f',result!="{names.SKIPPED}"'  # a consumer's records, without those of the other revision's share
+
+
+def _stream_latency(quantile: float) -> Callable[[QueryContext], str]:
+    def query(ctx: QueryContext) -> str:
+        buckets = f"{names.STREAM_END_TO_END}_bucket{_consumers(ctx)}"
+        return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}{ctx.range})))"
+
+    return query
+
+
+def _stream_error_rate(ctx: QueryContext) -> str:
+    records = names.STREAM_RECORDS
+    failed = f',result=~"{names.DEAD_LETTERED}|{names.DROPPED}"'
+    return _share("rate", records + _consumers(ctx, failed), records + _consumers(ctx, _HANDLED), ctx)
+
+
+def _stream_record_rate(ctx: QueryContext) -> str:
+    return _sum("rate", names.STREAM_RECORDS + _consumers(ctx, _HANDLED), ctx)
+
+
+def _lag_growth(ctx: QueryContext) -> str:
+    # Records a second by which the revision's total lag grew over the window (negative: it caught up).
+    offset = f" offset {ctx.offset_seconds}s" if ctx.offset_seconds else ""
+    return f"deriv(sum({names.STREAM_CONSUMER_LAG}{_consumers(ctx)})[{ctx.interval}:]{offset})"
+
+
+def _no_online_lag(ctx: QueryContext) -> str:
+    raise QueryTemplateError("lagGrowth measures stream consumers: a model served online has no lag")
+
+
+_STREAM_BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
+    "latencyP95": _stream_latency(0.95),
+    "latencyP99": _stream_latency(0.99),
+    "errorRate": _stream_error_rate,
+    "requestRate": _stream_record_rate,
+    "lagGrowth": _lag_growth,
+}
+
 _BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
     "latencyP95": _latency(0.95),
     "latencyP99": _latency(0.99),
@@ -123,16 +175,24 @@ _BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
     "requestRate": _request_rate,
     "shadowAgreement": _shadow_agreement,
     "shadowMeanAbsDiff": _shadow_mean_abs_diff,
+    "lagGrowth": _no_online_lag,
 }
 
 
 def builtin_query(builtin: Builtin, ctx: QueryContext) -> str:
+    if ctx.mode == "stream":
+        query = _STREAM_BUILTINS.get(builtin)
+        if query is None:
+            raise QueryTemplateError(f"{builtin} has no stream form yet (stream shadows are not compared yet)")
+        return query(ctx)
     return _BUILTINS[builtin](ctx)
 
 
 def samples_query(builtin: Builtin | None, ctx: QueryContext) -> str:
     """How many observations back a metric in the window: shadow comparisons for the shadow builtins, the
     revision's requests for everything else (custom queries included)."""
+    if ctx.mode == "stream":
+        return _sum("increase", names.STREAM_RECORDS + _consumers(ctx, _HANDLED), ctx)
     if builtin in SHADOW_BUILTINS:
         return _sum("increase", names.SHADOW_COMPARISONS + _route(ctx), ctx)
     return _sum("increase", names.REQUESTS + _server(ctx), ctx)
@@ -161,6 +221,18 @@ def _le(edge: float) -> str:
     return f'le=~"{whole}|{text}"' if whole != text else f'le="{text}"'
 
 
+def _stream_counts(builtin: Builtin | None, summed: Callable[[str], str], ctx: QueryContext) -> CountQueries | str:
+    if builtin != "errorRate":
+        return f"the sequential judge counts a stream's failed records (errorRate), not {builtin}"
+    records = names.STREAM_RECORDS
+    failed = f',result=~"{names.DEAD_LETTERED}|{names.DROPPED}"'
+    return CountQueries(
+        bad=f"{summed(records + _consumers(ctx, failed))} or vector(0)",
+        total=summed(records + _consumers(ctx, _HANDLED)),
+        what="records dead-lettered or dropped",
+    )
+
+
 def count_queries(
     builtin: Builtin | None, slo_seconds: float | None, ctx: QueryContext, *, window: bool = False
 ) -> CountQueries | str:
@@ -172,6 +244,8 @@ def count_queries(
     def summed(series: str) -> str:
         return f"sum(increase({series}{ctx.range}))" if window else f"sum({series})"
 
+    if ctx.mode == "stream":
+        return _stream_counts(builtin, summed, ctx)
     if builtin == "errorRate":
         requests = names.REQUESTS
         return CountQueries(

@@ -20,6 +20,7 @@ from modelrollout.analysis.provider import MetricProvider, QueryResult, ask
 from modelrollout.analysis.queries import (
     SHADOW_BUILTINS,
     CountQueries,
+    Mode,
     QueryContext,
     QueryTemplateError,
     builtin_query,
@@ -175,10 +176,9 @@ def _judge(
     )
 
 
-def _context(ref: RevisionRef, *, namespace: str, name: str, model: str, window: int) -> QueryContext:
-    return QueryContext(
-        namespace=namespace, name=name, model=model, version=ref.version, revision=ref.revision, window_seconds=window
-    )
+def _context(ref: RevisionRef, *, namespace: str, name: str, model: str, window: int, mode: Mode) -> QueryContext:
+    return QueryContext(namespace=namespace, name=name, model=model, version=ref.version, revision=ref.revision,
+                        window_seconds=window, mode=mode)  # fmt: skip
 
 
 async def run_analysis(
@@ -191,16 +191,18 @@ async def run_analysis(
     scrape_interval_seconds: float,
     now: datetime,
     previous: Sequence[AnalysisRun] = (),
+    mode: Mode = "online",
 ) -> AnalysisOutcome:
     """Measure and judge every metric of `request`. `model` is spec.model.name (the `model` label; assumed the
     same for stable and candidate), `scrape_interval_seconds` the Prometheus scrape interval, which bounds the
     window from below. `previous`: status.analysis.runs of this rollout, where the sequential judge keeps its
-    state (without them every sequential run starts the test afresh and decides nothing)."""
+    state (without them every sequential run starts the test afresh and decides nothing). `mode`: whose series
+    the builtins read, the model servers' or the stream consumers'."""
     window = rate_window(requested_seconds=request.window_seconds, scrape_interval_seconds=scrape_interval_seconds)
-    canary = _context(request.canary, namespace=namespace, name=name, model=model, window=window)
-    stable = (
-        _context(request.stable, namespace=namespace, name=name, model=model, window=window) if request.stable else None
-    )
+    canary = _context(request.canary, namespace=namespace, name=name, model=model, window=window, mode=mode)
+    stable = None
+    if request.stable is not None:
+        stable = _context(request.stable, namespace=namespace, name=name, model=model, window=window, mode=mode)
 
     floor = rate_window(requested_seconds=0, scrape_interval_seconds=scrape_interval_seconds)
     entries = [_prepare(metric, request, canary, stable, previous, point_s=floor) for metric in request.metrics]

@@ -16,7 +16,9 @@ from modelrollout.api.base import (
 
 NoDataPolicy = Literal["inconclusive", "fail", "pass"]
 JudgeType = Literal["threshold", "sequential", "mannWhitney"]
-Builtin = Literal["latencyP95", "latencyP99", "errorRate", "requestRate", "shadowAgreement", "shadowMeanAbsDiff"]
+Builtin = Literal[
+    "latencyP95", "latencyP99", "errorRate", "requestRate", "shadowAgreement", "shadowMeanAbsDiff", "lagGrowth"
+]
 
 
 class MetricBound(ApiModel):

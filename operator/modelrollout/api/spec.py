@@ -41,6 +41,16 @@ BATCH_ANALYSIS = (
 )
 
 
+STREAM_SHADOW = (
+    "a stream shadow (the candidate scoring every record into a shadow topic, compared by offset) is not built "
+    "yet: roll a stream out with canary (a share of the records by key) or direct"
+)
+STREAM_AND_BATCH = (
+    "batch and stream together need spec.online to lead their rollout: add spec.online, or give batch and "
+    "stream a ModelDeployment each"
+)
+
+
 class ModelDeploymentSpec(ApiModel):
     """A model and how it is served (online), scored (batch), streamed (stream) and rolled out."""
 
@@ -77,6 +87,17 @@ class ModelDeploymentSpec(ApiModel):
                 field_path=".rollout.canary.steps",
             ),
             cel(
+                "has(self.online) || !has(self.stream) || !has(self.rollout) || !has(self.rollout.strategy) "
+                "|| self.rollout.strategy != 'shadow'",
+                STREAM_SHADOW,
+                field_path=".rollout.strategy",
+            ),
+            cel(
+                "has(self.online) || !has(self.stream) || !has(self.batch)",
+                STREAM_AND_BATCH,
+                field_path=".batch",
+            ),
+            cel(
                 f"!({_BATCH_LEADS}) || !has(self.rollout) || !has(self.rollout.analysis)",
                 BATCH_ANALYSIS,
                 field_path=".rollout.analysis",
@@ -110,6 +131,10 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(ROUTING_NEEDS_ONLINE)
         if self.batch_leads:
             self._batch_rollout_rules()
+        if self.stream_leads and self.rollout.strategy == "shadow":
+            raise ValueError(STREAM_SHADOW)
+        if self.stream_leads and self.batch is not None:
+            raise ValueError(STREAM_AND_BATCH)
         return self
 
     def _batch_rollout_rules(self) -> None:
@@ -121,6 +146,11 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(BATCH_STEPS)
         if rollout.analysis is not None:
             raise ValueError(BATCH_ANALYSIS)
+
+    @property
+    def stream_leads(self) -> bool:
+        """Stream leads a spec without online: its consumers' metrics decide the rollout."""
+        return self.online is None and self.stream is not None
 
     @property
     def batch_leads(self) -> bool:

@@ -220,6 +220,39 @@ class BatchStatus(ApiModel):
     last_schedule_time: datetime | None = Field(default=None, description="When the stable CronJob last started a run.")
 
 
+class StreamShare(ApiModel):
+    """The share document in force (modelrollout_contract.stream, ConfigMap `<name>-stream`): which revision leads
+    (chooses the cutovers), which follows and its percent of the records, and whether that pair is final."""
+
+    epoch: int = Field(ge=0, description="Raised by one at every change.")
+    leader: RevisionRef = Field(description="The revision that chooses every cutover: the serving one.")
+    follower: RevisionRef | None = Field(default=None, description="The candidate, while one has a share.")
+    percent: int = Field(default=0, ge=0, le=100, description="The follower's share of the records (by key).")
+    final: bool = Field(default=False, description="A hand-over: 100 (promotion) or 0 (rollback), for good.")
+
+
+class RevisionProgress(ApiModel):
+    """One revision's consumers as their metrics report them."""
+
+    revision: str = Field(max_length=16, description="The revision.")
+    epoch: int | None = Field(default=None, description="Lowest epoch its committed offsets reached, over partitions.")
+    partitions: int = Field(default=0, ge=0, description="Partitions it reports an epoch for.")
+    lag: int | None = Field(default=None, ge=0, description="Records behind the end of the topic, summed.")
+
+
+class StreamStatus(ApiModel):
+    """Stream inference: the share in force and how far each revision's consumers are."""
+
+    share: StreamShare | None = Field(default=None, description="The share document in force.")
+    group: str | None = Field(default=None, max_length=255, description="The serving revision's consumer group.")
+    groups: dict[str, str] = Field(
+        default_factory=dict, description="Consumer group per revision that has run (the first one's is the spec's)."
+    )
+    partitions: int | None = Field(default=None, ge=0, description="The input topic's partitions, as consumers see.")
+    progress: list[RevisionProgress] = Field(default_factory=list, description="Per running revision.")
+    waiting: str | None = Field(default=None, max_length=1024, description="What a hand-over waits for.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and decided. Written only through the status subresource."""
 
@@ -260,3 +293,4 @@ class ModelDeploymentStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
     history: list[HistoryEntry] = Field(default_factory=list, description="Finished rollouts, newest last.")
     batch: BatchStatus | None = Field(default=None, description="Batch scoring: runs and rollout progress.")
+    stream: StreamStatus | None = Field(default=None, description="Stream inference: shares and hand-overs.")

@@ -211,6 +211,26 @@ class BatchSpec(ApiModel):
         return self.key or (self.id_columns[0] if self.id_columns else None)
 
 
+class KafkaSasl(ApiModel):
+    """SASL authentication: the user name and password come from a Secret (keys `username` and `password`)."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(description="The SASL mechanism.")
+    secret_name: str = Field(
+        min_length=1, max_length=253, description="Secret in this namespace with keys username and password."
+    )
+
+
+class KafkaTls(ApiModel):
+    """TLS to the brokers: the CA that signed them (and a client certificate for mutual TLS) from a Secret."""
+
+    secret_name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Secret in this namespace with ca.crt (and tls.crt and tls.key for mutual TLS).",
+    )
+    client_certificate: bool = Field(default=False, description="Present tls.crt/tls.key (mutual TLS).")
+
+
 class KafkaSettings(ApiModel):
     """The Kafka cluster and topics a stream consumer uses."""
 
@@ -223,6 +243,8 @@ class KafkaSettings(ApiModel):
         default=None, max_length=255, description="Consumer group; defaults to `<namespace>.<name>`."
     )
     dead_letter_topic: KafkaTopic | None = Field(default=None, description="Topic for records that cannot be scored.")
+    sasl: KafkaSasl | None = Field(default=None, description="SASL authentication (with or without TLS).")
+    tls: KafkaTls | None = Field(default=None, description="TLS to the brokers.")
 
 
 class StreamAutoscaling(ScaleBounds):
@@ -234,6 +256,43 @@ class StreamAutoscaling(ScaleBounds):
 class StreamSpec(ApiModel):
     """Stream inference: consumer Deployments reading a Kafka topic and writing predictions back."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "(has(self.delivery) && self.delivery == 'at-least-once') || has(self.kafka.deadLetterTopic)",
+                "exactly-once delivery commits a record that cannot be scored to the dead-letter topic with its "
+                "offset: set kafka.deadLetterTopic (or delivery: at-least-once, which drops such records)",
+                field_path=".kafka.deadLetterTopic",
+                reason="FieldValueRequired",
+            )
+        )
+    )
+
     kafka: KafkaSettings = Field(description="Kafka brokers and topics (required for stream).")
     replicas: int = Field(default=1, ge=0, le=1000, description="Consumers when autoscaling is off.")
-    autoscaling: StreamAutoscaling | None = Field(default=None, description="Scale consumers on lag.")
+    autoscaling: StreamAutoscaling | None = Field(default=None, description="Scale consumers on lag (KEDA).")
+    delivery: Literal["exactly-once", "at-least-once"] = Field(
+        default="exactly-once",
+        description="exactly-once: outputs, dead letters and offsets commit in one transaction per micro-batch; "
+        "at-least-once: faster, but a crash between producing and committing scores a batch twice.",
+    )
+    max_batch: int = Field(default=500, ge=1, le=100_000, description="Records per micro-batch (and transaction).")
+    passthrough_fields: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=50, description="Fields of a JSON record copied into its output."
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Binary classifiers: add a decision, P(positive) >= threshold."
+    )
+
+    @model_validator(mode="after")
+    def _dead_letters(self) -> StreamSpec:
+        if self.delivery == "exactly-once" and self.kafka.dead_letter_topic is None:
+            raise ValueError(
+                "exactly-once delivery commits a record that cannot be scored to the dead-letter topic with its "
+                "offset: set kafka.deadLetterTopic (or delivery: at-least-once, which drops such records)"
+            )
+        return self
+
+    def group_of(self, namespace: str, name: str) -> str:
+        """The serving revision's consumer group: kafka.consumerGroup, default `<namespace>.<name>`."""
+        return self.kafka.consumer_group or f"{namespace}.{name}"

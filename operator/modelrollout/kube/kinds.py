@@ -58,12 +58,14 @@ HPA = _kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautosc
 PDB = _kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets")
 CRON_JOB = _kind("CronJob", "batch", "v1", "cronjobs")
 JOB = _kind("Job", "batch", "v1", "jobs")
+SCALED_OBJECT = _kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
 HTTP_ROUTE = _kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = _kind("VirtualService", "networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULE = _kind("DestinationRule", "networking.istio.io", "v1", "destinationrules")
 
 ALL_KINDS = (
     MODEL_DEPLOYMENT,
+    SCALED_OBJECT,
     DEPLOYMENT,
     SERVICE,
     CONFIG_MAP,

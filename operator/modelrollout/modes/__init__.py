@@ -1,4 +1,4 @@
-"""Workload modes behind one seam (`Mode`): online serving and batch scoring run; stream inference is declared.
+"""Workload modes behind one seam (`Mode`): online serving, batch scoring and stream inference.
 
 `MODES` is the registry every derived table reads: the kinds the reconciler observes and prunes, the child
 watches, the API client's paths and the RBAC manifest (`modelrollout.rbac`).
@@ -10,13 +10,13 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.kube.kinds import Grant, Kind
 from modelrollout.modes.base import Mode, ModeName, OwnedKind
 from modelrollout.modes.batch import BatchMode
-from modelrollout.modes.deferred import DeferredMode
 from modelrollout.modes.online import OnlineMode
+from modelrollout.modes.stream import StreamMode
 
 MODES: dict[ModeName, Mode] = {
     "online": OnlineMode(),
     "batch": BatchMode(),
-    "stream": DeferredMode("stream"),
+    "stream": StreamMode(),
 }
 # Which declared mode leads a rollout (its analysis decides; the others follow the revision it promotes): online
 # when present, then stream (it scores continuously, so it has evidence first), then batch (runs are rare events).

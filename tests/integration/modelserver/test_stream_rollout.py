@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from testkit.kafka import KafkaBroker
 from testkit.models import Classifiers, train_classifiers
-from testkit.topics import Place, Read, Stream, Topics, exactly_once, read_all
+from testkit.topics import Feeder, Stream, Topics, check_shares, exactly_once, histories, read_all
 from testkit.waiting import wait_until
 
 from modelrollout_contract import metrics as names
-from modelrollout_contract.sticky import message_bucket
 from modelrollout_contract.stream import Member, ShareDocument, to_document
-from modelserver.stream.cutover import History, decode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,60 +78,6 @@ class Shares:
         return self.epoch
 
 
-class Feeder:
-    """Produces records with keys from KEYS distinct users, about `rate` a second, until stopped; where each
-    landed -> its key. Survives a broker restart (the idempotent producer retries)."""
-
-    def __init__(self, broker: KafkaBroker, topic: str, value: bytes, rate: int = 2500) -> None:
-        self.producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                                  "message.timeout.ms": 120_000})  # fmt: skip
-        self.topic, self.value, self.rate = topic, value, rate
-        self.placed: dict[Place, bytes] = {}
-        self.failed: list[str] = []
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
-        self._random = random.Random(7)
-
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.failed.append(str(error))
-        else:
-            self.placed[(message.partition() or 0, message.offset() or 0)] = message.key() or b""
-
-    def _run(self) -> None:
-        began = time.monotonic()
-        while not self._stop.is_set():
-            due = int(self.rate * (time.monotonic() - began)) - self.sent
-            for _ in range(due):
-                key = f"user-{self._random.randrange(KEYS)}".encode()
-                while True:
-                    try:
-                        self.producer.produce(self.topic, self.value, key, on_delivery=self._delivered)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.05)
-                self.sent += 1
-            self.producer.poll(0)
-            time.sleep(0.02)
-
-    def __enter__(self) -> Feeder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def stop(self) -> dict[Place, bytes]:
-        if not self._stop.is_set():
-            self._stop.set()
-            self._thread.join(10)
-            assert self.producer.flush(120) == 0
-            assert not self.failed, self.failed[:3]
-            assert len(self.placed) == self.sent
-        return self.placed
-
-
 class Kubelet:
     """Restarts a supervised consumer that exits or is killed, as a Deployment's restartPolicy Always does (a
     kill -9 is then followed by a restart, and so is a consumer that exits on a hung client after a broker
@@ -173,25 +116,6 @@ class Kubelet:
         self._thread.join(5)
         for stream in self.supervised:
             stream.stop(graceful=False)
-
-
-def cutovers(broker: KafkaBroker, group: str, topic: str) -> dict[int, str]:
-    """Per partition, the metadata of the group's committed offset (its cutovers)."""
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        answer = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
-    finally:
-        consumer.close()
-    return {tp.partition: tp.metadata or "" for tp in answer}
-
-
-def histories(broker: KafkaBroker, topic: str, *groups: str) -> dict[int, History]:
-    """Every cutover the groups committed, per partition."""
-    found: dict[int, History] = defaultdict(History)
-    for group in groups:
-        for partition, metadata in cutovers(broker, group, topic).items():
-            found[partition].merge(decode(metadata))
-    return found
 
 
 def ends(broker: KafkaBroker, topic: str) -> dict[int, int]:
@@ -243,29 +167,6 @@ def wait_caught_up(broker: KafkaBroker, stream: Stream, topic: str, within: floa
     wait_until(done, within=within, interval=0.25, what=lambda: f"{stream.name} at {target}\n{stream.describe()}")
 
 
-def check_shares(outputs: list[Read], placed: dict[Place, bytes], governed: dict[int, History]) -> dict[int, float]:
-    """Each record scored by the revision its cutover names; per epoch, the follower's share of the records and
-    every key on one revision. Returns the follower's share per epoch."""
-    scored_by = {out.source: VERSION_OF[out.headers["version"].decode()] for out in outputs}
-    by_epoch: dict[int, Counter[str]] = defaultdict(Counter)
-    keys: dict[tuple[int, bytes], set[str]] = defaultdict(set)
-    wrong = []
-    for (partition, offset), key in placed.items():
-        cutover = governed[partition].at(offset)
-        assert cutover is not None, f"record {partition}:{offset} is before every cutover"
-        bucket = message_bucket(key, partition, offset)
-        expected = [r for r in ("r1", "r2") if cutover.scores(r, bucket)]
-        actual = scored_by[(partition, offset)]
-        if expected != [actual]:
-            wrong.append(((partition, offset), expected, actual))
-        by_epoch[cutover.epoch][actual] += 1
-        keys[(cutover.epoch, key)].add(actual)
-    assert not wrong, f"{len(wrong)} records scored by another revision than their cutover names: {wrong[:5]}"
-    split = [(epoch, key) for (epoch, key), revisions in keys.items() if len(revisions) > 1]
-    assert not split, f"keys scored by both revisions within one epoch: {split[:5]}"
-    return {epoch: counts["r2"] / sum(counts.values()) for epoch, counts in sorted(by_epoch.items())}
-
-
 def test_a_canary_by_message_share_through_kills_and_a_broker_restart_scores_every_record_exactly_once(
     broker: KafkaBroker, topics: Topics, models: Classifiers, tmp_path: Path, tag: str
 ) -> None:
@@ -302,7 +203,8 @@ def test_a_canary_by_message_share_through_kills_and_a_broker_restart_scores_eve
     assert len(placed) > 40_000, f"only {len(placed)} records were produced"
     outputs = read_all(broker, topics.output, PARTITIONS)
     exactly_once(outputs, dict.fromkeys(placed, 0))
-    share = check_shares(outputs, placed, histories(broker, topics.input, R1.group, R2.group))
+    governed = histories(broker, topics.input, PARTITIONS, R1.group, R2.group)
+    share = check_shares(outputs, placed, governed, VERSION_OF, "r2")
     print(f"{len(placed)} records; r2's share per epoch: {share}")
     assert abs(share[ten] - 0.10) <= 0.02, share
     assert abs(share[fifty] - 0.50) <= 0.02, share
@@ -335,7 +237,8 @@ def test_a_rollback_hands_the_candidates_share_back_at_exact_offsets(
         wait_caught_up(broker, r1, topics.input)
     outputs = read_all(broker, topics.output, PARTITIONS)
     exactly_once(outputs, dict.fromkeys(placed, 0))
-    share = check_shares(outputs, placed, histories(broker, topics.input, R1.group, R2.group))
+    governed = histories(broker, topics.input, PARTITIONS, R1.group, R2.group)
+    share = check_shares(outputs, placed, governed, VERSION_OF, "r2")
     print(f"{len(placed)} records; r2's share per epoch: {share}")
     assert abs(share[thirty] - 0.30) <= 0.02
     assert share[back] == share[alone] == 0.0

@@ -143,3 +143,88 @@ def test_count_queries_for_the_sequential_judge() -> None:
     assert "not requestRate" in str(count_queries("requestRate", None, ctx))
     back = builtin_query("requestRate", dataclasses.replace(ctx, offset_seconds=120))
     assert back == f"sum(rate(modelserver_requests_total{{{sel}}}[60s] offset 120s))"
+
+
+# --- stream consumers (a rollout stream leads) ------------------------------------------------------------------
+
+STREAM_CTX = dataclasses.replace(CTX, mode="stream")
+CONSUMERS = 'namespace="prod",model="churn",revision="e5f6a7b8"'
+HANDLED = f'{CONSUMERS},result!="skipped"'
+FAILED = f'{CONSUMERS},result=~"dead_lettered|dropped"'
+
+
+@pytest.mark.parametrize(
+    ("builtin", "expected"),
+    [
+        (
+            "errorRate",
+            f"(sum(rate(modelserver_stream_records_total{{{FAILED}}}[60s])) or vector(0))"
+            f" / sum(rate(modelserver_stream_records_total{{{HANDLED}}}[60s]))",
+        ),
+        ("requestRate", f"sum(rate(modelserver_stream_records_total{{{HANDLED}}}[60s]))"),
+        (
+            "latencyP99",
+            "histogram_quantile(0.99, sum by (le) "
+            f"(rate(modelserver_stream_end_to_end_seconds_bucket{{{CONSUMERS}}}[60s])))",
+        ),
+        (
+            "latencyP95",
+            "histogram_quantile(0.95, sum by (le) "
+            f"(rate(modelserver_stream_end_to_end_seconds_bucket{{{CONSUMERS}}}[60s])))",
+        ),
+        ("lagGrowth", f"deriv(sum(modelserver_stream_consumer_lag{{{CONSUMERS}}})[60s:])"),
+    ],
+)
+def test_stream_builtins_select_one_revisions_consumers(builtin: str, expected: str) -> None:
+    query = builtin_query(builtin, STREAM_CTX)  # type: ignore[arg-type]
+    assert query == expected
+    assert 'version="7"' not in query, "consumers are told apart by revision, not by model version"
+
+
+def test_a_consumers_records_leave_out_those_of_the_other_revisions_share() -> None:
+    # Both revisions read every record; each counts the other's share as skipped: never part of a rate or a count.
+    for builtin in ("errorRate", "requestRate"):
+        query = builtin_query(builtin, STREAM_CTX)
+        assert 'result!="skipped"' in query
+    assert "skipped" not in builtin_query("latencyP99", STREAM_CTX)
+
+
+def test_stream_samples_are_the_records_a_revision_handled() -> None:
+    handled = f"sum(increase(modelserver_stream_records_total{{{HANDLED}}}[60s]))"
+    for builtin in ("errorRate", "latencyP95", "lagGrowth", None):
+        assert samples_query(builtin, STREAM_CTX) == handled
+    assert samples_query("errorRate", dataclasses.replace(STREAM_CTX, offset_seconds=60)) == (
+        f"sum(increase(modelserver_stream_records_total{{{HANDLED}}}[60s] offset 60s))"
+    )
+
+
+def test_stream_count_queries_count_failed_records_and_refuse_the_rest() -> None:
+    errors = count_queries("errorRate", None, STREAM_CTX)
+    assert errors == CountQueries(
+        bad=f"sum(modelserver_stream_records_total{{{FAILED}}}) or vector(0)",
+        total=f"sum(modelserver_stream_records_total{{{HANDLED}}})",
+        what="records dead-lettered or dropped",
+    )
+    first = count_queries("errorRate", None, STREAM_CTX, window=True)
+    assert isinstance(first, CountQueries)
+    assert first.total == f"sum(increase(modelserver_stream_records_total{{{HANDLED}}}[60s]))"
+    # A bucket edge of the model server's histogram means nothing for the consumers' end-to-end latency.
+    refused = count_queries("latencyP99", 1.0, STREAM_CTX)
+    assert refused == "the sequential judge counts a stream's failed records (errorRate), not latencyP99"
+    assert "not lagGrowth" in str(count_queries("lagGrowth", None, STREAM_CTX))
+
+
+def test_lag_growth_is_the_streams_own() -> None:
+    with pytest.raises(QueryTemplateError, match="lagGrowth measures stream consumers"):
+        builtin_query("lagGrowth", CTX)
+
+
+@pytest.mark.parametrize("builtin", ["shadowAgreement", "shadowMeanAbsDiff"])
+def test_a_stream_has_no_shadow_builtins(builtin: str) -> None:
+    with pytest.raises(QueryTemplateError, match=f"{builtin} has no stream form yet"):
+        builtin_query(builtin, STREAM_CTX)  # type: ignore[arg-type]
+
+
+def test_lag_growth_over_a_past_window_is_taken_there() -> None:
+    back = builtin_query("lagGrowth", dataclasses.replace(STREAM_CTX, offset_seconds=120))
+    assert back == f"deriv(sum(modelserver_stream_consumer_lag{{{CONSUMERS}}})[60s:] offset 120s)"

@@ -188,3 +188,30 @@ async def test_a_run_without_metrics_decides_nothing() -> None:
     outcome = await run(TableProvider([]), request())
     assert outcome.run.verdict == "Inconclusive"
     assert outcome.run.metrics == []
+
+
+async def test_a_stream_run_reads_the_consumers_series_only() -> None:
+    provider = TableProvider(
+        [
+            ("increase(modelserver_stream_records_total", QueryResult.of(5000)),
+            ('result=~"dead_lettered|dropped"', QueryResult.of(0.002)),
+            ("deriv(sum(modelserver_stream_consumer_lag", QueryResult.of(-3.0)),
+        ]
+    )
+    outcome = await run_analysis(
+        provider,
+        request(m(name="errors", builtin="errorRate", max=0.01), m(name="lag", builtin="lagGrowth", max=0)),
+        namespace="prod",
+        name="churn",
+        model="churn",
+        scrape_interval_seconds=1.0,
+        now=T0,
+        mode="stream",
+    )
+    assert [(r.name, r.verdict, r.value) for r in outcome.run.metrics] == [
+        ("errors", "Successful", 0.002),
+        ("lag", "Successful", -3.0),
+    ]
+    assert provider.asked, "the run asked Prometheus"
+    assert all("modelserver_stream_" in q for q in provider.asked), list(provider.asked)
+    assert all(f'revision="{CANARY.revision}"' in q for q in provider.asked), "the candidate's consumers"

@@ -4,9 +4,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import ValidationError
+from testkit.manifests import load_example
 
 from modelrollout.api.crd import build_crd, render_crd_yaml
+from modelrollout.api.spec import STREAM_AND_BATCH, STREAM_SHADOW
+from modelrollout.api.workloads import StreamSpec
 
 CHECKED_IN = Path(__file__).resolve().parents[4] / "crds" / "modelrollout.dev_modeldeployments.yaml"
 
@@ -85,3 +90,22 @@ def test_enums_and_bounds_are_declared() -> None:
     assert alpha["exclusiveMinimum"] is True
     assert alpha["minimum"] == 0
     assert yaml.safe_load(render_crd_yaml())["kind"] == "CustomResourceDefinition"
+
+
+def test_the_streams_rules_say_at_admission_what_pydantic_says() -> None:
+    """The CEL rules of a stream spec carry the pydantic validators' words, so `kubectl apply` and the CLI agree."""
+    nodes = dict(_walk(_schema()))
+    stream_rules = nodes[".spec.stream"]["x-kubernetes-validations"]
+    [dead_letters] = [r for r in stream_rules if "deadLetterTopic" in r["rule"]]
+    assert dead_letters["fieldPath"] == ".kafka.deadLetterTopic"
+    assert dead_letters["reason"] == "FieldValueRequired"
+    body = load_example("stream.yaml")["spec"]["stream"]
+    del body["kafka"]["deadLetterTopic"]
+    with pytest.raises(ValidationError) as refused:
+        StreamSpec.model_validate(body)
+    [error] = refused.value.errors()
+    assert error["msg"] == f"Value error, {dead_letters['message']}"
+    assert StreamSpec.model_validate(body | {"delivery": "at-least-once"}).kafka.dead_letter_topic is None
+    spec_rules = {r["message"]: r for r in nodes[".spec"]["x-kubernetes-validations"]}
+    assert spec_rules[STREAM_SHADOW]["fieldPath"] == ".rollout.strategy"
+    assert spec_rules[STREAM_AND_BATCH]["fieldPath"] == ".batch"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from pydantic import ValidationError
 from testkit.manifests import load_example
 
 from modelrollout import handlers, reconciler
+from modelrollout.api.rollout import RECORD_STRATEGIES
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.modes import MODES, declared, leading, owned_kinds
 from tests.unit.modelrollout.planning.test_reconcile import V1, md, observed, plan, serving, state
@@ -32,11 +36,33 @@ def test_online_leads_then_stream_then_batch(example: str, modes: list[str]) -> 
 
 def test_record_modes_refuse_the_strategies_that_need_http_users() -> None:
     assert MODES["online"].strategies == {"direct", "canary", "blueGreen", "shadow", "abTest"}
-    assert MODES["online"].runnable
-    assert MODES["batch"].runnable
-    assert not MODES["stream"].runnable
-    for name in ("batch", "stream"):
-        assert MODES[name].strategies == {"direct", "canary", "shadow"}
+    assert MODES["batch"].strategies == {"direct", "canary", "shadow"}
+    # Stream splits records by key (canary) or hands every record over at one cutover (direct); no shadow yet.
+    assert MODES["stream"].strategies == {"direct", "canary"}
+    assert all(mode.runnable for mode in MODES.values()), "every declared mode is run by this version"
+
+
+@pytest.mark.parametrize("strategy", RECORD_STRATEGIES)
+def test_a_stream_led_spec_is_admitted_with_exactly_the_strategies_stream_carries_out(strategy: str) -> None:
+    body = load_example("stream.yaml")["spec"]
+    settings: dict[str, dict[str, Any]] = {
+        "canary": {"canary": {"steps": [{"setWeight": 10}]}},
+        "shadow": {"shadow": {"duration": "5m"}},
+    }
+    body["rollout"] = {"strategy": strategy, **settings.get(strategy, {})}
+    if strategy in MODES["stream"].strategies:
+        assert leading(ModelDeploymentSpec.model_validate(body)).name == "stream"
+    else:
+        with pytest.raises(ValidationError, match="stream shadow"):
+            ModelDeploymentSpec.model_validate(body)
+
+
+def test_a_shadow_led_by_online_keeps_stream_beside_it() -> None:
+    body = load_example("hybrid.yaml")["spec"]
+    body["rollout"] = {"strategy": "shadow", "shadow": {"duration": "5m"}}
+    spec = ModelDeploymentSpec.model_validate(body)
+    assert leading(spec).name == "online"
+    assert not spec.stream_leads
 
 
 def test_the_reconciler_observes_and_the_handlers_watch_what_the_modes_own() -> None:

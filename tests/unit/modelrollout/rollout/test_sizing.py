@@ -21,7 +21,8 @@ from modelrollout.rollout.sizing import Sizing, for_mirror, for_weight, full_rep
 def test_full_size(online: dict[str, Any] | None, stream: dict[str, Any] | None, full: int) -> None:
     update: dict[str, Any] = {"online": online, "stream": None, "batch": None}
     if stream is not None:
-        update["stream"] = {"kafka": {"bootstrapServers": "k:9092", "inputTopic": "i", "outputTopic": "o"}, **stream}
+        kafka = {"bootstrapServers": "k:9092", "inputTopic": "i", "outputTopic": "o", "deadLetterTopic": "d"}
+        update["stream"] = {"kafka": kafka, **stream}
     if online is None and stream is None:
         update["batch"] = {"schedule": "@daily", "input": {"uri": "/in"}, "output": {"uri": "/out"}}
     spec = make_spec().model_validate({**make_spec().to_wire(), **update})

@@ -1,0 +1,193 @@
+"""Stream mode end to end: the operator's consumer Deployments on the real API server, their pods run by the local
+kubelet as `modelserver stream` processes reading a real Kafka broker, their metrics scraped by a real
+Prometheus, from which the operator learns the epochs the consumers committed and judges the candidate.
+
+A canary by message share 10% -> 50% -> promoted, while records keep coming: every input record has exactly one
+prediction in the output topic (by partition and offset), each by the revision its cutover names, and each share
+within 2 points of its weight. A candidate failing 30% of its records is rolled back by the analysis: its
+failures are in the dead-letter topic with their reason, and every record is in exactly one of the output and
+the dead-letter topic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testkit.kafka import KafkaBroker
+from testkit.kubelet.handle import NODE_SELECTOR
+from testkit.topics import Feeder, Read, check_shares, histories, read_all
+from testkit.waiting import eventually
+
+from modelrollout.api.resource import GROUP, PLURAL, VERSION
+from tests.e2e.rollouts import INTERVAL_S, Rollout, World
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PARTITIONS = 4
+RATE = 1000  # records a second: the consumers of two revisions and the operator share two cores
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+def stream_spec(broker: KafkaBroker, topics: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "bootstrapServers": broker.bootstrap,
+            "inputTopic": topics["input"],
+            "outputTopic": topics["output"],
+            "deadLetterTopic": topics["dead"],
+        },
+        "replicas": 1,
+        "maxBatch": 200,
+    }
+
+
+async def create(rollout: Rollout, broker: KafkaBroker, topics: dict[str, str], strategy: dict[str, Any]) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": rollout.stack.name},
+        "spec": {
+            "model": rollout.stack.model_spec("1"),
+            "stream": stream_spec(broker, topics),
+            "rollout": strategy,
+            "pod": {"nodeSelector": NODE_SELECTOR},
+        },
+    }
+    await rollout.custom.create_namespaced_custom_object(GROUP, VERSION, rollout.stack.namespace, PLURAL, body)
+    await rollout.wait(lambda s: s.get("phase") == "Healthy", "version 1 consuming", within=120)
+
+
+def stream_analysis(rollout: Rollout, **settings: Any) -> dict[str, Any]:
+    return {
+        "interval": f"{INTERVAL_S}s",
+        "minRequests": 20,
+        "prometheus": {"address": rollout.stack.prometheus.url, "timeout": "2s"},
+        "metrics": [{"name": "errors", "builtin": "errorRate", "max": 0.05}],
+        **settings,
+    }
+
+
+def topics_for(broker: KafkaBroker) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    made = {"input": f"events-{tag}", "output": f"scores-{tag}", "dead": f"dead-{tag}"}
+    broker.create_topics({made["input"]: PARTITIONS, made["output"]: PARTITIONS, made["dead"]: 1})
+    return made
+
+
+async def handed_over(rollout: Rollout, version: str, within: float = 240) -> dict[str, Any]:
+    """Status once `version` serves and leads the share alone (every hand-over done)."""
+
+    def done(status: dict[str, Any]) -> bool:
+        share = (status.get("stream") or {}).get("share") or {}
+        return (
+            (status.get("stable") or {}).get("version") == version
+            and status.get("canary") is None
+            and share.get("leader", {}).get("version") == version
+            and share.get("follower") is None
+        )
+
+    return await rollout.wait(done, f"version {version} leading the stream alone", within=within)
+
+
+def exactly_once_between(outputs: list[Read], dead: list[Read], placed: dict[tuple[int, int], bytes]) -> None:
+    """Every input record is in exactly one of the output and the dead-letter topic, and nothing else is."""
+    counts = Counter([o.source for o in outputs] + [d.source for d in dead])
+    twice = {place: n for place, n in counts.items() if n > 1}
+    assert not twice, f"{len(twice)} records scored or dead-lettered more than once, e.g. {list(twice.items())[:5]}"
+    lost = set(placed) - set(counts)
+    assert not lost, f"{len(lost)} records neither scored nor dead-lettered, e.g. {sorted(lost)[:5]}"
+    assert set(counts) == set(placed)
+
+
+async def test_a_canary_by_message_share_is_promoted_with_every_record_scored_once(
+    world: World, broker: KafkaBroker, tmp_path: Path
+) -> None:
+    stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.healthy})
+    rollout = world.rollout_of(stack)
+    topics = topics_for(broker)
+    value = json.dumps(world.classifiers.dataset.rows[0].tolist()).encode()
+    steps = [{"setWeight": 10}, {"pause": {"duration": "20s"}}, {"setWeight": 50}, {"pause": {"duration": "20s"}}]
+    with Feeder(broker, topics["input"], value, rate=RATE) as feeder:
+        await create(rollout, broker, topics, {"strategy": "canary", "canary": {"steps": steps},
+                                               "analysis": stream_analysis(rollout)})  # fmt: skip
+        await rollout.to_version("2")
+        status = await handed_over(rollout, "2")
+        placed = feeder.stop()
+    new = status["stable"]["revision"]
+    await _caught_up(broker, topics["input"], status["stream"]["groups"][new], len(placed))
+    outputs = read_all(broker, topics["output"], PARTITIONS)
+    exactly_once_between(outputs, [], placed)
+    governed = histories(broker, topics["input"], PARTITIONS, *_all_groups(status, rollout))
+    named = {name for h in governed.values() for c in h.cutovers for name in (c.leader, c.follower) if name}
+    assert len(named) == 2, named
+    revisions = {"1": (named - {new}).pop(), "2": new}
+    share = check_shares(outputs, placed, governed, revisions, new)
+    print(f"{len(placed)} records; revision {new}'s share per epoch: {share}")
+    by_percent = _epochs_by_percent(governed)
+    assert abs(share[by_percent[10]] - 0.10) <= 0.02, share
+    assert abs(share[by_percent[50]] - 0.50) <= 0.02, share
+    assert read_all(broker, topics["dead"], 1) == []
+
+
+async def test_a_candidate_failing_records_is_rolled_back_with_its_failures_dead_lettered(
+    world: World, broker: KafkaBroker, tmp_path: Path
+) -> None:
+    failing = world.classifiers.failing(0.3)
+    stack = world.launch({"1": world.classifiers.stable, "2": failing})
+    rollout = world.rollout_of(stack)
+    topics = topics_for(broker)
+    value = json.dumps(world.classifiers.dataset.rows[0].tolist()).encode()
+    steps = [{"setWeight": 30}, {"pause": {"duration": "60s"}}]
+    with Feeder(broker, topics["input"], value, rate=RATE) as feeder:
+        await create(rollout, broker, topics, {"strategy": "canary", "canary": {"steps": steps},
+                                               "analysis": stream_analysis(rollout)})  # fmt: skip
+        await rollout.to_version("2")
+        status = await rollout.wait(lambda s: s.get("phase") == "RolledBack" and s.get("canary") is None
+                                    and ((s.get("stream") or {}).get("share") or {}).get("follower") is None,
+                                    "the failing candidate rolled back and handed back", within=240)  # fmt: skip
+        placed = feeder.stop()
+    assert status["stable"]["version"] == "1"
+    stable = status["stream"]["share"]["leader"]["revision"]
+    await _caught_up(broker, topics["input"], status["stream"]["groups"][stable], len(placed))
+    outputs = read_all(broker, topics["output"], PARTITIONS)
+    dead = read_all(broker, topics["dead"], 1)
+    exactly_once_between(outputs, dead, placed)
+    assert dead, "the failing candidate dead-lettered nothing"
+    assert {d.headers.get("version") for d in dead} == {b"2"}
+    assert all(d.headers.get("reason") == b"model_error" for d in dead), {d.headers.get("reason") for d in dead}
+
+
+def _all_groups(status: dict[str, Any], rollout: Rollout) -> list[str]:
+    """Every consumer group of the rollout: the running revisions' and the first revision's (the spec's default
+    group, `<namespace>.<name>`, which status forgets once that revision's consumers are gone)."""
+    running = set((status.get("stream") or {}).get("groups", {}).values())
+    return sorted(running | {f"{rollout.stack.namespace}.{rollout.stack.name}"})
+
+
+def _epochs_by_percent(governed: dict[int, Any]) -> dict[int, int]:
+    """The epoch of each non-final percent the cutovers carry (the same on every partition)."""
+    found: dict[int, int] = {}
+    for history in governed.values():
+        for cutover in history.cutovers:
+            if not cutover.final and cutover.follower is not None:
+                found.setdefault(cutover.percent, cutover.epoch)
+    return found
+
+
+async def _caught_up(broker: KafkaBroker, topic: str, group: str, total: int, within: float = 120) -> None:
+    from testkit.topics import committed  # noqa: PLC0415
+
+    async def done() -> bool | None:
+        return sum(committed(broker, group, topic, PARTITIONS).values()) >= total or None
+
+    await eventually(done, within=within, what=f"group {group} committed past {total} records")
