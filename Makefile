@@ -169,6 +169,18 @@ bench-router: venv ## model server direct vs through `modelserver route` (100/0,
 bench-batch: venv ## modelserver batch vs the floor (pyarrow+predict), raw predict and a pandas script; 1M and 10M rows (~25 min) -> bench/results/batch.md
 	$(BIN)/python -m bench.batch.run --out bench/results/batch.md --workdir bench/results/raw/batch $(BENCH_ARGS)
 
+# --- stream -------------------------------------------------------------------------------------------
+
+# MLServer's Kafka mode imports aiokafka, which `pip install mlserver` leaves out.
+$(MLSERVER_VENV)/.aiokafka: $(MLSERVER_VENV)/.installed
+	$(MLSERVER_VENV)/bin/pip install -q --disable-pip-version-check aiokafka
+	touch $@
+
+.PHONY: bench-stream
+bench-stream: venv kafka $(MLSERVER_VENV)/.aiokafka ## modelserver stream (exactly-once, at-least-once) vs the obvious poll-predict-commit loop, MLServer's Kafka mode and raw predict, one consumer on one core (~7 min) -> bench/results/stream.md
+	$(BIN)/python -m bench.stream.run --mlserver-python $(MLSERVER_VENV)/bin/python \
+	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/stream.md --workdir bench/results/raw/stream $(BENCH_ARGS)
+
 # --- decisions ----------------------------------------------------------------------------------------
 
 .PHONY: bench-decisions

@@ -296,20 +296,13 @@ class Reconciler:
             await self._report_refused(raw, md, prev, refused, now)
             self._wake(key, refused.retry_at, now)
             return "refused"
-        self._backoff.clear(key)
-        await self._write_status(*key, status.to_wire())
-        for event in events:
-            logger.info("%s/%s %s: %s", *key, event.reason, event.message)
-            await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
         _observe_step(md, status, now)
-        if raw_verb is not None:
-            await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
         # A hand-over waits on the consumers' metrics: look again at the next scrape rather than at the resync.
         wake = decision.wake_at
         if plan.waiting:
             soon = now + timedelta(seconds=HANDOVER_POLL_S)
             wake = soon if wake is None else min(wake, soon)
-        self._wake(key, wake, now)
+        await self._conclude(raw, status, events, raw_verb=raw_verb, wake=wake, now=now)
         return "ok"
 
     async def _reconcile_batch(self, raw: dict[str, Any], md: ModelDeployment) -> str:
@@ -346,6 +339,22 @@ class Reconciler:
             await self._report_refused(raw, md, prev, refused, now)
             self._wake(key, refused.retry_at, now)
             return "refused"
+        await self._conclude(raw, status, events, raw_verb=raw_verb, wake=decision.wake_at, now=now)
+        return "ok"
+
+    async def _conclude(
+        self,
+        raw: dict[str, Any],
+        status: ModelDeploymentStatus,
+        events: Sequence[Event],
+        *,
+        raw_verb: str | None,
+        wake: datetime | None,
+        now: datetime,
+    ) -> None:
+        """The end of a pass whose children were all applied: status written, events said, the verb consumed, the
+        next pass scheduled."""
+        key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         self._backoff.clear(key)
         await self._write_status(*key, status.to_wire())
         for event in events:
@@ -353,8 +362,7 @@ class Reconciler:
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
         if raw_verb is not None:
             await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
-        self._wake(key, decision.wake_at, now)
-        return "ok"
+        self._wake(key, wake, now)
 
     async def _decide(
         self, md: ModelDeployment, observed: Observed, verb: Verb | None, now: datetime

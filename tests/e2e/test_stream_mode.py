@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from testkit.kafka import KafkaBroker
 from testkit.kubelet.handle import NODE_SELECTOR
+from testkit.manifests import load_example
 from testkit.topics import Feeder, Read, check_shares, histories, read_all
 from testkit.waiting import eventually
 
@@ -51,18 +52,24 @@ def stream_spec(broker: KafkaBroker, topics: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def create(rollout: Rollout, broker: KafkaBroker, topics: dict[str, str], strategy: dict[str, Any]) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": rollout.stack.name},
-        "spec": {
-            "model": rollout.stack.model_spec("1"),
-            "stream": stream_spec(broker, topics),
-            "rollout": strategy,
-            "pod": {"nodeSelector": NODE_SELECTOR},
-        },
-    }
+async def create(
+    rollout: Rollout, broker: KafkaBroker, topics: dict[str, str], strategy: dict[str, Any] | None = None
+) -> None:
+    """examples/stream-canary.yaml as users write it, but for what points at this machine (the broker, the topics,
+    the model's artifacts, Prometheus, the kubelet's node, one consumer a revision), its pauses made seconds, and
+    `strategy` in place of its rollout when given."""
+    body = load_example("stream-canary.yaml")
+    body["metadata"]["name"] = rollout.stack.name
+    spec = body["spec"]
+    spec["model"] = rollout.stack.model_spec("1")
+    spec["stream"] = stream_spec(broker, topics)
+    spec["pod"] = {"nodeSelector": NODE_SELECTOR}
+    example = spec["rollout"]
+    example["canary"]["steps"] = [
+        {"pause": {"duration": "20s"}} if "pause" in s else s for s in example["canary"]["steps"]
+    ]
+    example["analysis"] = stream_analysis(rollout, metrics=example["analysis"]["metrics"])
+    spec["rollout"] = strategy or example
     await rollout.custom.create_namespaced_custom_object(GROUP, VERSION, rollout.stack.namespace, PLURAL, body)
     await rollout.wait(lambda s: s.get("phase") == "Healthy", "version 1 consuming", within=120)
 
@@ -116,10 +123,8 @@ async def test_a_canary_by_message_share_is_promoted_with_every_record_scored_on
     rollout = world.rollout_of(stack)
     topics = topics_for(broker)
     value = json.dumps(world.classifiers.dataset.rows[0].tolist()).encode()
-    steps = [{"setWeight": 10}, {"pause": {"duration": "20s"}}, {"setWeight": 50}, {"pause": {"duration": "20s"}}]
     with Feeder(broker, topics["input"], value, rate=RATE) as feeder:
-        await create(rollout, broker, topics, {"strategy": "canary", "canary": {"steps": steps},
-                                               "analysis": stream_analysis(rollout)})  # fmt: skip
+        await create(rollout, broker, topics)  # examples/stream-canary.yaml: 10%, pause, 50%, pause
         await rollout.to_version("2")
         status = await handed_over(rollout, "2")
         placed = feeder.stop()

@@ -258,7 +258,7 @@ def test_sigterm_mid_stream_exits_0_with_everything_consumed_committed(
     assert time.monotonic() - began < 10
     assert "stopped; every batch consumed is committed" in stream.log()
 
-    offsets = committed(broker, "term", topics.input)
+    offsets = committed(broker, "term", topics.input, PARTITIONS)
     assert 0 < sum(offsets.values()) < total, "not stopped mid-stream: nothing was tested"
     outputs = read_all(broker, topics.output, PARTITIONS)
     # what is committed is exactly what was scored: every record below the committed offsets, once, no other

@@ -167,15 +167,26 @@ def wait_caught_up(broker: KafkaBroker, stream: Stream, topic: str, within: floa
     wait_until(done, within=within, interval=0.25, what=lambda: f"{stream.name} at {target}\n{stream.describe()}")
 
 
+def pair(
+    broker: KafkaBroker, topics: Topics, models: Classifiers, directory: Path, *, r1: Member, r2: Member
+) -> tuple[Shares, Stream, Stream]:
+    """The share document (r1 leading alone) and the two revisions' consumers (not started): r1 the stable model
+    as version 1, r2 the healthy candidate as version 2."""
+    shares = Shares(directory / "stream.json")
+    shares.write(r1)
+    flags = ("--share-file", str(shares.path), "--max-batch", "200")
+    first = Stream(directory, broker, topics, models.stable, *flags, "--revision", r1.revision, group=r1.group,
+                   version="1")  # fmt: skip
+    second = Stream(directory, broker, topics, models.healthy, *flags, "--revision", r2.revision, group=r2.group,
+                    version="2")  # fmt: skip
+    return shares, first, second
+
+
 def test_a_canary_by_message_share_through_kills_and_a_broker_restart_scores_every_record_exactly_once(
     broker: KafkaBroker, topics: Topics, models: Classifiers, tmp_path: Path, tag: str
 ) -> None:
     R1, R2 = revisions(tag)
-    shares = Shares(tmp_path / "stream.json")
-    shares.write(R1)
-    flags = ("--share-file", str(shares.path), "--max-batch", "200")
-    r1 = Stream(tmp_path, broker, topics, models.stable, *flags, "--revision", "r1", group=R1.group, version="1")
-    r2 = Stream(tmp_path, broker, topics, models.healthy, *flags, "--revision", "r2", group=R2.group, version="2")
+    shares, r1, r2 = pair(broker, topics, models, tmp_path, r1=R1, r2=R2)
     value = json.dumps(models.dataset.rows[0].tolist()).encode()
     with Kubelet(r1, r2) as kubelet, Feeder(broker, topics.input, value) as feeder:
         time.sleep(3)
@@ -216,11 +227,7 @@ def test_a_rollback_hands_the_candidates_share_back_at_exact_offsets(
     broker: KafkaBroker, topics: Topics, models: Classifiers, tmp_path: Path, tag: str
 ) -> None:
     R1, R2 = revisions(tag)
-    shares = Shares(tmp_path / "stream.json")
-    shares.write(R1)
-    flags = ("--share-file", str(shares.path), "--max-batch", "200")
-    r1 = Stream(tmp_path, broker, topics, models.stable, *flags, "--revision", "r1", group=R1.group, version="1")
-    r2 = Stream(tmp_path, broker, topics, models.healthy, *flags, "--revision", "r2", group=R2.group, version="2")
+    shares, r1, r2 = pair(broker, topics, models, tmp_path, r1=R1, r2=R2)
     value = json.dumps(models.dataset.rows[0].tolist()).encode()
     with Kubelet(r1, r2) as kubelet, Feeder(broker, topics.input, value) as feeder:
         time.sleep(2)

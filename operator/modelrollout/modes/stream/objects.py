@@ -191,6 +191,18 @@ def build_consumer(
     # spec.pod.serviceAccountName says (that account is the model servers'; credentials reach the consumers as
     # Secrets in their env).
     template["spec"]["serviceAccountName"] = share_name(owner.name)
+    return _consumer_deployment(owner, revision, template, replicas)
+
+
+def rebuild_consumer(stored: dict[str, Any], owner: Owner, *, revision: str) -> dict[str, Any]:
+    """The Deployment of a revision the spec no longer describes (the old leader during a hand-over): its pod
+    template and size as stored, since the spec that made them is gone."""
+    spec = stored.get("spec", {})
+    return _consumer_deployment(owner, revision, spec["template"], spec.get("replicas"))
+
+
+def _consumer_deployment(owner: Owner, revision: str, template: dict[str, Any], replicas: int | None) -> dict[str, Any]:
+    labels = selector(owner.name, "stream", revision)
     body: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -202,28 +214,8 @@ def build_consumer(
             "template": template,
         },
     }
-    body["spec"]["replicas"] = replicas
-    return body
-
-
-def rebuild_consumer(stored: dict[str, Any], owner: Owner, *, revision: str) -> dict[str, Any]:
-    """The Deployment of a revision the spec no longer describes (the old leader during a hand-over): its pod
-    template and size as stored, since the spec that made them is gone."""
-    labels = selector(owner.name, "stream", revision)
-    spec = stored.get("spec", {})
-    body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": owner.metadata(consumer_name(owner.name, revision), labels),
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "revisionHistoryLimit": 1,
-            "strategy": {"type": "Recreate"},
-            "template": spec["template"],
-        },
-    }
-    if "replicas" in spec:
-        body["spec"]["replicas"] = spec["replicas"]
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
     return body
 
 
