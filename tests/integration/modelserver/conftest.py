@@ -19,6 +19,8 @@ from typing import Protocol
 
 import httpx
 import pytest
+from testkit.kafka import KafkaBroker
+from testkit.models import Classifiers, train_classifiers
 from testkit.ports import free_port
 from testkit.processes import wait_until_answers
 from testkit.waiting import wait_until
@@ -125,3 +127,15 @@ def custom_env(tmp_path: Path) -> dict[str, str]:
     """Environment under which the custom model classes of builders.custom_module are importable."""
     directory = builders.custom_module(tmp_path)
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}
+
+
+# The stream tests' (test_stream, test_stream_rollout): one real Kafka broker and one set of models per module.
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Classifiers:
+    return train_classifiers(tmp_path_factory.mktemp("models"))

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from testkit.kafka import KafkaBroker
-from testkit.models import Classifiers, train_classifiers
+from testkit.models import Classifiers
 from testkit.topics import Place, Stream, Topics, committed, exactly_once, produce, read_all
 from testkit.waiting import wait_until
 
@@ -29,17 +29,6 @@ from modelrollout_contract.sticky import message_bucket
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 4
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Classifiers:
-    return train_classifiers(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture

@@ -13,14 +13,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from testkit.kafka import KafkaBroker
-from testkit.models import Classifiers, train_classifiers
+from testkit.models import Classifiers
 from testkit.topics import Feeder, Stream, Topics, check_shares, exactly_once, histories, read_all
 from testkit.waiting import wait_until
 
@@ -32,17 +31,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
 KEYS = 20_000  # distinct keys: a 10% share of them is 10% +- 0.2 (one sd) of the records
 VERSION_OF = {"1": "r1", "2": "r2"}
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Classifiers:
-    return train_classifiers(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
