@@ -316,9 +316,15 @@ INVALID: list[Invalid] = [
         base="stream.yaml",
     ),
     Invalid(
-        "stream-led-shadow",
+        "stream-shadow-without-a-shadow-topic",
         _set("spec.rollout", {"strategy": "shadow", "shadow": {"duration": "5m"}}),
-        ("a stream shadow", "is not built yet", "canary", "direct"),
+        ("a stream shadow", "stream.kafka.shadowTopic"),
+        base="stream.yaml",
+    ),
+    Invalid(
+        "stream-shadow-topic-is-the-output-topic",
+        _set("spec.stream.kafka.shadowTopic", "transaction-scores"),
+        ("kafka.shadowTopic", "outputTopic"),
         base="stream.yaml",
     ),
     Invalid(

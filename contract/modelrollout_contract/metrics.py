@@ -3,6 +3,8 @@ histogram buckets both sides must agree on (DESIGN.md section 4)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 # The model server (modelserver.metrics), per served model: labels model, version (+ the ones named per series).
 REQUESTS = "modelserver_requests_total"  # {protocol, code}
 REQUEST_DURATION = "modelserver_request_duration_seconds"  # {protocol}, histogram
@@ -29,6 +31,14 @@ STREAM_TRANSACTIONS = "modelserver_stream_transactions_total"  # {result: commit
 STREAM_CUTOVER_EPOCH = "modelserver_stream_cutover_epoch"  # {topic, partition}, gauge: epoch governing the position
 STREAM_PARTITIONS = "modelserver_stream_partitions"  # {topic}, gauge: the input topic's partition count
 STREAM_WAITING = "modelserver_stream_waiting"  # gauge: 1 while records wait for the leader's cutovers
+# A stream shadow (the candidate scoring into a shadow topic) compares each of its answers with the stable output for
+# the same input partition and offset, in the candidate's process; labelled with the candidate's revision.
+STREAM_SHADOW_COMPARISONS = "modelserver_stream_shadow_comparisons_total"  # {result: agree | disagree | error}
+STREAM_SHADOW_ABS_DIFF = "modelserver_stream_shadow_abs_diff"  # histogram: |stable - shadow| of the record's score
+STREAM_SHADOW_UNMATCHED = "modelserver_stream_shadow_unmatched_total"  # {side: shadow | stable}: never met its pair
+# modelserver_stream_shadow_unmatched_total's `side`.
+SHADOW_SIDE: Final = "shadow"
+STABLE_SIDE: Final = "stable"
 # The values of modelserver_stream_records_total's `result`: SCORED, then these. `skipped`: out of this consumer's
 # key share (another group scores it); `dropped`: invalid with no dead-letter topic (at-least-once only).
 DEAD_LETTERED, SKIPPED, DROPPED = "dead_lettered", "skipped", "dropped"
@@ -45,8 +55,12 @@ ROUTER_WEIGHT = "modelrouter_weight"  # {route, role}
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"
 ROUTE_LABEL = "route"
-# The values of modelrouter_shadow_comparisons_total's `result`.
+# The values of modelrouter_shadow_comparisons_total's (and the stream's) `result`.
 AGREE, DISAGREE, ERROR = "agree", "disagree", "error"
+# |stable - shadow| has the scale of the model's output: from float noise to large regression values.
+ABS_DIFF_BUCKETS: tuple[float, ...] = (
+    0, 1e-6, 1e-4, 1e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100, 1e3, 1e4,
+)  # fmt: skip
 
 # 0.5 ms .. 10 s: sub-millisecond tabular models up to slow custom ones, on both sides of the router's hop. A
 # latency SLO the sequential judge counts against must be one of these edges, or its count would be a guess.

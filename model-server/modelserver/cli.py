@@ -213,6 +213,12 @@ def stream(
         list[str] | None, typer.Option("--passthrough", help="input field copied to the output (repeat)")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="binary classifiers: the decision threshold")] = None,
+    compare_topic: Annotated[
+        str | None, typer.Option(help="shadowing: the stable output topic this consumer's outputs are compared with")
+    ] = None,
+    offset_reset: Annotated[
+        str | None, typer.Option(help="earliest|latest: where a group without committed offsets starts")
+    ] = None,
     metrics_port: Annotated[int | None, typer.Option(help="port of /metrics and /ready")] = None,
     model_uri: Annotated[str | None, typer.Option("--model-uri", "-m", help="path, file://, http(s)://, s3://")] = None,
     model_name: Annotated[str | None, typer.Option(help="name in the output and metric labels")] = None,

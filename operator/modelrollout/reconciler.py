@@ -229,9 +229,12 @@ class Reconciler:
         )
         observed = await observe_stream(self._children, self._http, url, md, owned)
         stable = decided.stable or decided.canary or target
-        canary = None if follow or decided.stable is None else decided.canary
+        candidate = None if follow or decided.stable is None else decided.canary
+        # A shadowing candidate holds no share: it scores beside the leader into its own topic until promoted.
+        shadow = candidate if md.spec.rollout.strategy == "shadow" else None
+        canary = None if shadow is not None else candidate
         return plan_stream(md, stable=stable, canary=canary, percent=decided.weights.canary if canary else 0,
-                           target=target, observed=observed,
+                           target=target, observed=observed, shadow=shadow,
                            image=md.spec.model.image or self._plan_settings.default_image)  # fmt: skip
 
     async def _stream_beside(

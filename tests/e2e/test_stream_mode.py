@@ -6,7 +6,9 @@ A canary by message share 10% -> 50% -> promoted, while records keep coming: eve
 prediction in the output topic (by partition and offset), each by the revision its cutover names, and each share
 within 2 points of its weight. A candidate failing 30% of its records is rolled back by the analysis: its
 failures are in the dead-letter topic with their reason, and every record is in exactly one of the output and
-the dead-letter topic."""
+the dead-letter topic. A shadow (examples/stream-shadow.yaml) that agrees is promoted at one cutover per
+partition; one that disagrees is rolled back by shadowAgreement, the output topic holding version 1's answers
+only."""
 
 from __future__ import annotations
 
@@ -21,15 +23,18 @@ import pytest
 from testkit.kafka import KafkaBroker
 from testkit.kubelet.handle import NODE_SELECTOR
 from testkit.manifests import load_example
+from testkit.models import ModelArtifact
 from testkit.topics import Feeder, Read, check_shares, histories, read_all
 from testkit.waiting import eventually
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
+from modelrollout_contract.sticky import message_bucket
 from tests.e2e.rollouts import INTERVAL_S, Rollout, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PARTITIONS = 4
+SHADOW_BUCKETS = 5000  # examples/stream-shadow.yaml's mirrorPercent 50
 RATE = 1000  # records a second: the consumers of two revisions and the operator share two cores
 
 
@@ -89,8 +94,9 @@ def stream_analysis(rollout: Rollout, **settings: Any) -> dict[str, Any]:
 
 def topics_for(broker: KafkaBroker) -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
-    made = {"input": f"events-{tag}", "output": f"scores-{tag}", "dead": f"dead-{tag}"}
-    broker.create_topics({made["input"]: PARTITIONS, made["output"]: PARTITIONS, made["dead"]: 1})
+    made = {"input": f"events-{tag}", "output": f"scores-{tag}", "dead": f"dead-{tag}", "shadow": f"shadow-{tag}"}
+    broker.create_topics({made["input"]: PARTITIONS, made["output"]: PARTITIONS, made["dead"]: 1,
+                          made["shadow"]: PARTITIONS})  # fmt: skip
     return made
 
 
@@ -173,6 +179,101 @@ async def test_a_candidate_failing_records_is_rolled_back_with_its_failures_dead
     assert dead, "the failing candidate dead-lettered nothing"
     assert {d.headers.get("version") for d in dead} == {b"2"}
     assert all(d.headers.get("reason") == b"model_error" for d in dead), {d.headers.get("reason") for d in dead}
+
+
+def _row_where(world: World, candidate: ModelArtifact, *, agreeing: bool) -> bytes:
+    """A record the candidate answers as the stable model does (or does not): the feeder repeats one value."""
+    stable = world.classifiers.stable.predictions
+    index = next(i for i, p in enumerate(candidate.predictions) if (p == stable[i]) == agreeing)
+    return json.dumps(world.classifiers.dataset.rows[index].tolist()).encode()
+
+
+async def create_shadow(rollout: Rollout, broker: KafkaBroker, topics: dict[str, str]) -> None:
+    """examples/stream-shadow.yaml as users write it, but for what points at this machine (as `create`), its
+    duration made 20 s and its minimum comparisons 200."""
+    body = load_example("stream-shadow.yaml")
+    body["metadata"]["name"] = rollout.stack.name
+    spec = body["spec"]
+    spec["model"] = rollout.stack.model_spec("1")
+    spec["stream"] = stream_spec(broker, topics) | {"kafka": {**stream_spec(broker, topics)["kafka"],
+                                                              "shadowTopic": topics["shadow"]}}  # fmt: skip
+    spec["pod"] = {"nodeSelector": NODE_SELECTOR}
+    example = spec["rollout"]
+    example["shadow"] |= {"duration": "20s", "minComparisons": 200}
+    example["analysis"] = stream_analysis(rollout, metrics=example["analysis"]["metrics"])
+    await rollout.custom.create_namespaced_custom_object(GROUP, VERSION, rollout.stack.namespace, PLURAL, body)
+    await rollout.wait(lambda s: s.get("phase") == "Healthy", "version 1 consuming", within=120)
+
+
+def shadowing(status: dict[str, Any]) -> bool:
+    return bool((status.get("stream") or {}).get("shadow"))
+
+
+def shadow_answers(broker: KafkaBroker, topics: dict[str, str], placed: dict[tuple[int, int], bytes]) -> list[Read]:
+    """The shadow topic: version 2's answers only, at most one per input record, each of a key of its half."""
+    answers = read_all(broker, topics["shadow"], PARTITIONS)
+    assert answers, "the shadow scored nothing"
+    assert {a.headers["version"] for a in answers} == {b"2"}
+    sources = [a.source for a in answers]
+    assert len(sources) == len(set(sources)), "a record shadowed twice"
+    assert all(message_bucket(placed[s], *s) < SHADOW_BUCKETS for s in sources)
+    return answers
+
+
+async def test_a_stream_shadow_that_agrees_is_promoted_at_exact_offsets(world: World, broker: KafkaBroker) -> None:
+    healthy = world.classifiers.healthy
+    stack = world.launch({"1": world.classifiers.stable, "2": healthy})
+    rollout = world.rollout_of(stack)
+    topics = topics_for(broker)
+    with Feeder(broker, topics["input"], _row_where(world, healthy, agreeing=True), rate=RATE) as feeder:
+        await create_shadow(rollout, broker, topics)
+        await rollout.to_version("2")
+        during = await rollout.wait(shadowing, "version 2 shadowing", within=60)
+        status = await handed_over(rollout, "2")
+        placed = feeder.stop()
+    new = status["stable"]["revision"]
+    assert during["stream"]["shadow"] == new
+    assert during["stream"]["share"].get("follower") is None, "a shadow holds no share"
+    await _caught_up(broker, topics["input"], status["stream"]["groups"][new], len(placed))
+    outputs = read_all(broker, topics["output"], PARTITIONS)
+    exactly_once_between(outputs, [], placed)
+    governed = histories(broker, topics["input"], PARTITIONS, *_all_groups(status, rollout))
+    old = next(r for r in {c.leader for h in governed.values() for c in h.cutovers} if r != new)
+    share = check_shares(outputs, placed, governed, {"1": old, "2": new}, new)
+    assert set(share.values()) == {0.0, 1.0}, f"before the hand-over version 1 scored all, after it version 2: {share}"
+    shadow_answers(broker, topics, placed)
+    agreement = [m for run in (status.get("analysis") or {}).get("runs", []) for m in run["metrics"]
+                 if m["name"] == "shadow-agreement" and m["verdict"] == "Successful"]  # fmt: skip
+    assert agreement, status.get("analysis")
+    assert all(m["value"] >= 0.98 for m in agreement), agreement
+
+
+async def test_a_stream_shadow_that_disagrees_is_rolled_back_and_the_output_keeps_only_stable(
+    world: World, broker: KafkaBroker
+) -> None:
+    disagreeing = world.classifiers.disagreeing
+    stack = world.launch({"1": world.classifiers.stable, "2": disagreeing})
+    rollout = world.rollout_of(stack)
+    topics = topics_for(broker)
+    with Feeder(broker, topics["input"], _row_where(world, disagreeing, agreeing=False), rate=RATE) as feeder:
+        await create_shadow(rollout, broker, topics)
+        await rollout.to_version("2")
+        await rollout.wait(shadowing, "version 2 shadowing", within=60)
+        status = await rollout.wait(lambda s: s.get("phase") == "RolledBack" and not shadowing(s),
+                                    "the disagreeing shadow rolled back", within=180)  # fmt: skip
+        placed = feeder.stop()
+    assert status["stable"]["version"] == "1"
+    leader = status["stream"]["share"]["leader"]["revision"]
+    assert status["stream"]["share"]["epoch"] == 0, "a shadow's rollback never touches the share"
+    await _caught_up(broker, topics["input"], status["stream"]["groups"][leader], len(placed))
+    outputs = read_all(broker, topics["output"], PARTITIONS)
+    exactly_once_between(outputs, [], placed)
+    assert {o.headers["version"] for o in outputs} == {b"1"}
+    shadow_answers(broker, topics, placed)
+    failed = [m for run in status["analysis"]["runs"] for m in run["metrics"]
+              if m["name"] == "shadow-agreement" and m["verdict"] == "Failed"]  # fmt: skip
+    assert failed, status["analysis"]
+    assert all(m["value"] == 0 for m in failed), failed
 
 
 def _all_groups(status: dict[str, Any], rollout: Rollout) -> list[str]:

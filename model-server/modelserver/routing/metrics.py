@@ -36,13 +36,11 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.process_collector import ProcessCollector
 
 from modelrollout_contract import metrics as names
-from modelrollout_contract.metrics import AGREE, DISAGREE, ERROR, LATENCY_BUCKETS
+from modelrollout_contract.metrics import ABS_DIFF_BUCKETS, AGREE, DISAGREE, ERROR, LATENCY_BUCKETS
 
 # `*_created` series double the exposition and no query of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# |stable - shadow| has the scale of the model's output: from float noise to large regression values.
-ABS_DIFF_BUCKETS = (0, 1e-6, 1e-4, 1e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100, 1e3, 1e4)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 

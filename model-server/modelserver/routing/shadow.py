@@ -64,7 +64,7 @@ def compare_predictions(stable: Predictions, shadow: Predictions) -> Comparison:
     a, b = stable.values, shadow.values
     if len(a) != len(b) or stable.names != shadow.names:
         return Comparison(DISAGREE)
-    agree = all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    agree = all(equal_values(x, y) for x, y in zip(a, b, strict=True))
     abs_diff = None
     if (stable.floating or shadow.floating) and a and _all_numbers(a) and _all_numbers(b):
         abs_diff = math.fsum(abs(float(x) - float(y)) for x, y in zip(a, b, strict=True)) / len(a)
@@ -180,7 +180,8 @@ def _all_numbers(values: list[Any]) -> bool:
     return all(_is_number(v) for v in values)
 
 
-def _equal(a: Any, b: Any) -> bool:
+def equal_values(a: Any, b: Any) -> bool:
+    """Two predicted values agree: integers, strings and booleans exactly, floats within REL_TOL (or ABS_TOL)."""
     if _is_number(a) and _is_number(b):
         if isinstance(a, int) and isinstance(b, int):
             return a == b

@@ -10,4 +10,6 @@ by default (a transaction per micro-batch), the records it cannot score into a d
 - `rebalance`: the group's assignment (cooperative incremental assign/unassign), readiness; `delivery`: how a
   batch is committed (exactly-once transactions, or at-least-once produce-flush-commit) and what a failure does;
   `metrics`: the series and the /metrics and /ready endpoints; `run`: the loop, signals, exit codes.
+- `cutover` (pure) and `coordination` (I/O): a rollout's shares with exact cutovers (modelrollout_contract.stream).
+- `shadow` (pure) and `comparing` (I/O): a shadowing candidate's answers compared with the stable outputs.
 """

@@ -2,8 +2,8 @@
 
 Consumer: the group with static membership (group.instance.id), cooperative-sticky assignment (a rebalance moves
 only the partitions that change owner), no auto commit (a batch's offsets are committed with it), from the
-earliest offset when the group has none, and read_committed (an upstream transaction's records are read once it
-commits, aborted ones never).
+earliest offset when the group has none (a shadow's: the latest), and read_committed (an upstream transaction's
+records are read once it commits, aborted ones never).
 
 Producer: idempotent (acks=all, no duplicates from its own retries, order kept per partition); under exactly-once
 also transactional (transactional.id). Keys are partitioned with murmur2, as Java's producers do, so an output
@@ -79,7 +79,20 @@ def consumer_config(settings: StreamSettings) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": settings.offset_reset,
+        "enable.partition.eof": False,
+    }
+
+
+def reader_config(settings: StreamSettings) -> dict[str, Any]:
+    """A plain reader of committed outputs (a shadow's view of the stable output topic): assigned partitions, no
+    group membership and no commits (the group id is librdkafka's requirement, never joined)."""
+    return {
+        **common_config(settings),
+        "group.id": f"{settings.consumer_group}.compare",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
         "enable.partition.eof": False,
     }
 

@@ -16,6 +16,9 @@ and `revision` (empty without a share document).
   epoch of the cutover governing this consumer's position: every record before that cutover is processed.
 - modelserver_stream_partitions{topic}: the input topic's partitions (the operator's "every partition" count).
 - modelserver_stream_waiting: 1 while records wait for the leader's cutovers, else 0.
+- shadowing only (modelserver.stream.shadow): modelserver_stream_shadow_comparisons_total{result} agree | disagree
+  | error per compared record, modelserver_stream_shadow_abs_diff (histogram of |stable - shadow| of the score),
+  modelserver_stream_shadow_unmatched_total{side} answers that never met their pair.
 
 One process, one consumer: a plain registry of its own (tests make many).
 """
@@ -40,7 +43,7 @@ from prometheus_client import (
 from prometheus_client.process_collector import ProcessCollector
 
 from modelrollout_contract import metrics as names
-from modelrollout_contract.metrics import STREAM_LATENCY_BUCKETS
+from modelrollout_contract.metrics import ABS_DIFF_BUCKETS, STREAM_LATENCY_BUCKETS
 
 # `*_created` series double the exposition and no query of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -51,7 +54,13 @@ log = logging.getLogger(__name__)
 
 class StreamMetrics:
     def __init__(
-        self, *, model: str, version: str, revision: str = "", registry: CollectorRegistry | None = None
+        self,
+        *,
+        model: str,
+        version: str,
+        revision: str = "",
+        registry: CollectorRegistry | None = None,
+        shadow: bool = False,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -84,6 +93,19 @@ class StreamMetrics:
             self._records.labels(*self._labels, result)  # every result at 0 from the start: rate() sees the 1st
         for result in (names.COMMITTED, names.ABORTED):
             self._transactions.labels(*self._labels, result)
+        if shadow:
+            self._comparisons = Counter(names.STREAM_SHADOW_COMPARISONS, "Shadow answers compared with stable's",
+                                        [*labels, "result"], registry=self.registry)  # fmt: skip
+            self._abs_diff = Histogram(
+                names.STREAM_SHADOW_ABS_DIFF, "|stable - shadow| of a compared record's score", labels,
+                buckets=ABS_DIFF_BUCKETS, registry=self.registry,
+            ).labels(*self._labels)  # fmt: skip
+            self._unmatched = Counter(names.STREAM_SHADOW_UNMATCHED, "Answers that never met their pair",
+                                      [*labels, "side"], registry=self.registry)  # fmt: skip
+            for result in (names.AGREE, names.DISAGREE, names.ERROR):
+                self._comparisons.labels(*self._labels, result)
+            for side in (names.SHADOW_SIDE, names.STABLE_SIDE):
+                self._unmatched.labels(*self._labels, side)
 
     def committed(self, counts: Mapping[str, int], timestamps: Iterable[float], *, at: float) -> None:
         """A batch committed at `at` (seconds since the epoch): its records by result, their end-to-end times."""
@@ -118,6 +140,14 @@ class StreamMetrics:
 
     def waiting(self, waiting: bool) -> None:
         self._waiting.set(1 if waiting else 0)
+
+    def compared(self, result: str, abs_diff: float | None) -> None:
+        self._comparisons.labels(*self._labels, result).inc()
+        if abs_diff is not None:
+            self._abs_diff.observe(abs_diff)
+
+    def unmatched(self, side: str, count: int) -> None:
+        self._unmatched.labels(*self._labels, side).inc(count)
 
 
 class Endpoints:

@@ -35,7 +35,8 @@ from modelserver.errors import ModelLoadError
 from modelserver.runtimes import load_model, resolve_format
 from modelserver.runtimes.base import LoadOptions, Model
 from modelserver.settings import ModelSettings
-from modelserver.stream.clients import common_config, consumer_config, producer_config
+from modelserver.stream.clients import common_config, consumer_config, producer_config, reader_config
+from modelserver.stream.comparing import Comparer
 from modelserver.stream.coordination import Coordination, DocumentFeed, source_of
 from modelserver.stream.cutover import Cutover, Partition, Shares
 from modelserver.stream.delivery import AtLeastOnce, Committer, ExactlyOnce, Fatal, Hung
@@ -114,7 +115,8 @@ def pipeline_for(settings: StreamSettings, model: Model) -> Pipeline:
 def main(settings: StreamSettings) -> int:
     """Run until a signal (0) or a fatal error; the exit code."""
     stop = Stop().install()
-    metrics = StreamMetrics(model=settings.model_name, version=settings.model_version, revision=settings.revision or "")
+    metrics = StreamMetrics(model=settings.model_name, version=settings.model_version, revision=settings.revision or "",
+                            shadow=settings.compare_topic is not None)  # fmt: skip
     assignment = Assignment(on_change=metrics.rebalanced)
     feed = _share_feed(settings)
 
@@ -166,15 +168,21 @@ def _consume(  # noqa: PLR0917 - one caller, and each is a different kind
         admin = AdminClient(admin_config)
         coordination = Coordination(Shares(settings.revision), feed, admin)
     code = EXIT_STOPPED
+    comparer = None
     try:
         committer.start()
         _count_partitions(consumer, settings.input_topic, metrics)
+        if settings.compare_topic is not None:
+            comparer = Comparer({**reader_config(settings), "error_cb": errors.callback("reader"), "logger": KAFKA_LOG},
+                                topic=settings.compare_topic, input_topic=settings.input_topic,
+                                share=settings.key_share(), metrics=metrics).start()  # fmt: skip
         consumer.subscribe([settings.input_topic], on_assign=assignment.on_assign, on_revoke=assignment.on_revoke,
                            on_lost=assignment.on_lost)  # fmt: skip
         log.info("consuming %s as %s of group %s (%s)", settings.input_topic, settings.instance_id,
                  settings.consumer_group, settings.delivery)  # fmt: skip
         loop(settings, consumer=consumer, producer=producer, committer=committer, pipeline=pipeline,
-             metrics=metrics, assignment=assignment, stop=stop, errors=errors, coordination=coordination)  # fmt: skip
+             metrics=metrics, assignment=assignment, stop=stop, errors=errors, coordination=coordination,
+             comparer=comparer)  # fmt: skip
         log.info("stopped; every batch consumed is committed")
     except Hung as exc:
         log.error("exiting at once, without closing the clients: %s", exc)
@@ -187,6 +195,8 @@ def _consume(  # noqa: PLR0917 - one caller, and each is a different kind
         log.exception("stopping on an unexpected error")
         code = EXIT_FATAL
     finally:
+        if comparer is not None:
+            comparer.stop()
         _close(consumer, producer, failed=code != EXIT_STOPPED)
     return code
 
@@ -203,6 +213,7 @@ def loop(
     stop: Stop,
     errors: Errors,
     coordination: Coordination | None = None,
+    comparer: Comparer | None = None,
 ) -> None:
     failures = 0
     measured = 0.0
@@ -219,6 +230,8 @@ def loop(
                 metrics.committed(processed.counts, processed.timestamps, at=time.time())
                 if coordination is not None:
                     coordination.committed(processed)
+                if comparer is not None:
+                    comparer.shadowed(processed.outgoing)
                 failures = 0
             else:
                 if coordination is not None:

@@ -108,6 +108,18 @@ class StreamSettings(ModelSettings):
         description="fields of a JSON-object record copied into its output value (null when absent)",
     )
     threshold: float | None = Field(None, ge=0, le=1, description="binary classifiers: decision = P(positive) >= it")
+    compare_topic: str | None = Field(
+        None,
+        pattern=TOPIC,
+        description="shadowing: the stable revision's output topic; each output of this consumer (into its shadow "
+        "topic, output_topic) is compared with the one there for the same input partition and offset "
+        "(modelserver.stream.shadow), and the comparisons exported",
+    )
+    offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="where a group without committed offsets starts: earliest (every retained record) or latest "
+        "(from now: a shadow compares live records, it need not score the topic's history)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StreamSettings:
@@ -131,6 +143,9 @@ class StreamSettings(ModelSettings):
             problems.append("output_topic must not be the input topic (each output would be read back as input)")
         if self.dead_letter_topic == self.input_topic:
             problems.append("dead_letter_topic must not be the input topic")
+        if self.compare_topic is not None and self.compare_topic in {self.input_topic, self.output_topic}:
+            problems.append("compare_topic is the stable revision's output topic: neither this consumer's input nor "
+                            "its output (a shadow writes its own topic)")  # fmt: skip
         if self.dead_letter_topic is None and self.delivery == "exactly-once":
             problems.append(
                 "dead_letter_topic is required for exactly-once delivery: a record that cannot be scored "
@@ -147,6 +162,11 @@ class StreamSettings(ModelSettings):
             problems.append("a share document needs this consumer's revision (revision)")
         if shared and self.key_share() is not None:
             problems.append("key_from/key_to are a static share: leave them out with a share document")
+        if shared and self.compare_topic is not None:
+            problems.append(
+                "a shadow (compare_topic) scores its key share into its own topic: it takes no part in "
+                "a share document's cutovers; leave share_configmap/share_file out"
+            )
         if self.kubeconfig is not None and self.share_configmap is None:
             problems.append("kubeconfig only applies with share_configmap")
         return problems

@@ -4,7 +4,9 @@ placeholders of custom queries.
 Stream consumers (mode stream) are measured by their own series (records by result, end-to-end latency, lag),
 selected by `namespace`, `model` and `revision` (every consumer series carries its revision): the same builtin
 names mean the same things (errorRate: the share of records dead-lettered; requestRate: records handled a
-second; latency: record timestamp to its batch committed), and lagGrowth is the stream's own.
+second; latency: record timestamp to its batch committed; shadowAgreement / shadowMeanAbsDiff: a shadowing
+candidate's answers against the stable outputs of the same records, counted by the candidate's consumer), and
+lagGrowth is the stream's own.
 
 Online builtin queries select one revision by the `namespace`, `model` and `version` labels: the model server labels
 every series with model and version, and Prometheus' Kubernetes discovery (ServiceMonitor, PodMonitor or plain
@@ -156,6 +158,20 @@ def _lag_growth(ctx: QueryContext) -> str:
     return f"deriv(sum({names.STREAM_CONSUMER_LAG}{_consumers(ctx)})[{ctx.interval}:]{offset})"
 
 
+def _stream_shadow_agreement(ctx: QueryContext) -> str:
+    # The candidate's consumer compares its answers with the stable outputs (modelserver.stream.shadow); as online,
+    # an answer the shadow could not give (error) counts against agreement.
+    comparisons = names.STREAM_SHADOW_COMPARISONS
+    agreed = _consumers(ctx, f',result="{names.AGREE}"')
+    return _share("increase", comparisons + agreed, comparisons + _consumers(ctx), ctx)
+
+
+def _stream_shadow_mean_abs_diff(ctx: QueryContext) -> str:
+    total = _sum("rate", f"{names.STREAM_SHADOW_ABS_DIFF}_sum" + _consumers(ctx), ctx)
+    count = _sum("rate", f"{names.STREAM_SHADOW_ABS_DIFF}_count" + _consumers(ctx), ctx)
+    return f"{total} / {count}"
+
+
 def _no_online_lag(ctx: QueryContext) -> str:
     raise QueryTemplateError("lagGrowth measures stream consumers: a model served online has no lag")
 
@@ -166,6 +182,8 @@ _STREAM_BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
     "errorRate": _stream_error_rate,
     "requestRate": _stream_record_rate,
     "lagGrowth": _lag_growth,
+    "shadowAgreement": _stream_shadow_agreement,
+    "shadowMeanAbsDiff": _stream_shadow_mean_abs_diff,
 }
 
 _BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
@@ -181,16 +199,15 @@ _BUILTINS: dict[Builtin, Callable[[QueryContext], str]] = {
 
 def builtin_query(builtin: Builtin, ctx: QueryContext) -> str:
     if ctx.mode == "stream":
-        query = _STREAM_BUILTINS.get(builtin)
-        if query is None:
-            raise QueryTemplateError(f"{builtin} has no stream form yet (stream shadows are not compared yet)")
-        return query(ctx)
+        return _STREAM_BUILTINS[builtin](ctx)
     return _BUILTINS[builtin](ctx)
 
 
 def samples_query(builtin: Builtin | None, ctx: QueryContext) -> str:
     """How many observations back a metric in the window: shadow comparisons for the shadow builtins, the
     revision's requests for everything else (custom queries included)."""
+    if ctx.mode == "stream" and builtin in SHADOW_BUILTINS:
+        return _sum("increase", names.STREAM_SHADOW_COMPARISONS + _consumers(ctx), ctx)
     if ctx.mode == "stream":
         return _sum("increase", names.STREAM_RECORDS + _consumers(ctx, _HANDLED), ctx)
     if builtin in SHADOW_BUILTINS:

@@ -42,8 +42,8 @@ BATCH_ANALYSIS = (
 
 
 STREAM_SHADOW = (
-    "a stream shadow (the candidate scoring every record into a shadow topic, compared by offset) is not built "
-    "yet: roll a stream out with canary (a share of the records by key) or direct"
+    "a stream shadow writes the candidate's answers to a topic of their own, compared with the output topic's: "
+    "set stream.kafka.shadowTopic"
 )
 STREAM_AND_BATCH = (
     "batch and stream together need spec.online to lead their rollout: add spec.online, or give batch and "
@@ -88,9 +88,10 @@ class ModelDeploymentSpec(ApiModel):
             ),
             cel(
                 "has(self.online) || !has(self.stream) || !has(self.rollout) || !has(self.rollout.strategy) "
-                "|| self.rollout.strategy != 'shadow'",
+                "|| self.rollout.strategy != 'shadow' || has(self.stream.kafka.shadowTopic)",
                 STREAM_SHADOW,
-                field_path=".rollout.strategy",
+                field_path=".stream.kafka.shadowTopic",
+                reason="FieldValueRequired",
             ),
             cel(
                 "has(self.online) || !has(self.stream) || !has(self.batch)",
@@ -132,7 +133,9 @@ class ModelDeploymentSpec(ApiModel):
         if self.batch_leads:
             self._batch_rollout_rules()
         if self.stream_leads and self.rollout.strategy == "shadow":
-            raise ValueError(STREAM_SHADOW)
+            assert self.stream is not None  # stream_leads
+            if self.stream.kafka.shadow_topic is None:
+                raise ValueError(STREAM_SHADOW)
         if self.stream_leads and self.batch is not None:
             raise ValueError(STREAM_AND_BATCH)
         return self

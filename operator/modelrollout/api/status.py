@@ -248,6 +248,10 @@ class StreamStatus(ApiModel):
     groups: dict[str, str] = Field(
         default_factory=dict, description="Consumer group per revision that has run (the first one's is the spec's)."
     )
+    shadow: str | None = Field(
+        default=None, max_length=16, description="The revision shadowing: its answers into kafka.shadowTopic."
+    )
+    shadow_group: str | None = Field(default=None, max_length=255, description="The shadowing revision's group.")
     partitions: int | None = Field(default=None, ge=0, description="The input topic's partitions, as consumers see.")
     progress: list[RevisionProgress] = Field(default_factory=list, description="Per running revision.")
     waiting: str | None = Field(default=None, max_length=1024, description="What a hand-over waits for.")

@@ -231,8 +231,25 @@ class KafkaTls(ApiModel):
     client_certificate: bool = Field(default=False, description="Present tls.crt/tls.key (mutual TLS).")
 
 
+SHADOW_TOPIC_APART = (
+    "kafka.shadowTopic receives a shadowing candidate's answers only: it must differ from inputTopic, outputTopic "
+    "and deadLetterTopic"
+)
+
+
 class KafkaSettings(ApiModel):
     """The Kafka cluster and topics a stream consumer uses."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "!has(self.shadowTopic) || (self.shadowTopic != self.inputTopic && self.shadowTopic != "
+                "self.outputTopic && (!has(self.deadLetterTopic) || self.shadowTopic != self.deadLetterTopic))",
+                SHADOW_TOPIC_APART,
+                field_path=".shadowTopic",
+            )
+        )
+    )
 
     bootstrap_servers: str = Field(
         min_length=1, max_length=1024, description="Comma-separated host:port list of Kafka brokers."
@@ -245,6 +262,21 @@ class KafkaSettings(ApiModel):
     dead_letter_topic: KafkaTopic | None = Field(default=None, description="Topic for records that cannot be scored.")
     sasl: KafkaSasl | None = Field(default=None, description="SASL authentication (with or without TLS).")
     tls: KafkaTls | None = Field(default=None, description="TLS to the brokers.")
+    shadow_topic: KafkaTopic | None = Field(
+        default=None,
+        description="rollout.strategy shadow: the candidate's outputs (and its dead letters, with their reason "
+        "header), compared with outputTopic's by input partition and offset; required for a stream shadow.",
+    )
+
+    @model_validator(mode="after")
+    def _shadow_apart(self) -> KafkaSettings:
+        if self.shadow_topic is not None and self.shadow_topic in {
+            self.input_topic,
+            self.output_topic,
+            self.dead_letter_topic,
+        }:
+            raise ValueError(SHADOW_TOPIC_APART)
+        return self
 
 
 class StreamAutoscaling(ScaleBounds):

@@ -32,5 +32,5 @@ class StreamMode:
             "stream.autoscaling: a KEDA ScaledObject per running revision, scaling its consumers on lag.",
         ),
     )
-    strategies: frozenset[Strategy] = frozenset({"direct", "canary"})
+    strategies: frozenset[Strategy] = frozenset({"direct", "canary", "shadow"})
     runnable: bool = True

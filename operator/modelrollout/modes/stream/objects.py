@@ -7,6 +7,13 @@ Consumer groups: the first revision a ModelDeployment runs consumes as spec.stre
 `<namespace>.<name>`); every later revision as `<that group>-<revision>`, its own group, since both revisions of a
 rollout read every partition. A promoted revision keeps its group (moving consumers to another group would stop
 them and need its offsets copied): status.stream.group names the serving one.
+
+A shadowing candidate (rollout.strategy shadow) runs in a group of its own, `<its group>-shadow`, from the topic's
+end (it compares live records, it does not score the topic's history), takes no part in the share document, scores
+its mirrored share of the keys (rollout.shadow.mirrorPercent) into kafka.shadowTopic (its dead letters too, with
+their reason header) and compares each answer with the output topic's for the same input partition and offset
+(modelserver.stream.comparing). Promoted, it is rebuilt as a follower in its own group, which the hand-over needs:
+its shadow group's offsets are past records the output topic still needs from it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from modelrollout.planning.online import (
     model_env,
 )
 from modelrollout.planning.placement import place
+from modelrollout_contract.sticky import BUCKETS
 from modelrollout_contract.stream import CONFIG_KEY, Member, ShareDocument, to_document
 
 CONTAINER = "consumer"
@@ -48,6 +56,10 @@ def share_name(name: str) -> str:
 def group_for(stream: StreamSpec, owner: Owner, revision: str, *, first: str) -> str:
     base = stream.group_of(owner.namespace, owner.name)
     return base if revision == first else f"{base}-{revision}"[:255]
+
+
+def shadow_group_of(group: str) -> str:
+    return f"{group[:248]}-shadow"
 
 
 def document_of(share: StreamShare, groups: dict[str, str]) -> ShareDocument:
@@ -120,18 +132,41 @@ def _kafka_env(stream: StreamSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _env(spec: ModelDeploymentSpec, owner: Owner, revision: str, group: str) -> list[dict[str, Any]]:
+def _shadow_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """A shadow's topics and share: its answers (and dead letters) into the shadow topic, compared with the output
+    topic's; the keys of its mirrored percent; from the topic's end when its group is new."""
+    stream, shadow = spec.stream, spec.rollout.shadow
+    assert stream is not None
+    assert stream.kafka.shadow_topic is not None  # the spec's rule for a stream shadow
+    percent = shadow.mirror_percent if shadow is not None else 100
+    return [
+        {"name": "MODELSERVER_OUTPUT_TOPIC", "value": stream.kafka.shadow_topic},
+        {"name": "MODELSERVER_DEAD_LETTER_TOPIC", "value": stream.kafka.shadow_topic},
+        {"name": "MODELSERVER_COMPARE_TOPIC", "value": stream.kafka.output_topic},
+        {"name": "MODELSERVER_KEY_TO", "value": str(percent * BUCKETS // 100)},
+        {"name": "MODELSERVER_OFFSET_RESET", "value": "latest"},
+    ]
+
+
+def _env(spec: ModelDeploymentSpec, owner: Owner, revision: str, group: str, *, shadow: bool) -> list[dict[str, Any]]:
     stream = spec.stream
     assert stream is not None
+    kafka = _kafka_env(stream)
+    if shadow:
+        replaced = {"MODELSERVER_OUTPUT_TOPIC", "MODELSERVER_DEAD_LETTER_TOPIC"}
+        kafka = [e for e in kafka if e["name"] not in replaced] + _shadow_env(spec)
+        share = []
+    else:
+        share = [{"name": "MODELSERVER_SHARE_CONFIGMAP", "value": f"{owner.namespace}/{share_name(owner.name)}"}]
     env = [
         *model_env(spec.model),
         {"name": "MODELSERVER_DOWNLOAD_DIR", "value": MODEL_DIR},
-        *_kafka_env(stream),
+        *kafka,
         {"name": "MODELSERVER_CONSUMER_GROUP", "value": group},
         {"name": "MODELSERVER_DELIVERY", "value": stream.delivery},
         {"name": "MODELSERVER_MAX_BATCH", "value": str(stream.max_batch)},
         {"name": "MODELSERVER_REVISION", "value": revision},
-        {"name": "MODELSERVER_SHARE_CONFIGMAP", "value": f"{owner.namespace}/{share_name(owner.name)}"},
+        *share,
         {"name": "MODELSERVER_METRICS_PORT", "value": str(HTTP_PORT)},
         # Static membership and the transactional id: stable across a container's restarts.
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -145,10 +180,18 @@ def _env(spec: ModelDeploymentSpec, owner: Owner, revision: str, group: str) -> 
 
 
 def build_consumer(
-    spec: ModelDeploymentSpec, owner: Owner, *, revision: str, group: str, replicas: int, image: str
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    *,
+    revision: str,
+    group: str,
+    replicas: int,
+    image: str,
+    shadow: bool = False,
 ) -> dict[str, Any]:
-    """The Deployment of `revision`'s consumers. Recreate, not a rolling update: two pods of one revision with
-    the same group never need to overlap, and static membership hands a restarted pod its partitions back.
+    """The Deployment of `revision`'s consumers (`shadow`: shadowing, see the module). Recreate, not a rolling
+    update: two pods of one revision with the same group never need to overlap, and static membership hands a
+    restarted pod its partitions back.
     `replicas`: under autoscaling, what KEDA's HPA last set (never below the floor), so applying it does not
     fight the autoscaler, and a revision whose HPA does not run yet still gets its floor."""
     stream = spec.stream
@@ -166,7 +209,7 @@ def build_consumer(
         "image": image,
         "args": ["stream"],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "env": _env(spec, owner, revision, group),
+        "env": _env(spec, owner, revision, group, shadow=shadow),
         "readinessProbe": probe,
         "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": mounts,

@@ -20,6 +20,7 @@ from modelrollout.modes.stream.objects import (
     document_of,
     group_for,
     rebuild_consumer,
+    shadow_group_of,
 )
 from modelrollout.modes.stream.share import Reached, next_share
 from modelrollout.planning.observe import RevisionHealth
@@ -67,7 +68,10 @@ def plan_stream(
     target: RevisionRef,
     observed: StreamObserved,
     image: str,
+    shadow: RevisionRef | None = None,
 ) -> StreamPlan:
+    """`shadow`: a candidate shadowing (its own group and topic, no share: see objects), beside the share's
+    revisions; it holds no share, so it leaves at once, and its promotion is a hand-over like any other."""
     spec, meta = md.spec, md.metadata
     stream = spec.stream
     if stream is None or meta.name is None or meta.namespace is None or meta.uid is None:
@@ -85,16 +89,20 @@ def plan_stream(
     groups = dict(prev.groups)
     for revision in sorted(decision.running | {share.leader.revision}):
         groups.setdefault(revision, group_for(stream, owner, revision, first=first))
+    shadowing = shadow.revision if shadow is not None and shadow.revision not in decision.running else None
+    running = decision.running | ({shadowing} if shadowing else set())
+    shadow_group = shadow_group_of(group_for(stream, owner, shadowing, first="")) if shadowing else None
     events: list[tuple[EventType, str, str]] = []
     objects: list[dict[str, Any]] = [build_share_configmap(owner, document_of(share, groups)), *build_access(owner)]
-    for revision in sorted(decision.running):
+    for revision in sorted(running):
+        group = shadow_group if revision == shadowing and shadow_group else groups[revision]
         if revision == target.revision:
             replicas = stream.replicas
             if stream.autoscaling is not None:
                 found = observed.deployments.get(revision, {}).get("spec", {}).get("replicas") or 0
                 replicas = max(stream.autoscaling.min_replicas, int(found))
-            objects.append(build_consumer(spec, owner, revision=revision, group=groups[revision], replicas=replicas,
-                                          image=image))  # fmt: skip
+            objects.append(build_consumer(spec, owner, revision=revision, group=group, replicas=replicas,
+                                          image=image, shadow=revision == shadowing))  # fmt: skip
         elif revision in observed.deployments:
             objects.append(rebuild_consumer(observed.deployments[revision], owner, revision=revision))
         else:
@@ -102,7 +110,7 @@ def plan_stream(
                        "spec that described it has changed since")  # fmt: skip
             events.append(("Warning", "RevisionLost", message))
             continue
-        objects += [o for o in (build_scaled_object(stream, owner, revision=revision, group=groups[revision]),
+        objects += [o for o in (build_scaled_object(stream, owner, revision=revision, group=group),
                                 build_pdb(stream, owner, revision=revision)) if o is not None]  # fmt: skip
     wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
     delete = sorted(observed.existing - wanted)
@@ -114,8 +122,10 @@ def plan_stream(
         share=share,
         group=groups.get(share.leader.revision),
         groups={r: g for r, g in groups.items() if r in decision.running or r == share.leader.revision},
+        shadow=shadowing,
+        shadow_group=shadow_group,
         partitions=observed.partitions,
-        progress=[observed.progress[r] for r in sorted(decision.running) if r in observed.progress],
+        progress=[observed.progress[r] for r in sorted(running) if r in observed.progress],
         waiting=decision.waiting,
     )
     readiness = _readiness(share.leader, observed, observed.progress.get(share.leader.revision))

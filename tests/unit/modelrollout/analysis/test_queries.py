@@ -219,10 +219,21 @@ def test_lag_growth_is_the_streams_own() -> None:
         builtin_query("lagGrowth", CTX)
 
 
-@pytest.mark.parametrize("builtin", ["shadowAgreement", "shadowMeanAbsDiff"])
-def test_a_stream_has_no_shadow_builtins(builtin: str) -> None:
-    with pytest.raises(QueryTemplateError, match=f"{builtin} has no stream form yet"):
-        builtin_query(builtin, STREAM_CTX)  # type: ignore[arg-type]
+def test_a_stream_shadow_is_judged_on_the_candidate_consumers_comparisons() -> None:
+    comparisons = "modelserver_stream_shadow_comparisons_total"
+    assert builtin_query("shadowAgreement", STREAM_CTX) == (
+        f'(sum(increase({comparisons}{{{CONSUMERS},result="agree"}}[60s])) or vector(0))'
+        f" / sum(increase({comparisons}{{{CONSUMERS}}}[60s]))"
+    )
+    assert builtin_query("shadowMeanAbsDiff", STREAM_CTX) == (
+        f"sum(rate(modelserver_stream_shadow_abs_diff_sum{{{CONSUMERS}}}[60s]))"
+        f" / sum(rate(modelserver_stream_shadow_abs_diff_count{{{CONSUMERS}}}[60s]))"
+    )
+    # Their samples are the comparisons, not the records the candidate scored.
+    assert samples_query("shadowAgreement", STREAM_CTX) == f"sum(increase({comparisons}{{{CONSUMERS}}}[60s]))"
+    assert samples_query("latencyP95", STREAM_CTX) == (
+        f"sum(increase(modelserver_stream_records_total{{{HANDLED}}}[60s]))"
+    )
 
 
 def test_lag_growth_over_a_past_window_is_taken_there() -> None:

@@ -107,5 +107,5 @@ def test_the_streams_rules_say_at_admission_what_pydantic_says() -> None:
     assert error["msg"] == f"Value error, {dead_letters['message']}"
     assert StreamSpec.model_validate(body | {"delivery": "at-least-once"}).kafka.dead_letter_topic is None
     spec_rules = {r["message"]: r for r in nodes[".spec"]["x-kubernetes-validations"]}
-    assert spec_rules[STREAM_SHADOW]["fieldPath"] == ".rollout.strategy"
+    assert spec_rules[STREAM_SHADOW]["fieldPath"] == ".stream.kafka.shadowTopic"
     assert spec_rules[STREAM_AND_BATCH]["fieldPath"] == ".batch"

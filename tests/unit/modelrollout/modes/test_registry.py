@@ -37,8 +37,9 @@ def test_online_leads_then_stream_then_batch(example: str, modes: list[str]) -> 
 def test_record_modes_refuse_the_strategies_that_need_http_users() -> None:
     assert MODES["online"].strategies == {"direct", "canary", "blueGreen", "shadow", "abTest"}
     assert MODES["batch"].strategies == {"direct", "canary", "shadow"}
-    # Stream splits records by key (canary) or hands every record over at one cutover (direct); no shadow yet.
-    assert MODES["stream"].strategies == {"direct", "canary"}
+    # Stream splits records by key (canary), hands every record over at one cutover (direct), or shadows into a
+    # topic of the candidate's own; an A/B test or blue-green needs users making requests.
+    assert MODES["stream"].strategies == {"direct", "canary", "shadow"}
     assert all(mode.runnable for mode in MODES.values()), "every declared mode is run by this version"
 
 
@@ -50,6 +51,8 @@ def test_a_stream_led_spec_is_admitted_with_exactly_the_strategies_stream_carrie
         "shadow": {"shadow": {"duration": "5m"}},
     }
     body["rollout"] = {"strategy": strategy, **settings.get(strategy, {})}
+    if strategy == "shadow":
+        body["stream"]["kafka"]["shadowTopic"] = "scores-shadow"
     if strategy in MODES["stream"].strategies:
         assert leading(ModelDeploymentSpec.model_validate(body)).name == "stream"
     else:

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from modelrollout_contract.sticky import BUCKETS
-from modelserver.stream.clients import Severity, classify, consumer_config, producer_config
+from modelserver.stream.clients import Severity, classify, consumer_config, producer_config, reader_config
 from modelserver.stream.settings import StreamSettings
 
 BASE = {
@@ -104,6 +104,10 @@ def test_the_instance_id_falls_back_to_the_hostname(monkeypatch: pytest.MonkeyPa
         ({"security_protocol": "SSL", "ssl_key_location": "/k.pem"}, "go together"),
         ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "GSSAPI", "sasl_password": "p"}, "sasl_mechanism"),
         ({"model_uri": ""}, "model_uri is required"),
+        ({"compare_topic": "events"}, "compare_topic is the stable revision's output topic: neither this consumer's"),
+        ({"compare_topic": "scores"}, "compare_topic is the stable revision's output topic: neither this consumer's"),
+        ({"compare_topic": "bad topic"}, "compare_topic"),
+        ({"offset_reset": "middle"}, "offset_reset"),
     ],
 )
 def test_inconsistent_settings_are_refused(overrides: dict[str, Any], message: str) -> None:
@@ -172,8 +176,35 @@ def test_a_share_document_from_a_configmap_or_a_file() -> None:
         ({**SHARED, "revision": "Not_A_Revision"}, "revision\n  String should match pattern"),
         ({**SHARED, "share_configmap": "churn-stream"}, "share_configmap\n  String should match pattern"),
         ({**SHARED, "share_configmap": "Shop/churn"}, "share_configmap\n  String should match pattern"),
+        ({**SHARED, "compare_topic": "stable-scores"}, "a shadow (compare_topic) scores its key share into its own"),
+        ({"revision": "7f3c9a1b2d", "share_file": "/s.json", "compare_topic": "stable-scores"}, "a shadow (compare"),
     ],
 )
 def test_inconsistent_share_settings_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         settings(**overrides)
+
+
+def test_a_shadow_compares_with_the_stable_output_topic_from_the_latest_offset() -> None:
+    s = settings(output_topic="scores-shadow", dead_letter_topic="scores-shadow", compare_topic="scores",
+                 offset_reset="latest", key_to=2500)  # fmt: skip
+    assert (s.compare_topic, s.offset_reset, s.key_share()) == ("scores", "latest", (0, 2500))
+    assert consumer_config(s)["auto.offset.reset"] == "latest"
+    plain = settings()
+    assert (plain.compare_topic, plain.offset_reset) == (None, "earliest")
+    assert consumer_config(plain)["auto.offset.reset"] == "earliest"
+
+
+def test_the_shadows_reader_of_the_stable_outputs_reads_committed_and_commits_nothing() -> None:
+    s = settings(output_topic="scores-shadow", dead_letter_topic="scores-shadow", compare_topic="scores",
+                 security_protocol="SSL", ssl_ca_location="/ca.crt")  # fmt: skip
+    reader = reader_config(s)
+    assert reader["group.id"] == "churn-stable.compare"
+    assert reader["group.id"] != consumer_config(s)["group.id"], "never the consumer's own group"
+    assert reader["isolation.level"] == "read_committed"
+    assert reader["enable.auto.commit"] is False
+    assert reader["enable.auto.offset.store"] is False
+    assert "group.instance.id" not in reader, "no static member of any group"
+    assert (reader["bootstrap.servers"], reader["security.protocol"], reader["ssl.ca.location"]) == (
+        "kafka:9092", "SSL", "/ca.crt"
+    )  # fmt: skip

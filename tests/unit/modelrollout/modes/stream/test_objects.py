@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import StreamShare
 from modelrollout.modes.stream.objects import (
     TLS_DIR,
@@ -22,6 +23,7 @@ from modelrollout.modes.stream.objects import (
     group_for,
     rebuild_consumer,
     revision_of_object,
+    shadow_group_of,
     share_name,
 )
 from modelrollout.planning.names import LABEL_MODE, LABEL_NAME, LABEL_REVISION
@@ -43,6 +45,16 @@ def kafka(**extra: Any) -> dict[str, Any]:
         "deadLetterTopic": "transactions-dlq",
         **extra,
     }
+
+
+SHADOW_TOPIC = "transaction-scores-shadow"
+
+
+def shadowing_spec(mirror_percent: int = 25, **stream: Any) -> ModelDeploymentSpec:
+    """strategy shadow mirroring `mirror_percent`; a stream shadow needs kafka.shadowTopic."""
+    wire = spec(**({"kafka": kafka(shadowTopic=SHADOW_TOPIC)} | stream)).to_wire()
+    wire["rollout"] = {"strategy": "shadow", "shadow": {"mirrorPercent": mirror_percent, "duration": "5m"}}
+    return ModelDeploymentSpec.model_validate(wire)
 
 
 def consumer(replicas: int = 2, **stream: Any) -> dict[str, Any]:
@@ -160,6 +172,72 @@ def test_the_consumer_accepts_its_whole_configuration(stream: dict[str, Any], mo
     assert settings.consumer_group == "tx-scoring"
     assert settings.metrics_port == 8080
     assert settings.key_share() is None, "the share document decides, not a static key range"
+
+
+SHADOW_ONLY = ("MODELSERVER_COMPARE_TOPIC", "MODELSERVER_KEY_TO", "MODELSERVER_OFFSET_RESET")
+
+
+def test_a_shadowing_consumer_answers_into_the_shadow_topic_and_compares_with_the_output_topic() -> None:
+    deployment = build_consumer(shadowing_spec(25), OWNER, revision=REV, group="tx-scoring-x-shadow", replicas=2,
+                                image=IMAGE, shadow=True)  # fmt: skip
+    names = [e["name"] for e in container(deployment)["env"]]
+    assert names.count("MODELSERVER_OUTPUT_TOPIC") == 1
+    assert names.count("MODELSERVER_DEAD_LETTER_TOPIC") == 1
+    assert len(names) == len(set(names)), "no variable given twice"
+    env = env_of(deployment)
+    assert env["MODELSERVER_OUTPUT_TOPIC"] == SHADOW_TOPIC
+    assert env["MODELSERVER_DEAD_LETTER_TOPIC"] == SHADOW_TOPIC
+    assert env["MODELSERVER_COMPARE_TOPIC"] == "transaction-scores"
+    assert env["MODELSERVER_INPUT_TOPIC"] == "transactions"
+    assert env["MODELSERVER_KEY_TO"] == "2500"
+    assert env["MODELSERVER_OFFSET_RESET"] == "latest"
+    assert env["MODELSERVER_CONSUMER_GROUP"] == "tx-scoring-x-shadow"
+    assert env["MODELSERVER_REVISION"] == REV
+    assert "MODELSERVER_SHARE_CONFIGMAP" not in env, "a shadow holds no share"
+    assert "MODELSERVER_KEY_FROM" not in env
+
+
+@pytest.mark.parametrize(("percent", "key_to"), [(1, "100"), (25, "2500"), (100, "10000")])
+def test_a_shadow_scores_the_keys_of_its_mirrored_percent(percent: int, key_to: str) -> None:
+    deployment = build_consumer(shadowing_spec(percent), OWNER, revision=REV, group="g", replicas=1, image=IMAGE,
+                                shadow=True)  # fmt: skip
+    assert env_of(deployment)["MODELSERVER_KEY_TO"] == key_to
+
+
+def test_a_consumer_that_does_not_shadow_under_strategy_shadow_takes_its_share() -> None:
+    env = env_of(build_consumer(shadowing_spec(25), OWNER, revision=REV, group="tx-scoring", replicas=2, image=IMAGE))
+    assert env["MODELSERVER_SHARE_CONFIGMAP"] == f"{NAMESPACE}/{NAME}-stream"
+    assert env["MODELSERVER_OUTPUT_TOPIC"] == "transaction-scores"
+    assert env["MODELSERVER_DEAD_LETTER_TOPIC"] == "transactions-dlq"
+    assert not any(name in env for name in SHADOW_ONLY)
+
+
+def test_a_shadowing_consumer_accepts_its_whole_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = build_consumer(shadowing_spec(25), OWNER, revision=REV, group="tx-scoring-x-shadow", replicas=2,
+                                image=IMAGE, shadow=True)  # fmt: skip
+    env = _resolved(deployment)
+    fields = set(StreamSettings.model_fields)
+    assert [
+        n for n in env if n.startswith("MODELSERVER_") and n.removeprefix("MODELSERVER_").lower() not in fields
+    ] == []
+    for name in list(os.environ):
+        if name.startswith("MODELSERVER_") or name in ("POD_NAME", "HOSTNAME"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = StreamSettings()
+    assert (settings.output_topic, settings.dead_letter_topic) == (SHADOW_TOPIC, SHADOW_TOPIC)
+    assert (settings.compare_topic, settings.offset_reset) == ("transaction-scores", "latest")
+    assert settings.key_share() == (0, 2500)
+    assert settings.share_configmap is None
+    assert settings.consumer_group == "tx-scoring-x-shadow"
+
+
+def test_a_shadows_group_is_its_own_group_marked_and_at_most_255_characters() -> None:
+    assert shadow_group_of("tx-scoring-bbbb0002") == "tx-scoring-bbbb0002-shadow"
+    longest = shadow_group_of("g" * 255)
+    assert len(longest) == 255
+    assert longest.endswith("-shadow")
 
 
 def test_the_consumer_pod_runs_modelserver_stream_as_its_own_service_account() -> None:

@@ -15,11 +15,11 @@ from modelrollout.api.status import (
     StreamShare,
     StreamStatus,
 )
-from modelrollout.modes.stream.objects import build_consumer, consumer_name
+from modelrollout.modes.stream.objects import build_consumer, consumer_name, group_for, shadow_group_of
 from modelrollout.modes.stream.plan import StreamObserved, StreamPlan, plan_stream
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout_contract.stream import CONFIG_KEY, parse_document
-from tests.unit.modelrollout.modes.stream.support import IMAGE, NAME, OWNER, md, ref
+from tests.unit.modelrollout.modes.stream.support import IMAGE, NAME, OWNER, STREAM, md, ref
 
 V5, V6, V7 = ref("5"), ref("6"), ref("7")
 GROUP = "tx-scoring"  # examples/stream.yaml's kafka.consumerGroup
@@ -247,3 +247,118 @@ def test_a_plan_needs_a_stored_stream_spec() -> None:
     bare = resource.model_copy(update={"metadata": resource.metadata.model_copy(update={"uid": None})})
     with pytest.raises(ValueError, match=r"plan_stream needs spec\.stream and a stored object"):
         run(bare, stable=V5)
+
+
+# --- a shadow: the candidate scores beside the leader into the shadow topic, holding no share ------------------
+
+SHADOW_TOPIC = "transaction-scores-shadow"
+
+
+def shadowing(version: str, *, status: ModelDeploymentStatus | None = None) -> ModelDeployment:
+    """examples/stream.yaml rolled out with strategy shadow (25% of the keys mirrored), which needs a shadowTopic."""
+    body = md(
+        version, kafka={**STREAM["spec"]["stream"]["kafka"], "shadowTopic": SHADOW_TOPIC}, status=status
+    ).to_wire()
+    body["spec"]["rollout"] = {"strategy": "shadow", "shadow": {"mirrorPercent": 25, "duration": "5m"}}
+    return ModelDeployment.model_validate(body)
+
+
+def env(p: StreamPlan, r: RevisionRef) -> dict[str, Any]:
+    deployment = of_kind(p, "Deployment")[consumer_name(NAME, r.revision)]
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+BEFORE_SHADOW = StreamStatus(share=StreamShare(epoch=2, leader=V5), group=GROUP, groups={V5.revision: GROUP})
+
+
+def shadow_pass() -> StreamPlan:
+    """The engine's candidate V6 shadows V5 (the reconciler passes it as `shadow`, no canary)."""
+    resource = shadowing("6", status=ModelDeploymentStatus(phase="Progressing", stable=V5, stream=BEFORE_SHADOW))
+    seen = StreamObserved(deployments={V5.revision: stored(V5, "5")}, health={V5.revision: healthy(V5)})
+    return plan_stream(resource, stable=V5, canary=None, percent=0, target=V6, observed=seen, image=IMAGE,
+                       shadow=V6)  # fmt: skip
+
+
+def test_a_shadow_runs_beside_the_leader_in_a_shadow_group_of_its_own_without_a_share() -> None:
+    p = shadow_pass()
+    resource = shadowing("6")
+    assert resource.spec.stream is not None
+    group = shadow_group_of(group_for(resource.spec.stream, OWNER, V6.revision, first=""))
+    assert group == f"{GROUP}-{V6.revision}-shadow"
+    assert set(of_kind(p, "Deployment")) == {consumer_name(NAME, V5.revision), consumer_name(NAME, V6.revision)}
+    candidate = env(p, V6)
+    assert candidate["MODELSERVER_CONSUMER_GROUP"] == group
+    assert candidate["MODELSERVER_OUTPUT_TOPIC"] == SHADOW_TOPIC
+    assert candidate["MODELSERVER_COMPARE_TOPIC"] == "transaction-scores"
+    assert candidate["MODELSERVER_KEY_TO"] == "2500"
+    assert candidate["MODELSERVER_OFFSET_RESET"] == "latest"
+    assert "MODELSERVER_SHARE_CONFIGMAP" not in candidate
+    leader = of_kind(p, "Deployment")[consumer_name(NAME, V5.revision)]
+    assert leader["spec"]["template"] == stored(V5, "5")["spec"]["template"], "the leader runs on as it was"
+    doc = document(p)
+    assert (doc.epoch, doc.leader.revision, doc.follower) == (2, V5.revision, None), "the shadow holds no share"
+    assert p.status.share == StreamShare(epoch=2, leader=V5)
+    assert (p.status.shadow, p.status.shadow_group) == (V6.revision, group)
+    assert p.status.groups == {V5.revision: GROUP}, "a shadow group is never a share's"
+    assert p.status.group == GROUP
+    assert not p.waiting
+    scaled = of_kind(p, "ScaledObject")
+    assert scaled[consumer_name(NAME, V6.revision)]["spec"]["triggers"][0]["metadata"]["consumerGroup"] == group
+    assert scaled[consumer_name(NAME, V5.revision)]["spec"]["triggers"][0]["metadata"]["consumerGroup"] == GROUP
+    assert p.readiness.status == "True", "StreamReady is the leader's"
+
+
+def test_a_promoted_shadow_becomes_the_follower_of_a_hand_over_in_its_own_group() -> None:
+    shadowed = shadow_pass()
+    previous = {o["metadata"]["name"]: o for o in shadowed.objects if o["kind"] == "Deployment"}
+    resource = shadowing("6", status=ModelDeploymentStatus(phase="Progressing", stable=V6, stream=shadowed.status))
+    seen = StreamObserved(
+        existing=frozenset((o["kind"], o["metadata"]["name"]) for o in shadowed.objects),
+        deployments={V5.revision: stored(V5, "5"), V6.revision: previous[consumer_name(NAME, V6.revision)]},
+        health={V5.revision: healthy(V5), V6.revision: healthy(V6)},
+    )
+    p = plan_stream(resource, stable=V6, canary=None, percent=0, target=V6, observed=seen, image=IMAGE, shadow=None)
+    assert set(of_kind(p, "Deployment")) == {consumer_name(NAME, V5.revision), consumer_name(NAME, V6.revision)}
+    assert p.delete == [], "the old leader runs until the hand-over completes"
+    follower = env(p, V6)
+    assert follower["MODELSERVER_CONSUMER_GROUP"] == f"{GROUP}-{V6.revision}"
+    assert follower["MODELSERVER_SHARE_CONFIGMAP"] == f"shop/{NAME}-stream"
+    assert follower["MODELSERVER_OUTPUT_TOPIC"] == "transaction-scores"
+    assert not any(
+        n in follower for n in ("MODELSERVER_COMPARE_TOPIC", "MODELSERVER_KEY_TO", "MODELSERVER_OFFSET_RESET")
+    )
+    assert p.status.share == StreamShare(epoch=3, leader=V5, follower=V6, percent=100, final=True)
+    doc = document(p)
+    assert doc.follower is not None
+    assert (doc.leader.revision, doc.follower.revision, doc.follower.group) == (
+        V5.revision, V6.revision, f"{GROUP}-{V6.revision}"
+    )  # fmt: skip
+    assert (doc.percent, doc.final) == (100, True)
+    assert (p.status.shadow, p.status.shadow_group) == (None, None)
+    assert p.status.groups == {V5.revision: GROUP, V6.revision: f"{GROUP}-{V6.revision}"}
+    assert p.waiting
+    scaled = of_kind(p, "ScaledObject")[consumer_name(NAME, V6.revision)]
+    assert scaled["spec"]["triggers"][0]["metadata"]["consumerGroup"] == f"{GROUP}-{V6.revision}"
+
+
+def test_a_rolled_back_shadow_leaves_at_once_and_the_share_stands() -> None:
+    shadowed = shadow_pass()
+    resource = shadowing("6", status=ModelDeploymentStatus(phase="Degraded", stable=V5, stream=shadowed.status))
+    seen = StreamObserved(
+        existing=frozenset((o["kind"], o["metadata"]["name"]) for o in shadowed.objects),
+        deployments={V5.revision: stored(V5, "5")},
+        health={V5.revision: healthy(V5)},
+    )
+    p = plan_stream(resource, stable=V5, canary=None, percent=0, target=V6, observed=seen, image=IMAGE, shadow=None)
+    gone = consumer_name(NAME, V6.revision)
+    assert set(of_kind(p, "Deployment")) == {consumer_name(NAME, V5.revision)}
+    assert ("Deployment", gone) in p.delete
+    assert ("ScaledObject", gone) in p.delete
+    assert ("PodDisruptionBudget", gone) in p.delete
+    assert p.status.share == StreamShare(epoch=2, leader=V5), "the same epoch: the shadow never held a share"
+    assert document(p).epoch == 2
+    assert document(p).follower is None
+    assert not p.waiting
+    assert p.status.waiting is None
+    assert (p.status.shadow, p.status.shadow_group) == (None, None)
+    assert p.status.groups == {V5.revision: GROUP}
