@@ -37,6 +37,10 @@ from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Literal[1] = 1
 CONFIG_KEY = "stream.json"
+# A consumer's exit code when it stops on a fault outside itself that its restart fixes (EX_TEMPFAIL): a
+# transactional call hung after a broker restart. A pod crash-looping on it says nothing about its model, so the
+# operator does not judge the revision failed by it (its analysis still sees what the outage costs).
+TRANSIENT_EXIT = 75
 # A revision's name in a cutover record (the operator's revision names are 8 hex digits).
 REVISION = r"^[a-z0-9][a-z0-9-]{0,62}$"
 

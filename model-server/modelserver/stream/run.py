@@ -12,9 +12,10 @@ own, unread, until a consumer with the same instance id joins (the same pod rest
 rebalance) or session_timeout_ms passes (then the group gives them to the other members).
 
 Exit codes: 0 stopped by a signal; 1 a fatal Kafka error (fenced by a newer process, a batch that failed to
-commit MAX_ATTEMPTS times in a row, a transactional call hung: modelserver.stream.delivery.Hung), or anything
-unexpected; 3 the consumer could not start (the model did not
-load, or the settings do not fit it). Kubernetes restarts the container on 1 and 3 alike."""
+commit MAX_ATTEMPTS times in a row), or anything unexpected; 3 the consumer could not start (the model did not
+load, or the settings do not fit it); 75 (modelrollout_contract.stream.TRANSIENT_EXIT) a transactional call hung
+(modelserver.stream.delivery.Hung: librdkafka after a broker restart), which a restart fixes and which says
+nothing about the model. Kubernetes restarts the container on each of them."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from modelrollout_contract.stream import TRANSIENT_EXIT
 from modelserver import storage
 from modelserver.errors import ModelLoadError
 from modelserver.runtimes import load_model, resolve_format
@@ -187,7 +189,7 @@ def _consume(  # noqa: PLR0917 - one caller, and each is a different kind
     except Hung as exc:
         log.error("exiting at once, without closing the clients: %s", exc)
         logging.shutdown()
-        os._exit(EXIT_FATAL)
+        os._exit(TRANSIENT_EXIT)
     except Fatal as exc:
         log.error("stopping on a fatal error: %s", exc)
         code = EXIT_FATAL

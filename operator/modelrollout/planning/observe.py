@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from modelrollout_contract.stream import TRANSIENT_EXIT
+
 # Container states a restart does not fix: waiting longer only delays the bad news.
 _FATAL_WAITING = {
     "ErrImagePull",
@@ -32,11 +34,20 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in obj.get("status", {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
+def _transient(status: dict[str, Any]) -> bool:
+    """The container last exited on a fault outside it that its restart fixes (a stream consumer after a broker
+    restart): a crash loop on that is not the revision's failure."""
+    terminated = (status.get("lastState") or {}).get("terminated") or {}
+    return terminated.get("exitCode") == TRANSIENT_EXIT
+
+
 def pod_failure(pod: dict[str, Any]) -> str | None:
     """The first container problem that keeps this pod from ever becoming ready, if any."""
     name = pod.get("metadata", {}).get("name", "?")
     for status in pod.get("status", {}).get("containerStatuses") or []:
         waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") == "CrashLoopBackOff" and _transient(status):
+            continue
         if waiting.get("reason") in _FATAL_WAITING:
             detail = f": {waiting['message']}" if waiting.get("message") else ""
             return f"pod {name} container {status.get('name')} is {waiting['reason']}{detail}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelrollout.planning.observe import pod_failure, revision_health
+from modelrollout_contract.stream import TRANSIENT_EXIT
 
 
 def deployment(
@@ -74,3 +75,18 @@ def test_progress_deadline_is_a_failure() -> None:
         ],
     )
     assert revision_health("r1", stuck, []).failure == "not available within the progress deadline: rs timed out"
+
+
+def test_a_crash_loop_on_a_transient_exit_is_not_the_revisions_failure() -> None:
+    """A stream consumer exits TRANSIENT_EXIT when a broker restart hung its transactional call: restarting fixes
+    it, so its back-off says nothing about the model; any other last exit code does."""
+    crashed = pod("CrashLoopBackOff")
+    status = crashed["status"]["containerStatuses"][0]
+    status["lastState"] = {"terminated": {"exitCode": TRANSIENT_EXIT, "reason": "Error"}}
+    assert pod_failure(crashed) is None
+    status["lastState"]["terminated"]["exitCode"] = 1
+    assert pod_failure(crashed) == "pod p1 container model-server is CrashLoopBackOff"
+    # Only a crash loop: an image that cannot be pulled is a failure whatever the container did before.
+    pulling = pod("ImagePullBackOff")
+    pulling["status"]["containerStatuses"][0]["lastState"] = {"terminated": {"exitCode": TRANSIENT_EXIT}}
+    assert pod_failure(pulling) == "pod p1 container model-server is ImagePullBackOff"
