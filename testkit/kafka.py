@@ -121,10 +121,14 @@ class KafkaBroker(ManagedProcess):
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap})
 
-    def create_topics(self, topics: dict[str, int]) -> None:
-        """Create each topic (name -> partitions) with one replica, and wait until every one exists."""
+    def create_topics(self, topics: dict[str, int], configs: dict[str, dict[str, str]] | None = None) -> None:
+        """Create each topic (name -> partitions) with one replica and its `configs` (name -> topic settings), and
+        wait until every one exists."""
         admin = self.admin()  # kept until the futures resolve: a collected client cancels them
-        futures = admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()])
+        made = [
+            NewTopic(name, partitions, 1, config=(configs or {}).get(name, {})) for name, partitions in topics.items()
+        ]
+        futures = admin.create_topics(made)
         for future in futures.values():
             future.result(timeout=30)
         deadline = time.monotonic() + 30

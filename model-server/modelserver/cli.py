@@ -213,6 +213,9 @@ def stream(
         list[str] | None, typer.Option("--passthrough", help="input field copied to the output (repeat)")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="binary classifiers: the decision threshold")] = None,
+    max_message_bytes: Annotated[
+        int | None, typer.Option(help="the largest message produced; a larger output is dead-lettered (too_large)")
+    ] = None,
     compare_topic: Annotated[
         str | None, typer.Option(help="shadowing: the stable output topic this consumer's outputs are compared with")
     ] = None,

@@ -29,6 +29,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from modelserver.stream.settings import StreamSettings
 
+MESSAGE_FRAMING_BYTES = 10_000
+
 
 class Severity(enum.Enum):
     RETRIABLE = "retriable"
@@ -104,6 +106,11 @@ def producer_config(settings: StreamSettings) -> dict[str, Any]:
         "acks": "all",
         "partitioner": "murmur2_random",
         "linger.ms": 5,
+        # The broker refuses a record batch over its topic's max.message.bytes (not a message: a whole batch). The
+        # pipeline keeps every message within max_message_bytes; batches stay within it too, and librdkafka's own
+        # per-message check leaves room for a record's framing.
+        "batch.size": settings.max_message_bytes,
+        "message.max.bytes": settings.max_message_bytes + MESSAGE_FRAMING_BYTES,
     }
     if settings.delivery == "exactly-once":
         config["transactional.id"] = settings.transactional_id

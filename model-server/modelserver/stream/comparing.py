@@ -18,22 +18,13 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, Topic
 from modelrollout_contract.metrics import SHADOW_SIDE, STABLE_SIDE
 from modelrollout_contract.sticky import message_bucket
 from modelserver.stream.metrics import StreamMetrics
-from modelserver.stream.outgoing import REASON_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Outgoing
+from modelserver.stream.outgoing import REASON_HEADER, Outgoing, origin_of
 from modelserver.stream.shadow import FAILED, Paired, ShadowJoin, Side, Source, answer_of
 
 log = logging.getLogger(__name__)
 READ_BATCH = 1000
 READ_WAIT_S = 0.5
 LIST_TIMEOUT_S = 10.0
-
-
-def source_of(headers: Iterable[tuple[str, Any]] | None) -> Source | None:
-    """The input record an output names in its `source-*` headers; None when they are missing or malformed."""
-    found = {name: value for name, value in headers or () if name in {SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET}}
-    try:
-        return (bytes(found[SOURCE_TOPIC]).decode(), int(found[SOURCE_PARTITION]), int(found[SOURCE_OFFSET]))
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 class Comparer:
@@ -83,7 +74,7 @@ class Comparer:
     def shadowed(self, outgoing: Iterable[Outgoing]) -> None:
         """A committed batch's messages: each output (or dead letter) is this shadow's answer to its source."""
         for message in outgoing:
-            source = source_of(message.headers)
+            source = origin_of(message.headers)
             if source is None:
                 continue
             failed = any(name == REASON_HEADER for name, _ in message.headers)
@@ -119,7 +110,7 @@ class Comparer:
                     if message.error() is not None:
                         continue
                     headers = message.headers()
-                    source = source_of(headers if isinstance(headers, list) else None)
+                    source = origin_of(headers if isinstance(headers, list) else None)
                     if source is not None and self._wanted(message, source):
                         self._add(STABLE_SIDE, source, answer_of(message.value()))
         except Exception:  # the comparison is a measurement: it never stops the shadow's scoring

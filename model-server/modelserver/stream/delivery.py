@@ -73,6 +73,18 @@ class Recorder(Protocol):
     def transaction(self, result: str) -> None: ...
 
 
+def too_large(error: KafkaError | None) -> bool:
+    """The broker (or librdkafka before it) refused a message batch for its size: reading it again will not help.
+    The pipeline keeps every message within max_message_bytes and the producer's batches too (batch.size), so this
+    means a topic takes less than max_message_bytes: a configuration error, which stops the consumer (Fatal)."""
+    return error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def _refused(what: str, error: object) -> Fatal:
+    return Fatal(f"{what}: the broker refused a batch as too large ({error}): the output or dead-letter topic's "
+                 "max.message.bytes is below max_message_bytes; set max_message_bytes at or below it")  # fmt: skip
+
+
 def produce_all(
     producer: Producer, outgoing: list[Outgoing], on_delivery: Callable[[KafkaError | None, Message], None] | None
 ) -> None:
@@ -149,9 +161,11 @@ class ExactlyOnce:
         try:
             try:
                 produce_all(self.producer, batch.outgoing, None)
-            except KafkaException as exc:  # e.g. a message too large: never committed without it
+            except KafkaException as exc:  # never committed without the message
                 if (error := error_of(exc)) is not None and error.fatal():
                     raise Fatal(f"produce: {exc}") from exc
+                if too_large(error):
+                    raise _refused("produce", exc) from exc
                 raise _Abort(f"produce: {exc}") from exc
             offsets = _offsets(batch)
             group = self.consumer.consumer_group_metadata()
@@ -184,6 +198,8 @@ class ExactlyOnce:
                 _bounded(what, call, timeout)
                 return
             except KafkaException as exc:
+                if too_large(error_of(exc)):
+                    raise _refused(what, exc) from exc
                 severity = classify(exc)
                 if severity is Severity.FATAL:
                     raise Fatal(f"{what}: {exc}") from exc
@@ -234,19 +250,21 @@ class AtLeastOnce:
         pass
 
     def commit(self, batch: Processed) -> bool:
-        failed: list[str] = []
+        failed: list[KafkaError] = []
 
         def delivered(error: KafkaError | None, _: Message) -> None:
             if error is not None:
-                failed.append(str(error))
+                failed.append(error)
 
         try:
             produce_all(self.producer, batch.outgoing, delivered)
         except KafkaException as exc:
-            if (error := error_of(exc)) is not None and error.fatal():
-                raise Fatal(f"produce: {exc}") from exc
-            failed.append(str(exc))
+            if (error := error_of(exc)) is not None and (error.fatal() or too_large(error)):
+                raise (_refused("produce", exc) if too_large(error) else Fatal(f"produce: {exc}")) from exc
+            failed.append(error or KafkaError(KafkaError._FAIL, str(exc)))
         left = self.producer.flush(self.timeout_s)
+        if any(too_large(error) for error in failed):
+            raise _refused("delivery", next(e for e in failed if too_large(e)))
         if failed or left:
             log.warning("%d deliveries failed and %d are unacknowledged (e.g. %s): the batch is read again",
                         len(failed), left, failed[:1])  # fmt: skip

@@ -4,14 +4,16 @@ record came from, so an output or a dead letter names its input exactly once per
 
 - output: `model`, `version`, `source-topic`, `source-partition`, `source-offset`;
 - dead letter: `reason` (a machine word, modelserver.stream.records.REASONS), `error` (what exactly, at most
-  ERROR_LIMIT bytes), `model`, `version`, and the same `source-*`.
+  ERROR_LIMIT bytes), `model`, `version`, and the same `source-*`. A dead letter that would itself be too large
+  to produce goes without its value (`error` says so): the record stays at its source partition and offset.
 
 Header values are UTF-8 text (numbers in decimal)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 MODEL_HEADER = "model"
 VERSION_HEADER = "version"
@@ -21,8 +23,12 @@ SOURCE_OFFSET = "source-offset"
 REASON_HEADER = "reason"
 ERROR_HEADER = "error"
 ERROR_LIMIT = 1000
+# A record batch of one message is the message plus its framing (the batch header, 61 bytes, and the record's
+# lengths and attributes): what a topic's max.message.bytes is measured against.
+FRAMING_BYTES = 128
 
 Headers = list[tuple[str, bytes]]
+Origin = tuple[str, int, int]  # the input record a message answers: its topic, partition and offset
 
 
 class Source(Protocol):
@@ -48,6 +54,11 @@ class Outgoing:
     value: bytes | None
     headers: Headers
 
+    @property
+    def size(self) -> int:
+        """Its bytes as a record counts them against a size limit: key, value, header names and values."""
+        return len(self.key or b"") + len(self.value or b"") + sum(len(n) + len(v) for n, v in self.headers)
+
 
 def source_headers(message: Source) -> Headers:
     return [
@@ -55,6 +66,19 @@ def source_headers(message: Source) -> Headers:
         (SOURCE_PARTITION, str(message.partition()).encode()),
         (SOURCE_OFFSET, str(message.offset()).encode()),
     ]
+
+
+def origin_of(headers: Iterable[tuple[str, Any]] | None) -> Origin | None:
+    """The input record a message names in its `source-*` headers; None when they are missing or malformed."""
+    found = {name: value for name, value in headers or () if name in {SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET}}
+    try:
+        return (bytes(found[SOURCE_TOPIC]).decode(), int(found[SOURCE_PARTITION]), int(found[SOURCE_OFFSET]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def origin(message: Source) -> Origin:
+    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
 
 
 class Envelopes:
@@ -68,10 +92,19 @@ class Envelopes:
     def output(self, message: Source, value: bytes) -> Outgoing:
         return Outgoing(self.output_topic, message.key(), value, [*self._model, *source_headers(message)])
 
-    def dead_letter(self, message: Source, reason: str, error: str) -> Outgoing | None:
-        """The record as it came, with why; None without a dead-letter topic (the caller drops the record)."""
+    def dead_letter(self, message: Source, reason: str, error: str, *, limit: int | None = None) -> Outgoing | None:
+        """The record as it came, with why; None without a dead-letter topic (the caller drops the record). Over
+        `limit` bytes it goes without its value."""
         if self.dead_letter_topic is None:
             return None
+        letter = self._letter(message, reason, error, message.value())
+        if limit is not None and letter.size + FRAMING_BYTES > limit:
+            dropped = f"{error}; the record's value ({len(message.value() or b'')} bytes) is left at its source"
+            letter = self._letter(message, reason, dropped, None)
+        return letter
+
+    def _letter(self, message: Source, reason: str, error: str, value: bytes | None) -> Outgoing:
+        assert self.dead_letter_topic is not None
         said = error.encode()[:ERROR_LIMIT].decode(errors="ignore")  # not cut inside a character
         headers = [(REASON_HEADER, reason.encode()), (ERROR_HEADER, said.encode()), *self._model]
-        return Outgoing(self.dead_letter_topic, message.key(), message.value(), headers + source_headers(message))
+        return Outgoing(self.dead_letter_topic, message.key(), value, headers + source_headers(message))

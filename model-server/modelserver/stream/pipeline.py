@@ -4,8 +4,10 @@ dead letter per record that could not be scored), with the offsets to commit. No
 caller produces and commits (modelserver.stream.delivery).
 
 A model that fails on a batch sends every record it was given to the dead-letter topic (reason model_error): the
-consumer goes on, and no record is lost. Invalid records without a dead-letter topic (at-least-once only) are
-dropped, counted and logged."""
+consumer goes on, and no record is lost. So does a record whose output is larger than `max_message_bytes`
+(reason too_large; its dead letter goes without the record's value when that is too large as well): producing
+it would fail its batch's transaction each time the batch is read. Invalid records without a dead-letter topic
+(at-least-once only) are dropped, counted and logged."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelrollout_contract.metrics import DEAD_LETTERED, DROPPED, SCORED, SKIPPED
-from modelserver.stream.outgoing import Envelopes, Outgoing
-from modelserver.stream.records import MODEL_ERROR, Decoder, Invalid
+from modelserver.stream.outgoing import FRAMING_BYTES, Envelopes, Outgoing
+from modelserver.stream.records import MODEL_ERROR, TOO_LARGE, Decoder, Invalid
 from modelserver.stream.scoring import ModelFailed, Scorer
 from modelserver.stream.shares import in_share
 
@@ -74,12 +76,19 @@ def offsets(messages: Sequence[Consumed]) -> tuple[dict[Partition, int], dict[Pa
 
 class Pipeline:
     def __init__(
-        self, scorer: Scorer, envelopes: Envelopes, decoder: Decoder, *, share: tuple[int, int] | None = None
+        self,
+        scorer: Scorer,
+        envelopes: Envelopes,
+        decoder: Decoder,
+        *,
+        share: tuple[int, int] | None = None,
+        max_message_bytes: int = 1_000_000,
     ) -> None:
         self.scorer = scorer
         self.envelopes = envelopes
         self.decoder = decoder
         self.share = share
+        self.max_message_bytes = max_message_bytes
 
     def __call__(self, messages: Sequence[Consumed], shares: Sequence[bool] | None = None) -> Processed:
         """`shares`: per message, whether this consumer scores it (a rollout's cutovers decided it); default, the
@@ -102,10 +111,17 @@ class Pipeline:
                 failures += [Invalid(index, MODEL_ERROR, str(exc)) for index in decoded.rows]
             else:
                 values = self.scorer.values(prediction, decoded.passthrough)
-                done.outgoing += [self.envelopes.output(mine[i], v) for i, v in zip(decoded.rows, values, strict=True)]
-                done.counts[SCORED] = len(values)
+                for index, value in zip(decoded.rows, values, strict=True):
+                    output = self.envelopes.output(mine[index], value)
+                    if output.size + FRAMING_BYTES > self.max_message_bytes:
+                        why = f"its output of {output.size} bytes is over max_message_bytes ({self.max_message_bytes})"
+                        failures.append(Invalid(index, TOO_LARGE, why))
+                    else:
+                        done.outgoing.append(output)
+                        done.counts[SCORED] += 1
         for failure in failures:
-            letter = self.envelopes.dead_letter(mine[failure.index], failure.reason, failure.error)
+            letter = self.envelopes.dead_letter(mine[failure.index], failure.reason, failure.error,
+                                                limit=self.max_message_bytes)  # fmt: skip
             if letter is not None:
                 done.outgoing.append(letter)
         if failures:

@@ -32,7 +32,8 @@ MISSING_FIELD = "missing_field"
 WRONG_LENGTH = "wrong_length"
 NON_FINITE = "non_finite"
 MODEL_ERROR = "model_error"  # not a record's fault: the model failed on the batch (see pipeline)
-REASONS = (NOT_JSON, WRONG_TYPE, MISSING_FIELD, WRONG_LENGTH, NON_FINITE, MODEL_ERROR)
+TOO_LARGE = "too_large"  # its output is larger than a message may be (see pipeline)
+REASONS = (NOT_JSON, WRONG_TYPE, MISSING_FIELD, WRONG_LENGTH, NON_FINITE, MODEL_ERROR, TOO_LARGE)
 
 # What a JSON number decodes to; bool is a subclass of int but `true` is no feature value.
 _NUMBER = frozenset({int, float})

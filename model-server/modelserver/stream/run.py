@@ -111,7 +111,8 @@ def pipeline_for(settings: StreamSettings, model: Model) -> Pipeline:
                           model=settings.model_name, version=settings.model_version)  # fmt: skip
     signature = model.signature
     decoder = Decoder(signature.feature_names, signature.dtype, settings.passthrough_fields)
-    return Pipeline(scorer, envelopes, decoder, share=settings.key_share())
+    limit = settings.max_message_bytes
+    return Pipeline(scorer, envelopes, decoder, share=settings.key_share(), max_message_bytes=limit)
 
 
 def main(settings: StreamSettings) -> int:

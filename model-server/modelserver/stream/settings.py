@@ -108,6 +108,14 @@ class StreamSettings(ModelSettings):
         description="fields of a JSON-object record copied into its output value (null when absent)",
     )
     threshold: float | None = Field(None, ge=0, le=1, description="binary classifiers: decision = P(positive) >= it")
+    max_message_bytes: int = Field(
+        1_000_000,
+        ge=1_000,
+        le=100_000_000,
+        description="the largest message produced (key, value and headers): a record whose output is larger is "
+        "dead-lettered (too_large) instead of failing its batch; keep it at or below the topics' max.message.bytes "
+        "(Kafka's default 1 MiB)",
+    )
     compare_topic: str | None = Field(
         None,
         pattern=TOPIC,

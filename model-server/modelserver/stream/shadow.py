@@ -28,10 +28,11 @@ import orjson
 
 from modelrollout_contract.metrics import AGREE, DISAGREE, ERROR, SHADOW_SIDE, STABLE_SIDE
 from modelserver.routing.shadow import equal_values
+from modelserver.stream.outgoing import Origin
 
 PENDING_LIMIT = 100_000  # per side: ~20 MB of small answers, minutes of a busy topic's skew between consumers
 Side = Literal["shadow", "stable"]
-Source = tuple[str, int, int]  # the input record's topic, partition and offset
+Source = Origin
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,6 +315,13 @@ class StreamSpec(ApiModel):
     threshold: float | None = Field(
         default=None, ge=0, le=1, description="Binary classifiers: add a decision, P(positive) >= threshold."
     )
+    max_message_bytes: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        le=100_000_000,
+        description="Largest message produced; a record whose output is larger is dead-lettered (too_large). At "
+        "or below the output and dead-letter topics' max.message.bytes, or the consumers stop saying so.",
+    )
 
     @model_validator(mode="after")
     def _dead_letters(self) -> StreamSpec:

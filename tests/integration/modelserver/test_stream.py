@@ -328,6 +328,49 @@ def test_a_member_joining_mid_stream_takes_partitions_over_without_a_record_lost
     assert sum(scored) == produced, scored
 
 
+def test_an_output_over_max_message_bytes_is_dead_lettered_and_a_topic_below_it_is_a_clear_error(
+    broker: KafkaBroker, models: Classifiers, streams: list[Stream], tmp_path: Path
+) -> None:
+    """The output topic takes record batches of at most 2,000 bytes (max.message.bytes); some records' passthrough
+    field makes their output 3 kB. With max_message_bytes at the topic's limit, those records are dead-lettered
+    (too_large, their value left at the source) and every other one scored: exactly one of output or dead letter
+    per record. With the default (1 MB, above the topic's) the broker refuses a batch, and the consumer stops at
+    once saying which setting to lower, having committed nothing."""
+    tag = uuid.uuid4().hex[:8]
+    small = Topics(f"events-{tag}", f"scores-{tag}", f"dead-{tag}")
+    broker.create_topics({small.input: PARTITIONS, small.output: PARTITIONS, small.dlq: 1},
+                         configs={small.output: {"max.message.bytes": "2000"}})  # fmt: skip
+    features = json.loads(row_value(models, 1, as_object=True))
+    big = {i for i in range(600) if i % 97 == 5}
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (f"user-{i}".encode(), json.dumps({**features, "note": "x" * (3_000 if i in big else 10)}).encode())
+        for i in range(600)
+    ]
+    placed = produce(broker, small.input, records)
+
+    misconfigured = Stream(tmp_path, broker, small, models.stable, "--passthrough", "note", group="sizes")
+    streams.append(misconfigured)
+    misconfigured.start(wait=False)  # it may stop before a readiness probe sees it ready
+    assert misconfigured.process.wait(timeout=60) == 1
+    assert "max.message.bytes is below max_message_bytes; set max_message_bytes" in misconfigured.log()
+    assert total_committed(broker, "sizes", small.input) == 0
+
+    # The same member restarted with the setting fixed, as a pod would be (its static membership takes the
+    # partitions back at once).
+    stream = start(streams, Stream(tmp_path, broker, small, models.stable, "--passthrough", "note",
+                                   "--max-message-bytes", "2000", group="sizes"))  # fmt: skip
+    wait_committed(broker, stream, small.input, len(records))
+    letters = read_all(broker, small.dlq, 1)
+    assert sorted(placed[letter.source] for letter in letters) == sorted(big)
+    for letter in letters:
+        assert letter.headers["reason"] == b"too_large"
+        assert b"over max_message_bytes (2000)" in letter.headers["error"]
+        assert (letter.key, letter.value) == (records[placed[letter.source]][0], None)
+    outputs = read_all(broker, small.output, PARTITIONS)
+    exactly_once(outputs, {p: i for p, i in placed.items() if i not in big})
+    assert stream.metric(names.STREAM_TRANSACTIONS, result="aborted") == 0
+
+
 def test_at_least_once_without_a_dead_letter_topic_drops_poison_and_scores_the_rest(
     broker: KafkaBroker, topics: Topics, models: Classifiers, streams: list[Stream], tmp_path: Path
 ) -> None:

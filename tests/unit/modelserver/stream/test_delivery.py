@@ -21,21 +21,31 @@ ABORTABLE = KafkaError(KafkaError.ILLEGAL_GENERATION, "generation moved on", txn
 FATAL = KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True)
 
 
+class Delivered:
+    """What librdkafka hands a delivery callback, as far as the committers read it."""
+
+    def __init__(self, headers: list[tuple[str, bytes]]) -> None:
+        self._headers = headers
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+
 class Clients:
     """A producer and a consumer in one: every call is recorded; `fail[name]` lists the errors its next calls
     raise, one per call."""
 
     def __init__(self, committed: dict[tuple[str, int], int]) -> None:
         self.calls: list[tuple[str, Any]] = []
-        self.fail: dict[str, list[KafkaError]] = {}
+        self.fail: dict[str, list[KafkaError | None]] = {}  # per call, in turn: the error it raises (None: none)
         self._committed = committed
-        self.delivery_errors: list[KafkaError] = []
+        self.delivery_errors: list[KafkaError | None] = []
 
     def _call(self, name: str, arg: Any = None) -> None:
         self.calls.append((name, arg))
         pending = self.fail.get(name)
-        if pending:
-            raise KafkaException(pending.pop(0))
+        if pending and (error := pending.pop(0)) is not None:
+            raise KafkaException(error)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -52,7 +62,7 @@ class Clients:
     ) -> None:
         self._call("produce", (topic, key))
         if on_delivery is not None:
-            on_delivery(self.delivery_errors.pop(0) if self.delivery_errors else None, None)
+            on_delivery(self.delivery_errors.pop(0) if self.delivery_errors else None, Delivered(list(headers)))
 
     def send_offsets_to_transaction(self, offsets: list[TopicPartition], group: Any, timeout: float) -> None:
         self._call("send_offsets_to_transaction", sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
@@ -163,12 +173,32 @@ def test_a_revoked_partition_is_not_rewound_its_new_owner_reads_it() -> None:
 
 def test_a_failed_produce_aborts_the_transaction_rather_than_commit_without_the_message() -> None:
     clients = Clients({})
-    clients.fail = {"produce": [KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large")]}
+    clients.fail = {"produce": [KafkaError(KafkaError._UNKNOWN_TOPIC, "unknown topic")]}
     committer, metrics = exactly_once(clients)
     assert committer.commit(batch()) is False
     assert "send_offsets_to_transaction" not in clients.names()
     assert "abort_transaction" in clients.names()
     assert metrics.results == [ABORTED]
+
+
+TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large", txn_requires_abort=True)
+
+
+@pytest.mark.parametrize("where", ["produce", "commit_transaction"])
+def test_a_batch_refused_as_too_large_stops_the_consumer_naming_the_setting(where: str) -> None:
+    """Reading the batch again would meet the same refusal forever (the broker refuses a whole record batch over a
+    topic's max.message.bytes): a topic smaller than max_message_bytes is a configuration error."""
+    clients = Clients({})
+    clients.fail = {where: [TOO_LARGE]}
+    committer, _ = exactly_once(clients)
+    with pytest.raises(Fatal, match=r"max.message.bytes is below max_message_bytes; set max_message_bytes"):
+        committer.commit(batch())
+    clients = Clients({})
+    clients.delivery_errors = [None, TOO_LARGE]
+    alo = AtLeastOnce(clients, clients, owning(("in", 0), ("in", 1)), timeout_s=5)  # type: ignore[arg-type]
+    with pytest.raises(Fatal, match=r"delivery: the broker refused a batch as too large"):
+        alo.commit(batch())
+    assert "commit" not in clients.names()
 
 
 @pytest.mark.parametrize("where", ["begin_transaction", "send_offsets_to_transaction", "commit_transaction",
@@ -214,7 +244,7 @@ def test_at_least_once_produces_flushes_then_commits() -> None:
 
 def test_at_least_once_rewinds_without_committing_when_a_delivery_fails() -> None:
     clients = Clients({("in", 0): 40, ("in", 1): 6})
-    clients.delivery_errors = [None, KafkaError(KafkaError._MSG_TIMED_OUT, "timed out")]  # type: ignore[list-item]
+    clients.delivery_errors = [None, KafkaError(KafkaError._MSG_TIMED_OUT, "timed out")]
     committer = AtLeastOnce(clients, clients, owning(("in", 0), ("in", 1)), timeout_s=5)  # type: ignore[arg-type]
     assert committer.commit(batch()) is False
     assert "commit" not in clients.names()

@@ -15,7 +15,7 @@ from modelrollout_contract.metrics import DEAD_LETTERED, DROPPED, SCORED, SKIPPE
 from modelrollout_contract.sticky import BUCKETS, message_bucket
 from modelserver.runtimes import LoadOptions, load_model
 from modelserver.runtimes.base import Array, Model, Prediction, Signature
-from modelserver.stream.outgoing import Envelopes
+from modelserver.stream.outgoing import FRAMING_BYTES, Envelopes
 from modelserver.stream.pipeline import Pipeline
 from modelserver.stream.records import Decoder
 from modelserver.stream.scoring import Scorer
@@ -36,11 +36,12 @@ def pipeline_of(
     share: tuple[int, int] | None = None,
     threshold: float | None = None,
     passthrough: tuple[str, ...] = (),
+    limit: int = 1_000_000,
 ) -> Pipeline:
     scorer = Scorer(model, name="churn", version="2", threshold=threshold)
     envelopes = Envelopes(output_topic="out", dead_letter_topic=dlq, model="churn", version="2")
     decoder = Decoder(model.signature.feature_names, model.signature.dtype, passthrough)
-    return Pipeline(scorer, envelopes, decoder, share=share)
+    return Pipeline(scorer, envelopes, decoder, share=share, max_message_bytes=limit)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,23 @@ def test_a_regressor_and_a_multiclass_classifier_answer_in_their_shapes(
     assert set(value["probabilities"]) == {"setosa", "versicolor", "virginica"}
     with pytest.raises(ValueError, match="binary classifiers only"):
         Scorer(model, name="iris", version="1", threshold=0.5)
+
+
+def test_a_record_whose_output_is_too_large_is_dead_lettered_not_left_to_fail_its_batch(binary: Model) -> None:
+    """A passthrough field can make an output larger than a message may be: producing it would fail the batch's
+    transaction on every read. Such a record is dead-lettered (too_large) with its value, or without its value
+    when the dead letter would be too large as well (the record stays at its source)."""
+    names = binary.signature.feature_names
+    row = dict(zip(names, [0.5] * len(names), strict=True))
+    small = json.dumps(row | {"note": "ok"}).encode()
+    big = json.dumps(row | {"note": "x" * 3_000}).encode()
+    batch = [message(0, 1, small, b"a"), message(0, 2, big, b"b")]
+    done = pipeline_of(binary, passthrough=("note",), limit=2_000)(batch)
+    assert done.counts == {SCORED: 1, DEAD_LETTERED: 1, SKIPPED: 0}
+    [output, letter] = done.outgoing
+    assert (output.topic, output.key) == ("out", b"a")
+    assert (letter.topic, letter.key, letter.value) == ("dlq", b"b", None), "a dead letter of 3 kB is too large too"
+    assert headers(letter)["reason"] == b"too_large"
+    assert b"over max_message_bytes (2000)" in headers(letter)["error"]
+    assert b"left at its source" in headers(letter)["error"]
+    assert all(o.size + FRAMING_BYTES <= 2_000 for o in done.outgoing)

@@ -13,9 +13,9 @@ from confluent_kafka import Message
 
 from modelrollout_contract.sticky import keyless_bucket, message_bucket
 from modelserver.stream import shadow
-from modelserver.stream.comparing import Comparer, source_of
+from modelserver.stream.comparing import Comparer
 from modelserver.stream.metrics import StreamMetrics
-from modelserver.stream.outgoing import Envelopes
+from modelserver.stream.outgoing import Envelopes, origin_of
 from modelserver.stream.shadow import FAILED, Answer, Comparison, ShadowJoin, Side, answer_of, compare
 
 SOURCE = ("events", 3, 1234)
@@ -232,7 +232,7 @@ def test_a_consumer_that_does_not_shadow_has_no_comparison_series() -> None:
 
 def test_the_source_is_read_from_the_headers() -> None:
     headers = [("model", b"m"), ("source-topic", b"events"), ("source-partition", b"3"), ("source-offset", b"1234")]
-    assert source_of(headers) == ("events", 3, 1234)
+    assert origin_of(headers) == ("events", 3, 1234)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_the_source_is_read_from_the_headers() -> None:
     ids=["none", "empty", "no-offset", "partition-not-a-number", "null-offset", "null-topic", "topic-not-utf8"],
 )
 def test_a_missing_or_malformed_source_is_none(headers: list[tuple[str, Any]] | None) -> None:
-    assert source_of(headers) is None
+    assert origin_of(headers) is None
 
 
 # --- comparing without Kafka ----------------------------------------------------------------------------------

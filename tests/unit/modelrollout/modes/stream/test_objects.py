@@ -76,7 +76,7 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_consumer_env_names_everything_modelserver_stream_needs() -> None:
-    env = env_of(consumer(kafka=kafka(), delivery="exactly-once", maxBatch=250))
+    env = env_of(consumer(kafka=kafka(), delivery="exactly-once", maxBatch=250, maxMessageBytes=500_000))
     assert env["MODELSERVER_BOOTSTRAP_SERVERS"] == "kafka-0.kafka:9092,kafka-1.kafka:9092"
     assert env["MODELSERVER_INPUT_TOPIC"] == "transactions"
     assert env["MODELSERVER_OUTPUT_TOPIC"] == "transaction-scores"
@@ -84,6 +84,7 @@ def test_the_consumer_env_names_everything_modelserver_stream_needs() -> None:
     assert env["MODELSERVER_CONSUMER_GROUP"] == "tx-scoring"
     assert env["MODELSERVER_DELIVERY"] == "exactly-once"
     assert env["MODELSERVER_MAX_BATCH"] == "250"
+    assert env["MODELSERVER_MAX_MESSAGE_BYTES"] == "500000"
     assert env["MODELSERVER_REVISION"] == REV
     assert env["MODELSERVER_SHARE_CONFIGMAP"] == f"{NAMESPACE}/{NAME}-stream"
     assert env["MODELSERVER_METRICS_PORT"] == "8080"
