@@ -165,7 +165,7 @@ class Reconciler:
         if md.spec.online is None:
             await self._report_unsupported(raw, md)
             return "unserved"
-        observed, seen = await self._observe(md)
+        observed, seen, owned = await self._observe(md)
         now = self._clock()
         raw_verb = (raw["metadata"].get("annotations") or {}).get(VERB_ANNOTATION)
         verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
@@ -175,7 +175,7 @@ class Reconciler:
         if md.spec.batch is not None:
             decided, beside, batch_plan = await self._batch_beside(md, decided, batch_verb, now)
         if md.spec.stream is not None:
-            decided, beside = await self._stream_beside(md, decided, beside)
+            decided, beside = await self._stream_beside(md, decided, beside, owned)
         plan = plan_objects(md, decided=decided, actions=actions, observed=observed, settings=self._plan_settings,
                             now=now, beside=beside)  # fmt: skip
         if batch_plan is not None:
@@ -238,14 +238,25 @@ class Reconciler:
                            image=md.spec.model.image or self._plan_settings.default_image)  # fmt: skip
 
     async def _stream_beside(
-        self, md: ModelDeployment, decided: ModelDeploymentStatus, beside: Beside | None
+        self,
+        md: ModelDeployment,
+        decided: ModelDeploymentStatus,
+        beside: Beside | None,
+        owned: dict[str, list[dict[str, Any]]],
     ) -> tuple[ModelDeploymentStatus, Beside]:
-        """Stream following the online rollout: consumers of the revision online serves, handed over exactly."""
-        name, namespace = md.metadata.name or "", md.metadata.namespace or ""
-        owned = {kind: await self._children.owned(kind, namespace, name, md.metadata.uid) for kind in OWNED_KINDS}
+        """Stream following the online rollout: consumers of the revision online serves, handed over exactly.
+        `owned`: what the online pass observed (every owned kind, read once per pass)."""
         plan = await self._stream_plan(md, decided, owned, follow=True)
         beside = beside or Beside()
-        merged = Beside(objects=[*beside.objects, *plan.objects], ready={**beside.ready, "stream": plan.readiness})
+        # Online's prune lists its own kinds and says what it deletes; the stream plan adds what only it lists
+        # (ScaledObjects) and its hand-over events.
+        listed = set(OWNED_KINDS)
+        merged = Beside(
+            objects=[*beside.objects, *plan.objects],
+            ready={**beside.ready, "stream": plan.readiness},
+            delete=[*beside.delete, *(d for d in plan.delete if d[0] not in listed)],
+            events=[*beside.events, *(Event(*e) for e in plan.events if e[1] != "ObjectRemoved")],
+        )
         return decided.model_copy(update={"stream": plan.status}), merged
 
     async def _reconcile_stream(self, raw: dict[str, Any], md: ModelDeployment) -> str:
@@ -401,9 +412,12 @@ class Reconciler:
         ANALYSIS_RUNS.labels(outcome.run.kind or request.kind, outcome.run.verdict).inc()
         return outcome
 
-    async def _observe(self, md: ModelDeployment) -> tuple[Observed, dict[tuple[str, str], _Seen]]:
+    async def _observe(
+        self, md: ModelDeployment
+    ) -> tuple[Observed, dict[tuple[str, str], _Seen], dict[str, list[dict[str, Any]]]]:
         """What exists now, plus uid and generation of every owned object: what our apply then returns tells
-        exactly whether it re-created or reverted something (a race-free drift report)."""
+        exactly whether it re-created or reverted something (a race-free drift report); and the objects as read,
+        by kind (a hybrid pass's stream part plans from them too)."""
         name, namespace, uid = md.metadata.name or "", md.metadata.namespace or "", md.metadata.uid
         owned = {kind: await self._children.owned(kind, namespace, name, uid) for kind in OWNED_KINDS}
         seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj, kind) for kind, objs in owned.items() for obj in objs}
@@ -420,7 +434,7 @@ class Reconciler:
             revisions[revision] = RevisionState(
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
             )
-        return Observed(revisions=revisions, existing=frozenset(seen)), seen
+        return Observed(revisions=revisions, existing=frozenset(seen)), seen, owned
 
     async def _execute(
         self,

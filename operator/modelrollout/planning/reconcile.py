@@ -190,11 +190,14 @@ def online_readiness(stable: RevisionRef | None, observed: Observed) -> Readines
 
 @dataclass(frozen=True)
 class Beside:
-    """What the modes beside online add to its pass (batch following the revision online promoted): their
-    objects, which the prune then keeps, and their readiness."""
+    """What the modes beside online add to its pass (batch and stream following the revision online promoted):
+    their objects, which the prune then keeps, their readiness, objects of kinds online does not list that they
+    no longer want (a stream revision's ScaledObject), and their own events (a stream hand-over's)."""
 
     objects: list[dict[str, Any]] = field(default_factory=list)
     ready: Mapping[ModeName, Readiness] = field(default_factory=dict)
+    delete: Sequence[tuple[str, str]] = ()
+    events: Sequence[Event] = ()
 
 
 def plan_objects(
@@ -277,7 +280,7 @@ def plan_objects(
     wanted_objects = {(obj["kind"], obj["metadata"]["name"]) for obj in grow + shrink}
     if routed:
         wanted_objects.add(("ConfigMap", router_configmap_name(owner.name)))
-    delete = sorted(observed.existing - wanted_objects)
+    delete = sorted((observed.existing - wanted_objects) | set(beside.delete))
 
     prev = md.status or ModelDeploymentStatus()
     # Same generation as our last pass: the spec did not change, so anything missing was removed behind our back
@@ -290,6 +293,7 @@ def plan_objects(
     for kind, name in delete:
         reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
         events.append(Event("Normal", reason, f"{kind} {name} is no longer needed; deleted"))
+    events += beside.events
 
     status = _status(md, decided, observed=observed, settings=settings, now=now, events=events, beside=beside.ready)
     return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)

@@ -14,6 +14,7 @@ from modelrollout.planning.names import ANNOTATION_REPLICAS, LABEL_REVISION
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import (
     Beside,
+    Event,
     Observed,
     Plan,
     PlanSettings,
@@ -339,3 +340,14 @@ def test_strategy_direct_runs_no_router_unless_asked() -> None:
     assert selects(p, "iris") == V1.revision
     asked = md(status=serving(), rollout={"strategy": "direct", "trafficRouting": {"provider": "router"}})
     assert ("Deployment", "iris-router") not in plan(asked, observed(state(V1))).delete
+
+
+def test_what_a_mode_beside_online_no_longer_wants_of_its_own_kinds_is_deleted_and_its_events_kept() -> None:
+    """Online's prune lists its own kinds; a ScaledObject of a stream revision handed over is only the stream
+    plan's to know of, so it reaches the pass through Beside.delete, and the stream's events through Beside.events."""
+    handed = Event("Normal", "StreamHandedOver", "revision b scores every record from epoch 4's cutover on")
+    beside = Beside(delete=[("ScaledObject", "iris-stream-a")], events=[handed])
+    p, _ = one_pass(md(), Observed(), beside=beside)
+    assert ("ScaledObject", "iris-stream-a") in p.delete
+    assert handed in p.events
+    assert Event("Normal", "ObjectRemoved", "ScaledObject iris-stream-a is no longer needed; deleted") in p.events
