@@ -20,6 +20,7 @@ nothing about the model. Kubernetes restarts the container on each of them."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -133,9 +134,18 @@ def main(settings: StreamSettings) -> int:
         except (ModelLoadError, ValueError, OSError) as exc:
             log.error("cannot start: %s", exc)
             return EXIT_START
+        settle_heap()
         return _consume(settings, pipeline, metrics, assignment, stop, feed)
     finally:
         endpoints.stop()
+
+
+def settle_heap() -> None:
+    """Everything allocated so far (the libraries, the model: about 150,000 objects with scikit-learn) lives until
+    exit. Freezing it keeps the cyclic GC's full collections from rescanning it: unfrozen, each one paused the
+    loop for 80-150 ms every few seconds (measured under load), the largest part of the end-to-end p99."""
+    gc.collect()
+    gc.freeze()
 
 
 def _share_feed(settings: StreamSettings) -> DocumentFeed | None:
