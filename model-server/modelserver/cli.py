@@ -183,7 +183,9 @@ def stream(
     consumer_group: Annotated[str | None, typer.Option("--group", "-g", help="the consumer group")] = None,
     delivery: Annotated[str | None, typer.Option(help="exactly-once (transactions) | at-least-once")] = None,
     max_batch: Annotated[int | None, typer.Option(help="records per micro-batch (and transaction)")] = None,
-    max_wait_ms: Annotated[float | None, typer.Option(help="longest wait for a micro-batch to fill")] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="longest wait for a record when none is ready (no batch waits to fill)")
+    ] = None,
     instance_id: Annotated[
         str | None, typer.Option(help="group.instance.id, static membership (default: POD_NAME, else HOSTNAME)")
     ] = None,

@@ -54,7 +54,13 @@ class StreamSettings(ModelSettings):
         "together); at-least-once: produce, flush, then commit offsets (duplicates after a crash in between)",
     )
     max_batch: PositiveInt = Field(500, le=100_000, description="records per micro-batch (and per transaction)")
-    max_wait_ms: float = Field(20.0, ge=0, le=60_000, description="longest wait for a micro-batch to fill")
+    max_wait_ms: float = Field(
+        20.0,
+        ge=0,
+        le=60_000,
+        description="longest wait for a record when none is ready; a micro-batch takes the records ready (those "
+        "that came while the previous one committed), up to max_batch, and is never held back to fill",
+    )
     instance_id: str = Field(
         default_factory=default_instance_id,
         min_length=1,
