@@ -129,6 +129,7 @@ def test_exactly_once_configures_transactions_read_committed_and_static_membersh
     assert producer["transactional.id"] == "churn-stable-churn-0"
     assert producer["enable.idempotence"] is True
     assert producer["acks"] == "all"
+    assert producer["retry.backoff.ms"] == 10
     assert "group.id" not in producer
 
 
