@@ -27,7 +27,9 @@ LogisticRegression on 20 features, saved with joblib.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -38,7 +40,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,8 +256,15 @@ class Collector:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            taken = self.reader.take(0.02)
+            # The receive time is when the first output is handed over (poll returns as soon as one is there), then
+            # whatever else is already queued is drained without waiting. consume(n, timeout) would wait out its
+            # timeout for n outputs and stamp them up to that late.
+            first = self.reader.consumer.poll(0.02)
             now = time.time()
+            if first is None:
+                continue
+            taken = [m for m in [first, *self.reader.consumer.consume(10_000, 0)] if m.error() is None]
+            self.reader.count += len(taken)
             with self._lock:
                 for message in taken:
                     self._seen.setdefault(self.join(message), now)
@@ -326,6 +335,21 @@ class Pacer:
         return achieved
 
 
+@contextlib.contextmanager
+def without_gc_pauses() -> Iterator[None]:
+    """This driver's cyclic GC off while it paces and reads: its full collections (the driver holds scikit-learn,
+    the records and the joins) took 100-500 ms, and stalled the reader's thread that long, each stall counted as
+    the consumer's latency. Nothing it allocates meanwhile needs the cyclic GC (no reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def paced(
     *,
     bootstrap: str,
@@ -341,7 +365,7 @@ def paced(
 ) -> Latency:
     """Produce `record(i)` at `rate`/s for warmup + seconds while reading the outputs; end-to-end per record."""
     pacer = Pacer(bootstrap, topic, place)
-    with Collector(reader, join) as collector:
+    with without_gc_pauses(), Collector(reader, join) as collector:
         achieved = pacer.run(rate, seconds, warmup, record, measuring)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not pacer.counted <= collector.seen().keys():
