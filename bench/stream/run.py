@@ -56,6 +56,7 @@ from testkit.ports import free_port
 from testkit.processes import read_log, wait_until_answers
 
 from modelrollout_contract.metrics import STREAM_BATCH_RECORDS, STREAM_END_TO_END, STREAM_TRANSACTIONS
+from modelserver.stream.clients import RETRY_BACKOFF_MS
 
 HERE = Path(__file__).resolve().parent
 N_FEATURES = 20
@@ -900,8 +901,9 @@ def render(results: list[Result], *, info: dict[str, str], args: argparse.Namesp
             "preparing this benchmark), so a retried transaction takes at least that long. On this probe's quiet "
             "broker that may not happen at all; under a consumer's load it does (while preparing this benchmark, "
             "9 of about 400 transactions of an exactly-once consumer waited 90-130 ms in "
-            "send_offsets_to_transaction). The what-if row is the same consumer with retry.backoff.ms 10: what "
-            "that one setting is worth here.",
+            "send_offsets_to_transaction). modelserver's producer ships with retry.backoff.ms "
+            f"{RETRY_BACKOFF_MS}; the what-if row is the same consumer with {args.what_if_backoff_ms}: what that "
+            "one setting is worth here.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -919,7 +921,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mlserver-python", type=Path, default=None)
     parser.add_argument("--mlserver-version", default="")
     parser.add_argument("--runs", type=int, default=3, help="saturation runs per modelserver row (median)")
-    parser.add_argument("--what-if-backoff-ms", type=int, default=10, help="0: no what-if row")
+    parser.add_argument("--what-if-backoff-ms", type=int, default=100,
+                        help="the what-if row's retry.backoff.ms (100: librdkafka's default); 0: no row")  # fmt: skip
     parser.add_argument("--only", nargs="+", default=["probe", "eos", "alo", "what-if", "naive", "mlserver", "raw"])
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()

@@ -1,11 +1,11 @@
 """`modelserver stream` with one producer setting changed, for bench/stream/run.py's what-if row (not what ships):
-`RETRY_BACKOFF_MS=10 python bench/stream/whatif.py stream --bootstrap-servers ...`.
+`RETRY_BACKOFF_MS=100 python bench/stream/whatif.py stream --bootstrap-servers ...`.
 
-librdkafka waits retry.backoff.ms (default 100 ms) before retrying a request the broker refused as retriable. A
-transaction that begins right after the previous one committed is refused so (CONCURRENT_TRANSACTIONS: the
-previous one's markers are still being written), so under exactly-once many batches wait that long between
-records consumed and offsets committed. This sets it to RETRY_BACKOFF_MS on the consumer's producer and changes
-nothing else.
+librdkafka waits retry.backoff.ms (its default 100 ms; modelserver's producer sets 10) before retrying a request
+the broker refused as retriable. A transaction that begins right after the previous one committed is refused so
+(CONCURRENT_TRANSACTIONS: the previous one's markers are still being written), so under exactly-once some
+batches wait that long between records consumed and offsets committed. This sets it to RETRY_BACKOFF_MS on the
+consumer's producer and changes nothing else.
 """
 
 from __future__ import annotations
