@@ -26,6 +26,9 @@ ERROR_LIMIT = 1000
 # A record batch of one message is the message plus its framing (the batch header, 61 bytes, and the record's
 # lengths and attributes): what a topic's max.message.bytes is measured against.
 FRAMING_BYTES = 128
+# Our headers' names and values never add up to this: error (ERROR_LIMIT), the source topic (249), model name
+# (128) and version (64), reason, partition and offset numbers, and the names.
+HEADERS_BOUND = 2048
 
 Headers = list[tuple[str, bytes]]
 Origin = tuple[str, int, int]  # the input record a message answers: its topic, partition and offset
@@ -58,6 +61,12 @@ class Outgoing:
     def size(self) -> int:
         """Its bytes as a record counts them against a size limit: key, value, header names and values."""
         return len(self.key or b"") + len(self.value or b"") + sum(len(n) + len(v) for n, v in self.headers)
+
+    def over(self, limit: int) -> bool:
+        """Whether it is larger than `limit` as a record batch of its own. Our headers never reach HEADERS_BOUND,
+        so the exact sum is taken only near the limit (not per record of every batch)."""
+        rough = len(self.key or b"") + len(self.value or b"") + HEADERS_BOUND + FRAMING_BYTES
+        return rough > limit and self.size + FRAMING_BYTES > limit
 
 
 def source_headers(message: Source) -> Headers:
@@ -98,7 +107,7 @@ class Envelopes:
         if self.dead_letter_topic is None:
             return None
         letter = self._letter(message, reason, error, message.value())
-        if limit is not None and letter.size + FRAMING_BYTES > limit:
+        if limit is not None and letter.over(limit):
             dropped = f"{error}; the record's value ({len(message.value() or b'')} bytes) is left at its source"
             letter = self._letter(message, reason, dropped, None)
         return letter

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelrollout_contract.metrics import DEAD_LETTERED, DROPPED, SCORED, SKIPPED
-from modelserver.stream.outgoing import FRAMING_BYTES, Envelopes, Outgoing
+from modelserver.stream.outgoing import Envelopes, Outgoing
 from modelserver.stream.records import MODEL_ERROR, TOO_LARGE, Decoder, Invalid
 from modelserver.stream.scoring import ModelFailed, Scorer
 from modelserver.stream.shares import in_share
@@ -113,7 +113,7 @@ class Pipeline:
                 values = self.scorer.values(prediction, decoded.passthrough)
                 for index, value in zip(decoded.rows, values, strict=True):
                     output = self.envelopes.output(mine[index], value)
-                    if output.size + FRAMING_BYTES > self.max_message_bytes:
+                    if output.over(self.max_message_bytes):
                         why = f"its output of {output.size} bytes is over max_message_bytes ({self.max_message_bytes})"
                         failures.append(Invalid(index, TOO_LARGE, why))
                     else:

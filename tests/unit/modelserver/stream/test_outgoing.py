@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from confluent_kafka import Message
 
-from modelserver.stream.outgoing import ERROR_LIMIT, Envelopes
+from modelserver.stream.outgoing import ERROR_LIMIT, FRAMING_BYTES, HEADERS_BOUND, Envelopes, Outgoing
 
 envelopes = Envelopes(output_topic="scores", dead_letter_topic="scores-dlq", model="churn", version="7")
 source = Message(topic="events", partition=3, offset=1234, key=b"user-9", value=b"\x00not json")
@@ -53,3 +53,13 @@ def test_a_keyless_record_stays_keyless_and_a_long_error_is_cut_on_a_character()
 def test_without_a_dead_letter_topic_there_is_no_dead_letter() -> None:
     dropping = Envelopes(output_topic="scores", dead_letter_topic=None, model="churn", version="7")
     assert dropping.dead_letter(source, "not_json", "x") is None
+
+
+def test_a_message_is_over_a_limit_by_its_exact_size_with_a_batchs_framing() -> None:
+    headers = [("model", b"churn"), ("version", b"2"), ("source-offset", b"1234")]
+    message = Outgoing("out", b"key", b"v" * 5_000, headers)
+    exact = message.size + FRAMING_BYTES
+    assert message.size == 3 + 5_000 + sum(len(n) + len(v) for n, v in headers)
+    assert not message.over(exact)
+    assert message.over(exact - 1)
+    assert not message.over(exact + HEADERS_BOUND), "far from the limit: no exact sum needed, and none is over"
