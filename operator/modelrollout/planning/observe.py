@@ -9,6 +9,7 @@ from typing import Any
 
 from modelrollout_contract.stream import TRANSIENT_EXIT
 
+LAST_WORDS_CHARS = 400  # of a crashed container's last line, in a condition's message
 # Container states a restart does not fix: waiting longer only delays the bad news.
 _FATAL_WAITING = {
     "ErrImagePull",
@@ -41,6 +42,18 @@ def _transient(status: dict[str, Any]) -> bool:
     return terminated.get("exitCode") == TRANSIENT_EXIT
 
 
+def _last_words(status: dict[str, Any]) -> str:
+    """What the container said as it last exited (its termination message: with FallbackToLogsOnError, the end of
+    its log), its last line, which is where a process says why it stops."""
+    terminated = (status.get("lastState") or {}).get("terminated") or {}
+    lines = [line for line in str(terminated.get("message") or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    said = lines[-1].strip()
+    said = said if len(said) <= LAST_WORDS_CHARS else "..." + said[-LAST_WORDS_CHARS:]
+    return f"; it last exited {terminated.get('exitCode', '?')} saying: {said}"
+
+
 def pod_failure(pod: dict[str, Any]) -> str | None:
     """The first container problem that keeps this pod from ever becoming ready, if any."""
     name = pod.get("metadata", {}).get("name", "?")
@@ -50,7 +63,8 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
             continue
         if waiting.get("reason") in _FATAL_WAITING:
             detail = f": {waiting['message']}" if waiting.get("message") else ""
-            return f"pod {name} container {status.get('name')} is {waiting['reason']}{detail}"
+            words = _last_words(status) if waiting.get("reason") == "CrashLoopBackOff" else ""
+            return f"pod {name} container {status.get('name')} is {waiting['reason']}{detail}{words}"
     return None
 
 

@@ -212,6 +212,9 @@ def build_consumer(
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": _env(spec, owner, revision, group, shadow=shadow),
         "readinessProbe": probe,
+        # A consumer that stops on an error says why in its last log line: it reaches StreamReady and the
+        # revision's failure through the termination message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": mounts,
     }

@@ -90,3 +90,18 @@ def test_a_crash_loop_on_a_transient_exit_is_not_the_revisions_failure() -> None
     pulling = pod("ImagePullBackOff")
     pulling["status"]["containerStatuses"][0]["lastState"] = {"terminated": {"exitCode": TRANSIENT_EXIT}}
     assert pod_failure(pulling) == "pod p1 container model-server is ImagePullBackOff"
+
+
+def test_a_crash_loop_says_what_the_container_last_said_as_it_exited() -> None:
+    """With FallbackToLogsOnError the termination message is the end of the log: its last line says why."""
+    crashed = pod("CrashLoopBackOff", "back-off 10s restarting failed container")
+    log_tail = "INFO consuming events\nERROR stopping on a fatal error: set max_message_bytes at or below it\n\n"
+    crashed["status"]["containerStatuses"][0]["lastState"] = {"terminated": {"exitCode": 1, "message": log_tail}}
+    assert pod_failure(crashed) == (
+        "pod p1 container model-server is CrashLoopBackOff: back-off 10s restarting failed container; it last "
+        "exited 1 saying: ERROR stopping on a fatal error: set max_message_bytes at or below it"
+    )
+    crashed["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"] = "x" * 1_000
+    said = pod_failure(crashed)
+    assert said is not None
+    assert said.endswith("saying: ..." + "x" * 400)

@@ -257,6 +257,7 @@ def test_the_consumer_pod_runs_modelserver_stream_as_its_own_service_account() -
     assert c["image"] == IMAGE
     assert c["args"] == ["stream"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError", "why it stopped reaches the revision's status"
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8080"
 
