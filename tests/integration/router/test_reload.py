@@ -51,7 +51,14 @@ def test_changes_apply_under_load_without_dropping_a_request(fleet: Fleet, start
             worker.join(60)
     assert set(outcomes) <= {"200:1", "200:3"}, outcomes
     assert sum(outcomes.values()) > 200
-    # The first document and 11 changes; the 12th write repeats the routing before it.
+    # The first document and 11 changes; the 12th write repeats the routing before it. Its weights were already
+    # serving, so wait_weights cannot tell it was read: wait for the count it makes (a cold clean-clone run asserted
+    # before the router's next read of the file and saw 0).
+    wait_until(
+        lambda: router.sample("modelrouter_config_reloads_total", route="clf", result="unchanged") >= 1,
+        within=10,
+        what=router.log,
+    )
     assert router.sample("modelrouter_config_reloads_total", route="clf", result="applied") == 12
     assert router.sample("modelrouter_config_reloads_total", route="clf", result="unchanged") == 1
     # The last document (all canary) is the one serving.
