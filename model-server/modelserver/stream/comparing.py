@@ -18,8 +18,8 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, Topic
 from modelrollout_contract.metrics import SHADOW_SIDE, STABLE_SIDE
 from modelrollout_contract.sticky import message_bucket
 from modelserver.stream.metrics import StreamMetrics
-from modelserver.stream.outgoing import REASON_HEADER, Outgoing, origin_of
-from modelserver.stream.shadow import FAILED, Paired, ShadowJoin, Side, Source, answer_of
+from modelserver.stream.outgoing import REASON_HEADER, Origin, Outgoing, origin_of
+from modelserver.stream.shadow import FAILED, Answer, Paired, ShadowJoin, Side, answer_of
 
 log = logging.getLogger(__name__)
 READ_BATCH = 1000
@@ -80,7 +80,7 @@ class Comparer:
             failed = any(name == REASON_HEADER for name, _ in message.headers)
             self._add(SHADOW_SIDE, source, FAILED if failed else answer_of(message.value))
 
-    def _wanted(self, message: Message, source: Source) -> bool:
+    def _wanted(self, message: Message, source: Origin) -> bool:
         if source[0] != self.input_topic:
             return False
         if self.share is None:
@@ -88,7 +88,7 @@ class Comparer:
         start, end = self.share
         return start <= message_bucket(message.key(), source[1], source[2]) < end
 
-    def _add(self, side: Side, source: Source, answer: Any) -> None:
+    def _add(self, side: Side, source: Origin, answer: Answer) -> None:
         with self._lock:
             paired: Paired = self.join.add(side, source, answer)
         if paired.comparison is not None:

@@ -86,10 +86,6 @@ def origin_of(headers: Iterable[tuple[str, Any]] | None) -> Origin | None:
         return None
 
 
-def origin(message: Source) -> Origin:
-    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
-
-
 class Envelopes:
     """Shapes the outputs and dead letters of one model version."""
 

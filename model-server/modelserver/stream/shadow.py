@@ -32,7 +32,6 @@ from modelserver.stream.outgoing import Origin
 
 PENDING_LIMIT = 100_000  # per side: ~20 MB of small answers, minutes of a busy topic's skew between consumers
 Side = Literal["shadow", "stable"]
-Source = Origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +102,11 @@ class ShadowJoin:
     """Pairs the two sides' answers by source; each pair is compared once, when its second answer arrives."""
 
     limit: int = PENDING_LIMIT
-    _waiting: dict[Side, OrderedDict[Source, Answer]] = field(
+    _waiting: dict[Side, OrderedDict[Origin, Answer]] = field(
         default_factory=lambda: {SHADOW_SIDE: OrderedDict(), STABLE_SIDE: OrderedDict()}
     )
 
-    def add(self, side: Side, source: Source, answer: Answer) -> Paired:
+    def add(self, side: Side, source: Origin, answer: Answer) -> Paired:
         other = self._waiting[STABLE_SIDE if side == SHADOW_SIDE else SHADOW_SIDE]
         found = other.pop(source, None)
         if found is not None:
