@@ -50,6 +50,10 @@ cluster-down: ## stop and delete the local control plane
 mesh-crds: ## fetch (once, cached by version) the Gateway API and Istio CRDs; the traffic tests install them
 	hack/mesh-crds.sh
 
+.PHONY: chart-tools
+chart-tools: ## build (once, cached by version) helm, kubeconform, kube-score, helm-unittest, actionlint and their offline schemas
+	hack/build-chart-tools.sh
+
 .PHONY: keda-crds
 keda-crds: ## fetch (once, cached by version) KEDA's CRDs (ScaledObject, ...); the keda_crds fixture installs them
 	hack/keda-crds.sh
@@ -74,7 +78,7 @@ test-unit: venv ## pure unit tests (no processes, no network)
 
 .PHONY: test-integration
 INTEGRATION_WORKERS ?= 2
-test-integration: venv tools prometheus mesh-crds keda-crds kafka seaweedfs ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
+test-integration: venv tools chart-tools prometheus mesh-crds keda-crds kafka seaweedfs ## integration tests against real kube-apiservers, one per worker (started if KUBECONFIG is unset)
 	$(BIN)/pytest -m integration -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
@@ -83,20 +87,29 @@ test-e2e: venv tools prometheus keda-crds kafka seaweedfs ## end-to-end: operato
 	$(BIN)/pytest -m "e2e and not timing" -n $(E2E_WORKERS) tests/e2e $(PYTEST_ARGS)
 	$(BIN)/pytest -m "e2e and timing" tests/e2e $(PYTEST_ARGS)
 
+.PHONY: check-chart
+check-chart: chart-tools ## the chart through helm lint --strict, kubeconform -strict, kube-score, helm-unittest; actionlint
+	hack/check-chart.sh
+
 .PHONY: test
-test: lint test-unit test-integration test-e2e ## everything CI runs: lint, unit, integration, e2e
+test: lint check-chart test-unit test-integration test-e2e ## everything CI runs: lint, chart checks, unit, integration, e2e
 
 # --- API -----------------------------------------------------------------------------------------------
 
 CRD_FILE := crds/modelrollout.dev_modeldeployments.yaml
 
 .PHONY: crds
-crds: venv ## regenerate the CRD from the pydantic models (a unit test fails when it is stale)
+crds: venv ## regenerate the CRD from the pydantic models, and the chart's copy (a unit test fails when stale)
 	$(BIN)/python -m modelrollout.api.crd > $(CRD_FILE)
+	$(BIN)/python -m modelrollout.chart.generate charts/modelrollout
 
-.PHONY: rbac
-rbac: venv ## regenerate deploy/rbac.yaml from the operator's kinds and modes (a unit test fails when it is stale)
-	$(BIN)/python -m modelrollout.rbac > deploy/rbac.yaml
+.PHONY: chart
+chart: venv ## regenerate the chart's generated files: values schema and defaults, RBAC rules, CRD (a unit test fails when stale)
+	$(BIN)/python -m modelrollout.chart.generate charts/modelrollout
+
+.PHONY: manifests
+manifests: chart chart-tools ## render deploy/ from the chart (an integration test fails when it is stale)
+	hack/render-manifests.sh
 
 # --- product ----------------------------------------------------------------------------------------
 

@@ -48,7 +48,9 @@ flock -u 9
 have="$(kc get nodes -l type=kwok -o name 2>/dev/null | wc -l)"
 if (( have < NODES )); then
   log "cluster $CLUSTER_NAME: scaling fake nodes $have -> $NODES"
-  "$kwokctl" scale node --name "$CLUSTER_NAME" --replicas "$NODES" >&2
+  # kwok's default node has cpu, memory and pods only; a real node also has ephemeral-storage, which pods that
+  # request it (the operator's chart does, as kube-score asks) need to be scheduled at all.
+  "$kwokctl" scale node --name "$CLUSTER_NAME" --replicas "$NODES" --param '.allocatable["ephemeral-storage"]="100Gi"' >&2
 fi
 kc wait --for=condition=Ready node --all --timeout=120s >&2
 log "cluster $CLUSTER_NAME: ready; export KUBECONFIG=$CLUSTER_KUBECONFIG"

@@ -62,6 +62,7 @@ SCALED_OBJECT = _kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
 HTTP_ROUTE = _kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = _kind("VirtualService", "networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULE = _kind("DestinationRule", "networking.istio.io", "v1", "destinationrules")
+LEASE = _kind("Lease", "coordination.k8s.io", "v1", "leases")
 
 ALL_KINDS = (
     MODEL_DEPLOYMENT,
@@ -105,4 +106,9 @@ CORE_GRANTS = (
     Grant(CRD, ("list", "watch"), "Kopf observes which resources exist (cluster-scoped, read-only)."),
     Grant(NAMESPACE, ("list", "watch"), "Kopf observes which namespaces exist (cluster-scoped, read-only)."),
     Grant(EVENT, ("create",), "A Kubernetes Event for every decision (ours and Kopf's)."),
+)
+
+# What the operator does in its OWN namespace only (a Role there, never cluster-wide): leader election.
+LEADER_GRANTS = (
+    Grant(LEASE, ("get", "create", "update"), "Leader election: the Lease naming the one active replica."),
 )

@@ -1,4 +1,5 @@
-"""The operator works with nothing but deploy/rbac.yaml's permissions (a ServiceAccount token, not admin)."""
+"""The operator works with nothing but the permissions deploy/ (the chart rendered) grants: a ServiceAccount token,
+not admin."""
 
 from __future__ import annotations
 
@@ -7,27 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
+from testkit.chart import deployed_rules
 from testkit.crds import install_crds
 from testkit.manifests import load_example
 from testkit.operator import OperatorProcess
 from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
-from tests.conftest import REPO_ROOT, Cluster
+from tests.conftest import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
 
-
-def _rbac() -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for doc in yaml.safe_load_all(RBAC.read_text())}
-
-
-def test_the_role_has_no_wildcards() -> None:
-    for rule in _rbac()["ClusterRole"]["rules"]:
+def test_the_roles_have_no_wildcards() -> None:
+    for rule in deployed_rules():
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], rule
 
@@ -36,14 +31,13 @@ async def test_operator_reconciles_with_only_its_rbac(
     cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     await install_crds(kube_api)
-    rbac = _rbac()
-    account = rbac["ServiceAccount"]["metadata"]["name"]
-    role_name = f"{rbac['ClusterRole']['metadata']['name']}-{namespace}"
+    account = "modelrollout"
+    role_name = f"modelrollout-{namespace}"
     rbac_api = client.RbacAuthorizationV1Api(kube_api)
     await client.CoreV1Api(kube_api).create_namespaced_service_account(namespace, {"metadata": {"name": account}})
-    await rbac_api.create_cluster_role({**rbac["ClusterRole"], "metadata": {"name": role_name}})
+    await rbac_api.create_cluster_role({"metadata": {"name": role_name}, "rules": deployed_rules()})
     try:
-        # Bound as deploy/rbac.yaml binds it: cluster-wide (Kopf reads CRDs and namespaces).
+        # Bound as deploy/ binds it: cluster-wide (Kopf reads CRDs and namespaces).
         await rbac_api.create_cluster_role_binding(
             {
                 "metadata": {"name": role_name},

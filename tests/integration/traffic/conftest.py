@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
+from testkit.chart import deployed_rules
 from testkit.crds import install_crds
 from testkit.operator import OperatorProcess, operator_running
 from testkit.ports import free_port
 
 from modelrollout.kube.client import KubeClient
-from tests.conftest import HACK, REPO_ROOT, Cluster
+from tests.conftest import HACK, Cluster
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = ("networking.istio.io", "v1", "virtualservices")
@@ -92,13 +92,12 @@ async def objects(kube_api: client.ApiClient, namespace: str, mesh_crds: Path) -
 async def restricted_kubeconfig(
     cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Path]:
-    """A kubeconfig with nothing but deploy/rbac.yaml's ClusterRole (bound cluster-wide, as deployed)."""
-    rbac = {doc["kind"]: doc for doc in yaml.safe_load_all((REPO_ROOT / "deploy" / "rbac.yaml").read_text())}
-    account = rbac["ServiceAccount"]["metadata"]["name"]
-    role_name = f"{rbac['ClusterRole']['metadata']['name']}-{namespace}"
+    """A kubeconfig with nothing but the rules deploy/ installs (bound cluster-wide, as deployed)."""
+    account = "modelrollout"
+    role_name = f"modelrollout-{namespace}"
     rbac_api = client.RbacAuthorizationV1Api(kube_api)
     await client.CoreV1Api(kube_api).create_namespaced_service_account(namespace, {"metadata": {"name": account}})
-    await rbac_api.create_cluster_role({**rbac["ClusterRole"], "metadata": {"name": role_name}})
+    await rbac_api.create_cluster_role({"metadata": {"name": role_name}, "rules": deployed_rules()})
     subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name}
     await rbac_api.create_cluster_role_binding(
@@ -119,7 +118,7 @@ async def operator(
     restricted_kubeconfig: Path,
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[OperatorProcess]:
-    """The real operator process, running with only the permissions of deploy/rbac.yaml."""
+    """The real operator process, running with only the permissions deploy/ grants."""
     await install_crds(kube_api)
     process = OperatorProcess(
         kubeconfig=restricted_kubeconfig,
