@@ -10,6 +10,19 @@ MR_CACHE="${MODELROLLOUT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelrollout}"
 K8S_BIN="$MR_CACHE/bin/kubernetes-$K8S_VERSION"
 ETCD_BIN="$MR_CACHE/bin/etcd-$ETCD_VERSION"
 KWOK_BIN="$MR_CACHE/bin/kwok-$KWOK_VERSION"
+# The chart checks' tools (hack/build-chart-tools.sh builds them, hack/check-chart.sh runs them), each keyed by version.
+HELM_BIN="$MR_CACHE/bin/helm-$HELM_VERSION"
+KUBECONFORM_BIN="$MR_CACHE/bin/kubeconform-$KUBECONFORM_VERSION"
+KUBE_SCORE_BIN="$MR_CACHE/bin/kube-score-$KUBE_SCORE_VERSION"
+ACTIONLINT_BIN="$MR_CACHE/bin/actionlint-$ACTIONLINT_VERSION"
+# A HELM_PLUGINS directory holding only helm-unittest (plugin.yaml and its binary).
+HELM_PLUGINS_DIR="$MR_CACHE/helm-plugins/unittest-$HELM_UNITTEST_VERSION"
+# kubeconform's default layout (<dir>/v1.33.0-standalone-strict/deployment-apps-v1.json) for K8S_VERSION's minor.
+KUBE_SCHEMAS_VERSION="${K8S_VERSION#v}"
+KUBE_SCHEMAS_VERSION="${KUBE_SCHEMAS_VERSION%.*}.0"
+KUBE_SCHEMAS_DIR="$MR_CACHE/schemas/kubernetes-v$KUBE_SCHEMAS_VERSION-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+# The CRD YAML of ServiceMonitor, PodMonitor and PrometheusRule; hack/crd_schemas.py converts them at check time.
+PROMETHEUS_OPERATOR_CRDS="$MR_CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { printf '\033[1;34m[hack]\033[0m %s\n' "$*" >&2; }
