@@ -61,3 +61,6 @@ if [[ ${#unpinned[@]} -gt 0 ]]; then
   echo "$0: installed but not pinned by requirements.lock (run make lock): ${unpinned[*]}" >&2
   exit 1
 fi
+# uv leaves its install lock in the virtualenv, world-writable (0666): the one file the run user could write.
+# Removed last, since any uv command above may take it again.
+rm -f "$prefix/.lock"
