@@ -247,7 +247,8 @@ def s3_starting(sandbox: Sandbox) -> Iterator[Future[S3Server]]:
         started = pool.submit(start)
         yield started
         started.exception()  # the start has ended (either way) before the server is stopped
-        server.stop()
+        # Killed: a graceful stop waits seconds for its volume server to linger and flush, and the data is scratch.
+        server.stop(graceful=False)
 
 
 @pytest.fixture(scope="module")
