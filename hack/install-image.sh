@@ -55,7 +55,9 @@ while IFS= read -r line; do
   name="${line%%==*}"
   version="${line#*==}"
   name="$(tr '[:upper:]_.' '[:lower:]--' <<< "$name")"
-  grep -qiE "^${name}==${version//./\\.}( |$)" "$constraints" || unpinned+=("$line")
+  # A lock line is `name==version`, then maybe ` ; marker`: its first word, compared whole (no regex of versions).
+  awk -v want="$name==$version" 'tolower($1) == tolower(want) { found = 1 } END { exit !found }' "$constraints" \
+    || unpinned+=("$line")
 done < <("$uv" pip freeze --quiet --python "$prefix/bin/python")
 if [[ ${#unpinned[@]} -gt 0 ]]; then
   echo "$0: installed but not pinned by requirements.lock (run make lock): ${unpinned[*]}" >&2
