@@ -120,7 +120,7 @@ demo: venv tools prometheus ## canary rollouts on a local cluster, printed as th
 	CLUSTER_NAME=$(DEMO_CLUSTER) hack/demo.sh
 
 .PHONY: e2e-kind
-e2e-kind: ## run the e2e suite on a kind cluster instead (needs Docker; never used by make test)
+e2e-kind: venv prometheus keda-crds kafka seaweedfs ## build the images, run them on a kind cluster, then the e2e suite against it (needs Docker; never used by make test)
 	hack/e2e-kind.sh
 
 # --- model server -------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 INTERVAL_S = 5.0  # half the production default; the drift tests assert restoration within one interval
+# The model server image the operator names in the pods it plans: a placeholder (the local kubelet runs any image
+# whose repository ends in model-server as this checkout's model server), unless MODELROLLOUT_TEST_DEFAULT_IMAGE
+# names one. `make e2e-kind` names the image it built and loaded into kind, so the pods say what kind can run.
+PLACEHOLDER_IMAGE = "registry.example/modelrollout/model-server:test"
+TEST_IMAGE_ENV = "MODELROLLOUT_TEST_DEFAULT_IMAGE"
 
 
 class OperatorProcess:
@@ -30,7 +35,7 @@ class OperatorProcess:
             "MODELROLLOUT_LIVENESS_PORT": "0",
             "MODELROLLOUT_METRICS_PORT": "0",
             "MODELROLLOUT_PROGRESS_DEADLINE_S": "60",
-            "MODELROLLOUT_DEFAULT_IMAGE": "registry.example/modelrollout/model-server:test",
+            "MODELROLLOUT_DEFAULT_IMAGE": os.environ.get(TEST_IMAGE_ENV) or PLACEHOLDER_IMAGE,
             **(extra_env or {}),
         }
         self._process: subprocess.Popen[bytes] | None = None
