@@ -26,7 +26,8 @@ class Kind:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What the operator does with one kind (or one of its subresources), and why: a rule of its ClusterRole."""
+    """What the operator does with one kind (or one of its subresources), and why: a rule of its ClusterRole (or,
+    for `LEADER_GRANTS`, of the Role in its own namespace)."""
 
     kind: Kind
     verbs: tuple[str, ...]
@@ -62,6 +63,7 @@ SCALED_OBJECT = _kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
 HTTP_ROUTE = _kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes")
 VIRTUAL_SERVICE = _kind("VirtualService", "networking.istio.io", "v1", "virtualservices")
 DESTINATION_RULE = _kind("DestinationRule", "networking.istio.io", "v1", "destinationrules")
+LEASE = _kind("Lease", "coordination.k8s.io", "v1", "leases")
 
 ALL_KINDS = (
     MODEL_DEPLOYMENT,
@@ -84,6 +86,7 @@ ALL_KINDS = (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
     DESTINATION_RULE,
+    LEASE,
 )
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in ALL_KINDS}
 
@@ -105,4 +108,17 @@ CORE_GRANTS = (
     Grant(CRD, ("list", "watch"), "Kopf observes which resources exist (cluster-scoped, read-only)."),
     Grant(NAMESPACE, ("list", "watch"), "Kopf observes which namespaces exist (cluster-scoped, read-only)."),
     Grant(EVENT, ("create",), "A Kubernetes Event for every decision (ours and Kopf's)."),
+)
+
+# What leader election needs, in the operator's OWN namespace only (the lease namespace, see
+# `leader.election.lease_namespace`): a namespaced Role and RoleBinding, never part of the ClusterRole that
+# CORE_GRANTS and the modes' grants make. Writes are merge patches conditional on the resourceVersion read
+# (`leader.lease.KubeLease`), hence patch rather than update.
+LEADER_GRANTS = (
+    Grant(
+        LEASE,
+        ("get", "create", "patch"),
+        "Leader election: read the operator's Lease, create it the first time, renew or take it over (a patch "
+        "conditional on its resourceVersion) and release it on shutdown.",
+    ),
 )
