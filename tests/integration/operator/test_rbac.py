@@ -1,4 +1,6 @@
-"""The operator works with nothing but deploy/rbac.yaml's permissions (a ServiceAccount token, not admin)."""
+"""The operator works with nothing but deploy/rbac.yaml's permissions (a ServiceAccount token, not admin), plus
+leader election's Role in its own namespace, made from `kube.kinds.LEADER_GRANTS` (the manifests render it apart
+from the ClusterRole)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from testkit.operator import OperatorProcess
 from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
+from modelrollout.kube.kinds import LEADER_GRANTS
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,6 +27,14 @@ RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
 
 def _rbac() -> dict[str, dict[str, Any]]:
     return {doc["kind"]: doc for doc in yaml.safe_load_all(RBAC.read_text())}
+
+
+def _leader_role(name: str) -> client.V1Role:
+    rules = [
+        client.V1PolicyRule(api_groups=[g.kind.group], resources=[g.resource], verbs=list(g.verbs))
+        for g in LEADER_GRANTS
+    ]
+    return client.V1Role(metadata=client.V1ObjectMeta(name=name), rules=rules)
 
 
 def test_the_role_has_no_wildcards() -> None:
@@ -50,6 +61,16 @@ async def test_operator_reconciles_with_only_its_rbac(
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
                 "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
             },
+        )
+        # The lease lives in the namespace the operator runs in (here: the one it watches), and only there.
+        await rbac_api.create_namespaced_role(namespace, _leader_role(f"{account}-leader"))
+        await rbac_api.create_namespaced_role_binding(
+            namespace,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name=f"{account}-leader"),
+                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=f"{account}-leader"),
+                subjects=[client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=namespace)],
+            ),
         )
         kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
         assert (
@@ -80,6 +101,7 @@ async def test_operator_reconciles_with_only_its_rbac(
         finally:
             process.stop()
         log = process.log()
+        assert "leading: operator holds the lease" in log, "it ran as the elected leader"
         # Match the API's refusal, not the digits: log timestamps carry milliseconds such as ",403".
         refusals = re.findall(r".*(?:\(403\)|\b403 Forbidden|[Ff]orbidden|APIForbiddenError).*", log)
         assert not refusals, "\n".join(refusals[:20])
