@@ -14,10 +14,10 @@ from kubernetes_asyncio import client
 from testkit.crds import install_crds
 from testkit.manifests import load_example
 from testkit.operator import OperatorProcess
+from testkit.rbac import bind_leader_role
 from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
-from modelrollout.kube.kinds import LEADER_GRANTS
 from tests.conftest import REPO_ROOT, Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,14 +27,6 @@ RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
 
 def _rbac() -> dict[str, dict[str, Any]]:
     return {doc["kind"]: doc for doc in yaml.safe_load_all(RBAC.read_text())}
-
-
-def _leader_role(name: str) -> client.V1Role:
-    rules = [
-        client.V1PolicyRule(api_groups=[g.kind.group], resources=[g.resource], verbs=list(g.verbs))
-        for g in LEADER_GRANTS
-    ]
-    return client.V1Role(metadata=client.V1ObjectMeta(name=name), rules=rules)
 
 
 def test_the_role_has_no_wildcards() -> None:
@@ -63,15 +55,7 @@ async def test_operator_reconciles_with_only_its_rbac(
             },
         )
         # The lease lives in the namespace the operator runs in (here: the one it watches), and only there.
-        await rbac_api.create_namespaced_role(namespace, _leader_role(f"{account}-leader"))
-        await rbac_api.create_namespaced_role_binding(
-            namespace,
-            client.V1RoleBinding(
-                metadata=client.V1ObjectMeta(name=f"{account}-leader"),
-                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=f"{account}-leader"),
-                subjects=[client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=namespace)],
-            ),
-        )
+        await bind_leader_role(kube_api, namespace=namespace, account=account)
         kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
         assert (
             "Forbidden"
