@@ -468,7 +468,8 @@ class Stack:
 
 
 def wait_for_operator(operator: OperatorProcess, *, within: float) -> None:
-    """Until the operator's liveness endpoint answers (Kopf serves it once the operator runs)."""
+    """Until the operator's liveness endpoint answers (it serves it from its start, as a standby; alone, it leads
+    within milliseconds and Kopf handles what exists when it starts)."""
     url = operator.liveness_url
     deadline = time.monotonic() + within
     while url is not None:

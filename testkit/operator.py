@@ -21,16 +21,32 @@ TEST_IMAGE_ENV = "MODELROLLOUT_TEST_DEFAULT_IMAGE"
 
 
 class OperatorProcess:
-    """One operator process watching one namespace; `restart()` kills it and starts another, as a crash would."""
+    """One operator process watching one namespace; `restart()` kills it and starts another, as a crash would.
 
-    def __init__(self, *, kubeconfig: Path, namespace: str, log_dir: Path, extra_env: dict[str, str] | None = None):
+    It takes part in leader election with the lease in the namespace it watches, as replica `name` (its
+    holderIdentity and its log's name): alone, it takes the lease at its first attempt. The identity is fixed,
+    not random as in a pod, so that `restart()` (the same replica crashing and coming back) takes its own lease
+    back at once instead of waiting for it to expire; two processes of one namespace need two names."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        namespace: str,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        name: str = "operator",
+    ):
         self.kubeconfig = kubeconfig
         self.namespace = namespace
-        self.log_path = log_dir / "operator.log"
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
         self.interval_s = INTERVAL_S
         self._env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
+            "MODELROLLOUT_LEASE_NAMESPACE": namespace,
+            "MODELROLLOUT_LEADER_IDENTITY": name,
             "MODELROLLOUT_RECONCILE_INTERVAL_S": str(INTERVAL_S),
             "MODELROLLOUT_LIVENESS_PORT": "0",
             "MODELROLLOUT_METRICS_PORT": "0",
@@ -40,6 +56,7 @@ class OperatorProcess:
         }
         self._process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.exit_code: int | None = None  # of the last process stopped (negative: killed by that signal)
 
     def start(self) -> None:
         self.starts += 1
@@ -55,14 +72,22 @@ class OperatorProcess:
 
     def stop(self, *, graceful: bool = True) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if process.poll() is not None:
+            self.exit_code = process.returncode
             return
         process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
         try:
-            process.wait(timeout=20)
+            self.exit_code = process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=10)
+            self.exit_code = process.wait(timeout=10)
+
+    def send(self, sig: signal.Signals) -> None:
+        """A signal to the running process (SIGSTOP/SIGCONT: a process that stalls, then resumes)."""
+        if self._process is not None:
+            self._process.send_signal(sig)
 
     def restart(self) -> None:
         self.stop(graceful=False)
@@ -72,6 +97,16 @@ class OperatorProcess:
     def liveness_url(self) -> str | None:
         port = self._env.get("MODELROLLOUT_LIVENESS_PORT", "0")
         return None if port == "0" else f"http://127.0.0.1:{port}/healthz"
+
+    @property
+    def readiness_url(self) -> str | None:
+        port = self._env.get("MODELROLLOUT_LIVENESS_PORT", "0")
+        return None if port == "0" else f"http://127.0.0.1:{port}/readyz"
+
+    @property
+    def metrics_url(self) -> str | None:
+        port = self._env.get("MODELROLLOUT_METRICS_PORT", "0")
+        return None if port == "0" else f"http://127.0.0.1:{port}/metrics"
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -10,7 +10,8 @@ from typing import Any
 import kopf
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
-from modelrollout.kube.client import KubeClient
+from modelrollout.kube.client import Guard, KubeClient
+from modelrollout.logs import ref
 from modelrollout.modes import watched_kinds
 from modelrollout.planning.names import LABEL_NAME, MANAGED_BY
 from modelrollout.reconciler import Reconciler
@@ -39,7 +40,12 @@ async def resync_forever(kube: KubeClient, reconciler: Reconciler, settings: Ope
             except Exception:
                 # One broken object must not stop the others from being corrected.
                 meta = body.get("metadata", {})
-                logger.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))
+                logger.exception(
+                    "resync of %s/%s failed",
+                    meta.get("namespace"),
+                    meta.get("name"),
+                    extra=ref(meta.get("namespace"), meta.get("name")),
+                )
 
 
 def bearer_token(api_key: dict[str, str]) -> str | None:
@@ -51,8 +57,15 @@ def bearer_token(api_key: dict[str, str]) -> str | None:
     return raw.removeprefix("Bearer ").strip() or None
 
 
-def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
-    """Handlers for one operator run, bound to its settings."""
+def register(
+    settings: OperatorSettings,
+    *,
+    kubeconfig: str | None = None,
+    guard: Guard | None = None,
+    instance: str | None = None,
+) -> kopf.OperatorRegistry:
+    """Handlers for one operator run, bound to its settings. `guard` runs before every API call of the reconciler
+    and the resync loop (leader election's fence); `instance` names this replica on the Events it posts."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
     op = settings  # Kopf passes its own `settings` to activities; ours keeps another name
@@ -69,7 +82,9 @@ def register(settings: OperatorSettings, *, kubeconfig: str | None = None) -> ko
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our Reconciler emits the decision events itself
-        kube = await KubeClient.connect(field_manager=op.applying.field_manager, kubeconfig=kubeconfig)
+        kube = await KubeClient.connect(
+            field_manager=op.applying.field_manager, kubeconfig=kubeconfig, instance=instance, guard=guard
+        )
         state["kube"] = kube
         state["reconciler"] = Reconciler(kube, op)
         state["resync"] = asyncio.create_task(resync_forever(kube, state["reconciler"], op), name="modelrollout-resync")

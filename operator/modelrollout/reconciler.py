@@ -31,6 +31,7 @@ from modelrollout.keyed_locks import KeyedLocks
 from modelrollout.kube.children import ChildSource, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
+from modelrollout.logs import ref
 from modelrollout.modes import owned_kinds
 from modelrollout.modes.base import ModeName
 from modelrollout.modes.batch.machine import decide_batch, follow_batch
@@ -372,7 +373,7 @@ class Reconciler:
         self._backoff.clear(key)
         await self._write_status(*key, status.to_wire())
         for event in events:
-            logger.info("%s/%s %s: %s", *key, event.reason, event.message)
+            logger.info("%s/%s %s: %s", *key, event.reason, event.message, extra=ref(*key))
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
         if raw_verb is not None:
             await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
@@ -463,7 +464,9 @@ class Reconciler:
             # The user's HTTPRoute/VirtualService is missing or has no rule we can manage: say so where users
             # look, and leave status as it was (the next pass retries; stable keeps its traffic meanwhile).
             message = f"cannot route traffic: {exc}; the rollout holds at its step until this is fixed"
-            logger.warning("%s/%s %s", meta["namespace"], meta["name"], message)
+            logger.warning(
+                "%s/%s %s", meta["namespace"], meta["name"], message, extra=ref(meta["namespace"], meta["name"])
+            )
             await self._kube.emit_event(raw, type_="Warning", reason="RoutingFailed", message=message)
             raise
         refused = await self._apply_all(plan.shrink, seen, events, spec_unchanged=spec_unchanged)
@@ -479,7 +482,14 @@ class Reconciler:
         else:
             await self._write_status(meta["namespace"], meta["name"], plan.status.to_wire())
         for event in events:
-            logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
+            logger.info(
+                "%s/%s %s: %s",
+                meta["namespace"],
+                meta["name"],
+                event.reason,
+                event.message,
+                extra=ref(meta["namespace"], meta["name"]),
+            )
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
         return refused
 
@@ -517,7 +527,7 @@ class Reconciler:
         message = f"{refused.describe()}; {attempt}"
         reported = status.model_copy(deep=True)
         mark_apply_failed(reported, message, now=now, generation=md.metadata.generation)
-        logger.warning("%s/%s %s", *key, message)
+        logger.warning("%s/%s %s", *key, message, extra=ref(*key))
         await self._write_status(*key, reported.to_wire())
         await self._kube.emit_event(raw, type_="Warning", reason="ApplyFailed", message=message)
 
@@ -586,7 +596,7 @@ class Reconciler:
         try:
             await self.reconcile({"metadata": {"namespace": key[0], "name": key[1]}}, scheduled=True)
         except Exception:
-            logger.exception("timed pass of %s/%s failed; the periodic resync retries it", *key)
+            logger.exception("timed pass of %s/%s failed; the periodic resync retries it", *key, extra=ref(*key))
         finally:
             if self._wakeups.get(key) is asyncio.current_task():
                 del self._wakeups[key]  # done, and no pass replaced it: nothing to keep
@@ -620,7 +630,13 @@ class Reconciler:
         )
         await self._write_status(meta["namespace"], meta["name"], status.to_wire())
         if prev.message != message:
-            logger.warning("%s/%s ModeNotServed: %s", meta["namespace"], meta["name"], message)
+            logger.warning(
+                "%s/%s ModeNotServed: %s",
+                meta["namespace"],
+                meta["name"],
+                message,
+                extra=ref(meta["namespace"], meta["name"]),
+            )
             await self._kube.emit_event(raw, type_="Warning", reason="ModeNotServed", message=message)
 
 

@@ -6,7 +6,9 @@ The batch and stream modes add their groups here."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,11 +74,63 @@ class ApplyingSettings(_Group):
 
 
 class EndpointSettings(_Group):
-    """The operator's own HTTP endpoints."""
+    """The operator's own HTTP endpoints, served on every replica, leader or standby (`probes`)."""
 
-    liveness_port: int = Field(default=8081, ge=0, le=65535, description="Port of /healthz; 0 disables it.")
+    liveness_port: int = Field(
+        default=8081, ge=0, le=65535, description="Port of /healthz and /readyz (the probes); 0 disables them."
+    )
     metrics_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the operator's own /metrics (telemetry.py); 0 disables it."
+    )
+
+
+class LeaderElectionSettings(_Group):
+    """Which replica runs the writers: the holder of a coordination.k8s.io/v1 Lease (`leader`). The durations
+    are client-go's defaults and mean the same: a standby takes over at most about lease_duration_s + 2.4 x
+    retry_period_s after the leader died (19.8 s by default), at once after a graceful shutdown (the leader
+    releases the lease), and a leader that cannot renew for renew_deadline_s exits before anyone else may
+    take over."""
+
+    leader_election: bool = Field(
+        default=True,
+        description="Elect a leader; false runs the writers at once, for a single replica only (never two then).",
+    )
+    lease_name: str = Field(default="modelrollout-operator", min_length=1, description="Name of the Lease.")
+    lease_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Lease. Default: the operator's own (POD_NAMESPACE, else the ServiceAccount's "
+        "namespace in a pod), else the one watched namespace; required out of cluster watching several or all.",
+    )
+    leader_identity: str | None = Field(
+        default=None,
+        description="holderIdentity of this process; default <POD_NAME or hostname>_<random>. Must be unique "
+        "among running replicas.",
+    )
+    lease_duration_s: int = Field(
+        default=15, ge=1, le=3600, description="How long a lease not renewed lasts (whole seconds: the Lease's unit)."
+    )
+    renew_deadline_s: float = Field(
+        default=10.0, gt=0, le=3600, description="The leader exits when it has not renewed for this long."
+    )
+    retry_period_s: float = Field(
+        default=2.0, gt=0, le=600, description="Between two attempts to renew (leader) or acquire (standby)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        # client-go's checks: the leader must give up before its lease can expire, and have time to retry.
+        if not self.renew_deadline_s < self.lease_duration_s:
+            raise ValueError("renew_deadline_s must be shorter than lease_duration_s")
+        if not self.renew_deadline_s > 1.2 * self.retry_period_s:
+            raise ValueError("renew_deadline_s must be longer than 1.2 x retry_period_s")
+        return self
+
+
+class LoggingSettings(_Group):
+    """How the operator logs (to stderr)."""
+
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one readable line per record; json: one JSON object per line (`logs`)."
     )
 
 
@@ -91,3 +145,5 @@ class OperatorSettings(BaseModel):
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     applying: ApplyingSettings = Field(default_factory=ApplyingSettings)
     endpoints: EndpointSettings = Field(default_factory=EndpointSettings)
+    leader: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)

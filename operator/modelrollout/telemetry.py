@@ -9,6 +9,11 @@
 - modelrollout_modeldeployments{phase}: ModelDeployments this operator reconciled, by the phase it last wrote.
 - modelrollout_analysis_runs_total{kind,verdict}: analysis runs the operator performed.
 - modelrollout_rollout_step_duration_seconds{strategy}: how long each finished step of a rollout took.
+- modelrollout_leader: 1 while this replica holds the leader lease (and runs the writers), 0 on a standby.
+- modelrollout_leader_transitions_total: changes of the lease's holder this replica saw (the increase of the
+  lease's leaseTransitions between two of its reads or writes, its own takeovers included). Every replica
+  counts the same changes, so take the max over replicas, not the sum; a standby keeps counting while leaders
+  come and go.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ STEP_DURATION = Histogram(
     ["strategy"],
     buckets=STEP_BUCKETS,
     registry=REGISTRY,
+)
+LEADER = Gauge("modelrollout_leader", "1 while this replica holds the leader lease", registry=REGISTRY)
+LEADER_TRANSITIONS = Counter(
+    "modelrollout_leader_transitions", "Changes of the leader lease's holder seen by this replica", registry=REGISTRY
 )
 
 

@@ -4,8 +4,9 @@ the field named, and the defaults a user reads are the ones the chart renders.
 
 `config` embeds the operator's own settings (`modelrollout.settings`): every group and field of
 `OperatorSettings`, with its description, bounds and default, becomes `config.<group>.<field>` (camelCase) and
-reaches the operator as its MODELROLLOUT_* variable. Only `watching.namespaces` is left out: the chart's
-`watchNamespaces` sets it, because it also decides the RBAC (Roles in those namespaces, or cluster-wide).
+reaches the operator as its MODELROLLOUT_* variable. Left out: `watching.namespaces` (the chart's `watchNamespaces`
+sets it, because it also decides the RBAC: Roles in those namespaces, or cluster-wide) and the Lease's namespace and
+holder identity (each pod's own, from the downward API).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pydantic_settings import BaseSettings
 from modelrollout.api.placement import DNS_SUBDOMAIN, LABEL_VALUE, QUALIFIED_NAME, Toleration
 from modelrollout.settings import OperatorSettings
 
-# The one setting the chart sets from a value of its own (see the module docstring).
-CHART_OWNED_SETTINGS = {("watching", "namespaces")}
+# Settings the chart sets itself (see the module docstring): the namespaces from `watchNamespaces`; the Lease's
+# namespace and holder identity from the pod (POD_NAMESPACE, POD_NAME), because the chart's leader Role is in the
+# release's namespace and every replica needs an identity of its own.
+CHART_OWNED_SETTINGS = {("watching", "namespaces"), ("leader", "lease_namespace"), ("leader", "leader_identity")}
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _FREE_FORM: dict[str, Any] = {"type": "object"}
 

@@ -8,6 +8,7 @@ table of them (`kube.kinds`, from which the RBAC manifest is generated too) keep
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,10 @@ from modelrollout.kube.kinds import BY_NAME
 from modelrollout.telemetry import API_REQUESTS
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# Called before every request; returns only when this process may still call the API server. Leader election's
+# fence (`leader.elector.LeaderElector.check`): the leader stops as soon as its lease may have lapsed, even when
+# the loop that renews it was held up (a paused process, a blocked event loop) and has not noticed yet.
+Guard = Callable[[], None]
 
 
 def _path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -34,19 +39,30 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
 class KubeClient:
     """Async access to the API server with one field manager for everything the operator owns."""
 
-    def __init__(self, api: client.ApiClient, *, field_manager: str) -> None:
+    def __init__(
+        self, api: client.ApiClient, *, field_manager: str, instance: str | None = None, guard: Guard | None = None
+    ) -> None:
         self._api = api
         self._field_manager = field_manager
+        self._instance = instance  # who writes: the Events' reportingInstance (the leader's identity)
+        self._guard = guard
 
     @classmethod
-    async def connect(cls, *, field_manager: str, kubeconfig: str | None = None) -> KubeClient:
+    async def connect(
+        cls,
+        *,
+        field_manager: str,
+        kubeconfig: str | None = None,
+        instance: str | None = None,
+        guard: Guard | None = None,
+    ) -> KubeClient:
         """In-cluster credentials when running in a pod, otherwise the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(client.ApiClient(configuration), field_manager=field_manager)
+        return cls(client.ApiClient(configuration), field_manager=field_manager, instance=instance, guard=guard)
 
     @property
     def configuration(self) -> client.Configuration:
@@ -66,6 +82,8 @@ class KubeClient:
         content_type: str | None = None,
     ) -> dict[str, Any]:
         """One request; `verb` (get, list, apply, patch, create, delete) labels it in the operator's metrics."""
+        if self._guard is not None:
+            self._guard()
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -204,7 +222,7 @@ class KubeClient:
             "message": message[:1024],
             "source": {"component": component},
             "reportingComponent": component,
-            "reportingInstance": component,
+            "reportingInstance": self._instance or component,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

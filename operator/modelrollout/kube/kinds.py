@@ -26,7 +26,8 @@ class Kind:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What the operator does with one kind (or one of its subresources), and why: a rule of its ClusterRole."""
+    """What the operator does with one kind (or one of its subresources), and why: a rule of its ClusterRole (or,
+    for `LEADER_GRANTS`, of the Role in its own namespace)."""
 
     kind: Kind
     verbs: tuple[str, ...]
@@ -85,6 +86,7 @@ ALL_KINDS = (
     HTTP_ROUTE,
     VIRTUAL_SERVICE,
     DESTINATION_RULE,
+    LEASE,
 )
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in ALL_KINDS}
 
@@ -108,7 +110,15 @@ CORE_GRANTS = (
     Grant(EVENT, ("create",), "A Kubernetes Event for every decision (ours and Kopf's)."),
 )
 
-# What the operator does in its OWN namespace only (a Role there, never cluster-wide): leader election.
+# What leader election needs, in the operator's OWN namespace only (the lease namespace, see
+# `leader.election.lease_namespace`): a namespaced Role and RoleBinding, never part of the ClusterRole that
+# CORE_GRANTS and the modes' grants make. Writes are merge patches conditional on the resourceVersion read
+# (`leader.lease.KubeLease`), hence patch rather than update.
 LEADER_GRANTS = (
-    Grant(LEASE, ("get", "create", "update"), "Leader election: the Lease naming the one active replica."),
+    Grant(
+        LEASE,
+        ("get", "create", "patch"),
+        "Leader election: read the operator's Lease, create it the first time, renew or take it over (a patch "
+        "conditional on its resourceVersion) and release it on shutdown.",
+    ),
 )

@@ -152,6 +152,9 @@ def chart_env(deployment: dict[str, Any]) -> dict[str, str]:
             env[var["name"]] = var["value"]
         elif "fieldRef" in (var.get("valueFrom") or {}):
             env[var["name"]] = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    # As in a pod: no lease namespace set, so POD_NAMESPACE puts the Lease where the chart's leader Role is
+    # (testkit's OperatorProcess otherwise names the watched namespace).
+    env["MODELROLLOUT_LEASE_NAMESPACE"] = ""
     # Ports of this machine, not of a pod: two test workers may run at once.
     env["MODELROLLOUT_LIVENESS_PORT"] = str(free_port())
     env["MODELROLLOUT_METRICS_PORT"] = "0"
@@ -248,6 +251,8 @@ async def test_helm_install_upgrade_and_uninstall_as_the_readme_says(
     with operator_as_chart(cluster, deployment, restricted, tmp_path / "1"):
         await _rolled_out(kube_api, restricted, "1")
         first = await _rolled_out(kube_api, restricted, "2")
+        lease = await client.CoordinationV1Api(kube_api).read_namespaced_lease("modelrollout-operator", SYSTEM)
+        assert lease.spec.holder_identity, "the operator leads through the Lease the chart's Role lets it write"
     assert [h["version"] for h in first["history"]] == ["1", "2"]
 
     run_as_written(

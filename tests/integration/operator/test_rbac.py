@@ -1,5 +1,5 @@
 """The operator works with nothing but the permissions deploy/ (the chart rendered) grants: a ServiceAccount token,
-not admin."""
+not admin; its ClusterRoles' rules bound cluster-wide, and leader election's Role in its own namespace."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from testkit.chart import deployed_rules
 from testkit.crds import install_crds
 from testkit.manifests import load_example
 from testkit.operator import OperatorProcess
+from testkit.rbac import bind_leader_role
 from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
@@ -45,6 +46,8 @@ async def test_operator_reconciles_with_only_its_rbac(
                 "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
             },
         )
+        # The lease lives in the namespace the operator runs in (here: the one it watches), and only there.
+        await bind_leader_role(kube_api, namespace=namespace, account=account)
         kubeconfig = cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
         assert (
             "Forbidden"
@@ -74,6 +77,7 @@ async def test_operator_reconciles_with_only_its_rbac(
         finally:
             process.stop()
         log = process.log()
+        assert "leading: operator holds the lease" in log, "it ran as the elected leader"
         # Match the API's refusal, not the digits: log timestamps carry milliseconds such as ",403".
         refusals = re.findall(r".*(?:\(403\)|\b403 Forbidden|[Ff]orbidden|APIForbiddenError).*", log)
         assert not refusals, "\n".join(refusals[:20])

@@ -17,6 +17,7 @@ from testkit.chart import deployed_rules
 from testkit.crds import install_crds
 from testkit.operator import OperatorProcess, operator_running
 from testkit.ports import free_port
+from testkit.rbac import bind_leader_role
 
 from modelrollout.kube.client import KubeClient
 from tests.conftest import HACK, Cluster
@@ -92,7 +93,8 @@ async def objects(kube_api: client.ApiClient, namespace: str, mesh_crds: Path) -
 async def restricted_kubeconfig(
     cluster: Cluster, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Path]:
-    """A kubeconfig with nothing but the rules deploy/ installs (bound cluster-wide, as deployed)."""
+    """A kubeconfig with nothing but the ClusterRole rules deploy/ installs (bound cluster-wide, as deployed) and
+    leader election's Role in the namespace (testkit.rbac)."""
     account = "modelrollout"
     role_name = f"modelrollout-{namespace}"
     rbac_api = client.RbacAuthorizationV1Api(kube_api)
@@ -103,6 +105,7 @@ async def restricted_kubeconfig(
     await rbac_api.create_cluster_role_binding(
         {"metadata": {"name": role_name}, "roleRef": role_ref, "subjects": [subject]}
     )
+    await bind_leader_role(kube_api, namespace=namespace, account=account)
     try:
         yield cluster.service_account_kubeconfig(namespace, account, tmp_path / "sa.kubeconfig")
     finally:

@@ -1,4 +1,4 @@
-"""The real operator process (with nothing but deploy/rbac.yaml's permissions) rolls a canary out through the
+"""The real operator process (with nothing but the permissions deploy/ grants) rolls a canary out through the
 user's HTTPRoute and through an Istio VirtualService + DestinationRule: timed pauses, no analysis. The weights
 it writes are read back while it runs, and end at stable 100 after promotion; the platform team's own rule,
 edited mid-rollout, survives; an undo brings the first version back behind the same routing. A/B tests through

@@ -20,6 +20,14 @@ ENVIRONMENT = {
     "MODELROLLOUT_APPLY_RETRY_MAX_S": "60",
     "MODELROLLOUT_LIVENESS_PORT": "0",
     "MODELROLLOUT_METRICS_PORT": "9100",
+    "MODELROLLOUT_LEADER_ELECTION": "false",
+    "MODELROLLOUT_LEASE_NAME": "mr",
+    "MODELROLLOUT_LEASE_NAMESPACE": "ops",
+    "MODELROLLOUT_LEADER_IDENTITY": "replica-0",
+    "MODELROLLOUT_LEASE_DURATION_S": "30",
+    "MODELROLLOUT_RENEW_DEADLINE_S": "20",
+    "MODELROLLOUT_RETRY_PERIOD_S": "4",
+    "MODELROLLOUT_LOG_FORMAT": "json",
 }
 
 
@@ -43,6 +51,16 @@ def test_every_variable_lands_in_its_group(monkeypatch: pytest.MonkeyPatch) -> N
         "apply_retry_max_s": 60,
     }
     assert settings.endpoints.model_dump() == {"liveness_port": 0, "metrics_port": 9100}
+    assert settings.leader.model_dump() == {
+        "leader_election": False,
+        "lease_name": "mr",
+        "lease_namespace": "ops",
+        "leader_identity": "replica-0",
+        "lease_duration_s": 30,
+        "renew_deadline_s": 20,
+        "retry_period_s": 4,
+    }
+    assert settings.logging.model_dump() == {"log_format": "json"}
     # Every field of every group has a variable above: a new setting needs a line here.
     fields = {f for group in settings.model_dump().values() for f in group}
     assert {f"MODELROLLOUT_{f.upper()}" for f in fields} == set(ENVIRONMENT)
@@ -51,4 +69,34 @@ def test_every_variable_lands_in_its_group(monkeypatch: pytest.MonkeyPatch) -> N
 def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELROLLOUT_PROMETHEUS_URL", "prometheus:9090")
     with pytest.raises(ValidationError, match="prometheus_url"):
+        OperatorSettings()
+
+
+def test_leader_election_defaults_are_client_gos() -> None:
+    leader = OperatorSettings().leader
+    assert leader.leader_election
+    assert (leader.lease_name, leader.lease_namespace, leader.leader_identity) == ("modelrollout-operator", None, None)
+    assert (leader.lease_duration_s, leader.renew_deadline_s, leader.retry_period_s) == (15, 10, 2)
+
+
+@pytest.mark.parametrize(
+    ("durations", "problem"),
+    [
+        ({"LEASE_DURATION_S": "10", "RENEW_DEADLINE_S": "10"}, "shorter than lease_duration_s"),
+        ({"RENEW_DEADLINE_S": "2.4", "RETRY_PERIOD_S": "2"}, "longer than 1.2 x retry_period_s"),
+        ({"LEASE_DURATION_S": "1.5"}, "lease_duration_s"),
+    ],
+)
+def test_durations_that_could_give_two_leaders_are_refused(
+    monkeypatch: pytest.MonkeyPatch, durations: dict[str, str], problem: str
+) -> None:
+    for name, value in durations.items():
+        monkeypatch.setenv(f"MODELROLLOUT_{name}", value)
+    with pytest.raises(ValidationError, match=problem):
+        OperatorSettings()
+
+
+def test_an_unknown_log_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELROLLOUT_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format"):
         OperatorSettings()

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from modelrollout.chart import generate
-from modelrollout.chart.values import ChartValues, settings_env
+from modelrollout.chart.values import CHART_OWNED_SETTINGS, ChartValues, settings_env
 from modelrollout.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -40,13 +40,13 @@ def test_values_yaml_holds_the_models_defaults_and_passes_the_schema() -> None:
     _valid(values)
 
 
-def test_every_operator_setting_but_the_namespaces_is_a_value_with_its_variable() -> None:
+def test_every_operator_setting_the_chart_does_not_own_is_a_value_with_its_variable() -> None:
     env = settings_env()
     settings = OperatorSettings()
     for group in type(settings).model_fields:
         for field in type(getattr(settings, group)).model_fields:
             camel_group = to_camel(group)
-            if (group, field) == ("watching", "namespaces"):
+            if (group, field) in CHART_OWNED_SETTINGS:
                 assert to_camel(field) not in env[camel_group]
             else:
                 assert env[camel_group][to_camel(field)] == f"MODELROLLOUT_{field.upper()}", (group, field)
