@@ -88,7 +88,7 @@ test-e2e: venv tools prometheus keda-crds kafka seaweedfs ## end-to-end: operato
 	$(BIN)/pytest -m "e2e and timing" tests/e2e $(PYTEST_ARGS)
 
 .PHONY: check-chart
-check-chart: chart-tools ## the chart through helm lint --strict, kubeconform -strict, kube-score, helm-unittest; actionlint
+check-chart: venv chart-tools ## the chart through helm lint --strict, kubeconform -strict, kube-score, helm-unittest; actionlint
 	hack/check-chart.sh
 
 .PHONY: test
