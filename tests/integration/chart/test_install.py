@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,42 +62,47 @@ def run_as_written(cluster: Cluster, line: str) -> None:
     assert done.returncode == 0, f"`{line}` failed ({done.returncode}):\n{done.stdout}{done.stderr}"
 
 
+async def _unless_gone(call: Callable[[], Awaitable[object]]) -> None:
+    try:
+        await call()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+async def _deleted(
+    delete: Callable[[], Awaitable[object]], read: Callable[[], Awaitable[object]], *, within: float, what: str
+) -> None:
+    """Delete an object (if it exists) and wait until reading it answers 404."""
+    await _unless_gone(delete)
+
+    async def gone() -> bool | None:
+        try:
+            await read()
+        except ApiException as exc:
+            return True if exc.status == 404 else None
+        return None
+
+    await eventually(gone, within=within, what=f"{what} deleted")
+
+
 async def _delete_crd(kube_api: client.ApiClient) -> None:
     """Other tests of this worker's cluster installed the CRD with kubectl-like applies; Helm refuses to adopt an
     object it did not create, and the test is that Helm creates it."""
     ext = client.ApiextensionsV1Api(kube_api)
-    try:
-        await ext.delete_custom_resource_definition(CRD)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-    async def gone() -> bool | None:
-        try:
-            await ext.read_custom_resource_definition(CRD)
-        except ApiException as exc:
-            return True if exc.status == 404 else None
-        return None
-
-    await eventually(gone, within=60, what="the CRD deleted")
+    await _deleted(
+        lambda: ext.delete_custom_resource_definition(CRD),
+        lambda: ext.read_custom_resource_definition(CRD),
+        within=60,
+        what="the CRD",
+    )
 
 
 async def _delete_namespace(kube_api: client.ApiClient, name: str) -> None:
     core = client.CoreV1Api(kube_api)
-    try:
-        await core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-    async def gone() -> bool | None:
-        try:
-            await core.read_namespace(name)
-        except ApiException as exc:
-            return True if exc.status == 404 else None
-        return None
-
-    await eventually(gone, within=90, what=f"namespace {name} deleted")
+    await _deleted(
+        lambda: core.delete_namespace(name), lambda: core.read_namespace(name), within=90, what=f"namespace {name}"
+    )
 
 
 @pytest.fixture
@@ -111,11 +116,7 @@ async def clean(cluster: Cluster, kube_api: client.ApiClient) -> AsyncIterator[N
     rbac = client.RbacAuthorizationV1Api(kube_api)
     for name in (RELEASE, f"{RELEASE}-cluster"):  # what `kubectl apply -f deploy/` created cluster-wide
         for delete in (rbac.delete_cluster_role, rbac.delete_cluster_role_binding):
-            try:
-                await delete(name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            await _unless_gone(lambda: delete(name))  # noqa: B023 - awaited within the iteration
     await _delete_namespace(kube_api, SYSTEM)
 
 

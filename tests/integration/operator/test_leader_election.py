@@ -170,7 +170,13 @@ async def test_only_the_leader_writes_and_a_standby_takes_over_a_canary_killed_m
     await _only_the_leader_writes(pair)
     done = await _killed_mid_canary(pair)
     revision = done["stable"]["revision"]
-    events = [e for e in await pair.events() if revision in (e.message or "")]
+
+    async def promoted() -> list[Any] | None:
+        # The leader posts an Event after the status write it describes: the status read above can come first.
+        found = [e for e in await pair.events() if revision in (e.message or "")]
+        return found if any(e.reason == "Promoted" for e in found) else None
+
+    events = await eventually(promoted, within=10, what="the promotion's Event")
     steps = [(e.reason, _percent(e.message), e.reporting_instance) for e in events if e.reason == "WeightSet"]
     assert steps == [
         ("WeightSet", "20", "operator-a"),
