@@ -1,51 +1,99 @@
-"""Thin Kopf wiring: events and timers of ModelDeployments and their children -> the Reconciler."""
+"""Thin wiring: Kopf runs the process; changes seen by our watches and the resync -> passes of the Reconciler."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Any
 
 import kopf
 
-from modelrollout.api.resource import GROUP, PLURAL, VERSION
+from modelrollout.api.resource import KIND
+from modelrollout.kube.children import POD, WatchedCluster
 from modelrollout.kube.client import Guard, KubeClient
+from modelrollout.kube.index import Change
+from modelrollout.kube.throttle import TokenBucket
 from modelrollout.logs import ref
-from modelrollout.modes import watched_kinds
-from modelrollout.planning.names import LABEL_NAME, MANAGED_BY
+from modelrollout.modes import owned_kinds, watched_kinds
 from modelrollout.reconciler import Reconciler
-from modelrollout.rollout.verbs import VERB_ANNOTATION
 from modelrollout.settings import OperatorSettings
 
-RESOURCE = (GROUP, VERSION, PLURAL)
 logger = logging.getLogger(__name__)
-# Children whose changes are events for their owner (drift, pods turning ready): the modes' watched kinds.
-CHILDREN = tuple((kind.group, kind.version, kind.plural) for kind in watched_kinds())
+# Kinds whose every change (status included) may move a rollout on: a Deployment turning available, a Job ending.
+WATCHED = frozenset(kind.name for kind in watched_kinds())
+# Every kind a pass reads: what the modes own (a Job of a CronJob's is labelled like its CronJob), watched by label.
+CHILD_KINDS = tuple(owned.kind.name for owned in owned_kinds())
 
 
-async def resync_forever(kube: KubeClient, reconciler: Reconciler, settings: OperatorSettings) -> None:
-    """Every interval, reconcile every watched ModelDeployment: undoes drift that no event reported, and moves a
-    waiting revision on once it is available."""
-    while True:
-        await asyncio.sleep(settings.watching.reconcile_interval_s)
+def triggers_pass(kind: str, change: Change, initial: bool) -> tuple[str, str] | None:
+    """The ModelDeployment (namespace, name) whose pass a change asks for, if any.
+
+    - a ModelDeployment: any change but one of status alone (status is ours; our own writes never reach here,
+      the index drops their echo), including the first list at start-up (a resume);
+    - a child it labels: any change of a watched kind; of another kind, a deletion or an edit beyond status (a
+      hand edit to undo); never the first list (the ModelDeployments' own resume covers it);
+    - pods: never (a Deployment's status says what its pods do)."""
+    if kind == KIND:
+        if change.type == "deleted" or change.only_status():
+            return None
+        return change.namespace, change.name
+    if initial or kind == POD or change.owner is None:
+        return None
+    if kind in WATCHED or change.type == "deleted" or not change.only_status():
+        return change.namespace, change.owner
+    return None
+
+
+def resync_delays(count: int, interval_s: float, rng: random.Random) -> list[float]:
+    """The waits before each of `count` resync passes of one round: spread evenly over the interval (no burst of a
+    whole fleet at once), each gap jittered by up to 20 % (no fixed phase shared with other periodic work)."""
+    if count == 0:
+        return []
+    gap = interval_s / count
+    return [gap * rng.uniform(0.8, 1.2) for _ in range(count)]
+
+
+class Passes:
+    """Starts passes in the background (a watch callback must not wait for one) and keeps them referenced."""
+
+    def __init__(self, reconciler: Reconciler, cluster: WatchedCluster) -> None:
+        self._reconciler = reconciler
+        self._cluster = cluster
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self, namespace: str, name: str) -> None:
+        task = asyncio.create_task(self._run(namespace, name), name=f"pass-{namespace}-{name}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, namespace: str, name: str) -> None:
+        await self._cluster.synced()  # a pass before every kind is listed would take missing children for gone
         try:
-            found = await kube.list_model_deployments(settings.watching.namespaces)
+            await self._reconciler.reconcile({"metadata": {"namespace": namespace, "name": name}})
         except Exception:
-            logger.exception("resync: listing ModelDeployments failed; retrying next interval")
-            continue
-        for body in found:
-            try:
-                await reconciler.reconcile(body)
-            except Exception:
-                # One broken object must not stop the others from being corrected.
-                meta = body.get("metadata", {})
-                logger.exception(
-                    "resync of %s/%s failed",
-                    meta.get("namespace"),
-                    meta.get("name"),
-                    extra=ref(meta.get("namespace"), meta.get("name")),
-                )
+            logger.exception("pass of %s/%s failed", namespace, name, extra=ref(namespace, name))
+
+    async def stop(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
+async def resync_forever(cluster: WatchedCluster, passes: Passes, settings: OperatorSettings) -> None:
+    """Every ModelDeployment gets a pass within each interval, spread over it: undoes what no event reported
+    (none should be missed; this is the net under that). A pass reads memory and writes only what differs."""
+    rng = random.Random()
+    await cluster.synced()
+    while True:
+        keys = sorted(cluster.model_deployment_keys())
+        delays = resync_delays(len(keys), settings.watching.reconcile_interval_s, rng)
+        if not keys:
+            await asyncio.sleep(settings.watching.reconcile_interval_s)
+        for key, delay in zip(keys, delays, strict=True):
+            await asyncio.sleep(delay)
+            passes.start(*key)
 
 
 def bearer_token(api_key: dict[str, str]) -> str | None:
@@ -70,24 +118,33 @@ def register(
     state: dict[str, Any] = {}
     op = settings  # Kopf passes its own `settings` to activities; ours keeps another name
 
-    # Drift correction and status refresh run as one operator-wide loop, not a Kopf timer: Kopf puts a finalizer
-    # on every object with a timer, and a finalizer would make deleting a ModelDeployment (or its namespace)
-    # hang whenever the operator is not running. Owner references already clean the children up.
+    # Kopf runs the process (login, start-up, clean-up, signals); the passes are driven by our own watches
+    # (`kube.informer`): one label-selected watch per kind into an index, so a pass reads memory, not the API
+    # server. No Kopf handler on our objects: Kopf's would add a finalizer (timers) or its bookkeeping
+    # annotations (create/update handlers), and a finalizer makes deleting a ModelDeployment (or its namespace)
+    # hang whenever the operator is not running. Owner references clean the children up.
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Our own API group for everything Kopf stores on our objects; nothing in `status` but our status.
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
-        settings.posting.level = logging.WARNING  # our Reconciler emits the decision events itself
+    async def startup(**_: Any) -> None:
+        applying = op.applying
         kube = await KubeClient.connect(
-            field_manager=op.applying.field_manager, kubeconfig=kubeconfig, instance=instance, guard=guard
-        )
-        state["kube"] = kube
-        state["reconciler"] = Reconciler(kube, op)
-        state["resync"] = asyncio.create_task(resync_forever(kube, state["reconciler"], op), name="modelrollout-resync")
+            field_manager=applying.field_manager, kubeconfig=kubeconfig, instance=instance, guard=guard,
+            limiter=TokenBucket(applying.api_qps, applying.api_burst), max_retries=applying.api_max_retries,
+        )  # fmt: skip
+        passes: Passes | None = None
+
+        def changed(kind: str, change: Change, initial: bool) -> None:
+            if kind == KIND and change.type == "deleted":
+                reconciler.forget((change.namespace, change.name))
+            key = triggers_pass(kind, change, initial)
+            if key is not None and passes is not None:
+                passes.start(*key)
+
+        cluster = WatchedCluster(kube, CHILD_KINDS, changed, namespaces=op.watching.namespaces)
+        reconciler = Reconciler(kube, op, children=cluster)
+        passes = Passes(reconciler, cluster)
+        state.update(kube=kube, cluster=cluster, reconciler=reconciler, passes=passes)
+        cluster.start()
+        state["resync"] = asyncio.create_task(resync_forever(cluster, passes, op), name="modelrollout-resync")
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -113,27 +170,13 @@ def register(
             state["resync"].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await state["resync"]
+        if "cluster" in state:
+            await state["cluster"].stop()
+        if "passes" in state:
+            await state["passes"].stop()
         if "reconciler" in state:
             await state["reconciler"].close()
         if "kube" in state:
             await state["kube"].close()
-
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
-    async def changed(body: kopf.Body, **_: Any) -> None:
-        await state["reconciler"].reconcile(body)
-
-    # A user verb (kubectl modelrollout promote|abort|...) arrives as an annotation: act on it at once.
-    @kopf.on.event(*RESOURCE, annotations={VERB_ANNOTATION: kopf.PRESENT}, registry=registry)
-    async def verb(body: kopf.Body, type: str | None, **_: Any) -> None:
-        if type != "DELETED":
-            await state["reconciler"].reconcile(body)
-
-    for group, version, plural in CHILDREN:
-
-        @kopf.on.event(group, version, plural, labels={LABEL_NAME: kopf.PRESENT, **MANAGED_BY}, registry=registry)
-        async def child_event(body: kopf.Body, **_: Any) -> None:
-            await state["reconciler"].reconcile_owner_of(body)
 
     return registry

@@ -30,3 +30,8 @@ class KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    def waiting(self, key: Hashable) -> bool:
+        """Whether someone already waits for `key` behind its holder (a further waiter would add nothing)."""
+        _, users = self._locks.get(key, (None, 0))
+        return users >= 2

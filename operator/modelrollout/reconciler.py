@@ -28,7 +28,7 @@ from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.backoff import Backoff
 from modelrollout.keyed_locks import KeyedLocks
-from modelrollout.kube.children import ChildSource, ListedChildren
+from modelrollout.kube.children import ClusterView, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
 from modelrollout.logs import ref
@@ -38,6 +38,7 @@ from modelrollout.modes.batch.machine import decide_batch, follow_batch
 from modelrollout.modes.batch.plan import BatchPlan, pass_status
 from modelrollout.modes.report import Readiness, mode_conditions, readiness_types, unserved_message
 from modelrollout.modes.stream.plan import StreamPlan, plan_stream
+from modelrollout.planning.applied import digest, stamped, unchanged
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
@@ -67,7 +68,7 @@ from modelrollout.rollout.actions import RecordEvent
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
-from modelrollout.telemetry import ANALYSIS_RUNS, PASS_DURATION, PASSES, PHASES, STEP_DURATION
+from modelrollout.telemetry import ANALYSIS_RUNS, PASS_DURATION, PASSES, PHASES, SKIPPED_APPLIES, STEP_DURATION
 from modelrollout.traffic.patching import RoutingTargetError
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class Reconciler:
         settings: OperatorSettings,
         *,
         clock: Callable[[], datetime] | None = None,
-        children: ChildSource | None = None,
+        children: ClusterView | None = None,
     ) -> None:
         self._kube = kube
         self._children = children or ListedChildren(kube)
@@ -104,6 +105,10 @@ class Reconciler:
         )
         self._clock = clock or (lambda: datetime.now(UTC))
         self._locks = KeyedLocks()
+        self._slots = asyncio.Semaphore(settings.applying.max_concurrent_passes)
+        self._scheduled: set[Key] = set()  # keys whose waiting pass must run as our own wake-up
+        self._failures: dict[Key, int] = {}  # passes failed in a row, by key (cleared by a pass that ends)
+        self._retry = Backoff(settings.applying.apply_retry_initial_s, settings.applying.apply_retry_max_s)
         self._wakeups: dict[Key, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient()  # one connection pool to Prometheus for every analysis
         self._analysis_backend = Backend(
@@ -123,25 +128,50 @@ class Reconciler:
 
     async def reconcile(self, body: Mapping[str, Any], *, scheduled: bool = False) -> None:
         """One pass, unless an earlier pass of this generation was refused by the API server and its retry is
-        not due yet: events and the resync then wait for that retry (a `scheduled` pass: our own wake-up)."""
+        not due yet: events and the resync then wait for that retry (a `scheduled` pass: our own wake-up).
+
+        Passes of one ModelDeployment run one at a time, in order; a pass asked for while another already waits
+        for that object is not queued again (the waiting one reads the object when its turn comes, so it sees
+        whatever the second request was about). At most `max_concurrent_passes` run at once across objects. A
+        pass that fails (the API server unreachable, an answer it did not expect) is retried after a growing
+        delay rather than at the next resync."""
         meta = dict(body)["metadata"]
         key = (meta["namespace"], meta["name"])
-        async with self._locks.hold(key):
-            # Re-read under the lock: a pass that waited must act on the latest spec and status, not a stale one.
-            fresh = await self._kube.get(KIND, *key)
+        if scheduled:
+            self._scheduled.add(key)
+        if self._locks.waiting(key):
+            return  # the pass that already waits will do this one's work
+        async with self._locks.hold(key), self._slots:
+            scheduled = key in self._scheduled
+            self._scheduled.discard(key)
+            # Read under the lock: a pass that waited must act on the latest spec and status, not a stale one.
+            fresh = await self._children.model_deployment(*key)
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-                self._backoff.clear(key)
-                self._wake(key, None, self._clock())  # nothing is left to wake up for
-                PHASES.forget(key)
+                self.forget(key)
                 return
             if not scheduled and self._backoff.waiting(key, fresh["metadata"].get("generation"), self._clock()):
                 return
             started, result = time.perf_counter(), "error"
             try:
                 result = await self._reconcile(fresh)
+                self._failures.pop(key, None)
+            except Exception:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = self._retry.delay_s(failures)
+                logger.exception("pass of %s/%s failed (%d in a row); retrying in %gs", *key, failures, delay,
+                                 extra=ref(*key))  # fmt: skip
+                self._wake(key, self._clock() + timedelta(seconds=delay), self._clock())
             finally:
                 PASSES.labels(result).inc()
                 PASS_DURATION.observe(time.perf_counter() - started)
+
+    def forget(self, key: Key) -> None:
+        """The ModelDeployment is gone: nothing of it is kept (no wake-up, retry or phase)."""
+        self._backoff.clear(key)
+        self._failures.pop(key, None)
+        self._scheduled.discard(key)
+        self._wake(key, None, self._clock())
+        PHASES.forget(key)
 
     async def reconcile_owner_of(self, child: Mapping[str, Any]) -> None:
         """A child changed (deleted, edited, its pods became ready): reconcile the ModelDeployment that owns it."""
@@ -305,7 +335,7 @@ class Reconciler:
                 doing = (body["kind"], body["metadata"]["name"])
                 events += await self._apply(body, seen, spec_unchanged=spec_unchanged)
             for doing in plan.delete:
-                await self._kube.delete(doing[0], key[0], doing[1])
+                await self._delete(doing[0], key[0], doing[1])
         except ApiException as exc:
             refused = _Refused.of(*doing, exc)
             await self._report_refused(raw, md, prev, refused, now)
@@ -348,7 +378,7 @@ class Reconciler:
             doing = ("Job", "")
             await start_jobs(self._kube, plan, key[0])
             for doing in plan.delete:
-                await self._kube.delete(doing[0], key[0], doing[1])
+                await self._delete(doing[0], key[0], doing[1])
         except ApiException as exc:
             refused = _Refused.of(*doing, exc)
             await self._report_refused(raw, md, prev, refused, now)
@@ -371,7 +401,7 @@ class Reconciler:
         next pass scheduled."""
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         self._backoff.clear(key)
-        await self._write_status(*key, status.to_wire())
+        await self._write_status(raw, status.to_wire())
         for event in events:
             logger.info("%s/%s %s: %s", *key, event.reason, event.message, extra=ref(*key))
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
@@ -472,7 +502,7 @@ class Reconciler:
         refused = await self._apply_all(plan.shrink, seen, events, spec_unchanged=spec_unchanged)
         for kind, name in plan.delete if refused is None else ():
             try:
-                await self._kube.delete(kind, meta["namespace"], name)
+                await self._delete(kind, meta["namespace"], name)
             except ApiException as exc:
                 refused = _Refused.of(kind, name, exc)
                 break
@@ -480,7 +510,7 @@ class Reconciler:
             refused.status_written = True
             await self._report_refused(raw, md, plan.status, refused, now)
         else:
-            await self._write_status(meta["namespace"], meta["name"], plan.status.to_wire())
+            await self._write_status(raw, plan.status.to_wire())
         for event in events:
             logger.info(
                 "%s/%s %s: %s",
@@ -528,15 +558,24 @@ class Reconciler:
         reported = status.model_copy(deep=True)
         mark_apply_failed(reported, message, now=now, generation=md.metadata.generation)
         logger.warning("%s/%s %s", *key, message, extra=ref(*key))
-        await self._write_status(*key, reported.to_wire())
+        await self._write_status(raw, reported.to_wire())
         await self._kube.emit_event(raw, type_="Warning", reason="ApplyFailed", message=message)
 
     async def _apply(
         self, obj: dict[str, Any], seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
     ) -> list[Event]:
         key = (obj["kind"], obj["metadata"]["name"])
-        after = _Seen.of(await self._kube.apply(obj), obj["kind"])
         before = seen.get(key)
+        sent = digest(obj)
+        obj = stamped(obj, sent)
+        live = before.obj if before is not None else None
+        still = self._children.applied_still(obj["kind"], obj["metadata"]["namespace"], key[1], sent)
+        if unchanged(obj, live, applied_still=still):
+            SKIPPED_APPLIES.inc()
+            return []
+        answer = await self._kube.apply(obj)
+        self._children.wrote(answer, digest=sent)
+        after = _Seen.of(answer, obj["kind"])
         if before is None:
             return []  # created: the plan already said whether that was a restoration
         if after.uid != before.uid:
@@ -577,9 +616,17 @@ class Reconciler:
             # Also the normal path when the roles changed (a new candidate's version); hence debug.
             logger.debug("%s/%s: routing document rewritten from status", md.metadata.namespace, md.metadata.name)
 
-    async def _write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._kube.apply_status(namespace, name, status)
+    async def _write_status(self, raw: dict[str, Any], status: dict[str, Any]) -> None:
+        """Status as planned; not sent when it is what the ModelDeployment (as this pass read it) already says: a
+        pass that changes nothing writes nothing."""
+        namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+        if raw.get("status") != status:
+            self._children.wrote(await self._kube.apply_status(namespace, name, status))
         PHASES.record((namespace, name), str(status.get("phase", "Pending")))
+
+    async def _delete(self, kind: str, namespace: str, name: str) -> None:
+        await self._kube.delete(kind, namespace, name)
+        self._children.deleted(kind, namespace, name)
 
     def _wake(self, key: Key, at: datetime | None, now: datetime) -> None:
         """Run a pass at `at` (the engine's next time-driven change); replaces any earlier wake-up of `key`."""
@@ -604,13 +651,12 @@ class Reconciler:
     # --- what cannot be reconciled --------------------------------------------------------------------------
 
     async def _report_invalid(self, raw: dict[str, Any], problem: str) -> None:
-        meta = raw["metadata"]
         if (raw.get("status") or {}).get("message") == problem:
             return  # already said; the resync loop must not repeat it every interval
         now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         condition = {"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": problem}
         status = {"phase": "Failed", "message": problem, "conditions": [{**condition, "lastTransitionTime": now}]}
-        await self._write_status(meta["namespace"], meta["name"], status)
+        await self._write_status(raw, status)
         await self._kube.emit_event(raw, type_="Warning", reason="InvalidSpec", message=problem)
 
     async def _report_unsupported(self, raw: dict[str, Any], md: ModelDeployment) -> None:
@@ -628,7 +674,7 @@ class Reconciler:
             message=message,
             conditions=conditions,
         )
-        await self._write_status(meta["namespace"], meta["name"], status.to_wire())
+        await self._write_status(raw, status.to_wire())
         if prev.message != message:
             logger.warning(
                 "%s/%s ModeNotServed: %s",
@@ -705,11 +751,12 @@ class _Seen:
     uid: str
     generation: int | None  # None for kinds without one (Service)
     intent: str | None = field(default=None, compare=False)
+    obj: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # as observed
 
     @classmethod
     def of(cls, obj: dict[str, Any], kind: str) -> _Seen:
         meta = obj["metadata"]
-        return cls(uid=meta["uid"], generation=meta.get("generation"), intent=_intent(obj, kind))
+        return cls(uid=meta["uid"], generation=meta.get("generation"), intent=_intent(obj, kind), obj=obj)
 
 
 def _intent(obj: dict[str, Any], kind: str) -> str | None:

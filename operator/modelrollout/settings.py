@@ -23,7 +23,12 @@ class WatchingSettings(_Group):
         default_factory=list, description="Namespaces to watch; all namespaces when empty (needs cluster RBAC)."
     )
     reconcile_interval_s: float = Field(
-        default=10.0, gt=0, le=3600, description="Period of the timer that corrects drift and refreshes status."
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="Every ModelDeployment is looked at again within this period (spread over it, with jitter), "
+        "besides the watch events that trigger passes at once: a safety net that reads memory and writes only what "
+        "differs.",
     )
 
 
@@ -70,6 +75,26 @@ class ApplyingSettings(_Group):
     )
     apply_retry_max_s: float = Field(
         default=300.0, gt=0, le=3600, description="Longest retry delay of such a ModelDeployment."
+    )
+    max_concurrent_passes: int = Field(
+        default=16, ge=1, le=1000, description="Reconcile passes running at once across ModelDeployments."
+    )
+    api_qps: float = Field(
+        default=100.0,
+        gt=0,
+        le=10000,
+        description="Requests a second to the API server, on average (a token bucket over every request, so no "
+        "fleet and no bug floods it; client-go's --kube-api-qps).",
+    )
+    api_burst: int = Field(
+        default=200, ge=1, le=100000, description="Requests allowed at once after a quiet spell (--kube-api-burst)."
+    )
+    api_max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Retries of a request the API server shed (HTTP 429, or a 5xx with Retry-After), each after "
+        "its Retry-After, doubled per attempt.",
     )
 
 

@@ -5,7 +5,12 @@
   refused), invalid (a spec the models refuse), unserved (no mode this version runs), error (an exception).
 - modelrollout_reconcile_duration_seconds: one pass, from the lock taken to its last write.
 - modelrollout_api_requests_total{verb,code}: every call to the API server, by verb (get, list, apply, patch,
-  create, delete) and HTTP status (0: no answer).
+  create, delete, watch) and HTTP status (0: no answer).
+- modelrollout_api_retries_total{verb,code}: requests the API server shed (429, or a 5xx with Retry-After) that
+  the client waited for and sent again.
+- modelrollout_watch_restarts_total{kind,why}: watches that ended and were resumed (`timeout`: the server ended
+  it; `error`: the connection failed or fell silent) or re-listed (`gone`: its version was too old).
+- modelrollout_skipped_applies_total: children a pass did not send because nothing changed since our last apply.
 - modelrollout_modeldeployments{phase}: ModelDeployments this operator reconciled, by the phase it last wrote.
 - modelrollout_analysis_runs_total{kind,verdict}: analysis runs the operator performed.
 - modelrollout_rollout_step_duration_seconds{strategy}: how long each finished step of a rollout took.
@@ -36,6 +41,17 @@ PASS_DURATION = Histogram(
 API_REQUESTS = Counter(
     "modelrollout_api_requests", "Calls to the Kubernetes API server by verb and HTTP status", ["verb", "code"],
     registry=REGISTRY,
+)  # fmt: skip
+API_RETRIES = Counter(
+    "modelrollout_api_retries", "Requests the API server shed (429, 5xx with Retry-After) and the client retried",
+    ["verb", "code"], registry=REGISTRY,
+)  # fmt: skip
+SKIPPED_APPLIES = Counter(
+    "modelrollout_skipped_applies", "Children not sent again: unchanged since our last apply", registry=REGISTRY
+)
+WATCH_RESTARTS = Counter(
+    "modelrollout_watch_restarts", "Watches that ended and were resumed or re-listed, by kind and why",
+    ["kind", "why"], registry=REGISTRY,
 )  # fmt: skip
 ANALYSIS_RUNS = Counter(
     "modelrollout_analysis_runs", "Analysis runs performed, by kind and verdict", ["kind", "verdict"], registry=REGISTRY

@@ -7,27 +7,43 @@ table of them (`kube.kinds`, from which the RBAC manifest is generated too) keep
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelrollout.api.resource import API_VERSION, KIND
 from modelrollout.kube.kinds import BY_NAME
-from modelrollout.telemetry import API_REQUESTS
+from modelrollout.kube.throttle import TokenBucket, retry_after_s
+from modelrollout.telemetry import API_REQUESTS, API_RETRIES
+
+logger = logging.getLogger(__name__)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 # Called before every request; returns only when this process may still call the API server. Leader election's
 # fence (`leader.elector.LeaderElector.check`): the leader stops as soon as its lease may have lapsed, even when
 # the loop that renews it was held up (a paused process, a blocked event loop) and has not noticed yet.
 Guard = Callable[[], None]
+# Answers that mean "not now" rather than "no": the API server shed the request (API Priority and Fairness) or is
+# briefly unable; retried after its Retry-After (429 always, a 5xx only when it sent one), as client-go does.
+SHED = 429
+# A watch the API server ends after this many seconds (a random share more, so a fleet of watches does not end
+# together); the client gives up on one silent for that long plus a margin: a connection that died without a
+# word (an API server restarted behind a proxy, kopf #585) is noticed instead of waited on forever.
+WATCH_MARGIN_S = 30.0
 
 
-def _path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+def _path(kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
     where = BY_NAME[kind]
+    if namespace is None:  # every namespace (a cluster-wide list or watch)
+        return f"{where.prefix}/{where.plural}"
     path = f"{where.prefix}/namespaces/{namespace}/{where.plural}"
     if name:
         path += f"/{name}"
@@ -40,12 +56,23 @@ class KubeClient:
     """Async access to the API server with one field manager for everything the operator owns."""
 
     def __init__(
-        self, api: client.ApiClient, *, field_manager: str, instance: str | None = None, guard: Guard | None = None
+        self,
+        api: client.ApiClient,
+        *,
+        field_manager: str,
+        instance: str | None = None,
+        guard: Guard | None = None,
+        limiter: TokenBucket | None = None,
+        max_retries: int = 5,
+        max_retry_wait_s: float = 30.0,
     ) -> None:
         self._api = api
         self._field_manager = field_manager
         self._instance = instance  # who writes: the Events' reportingInstance (the leader's identity)
         self._guard = guard
+        self._limiter = limiter
+        self._max_retries = max_retries
+        self._max_retry_wait_s = max_retry_wait_s
 
     @classmethod
     async def connect(
@@ -55,6 +82,8 @@ class KubeClient:
         kubeconfig: str | None = None,
         instance: str | None = None,
         guard: Guard | None = None,
+        limiter: TokenBucket | None = None,
+        max_retries: int = 5,
     ) -> KubeClient:
         """In-cluster credentials when running in a pod, otherwise the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         configuration = client.Configuration()
@@ -62,7 +91,10 @@ class KubeClient:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(client.ApiClient(configuration), field_manager=field_manager, instance=instance, guard=guard)
+        return cls(
+            client.ApiClient(configuration), field_manager=field_manager, instance=instance, guard=guard,
+            limiter=limiter, max_retries=max_retries,
+        )  # fmt: skip
 
     @property
     def configuration(self) -> client.Configuration:
@@ -81,14 +113,49 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
     ) -> dict[str, Any]:
-        """One request; `verb` (get, list, apply, patch, create, delete) labels it in the operator's metrics."""
+        """One request; `verb` (get, list, apply, patch, create, delete) labels it in the operator's metrics.
+        A shed request is retried after the server's Retry-After (at most `max_retries` times), then raised."""
+        attempt = 0
+        while True:
+            try:
+                answer: dict[str, Any] = await self._request(
+                    verb, method, path, query=query, body=body, content_type=content_type
+                )
+                return answer
+            except ApiException as exc:
+                headers: dict[str, str] = dict(exc.headers or {})
+                retry_after = headers.get("Retry-After")
+                shed = exc.status == SHED or ((exc.status or 0) >= 500 and retry_after is not None)
+                attempt += 1
+                if not shed or attempt > self._max_retries:
+                    raise
+                wait = retry_after_s(retry_after, attempt, ceiling_s=self._max_retry_wait_s)
+                API_RETRIES.labels(verb, str(exc.status)).inc()
+                logger.info("API server shed %s %s (HTTP %s); retry %d in %.1fs", method, path, exc.status,
+                            attempt, wait)  # fmt: skip
+                await asyncio.sleep(wait)
+
+    async def _request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        stream: bool = False,
+        timeout_s: float | aiohttp.ClientTimeout | None = None,
+    ) -> Any:
         if self._guard is not None:
             self._guard()
+        if self._limiter is not None:
+            await self._limiter.acquire()
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         try:
-            result, code, _ = await self._api.call_api(
+            answer = await self._api.call_api(
                 path,
                 method,
                 query_params=query or [],
@@ -97,7 +164,11 @@ class KubeClient:
                 response_types_map={200: "object", 201: "object", 202: "object"},
                 auth_settings=["BearerToken"],
                 _return_http_data_only=False,
+                _preload_content=not stream,
+                _request_timeout=timeout_s,
             )
+            # A stream is the open response itself (its status already checked); otherwise (data, code, headers).
+            result, code = (answer, answer.status) if stream else answer[:2]
         except ApiException as exc:
             API_REQUESTS.labels(verb, str(exc.status or 0)).inc()
             raise
@@ -105,8 +176,45 @@ class KubeClient:
             API_REQUESTS.labels(verb, "0").inc()  # no answer: connection refused, reset, timed out
             raise
         API_REQUESTS.labels(verb, str(code)).inc()
-        answer: dict[str, Any] = result
-        return answer
+        return result
+
+    async def list_all(
+        self, kind: str, namespace: str | None, *, selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of `kind` (in `namespace`, or all when None) matching the label `selector`, with the
+        list's resourceVersion (where a watch starts). Items carry their kind and apiVersion, as watch events do."""
+        query = [("labelSelector", selector)] if selector else []
+        listed = await self._call("list", "GET", _path(kind, namespace), query=query)
+        where = BY_NAME[kind]
+        api_version = f"{where.group}/{where.version}" if where.group else where.version
+        items: list[dict[str, Any]] = listed.get("items") or []
+        for item in items:
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", api_version)
+        return items, str(listed.get("metadata", {}).get("resourceVersion", ""))
+
+    async def watch(
+        self, kind: str, namespace: str | None, *, resource_version: str, selector: str | None, timeout_s: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The events of one watch from `resource_version`: (type, object) with type ADDED, MODIFIED, DELETED,
+        BOOKMARK or ERROR (its object a Status; 410 Gone means the version is too old: list again). Ends when
+        the API server ends the watch (after `timeout_s`); raises when the connection fails or stays silent
+        past `timeout_s` plus a margin."""
+        query = [("watch", "1"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(timeout_s))]  # fmt: skip
+        if selector:
+            query.append(("labelSelector", selector))
+        response = await self._request(
+            "watch", "GET", _path(kind, namespace), query=query, stream=True,
+            timeout_s=aiohttp.ClientTimeout(sock_connect=10.0, sock_read=timeout_s + WATCH_MARGIN_S),
+        )  # fmt: skip
+        try:
+            async for line in response.content:
+                if line.strip():
+                    event = json.loads(line)
+                    yield str(event.get("type", "")), event.get("object") or {}
+        finally:
+            response.release()
 
     async def apply(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply: we own exactly the fields we send; conflicts are forced (we are the controller)."""

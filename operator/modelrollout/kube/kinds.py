@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from modelrollout.api.resource import GROUP, KIND, PLURAL, VERSION
 
-# Server-side apply creates on the first apply and patches after; pruning deletes; a pass lists what exists.
-OWNED_VERBS = ("list", "create", "patch", "delete")
+# Server-side apply creates on the first apply and patches after; pruning deletes; one label-selected watch per
+# kind (list, then watch) keeps what exists in the operator's index.
+OWNED_VERBS = ("list", "watch", "create", "patch", "delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +96,8 @@ CORE_GRANTS = (
     Grant(
         MODEL_DEPLOYMENT,
         ("get", "list", "watch", "patch"),
-        "The resource itself: watched by Kopf, re-read under the reconcile lock, annotated by Kopf (progress, diff "
-        "base) and by the verb hand-shake.",
+        "The resource itself: watched into the operator's index, and annotated by the verb hand-shake (removed "
+        "once applied).",
     ),
     Grant(
         MODEL_DEPLOYMENT,
@@ -108,6 +109,12 @@ CORE_GRANTS = (
     Grant(CRD, ("list", "watch"), "Kopf observes which resources exist (cluster-scoped, read-only)."),
     Grant(NAMESPACE, ("list", "watch"), "Kopf observes which namespaces exist (cluster-scoped, read-only)."),
     Grant(EVENT, ("create",), "A Kubernetes Event for every decision (ours and Kopf's)."),
+    Grant(
+        POD,
+        ("list", "watch"),
+        "The pods of our Deployments and Jobs (label-selected, kept without their spec): why a revision cannot "
+        "become available (image pull, crash loop), how a batch run ended (its termination message).",
+    ),
 )
 
 # What leader election needs, in the operator's OWN namespace only (the lease namespace, see

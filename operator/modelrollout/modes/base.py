@@ -22,13 +22,13 @@ class OwnedKind:
 
     kind: Kind
     why: str
-    # Changes to these children reach the operator as events (drift, pods turning ready); the rest is corrected by
-    # the resync.
+    # Any change of these children (their status too: pods turning ready, a run ending) triggers a pass of their
+    # ModelDeployment; of the others, only a deletion or an edit beyond status does (every kind is watched).
     watched: bool = False
 
     @property
     def grant(self) -> Grant:
-        return Grant(self.kind, (*OWNED_VERBS, "watch") if self.watched else OWNED_VERBS, self.why)
+        return Grant(self.kind, OWNED_VERBS, self.why)
 
 
 class Mode(Protocol):

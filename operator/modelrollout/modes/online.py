@@ -30,7 +30,6 @@ class OnlineMode:
             "The routing document is read back before each change; and the router's Role grants get/list/watch on "
             "ConfigMaps, which RBAC lets us grant only while we hold them.",
         ),
-        Grant(kinds.POD, ("list",), "Why a revision cannot become available (image pull, crash loop)."),
         Grant(
             kinds.HTTP_ROUTE,
             ("get", "patch"),

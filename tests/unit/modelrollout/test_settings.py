@@ -18,6 +18,10 @@ ENVIRONMENT = {
     "MODELROLLOUT_FIELD_MANAGER": "ours",
     "MODELROLLOUT_APPLY_RETRY_INITIAL_S": "1",
     "MODELROLLOUT_APPLY_RETRY_MAX_S": "60",
+    "MODELROLLOUT_MAX_CONCURRENT_PASSES": "4",
+    "MODELROLLOUT_API_QPS": "20",
+    "MODELROLLOUT_API_BURST": "30",
+    "MODELROLLOUT_API_MAX_RETRIES": "2",
     "MODELROLLOUT_LIVENESS_PORT": "0",
     "MODELROLLOUT_METRICS_PORT": "9100",
     "MODELROLLOUT_LEADER_ELECTION": "false",
@@ -49,6 +53,10 @@ def test_every_variable_lands_in_its_group(monkeypatch: pytest.MonkeyPatch) -> N
         "field_manager": "ours",
         "apply_retry_initial_s": 1,
         "apply_retry_max_s": 60,
+        "max_concurrent_passes": 4,
+        "api_qps": 20,
+        "api_burst": 30,
+        "api_max_retries": 2,
     }
     assert settings.endpoints.model_dump() == {"liveness_port": 0, "metrics_port": 9100}
     assert settings.leader.model_dump() == {

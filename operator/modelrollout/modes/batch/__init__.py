@@ -37,7 +37,6 @@ class BatchMode:
             "Runs made by our CronJobs (owned by them): how each ended; `run` creates a Job from a CronJob, as "
             "`kubectl create job --from` does.",
         ),
-        Grant(kinds.POD, ("list",), "How a batch run ended: the scorer's result is its pod's termination message."),
     )
     strategies: frozenset[Strategy] = frozenset(RECORD_STRATEGIES)
     runnable: bool = True
