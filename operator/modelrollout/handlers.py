@@ -14,6 +14,7 @@ from modelrollout.api.resource import KIND
 from modelrollout.kube.children import POD, WatchedCluster
 from modelrollout.kube.client import Guard, KubeClient
 from modelrollout.kube.index import Change
+from modelrollout.kube.kinds import SCALED_OBJECT
 from modelrollout.kube.throttle import TokenBucket
 from modelrollout.logs import ref
 from modelrollout.modes import owned_kinds, watched_kinds
@@ -23,8 +24,9 @@ from modelrollout.settings import OperatorSettings
 logger = logging.getLogger(__name__)
 # Kinds whose every change (status included) may move a rollout on: a Deployment turning available, a Job ending.
 WATCHED = frozenset(kind.name for kind in watched_kinds())
-# Every kind a pass reads: what the modes own (a Job of a CronJob's is labelled like its CronJob), watched by label.
-CHILD_KINDS = tuple(owned.kind.name for owned in owned_kinds())
+# Every kind a pass reads: what the modes own (a Job of a CronJob's is labelled like its CronJob) and the stream
+# mode's ScaledObjects (a kind KEDA serves, when installed), watched by label.
+CHILD_KINDS = (*(owned.kind.name for owned in owned_kinds()), SCALED_OBJECT.name)
 
 
 def triggers_pass(kind: str, change: Change, initial: bool) -> tuple[str, str] | None:
@@ -86,6 +88,9 @@ async def resync_forever(cluster: WatchedCluster, passes: Passes, settings: Oper
     (none should be missed; this is the net under that). A pass reads memory and writes only what differs."""
     rng = random.Random()
     await cluster.synced()
+    sizes = cluster.sizes()
+    logger.info("watching: every kind listed (%s); resuming %d ModelDeployments",
+                ", ".join(f"{kind} {count}" for kind, count in sorted(sizes.items())), sizes[KIND])  # fmt: skip
     while True:
         keys = sorted(cluster.model_deployment_keys())
         delays = resync_delays(len(keys), settings.watching.reconcile_interval_s, rng)

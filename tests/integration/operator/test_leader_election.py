@@ -275,17 +275,19 @@ async def _graceful_handover(pair: Pair) -> None:
     await _ready_as(pair.a, "leader")
 
     async def resumed() -> bool | None:
-        return True if "Resuming is processed" in pair.a.log().rsplit("===== operator start", 1)[-1] else None
+        return True if "resuming 1 ModelDeployments" in pair.a.log().rsplit("===== operator start", 1)[-1] else None
 
     await eventually(resumed, within=30, what="operator-a to resume the ModelDeployment")
 
 
 def _json_logs(process: OperatorProcess) -> None:
-    """MODELROLLOUT_LOG_FORMAT=json: one object per line, Kopf's records included, with the object they are about."""
+    """MODELROLLOUT_LOG_FORMAT=json: one object per line, Kopf's records included; ours about a ModelDeployment
+    name it."""
     lines = [line for line in process.log().splitlines() if line.strip() and not line.startswith("=====")]
     records = [json.loads(line) for line in lines]
     assert {"time", "level", "logger", "message"} <= set(records[0])
-    assert any(r["logger"].startswith("kopf") and r.get("name") == "churn" for r in records)
+    assert any(r["logger"].startswith("kopf") for r in records)
+    assert any(r["logger"] == "modelrollout.reconciler" and r.get("name") == "churn" for r in records)
 
 
 async def test_a_leader_that_stalled_past_its_lease_exits_when_it_resumes_and_writes_nothing(pair: Pair) -> None:

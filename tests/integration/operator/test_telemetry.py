@@ -43,7 +43,7 @@ async def test_the_operator_counts_its_passes_calls_phases_runs_and_steps(k8s: K
     assert value(samples, "modelrollout_reconcile_duration_seconds_count") >= 2
     assert value(samples, "modelrollout_api_requests_total", verb="apply", code="200") > 0
     assert value(samples, "modelrollout_api_requests_total", verb="list", code="200") > 0
-    assert value(samples, "modelrollout_api_requests_total", verb="get", code="200") > 0
+    assert value(samples, "modelrollout_api_requests_total", verb="watch", code="200") > 0
 
     # A canary whose analysis has no Prometheus to ask: its background runs (every second of a 5 s pause) are
     # Errors, and its first step ends at once.

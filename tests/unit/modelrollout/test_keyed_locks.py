@@ -51,3 +51,29 @@ async def test_a_failing_holder_releases_and_forgets_the_key() -> None:
     assert len(locks) == 0
     async with locks.hold("a"):
         assert len(locks) == 1
+
+
+async def test_waiting_says_whether_someone_already_queues_behind_the_holder() -> None:
+    locks = KeyedLocks()
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with locks.hold("a"):
+            held.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with locks.hold("a"):
+            pass
+
+    task = asyncio.create_task(holder())
+    await held.wait()
+    assert not locks.waiting("a")
+    queued = asyncio.create_task(waiter())
+    await asyncio.sleep(0)
+    assert locks.waiting("a")
+    assert not locks.waiting("b")
+    release.set()
+    await asyncio.gather(task, queued)
+    assert not locks.waiting("a")
+    assert len(locks) == 0

@@ -5,6 +5,7 @@ tests/integration/operator; these run in milliseconds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -200,3 +201,48 @@ async def test_no_lock_or_wake_up_outlives_a_deleted_model_deployment(reconciler
     await pass_(reconciler, kube)
     assert reconciler._wakeups == {}
     assert len(reconciler._locks) == 0
+
+
+async def test_a_converged_pass_sends_nothing(reconciler: Reconciler, kube: FakeKube) -> None:
+    await serving_version_7(reconciler, kube)
+    await pass_(reconciler, kube)
+    await pass_(reconciler, kube)
+    assert kube.calls("apply", "status", "delete", "event") == [], "nothing changed, so nothing is written"
+
+
+async def test_a_pass_asked_for_while_one_waits_is_folded_into_it(
+    reconciler: Reconciler, kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    churn(kube)
+    started, release, runs = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(raw: dict[str, Any]) -> str:
+        runs.append(raw["metadata"]["name"])
+        started.set()
+        await release.wait()
+        return "ok"
+
+    monkeypatch.setattr(reconciler, "_reconcile", slow)
+    key = {"metadata": {"namespace": NS, "name": NAME}}
+    first = asyncio.create_task(reconciler.reconcile(key))
+    await started.wait()
+    others = [asyncio.create_task(reconciler.reconcile(key)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *others)
+    assert runs == [NAME, NAME], "one running, one waiting; the other four added nothing"
+
+
+async def test_a_failed_pass_is_retried_soon_not_at_the_next_resync(
+    reconciler: Reconciler, kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    churn(kube)
+
+    async def broken(_raw: dict[str, Any]) -> str:
+        raise ConnectionResetError("the API server went away")
+
+    monkeypatch.setattr(reconciler, "_reconcile", broken)
+    await reconciler.reconcile({"metadata": {"namespace": NS, "name": NAME}})  # logged, not raised
+    assert (NS, NAME) in reconciler._wakeups  # the retry is scheduled
+    reconciler.forget((NS, NAME))
+    assert (NS, NAME) not in reconciler._wakeups
