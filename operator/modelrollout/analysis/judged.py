@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from modelrollout.analysis.evaluate import clip
-from modelrollout.analysis.judges import mann_whitney, sequential
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.api.analysis import AnalysisMetric, Judge, NoDataPolicy
 from modelrollout.api.status import AnalysisRun, MetricResult, Verdict
+
+if TYPE_CHECKING:
+    from modelrollout.analysis.judges import mann_whitney
 
 RAW_KEYS = ("rawCanaryBad", "rawCanaryTotal", "rawStableBad", "rawStableTotal")
 CUMULATIVE_KEYS = ("canaryBad", "canaryRequests", "stableBad", "stableRequests")
@@ -74,6 +77,8 @@ def _result(
 
 def previous_evidence(metric: AnalysisMetric, previous: Sequence[AnalysisRun]) -> dict[str, float] | None:
     """The newest stored state of this metric's sequential test (runs are newest last)."""
+    from modelrollout.analysis.judges import sequential  # noqa: PLC0415 - scipy (~70 MB) loads when first used
+
     for run in sorted(previous, key=lambda r: r.at, reverse=True):
         for result in run.metrics:
             evidence = result.evidence
@@ -123,6 +128,8 @@ def judge_sequential(
     `tests`: how many sequential metrics the run has; each gets alpha / tests (Bonferroni), so that a healthy
     canary is rolled back by any of them with probability at most alpha. `first_window`: for the first run (no
     `previous`), the increases over the run's window, counted before the counters are noted."""
+    from modelrollout.analysis.judges import sequential  # noqa: PLC0415 - scipy (~70 MB) loads when first used
+
     values = raw.values()
     if isinstance(values, str):
         return _result(metric, "Error", values, {})
@@ -215,6 +222,8 @@ def judge_sequential(
 def compare_points(
     metric: AnalysisMetric, canary: Sequence[QueryResult], stable: Sequence[QueryResult], judge: Judge
 ) -> mann_whitney.Comparison | str:
+    from modelrollout.analysis.judges import mann_whitney  # noqa: PLC0415 - scipy (~70 MB) loads when first used
+
     for answer in (*canary, *stable):
         if answer.error is not None:
             return f"query failed: {answer.error}"
@@ -240,6 +249,8 @@ def compare_points(
 def mann_whitney_results(
     scored: Sequence[tuple[AnalysisMetric, mann_whitney.Comparison]], *, judge: Judge, no_data: NoDataPolicy
 ) -> tuple[list[MetricResult], Verdict]:
+    from modelrollout.analysis.judges import mann_whitney  # noqa: PLC0415 - scipy (~70 MB) loads when first used
+
     items = [
         mann_whitney.Scored(group=m.group or m.name, weight=m.weight, comparison=c, critical=m.critical)
         for m, c in scored

@@ -12,10 +12,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from modelrollout.analysis import judged
 from modelrollout.analysis.evaluate import clip, error_result, evaluate_metric, run_verdict
-from modelrollout.analysis.judges import mann_whitney
 from modelrollout.analysis.provider import MetricProvider, QueryResult, ask
 from modelrollout.analysis.queries import (
     SHADOW_BUILTINS,
@@ -32,6 +32,9 @@ from modelrollout.analysis.queries import (
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.analysis import AnalysisMetric
 from modelrollout.api.status import AnalysisRun, MetricResult, RevisionRef, Verdict
+
+if TYPE_CHECKING:
+    from modelrollout.analysis.judges import mann_whitney  # imported when a judge runs: scipy is ~70 MB resident
 
 # mannWhitney compares this many points per revision (one per rate window, ending now and further back).
 MW_MIN_POINTS = 6
