@@ -80,14 +80,14 @@ class ApplyingSettings(_Group):
         default=16, ge=1, le=1000, description="Reconcile passes running at once across ModelDeployments."
     )
     api_qps: float = Field(
-        default=100.0,
+        default=200.0,
         gt=0,
         le=10000,
         description="Requests a second to the API server, on average (a token bucket over every request, so no "
         "fleet and no bug floods it; client-go's --kube-api-qps).",
     )
     api_burst: int = Field(
-        default=200, ge=1, le=100000, description="Requests allowed at once after a quiet spell (--kube-api-burst)."
+        default=400, ge=1, le=100000, description="Requests allowed at once after a quiet spell (--kube-api-burst)."
     )
     api_max_retries: int = Field(
         default=5,
