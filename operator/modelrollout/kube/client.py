@@ -209,10 +209,16 @@ class KubeClient:
             timeout_s=aiohttp.ClientTimeout(sock_connect=10.0, sock_read=timeout_s + WATCH_MARGIN_S),
         )  # fmt: skip
         try:
-            async for line in response.content:
-                if line.strip():
-                    event = json.loads(line)
-                    yield str(event.get("type", "")), event.get("object") or {}
+            # One JSON event per line, of any length (aiohttp's line reader refuses lines over 64 KiB, and a
+            # ModelDeployment's status with its analysis history can be longer).
+            pending = b""
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        yield str(event.get("type", "")), event.get("object") or {}
         finally:
             response.release()
 
