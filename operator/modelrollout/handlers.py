@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from modelrollout import cleanup as routing_cleanup
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
 from modelrollout.kube.client import Guard, KubeClient
 from modelrollout.logs import ref
@@ -88,6 +89,10 @@ def register(
         state["kube"] = kube
         state["reconciler"] = Reconciler(kube, op)
         state["resync"] = asyncio.create_task(resync_forever(kube, state["reconciler"], op), name="modelrollout-resync")
+        # Additions to users' routing objects left by ModelDeployments deleted while we were not watching.
+        state["sweep"] = asyncio.create_task(
+            routing_cleanup.sweep_forever(kube, op.watching.namespaces), name="modelrollout-sweep"
+        )
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -109,10 +114,11 @@ def register(
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        if "resync" in state:
-            state["resync"].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await state["resync"]
+        for task in ("resync", "sweep"):
+            if task in state:
+                state[task].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state[task]
         if "reconciler" in state:
             await state["reconciler"].close()
         if "kube" in state:
@@ -129,6 +135,12 @@ def register(
     async def verb(body: kopf.Body, type: str | None, **_: Any) -> None:
         if type != "DELETED":
             await state["reconciler"].reconcile(body)
+
+    # A deleted ModelDeployment's additions to the user's routing objects go at once (without a finalizer; what
+    # this misses, the sweep above finds).
+    @kopf.on.event(*RESOURCE, when=lambda type, **_: type == "DELETED", registry=registry)
+    async def deleted(body: kopf.Body, **_: Any) -> None:
+        await routing_cleanup.forget(state["kube"], dict(body))
 
     for group, version, plural in CHILDREN:
 
