@@ -140,6 +140,9 @@ def register(
     # this misses, the sweep above finds).
     @kopf.on.event(*RESOURCE, when=lambda type, **_: type == "DELETED", registry=registry)
     async def deleted(body: kopf.Body, **_: Any) -> None:
+        # A pass for it first: that waits for one in flight (which read it before it went and may still write its
+        # routing) and finds it gone; every later pass finds it gone too, so nothing writes what forget removes.
+        await state["reconciler"].reconcile(body)
         await routing_cleanup.forget(state["kube"], dict(body))
 
     for group, version, plural in CHILDREN:
