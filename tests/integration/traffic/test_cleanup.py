@@ -9,6 +9,7 @@ permissions deploy/ grants) on the real API server:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import time
@@ -143,6 +144,12 @@ async def _wait_given_back(objects: Objects, case: Case, expected: dict[str, dic
         raise
 
 
+async def _stays_given_back(objects: Objects, case: Case, expected: dict[str, dict[str, Any]]) -> None:
+    """Still given back after more than a resync interval (2 s here): no pass writes our parts again."""
+    await asyncio.sleep(3)
+    assert await _given_back(objects, case, expected), "our parts came back"
+
+
 async def _delete(kube_api: client.ApiClient, ns: str) -> None:
     await client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pricing")
 
@@ -174,7 +181,12 @@ async def test_deleted_with_the_operator_running(
     await _delete(kube_api, objects.ns)
     await _wait_given_back(objects, case, expected, FORGET_BOUND_S)
     print(f"given back {time.monotonic() - started:.2f} s after the delete")
-    assert "cleanup: removed what ModelDeployment" in operator.log()
+
+    async def logged() -> bool | None:  # the operator logs after the write the test has already seen
+        return True if "cleanup: removed what ModelDeployment" in operator.log() else None
+
+    await eventually(logged, within=5, what="the operator logging what it gave back")
+    await _stays_given_back(objects, case, expected)
     _no_refusals(operator)
 
 
@@ -195,4 +207,5 @@ async def test_deleted_while_the_operator_is_down(
     started = time.monotonic()
     await _wait_given_back(objects, case, expected, SWEEP_BOUND_S)
     print(f"given back {time.monotonic() - started:.2f} s after the operator started")
+    await _stays_given_back(objects, case, expected)
     _no_refusals(operator)
