@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from modelrollout import cleanup as routing_cleanup
 from modelrollout.api.resource import KIND
 from modelrollout.kube.children import POD, WatchedCluster
 from modelrollout.kube.client import Guard, KubeClient
@@ -60,9 +61,10 @@ def resync_delays(count: int, interval_s: float, rng: random.Random) -> list[flo
 class Passes:
     """Starts passes in the background (a watch callback must not wait for one) and keeps them referenced."""
 
-    def __init__(self, reconciler: Reconciler, cluster: WatchedCluster) -> None:
+    def __init__(self, reconciler: Reconciler, cluster: WatchedCluster, kube: KubeClient) -> None:
         self._reconciler = reconciler
         self._cluster = cluster
+        self._kube = kube
         self._running: set[asyncio.Task[None]] = set()
 
     def start(self, namespace: str, name: str) -> None:
@@ -76,6 +78,23 @@ class Passes:
             await self._reconciler.reconcile({"metadata": {"namespace": namespace, "name": name}})
         except Exception:
             logger.exception("pass of %s/%s failed", namespace, name, extra=ref(namespace, name))
+
+    def forget(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A deleted ModelDeployment: what it added to the user's routing objects goes (no finalizer: what this
+        misses while the operator is down, the sweep finds)."""
+        task = asyncio.create_task(self._forget(namespace, name, body), name=f"forget-{namespace}-{name}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _forget(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        try:
+            # First wait for a pass in flight (it read the object before it went and may still write its routing);
+            # every pass after finds it gone, so nothing writes again what forget removes.
+            await self._reconciler.settle((namespace, name))
+            await routing_cleanup.forget(self._kube, body)
+        except Exception:
+            logger.exception("cleanup of deleted %s/%s failed; the sweep retries it", namespace, name,
+                             extra=ref(namespace, name))  # fmt: skip
 
     async def stop(self) -> None:
         for task in list(self._running):
@@ -138,18 +157,23 @@ def register(
         passes: Passes | None = None
 
         def changed(kind: str, change: Change, initial: bool) -> None:
-            if kind == KIND and change.type == "deleted":
+            if kind == KIND and change.type == "deleted" and passes is not None:
                 reconciler.forget((change.namespace, change.name))
+                passes.forget(change.namespace, change.name, change.before or {})
             key = triggers_pass(kind, change, initial)
             if key is not None and passes is not None:
                 passes.start(*key)
 
         cluster = WatchedCluster(kube, CHILD_KINDS, changed, namespaces=op.watching.namespaces)
         reconciler = Reconciler(kube, op, children=cluster)
-        passes = Passes(reconciler, cluster)
+        passes = Passes(reconciler, cluster, kube)
         state.update(kube=kube, cluster=cluster, reconciler=reconciler, passes=passes)
         cluster.start()
         state["resync"] = asyncio.create_task(resync_forever(cluster, passes, op), name="modelrollout-resync")
+        # Additions to users' routing objects left by ModelDeployments deleted while we were not watching.
+        state["sweep"] = asyncio.create_task(
+            routing_cleanup.sweep_forever(kube, op.watching.namespaces), name="modelrollout-sweep"
+        )
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -171,10 +195,11 @@ def register(
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        if "resync" in state:
-            state["resync"].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await state["resync"]
+        for task in ("resync", "sweep"):
+            if task in state:
+                state[task].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state[task]
         if "cluster" in state:
             await state["cluster"].stop()
         if "passes" in state:

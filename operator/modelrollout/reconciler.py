@@ -165,6 +165,11 @@ class Reconciler:
                 PASSES.labels(result).inc()
                 PASS_DURATION.observe(time.perf_counter() - started)
 
+    async def settle(self, key: Key) -> None:
+        """Returns once no pass of `key` runs or waits (those that did have finished)."""
+        async with self._locks.hold(key):
+            pass
+
     def forget(self, key: Key) -> None:
         """The ModelDeployment is gone: nothing of it is kept (no wake-up, retry or phase)."""
         self._backoff.clear(key)

@@ -285,6 +285,16 @@ class KubeClient:
             found += (await self._call("list", "GET", _path(KIND, namespace))).get("items", [])
         return found
 
+    async def list_in(self, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every object of `kind` in the given namespaces, or in all namespaces when the list is empty."""
+        if not namespaces:
+            where = BY_NAME[kind]
+            return list((await self._call("list", "GET", f"{where.prefix}/{where.plural}")).get("items", []))
+        found: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            found += (await self._call("list", "GET", _path(kind, namespace))).get("items", [])
+        return found
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
             await self._call("delete", "DELETE", _path(kind, namespace, name), body={"propagationPolicy": "Background"})

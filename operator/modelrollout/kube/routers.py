@@ -18,7 +18,7 @@ from modelrollout.planning.online import SERVICE_PORT, Owner
 from modelrollout.traffic.base import StickyBy, TrafficRouter
 from modelrollout.traffic.gateway_api import GatewayAPIRouter, GatewayTarget, MirrorSupport
 from modelrollout.traffic.istio import DestinationRuleAccess, IstioRouter, IstioTarget
-from modelrollout.traffic.patching import Conflict, ReadObject, UnsupportedField, WriteSpec
+from modelrollout.traffic.patching import Conflict, ReadObject, UnsupportedField, WritePatch
 from modelrollout.traffic.router import ConfigMapRouter, Versions
 
 
@@ -53,15 +53,15 @@ def router_for(ctx: RouterContext) -> ConvergingRouter | None:
 _MIRROR_SUPPORT = MirrorSupport()
 
 
-def _object_access(ctx: RouterContext, kind: str, name: str, *, strict: bool = False) -> tuple[ReadObject, WriteSpec]:
-    """Read and conditional write (merge patch of `spec` under the resourceVersion read) of a user's object."""
+def _object_access(ctx: RouterContext, kind: str, name: str, *, strict: bool = False) -> tuple[ReadObject, WritePatch]:
+    """Read and conditional write (merge patch under the resourceVersion read) of a user's object."""
     namespace = ctx.md.metadata.namespace or ""
 
     async def read() -> dict[str, Any] | None:
         return await ctx.kube.get(kind, namespace, name)
 
-    async def write(spec: dict[str, Any], resource_version: str) -> dict[str, Any]:
-        patch = {"metadata": {"resourceVersion": resource_version}, "spec": spec}
+    async def write(changes: dict[str, Any], resource_version: str) -> dict[str, Any]:
+        patch = {**changes, "metadata": {**changes.get("metadata", {}), "resourceVersion": resource_version}}
         try:
             return await ctx.kube.merge_patch(kind, namespace, name, patch, strict=strict)
         except ApiException as exc:

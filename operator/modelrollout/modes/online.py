@@ -32,19 +32,21 @@ class OnlineMode:
         ),
         Grant(
             kinds.HTTP_ROUTE,
-            ("get", "patch"),
+            ("get", "list", "patch"),
             "Provider gatewayAPI: the user's HTTPRoute, read and then merge-patched (only the rule we manage; "
-            "conditional on the resourceVersion read).",
+            "conditional on the resourceVersion read); listed to give back what a deleted ModelDeployment added.",
         ),
         Grant(
             kinds.VIRTUAL_SERVICE,
-            ("get", "patch"),
-            "Provider istio: the user's VirtualService, read and then merge-patched (only the routes we manage).",
+            ("get", "list", "patch"),
+            "Provider istio: the user's VirtualService, read and then merge-patched (only the routes we manage); "
+            "listed to give back what a deleted ModelDeployment added.",
         ),
         Grant(
             kinds.DESTINATION_RULE,
-            ("get", "patch"),
-            "Provider istio: the stable/canary subsets of the user's DestinationRule.",
+            ("get", "list", "patch"),
+            "Provider istio: the stable/canary subsets of the user's DestinationRule; listed to give back what a "
+            "deleted ModelDeployment added.",
         ),
     )
     strategies: frozenset[Strategy] = frozenset({"direct", "canary", "blueGreen", "shadow", "abTest"})

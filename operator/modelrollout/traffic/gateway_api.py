@@ -11,6 +11,10 @@ ranks a match with more header matches above the same match without them, so it 
 Every other rule, and every other field of the managed rule (matches, the user's filters, timeouts), is the
 user's and is written back exactly as read. `reset()` removes the mirror filter and the header rule.
 
+Each write also records, in the route's annotation `routing.modelrollout.dev/<name>` (traffic.marks), the
+managed rule's backendRefs as they were before our first write; `release_rules` gives them back and removes the
+mirror filter and the header rule when the ModelDeployment is gone.
+
 While an A/B test runs (a sticky assignment, see traffic.buckets) the managed rule's weights are 100/0 and the
 header rule is the one above with a `RegularExpression` match on the key's header (`cookie` for a cookie) that
 holds the canary's users: the canary's share is then a share of users. Reading the route back, such a header
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.marks import HTTPRouteMark, RuleRecord, mark_patch
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
@@ -40,7 +45,7 @@ from modelrollout.traffic.patching import (
     RoutingChanges,
     RoutingTargetError,
     UnsupportedField,
-    WriteSpec,
+    WritePatch,
     percentages,
     read_modify_write,
 )
@@ -105,8 +110,12 @@ def _managed_index(rules: list[Rule], target: GatewayTarget) -> int:
 
 
 def _is_our_mirror(flt: dict[str, Any], target: GatewayTarget) -> bool:
+    return _mirrors_to(flt, target.canary_service)
+
+
+def _mirrors_to(flt: dict[str, Any], service: str) -> bool:
     backend = (flt.get("requestMirror") or {}).get("backendRef") or {}
-    return flt.get("type") == MIRROR and _is_service(backend, target.canary_service)
+    return flt.get("type") == MIRROR and _is_service(backend, service)
 
 
 def _header_entry(match: HeaderMatch) -> dict[str, Any]:
@@ -206,6 +215,73 @@ def render_rules(
     return [*base[:index], managed, *added, *base[index + 1 :]]
 
 
+def record_rules(rules: list[Rule], target: GatewayTarget, mark: HTTPRouteMark | None) -> HTTPRouteMark:
+    """The mark a write to `rules` (as read, before our change) leaves: `mark`, plus the managed rule's
+    backendRefs as they are now when the mark does not hold that rule yet (its first write, or `ruleName` moved
+    to another rule)."""
+    base = [rule for rule in rules if not _is_header_rule(rule)]
+    managed = base[_managed_index(base, target)]
+    mark = mark or HTTPRouteMark(stable=target.stable_service, canary=target.canary_service)
+    name = managed.get("name")
+    if any(record.rule == name for record in mark.rules):
+        return mark
+    record = RuleRecord(rule=name, backend_refs=copy.deepcopy(managed.get("backendRefs")))
+    return mark.model_copy(update={"rules": [*mark.rules, record]})
+
+
+def release_rules(rules: list[Rule], owner: str, mark: HTTPRouteMark) -> list[Rule]:
+    """`rules` without what ModelDeployment `owner` added: each rule it managed gets the backendRefs it had before
+    (only while they still name our Services: refs the user rewrote are theirs again) and loses our mirror filter;
+    our header rules go. Every other rule, and every other field of a managed rule (the user's matches, filters,
+    timeouts, edited since), stays as it is."""
+
+    def ours(ref: dict[str, Any]) -> bool:
+        return _is_service(ref, mark.stable) or _is_service(ref, mark.canary)
+
+    def managed_by_us(rule: Rule) -> bool:
+        refs = rule.get("backendRefs") or []
+        return any(ours(ref) for ref in refs) or any(_mirrors_to(f, mark.canary) for f in rule.get("filters") or [])
+
+    base = [index for index, rule in enumerate(rules) if not _is_header_rule(rule)]
+    records: dict[int, RuleRecord] = {}
+    for record in mark.rules:
+        found = [
+            index
+            for index in base
+            if index not in records
+            and (rules[index].get("name") == record.rule if record.rule is not None else not rules[index].get("name"))
+            and (record.rule is not None or managed_by_us(rules[index]))
+        ]
+        if found:
+            records[found[0]] = record
+    header_names = {f"{record.rule or owner}{HEADER_SUFFIX}" for record in mark.rules}
+
+    out: list[Rule] = []
+    for index, rule in enumerate(rules):
+        refs = rule.get("backendRefs") or []
+        if rule.get("name") in header_names and refs and all(_is_service(ref, mark.canary) for ref in refs):
+            continue
+        before = records.get(index)
+        if before is None:
+            out.append(rule)
+            continue
+        restored = copy.deepcopy(rule)
+        if any(ours(ref) for ref in refs):
+            if before.backend_refs is None:
+                restored.pop("backendRefs", None)
+            else:
+                restored["backendRefs"] = copy.deepcopy(before.backend_refs)
+        filters = rule.get("filters")
+        if filters:
+            theirs = [f for f in filters if not _mirrors_to(f, mark.canary)]
+            if theirs:
+                restored["filters"] = theirs
+            else:
+                restored.pop("filters")
+        out.append(restored)
+    return out
+
+
 # --- the router ---------------------------------------------------------------------------------------------
 
 
@@ -218,7 +294,7 @@ class GatewayAPIRouter(RoutingChanges):
         *,
         target: GatewayTarget,
         read: ReadObject,
-        write: WriteSpec,
+        write: WritePatch,
         mirror_support: MirrorSupport | None = None,
         what: str = "the HTTPRoute",
     ) -> None:
@@ -234,7 +310,11 @@ class GatewayAPIRouter(RoutingChanges):
         def render(obj: Object) -> Object:
             rules = (obj.get("spec") or {}).get("rules") or []
             routing = routing_of(current_routing(rules, self._target))
-            return {"rules": render_rules(rules, routing, self._target, mirror_percent=self._support.percent)}
+            rendered = render_rules(rules, routing, self._target, mirror_percent=self._support.percent)
+            mark = mark_patch(
+                obj, self._target.name, HTTPRouteMark, lambda current: record_rules(rules, self._target, current)
+            )
+            return {"spec": {"rules": rendered}, **mark}
 
         try:
             stored, changed = await self._write_rules(render)

@@ -19,8 +19,12 @@ In the DestinationRule we own the subsets named `stable` and `canary` (their lab
 each role; other fields of those subsets and every other subset stay the user's). Its `host` must be a Service
 that selects the pods of every revision, since a subset only narrows the host's endpoints.
 
-Pure document functions (`current_routing`, `render_http`, `render_subsets`) plus `IstioRouter`, which takes its
-reads and writes as callables (see traffic.patching).
+Each write also records, in the object's annotation `routing.modelrollout.dev/<name>` (traffic.marks), what the
+parts we took over held before our first write (each managed route's destinations and mirror, the two subsets);
+`release_http` and `release_subsets` give them back and drop our header routes when the ModelDeployment is gone.
+
+Pure document functions (`current_routing`, `render_http`, `render_subsets`, `record_*`, `release_*`) plus
+`IstioRouter`, which takes its reads and writes as callables (see traffic.patching).
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch
+from modelrollout.traffic.marks import (
+    DestinationRuleMark,
+    RouteRecord,
+    SubsetRecord,
+    VirtualServiceMark,
+    mark_patch,
+)
 from modelrollout.traffic.patching import (
     HEADER_SUFFIX,
     PRESENCE_REGEX,
@@ -40,7 +51,7 @@ from modelrollout.traffic.patching import (
     Routing,
     RoutingChanges,
     RoutingTargetError,
-    WriteSpec,
+    WritePatch,
     percentages,
     read_modify_write,
 )
@@ -222,6 +233,112 @@ def render_subsets(subsets: list[dict[str, Any]], labels: Mapping[str, Mapping[s
     return out
 
 
+_MIRROR_FIELDS = {"mirror": "mirror", "mirror_percentage": "mirrorPercentage"}
+
+
+def record_http(http: list[Route], target: IstioTarget, mark: VirtualServiceMark | None) -> VirtualServiceMark:
+    """The mark a write to `http` (as read, before our change) leaves: `mark`, plus each managed route's
+    destinations and mirror as they are now when the mark does not hold it yet. Unnamed routes are recorded at
+    the first write only (nothing tells a later unnamed route from one recorded before)."""
+    managed = _managed(http, target)
+    first = mark is None
+    mark = mark or VirtualServiceMark(stable=target.stable_service, canary=target.canary_service)
+    mark = mark.model_copy(update={"host": target.subset_host})
+    known = {record.name for record in mark.routes if record.name}
+    added = [
+        RouteRecord(
+            name=route.get("name"),
+            route=copy.deepcopy(route.get("route")),
+            **{field: copy.deepcopy(route.get(key)) for field, key in _MIRROR_FIELDS.items()},
+        )
+        for route in managed
+        if (route.get("name") and route.get("name") not in known) or (not route.get("name") and first)
+    ]
+    return mark.model_copy(update={"routes": [*mark.routes, *added]}) if added else mark
+
+
+def release_http(http: list[Route], owner: str, namespace: str, mark: VirtualServiceMark) -> list[Route]:
+    """`http` without what ModelDeployment `owner` added: each route it managed gets its destinations back while
+    they are still ours (and its mirror, unless the user set another since), our header routes go. Every other
+    route and field (the user's matches, retries, timeouts, edited since) stays as it is."""
+    target = IstioTarget(
+        name=owner, namespace=namespace, stable_service=mark.stable, canary_service=mark.canary, subset_host=mark.host
+    )
+
+    def ours(route: Route) -> bool:
+        return any(target.role_of(entry.get("destination") or {}) is not None for entry in route.get("route") or [])
+
+    named = {record.name: record for record in mark.routes if record.name}
+    unnamed = [record for record in mark.routes if not record.name]
+    header_names = {f"{record.name or owner}{HEADER_SUFFIX}" for record in mark.routes}
+    out: list[Route] = []
+    for route in http:
+        name = route.get("name")
+        destinations = route.get("route") or []
+        if (
+            name in header_names
+            and destinations
+            and all(target.role_of(entry.get("destination") or {}) == CANARY for entry in destinations)
+        ):
+            continue
+        if name:
+            record = named.get(str(name))
+        else:
+            record = unnamed.pop(0) if unnamed and (ours(route) or _our_mirror(route, target)) else None
+        if record is None:
+            out.append(route)
+            continue
+        restored = copy.deepcopy(route)
+        if ours(route):
+            if record.route is None:
+                restored.pop("route", None)
+            else:
+                restored["route"] = copy.deepcopy(record.route)
+        # Our mirror replaces the user's and is removed when mirroring ends: a route still ours without a mirror
+        # lost the user's to us.
+        if _our_mirror(route, target) or (ours(route) and "mirror" not in route):
+            for field, key in _MIRROR_FIELDS.items():
+                value = getattr(record, field)
+                if value is None:
+                    restored.pop(key, None)
+                else:
+                    restored[key] = copy.deepcopy(value)
+        out.append(restored)
+    return out
+
+
+def record_subsets(subsets: list[dict[str, Any]], mark: DestinationRuleMark | None) -> DestinationRuleMark:
+    """The mark a write to `subsets` (as read, before our change) leaves: `mark`, plus the `stable` and `canary`
+    subsets as they are now (None: absent) where it holds none yet."""
+    mark = mark or DestinationRuleMark()
+    present = {str(subset.get("name")): subset for subset in subsets}
+    recorded = dict(mark.subsets)
+    for role in (STABLE, CANARY):
+        if role not in recorded:
+            subset = present.get(role)
+            recorded[role] = None if subset is None else SubsetRecord(labels=copy.deepcopy(subset.get("labels")))
+    return mark if recorded == mark.subsets else mark.model_copy(update={"subsets": recorded})
+
+
+def release_subsets(subsets: list[dict[str, Any]], mark: DestinationRuleMark) -> list[dict[str, Any]]:
+    """`subsets` as before we took `stable` and `canary` over: a subset we added goes, one that was there gets its
+    labels back (its other fields, and every other subset, stay as they are)."""
+    out = []
+    for subset in subsets:
+        role = str(subset.get("name"))
+        if role not in mark.subsets:
+            out.append(subset)
+            continue
+        before = mark.subsets[role]
+        if before is None:
+            continue
+        if before.labels is None:
+            out.append({key: value for key, value in subset.items() if key != "labels"})
+        else:
+            out.append({**subset, "labels": dict(before.labels)})
+    return out
+
+
 # --- the router ---------------------------------------------------------------------------------------------
 
 
@@ -230,7 +347,7 @@ class DestinationRuleAccess:
     """The DestinationRule we keep the subsets of, and the pod labels behind each role."""
 
     read: ReadObject
-    write: WriteSpec
+    write: WritePatch
     labels: Mapping[str, Mapping[str, str]]  # {"stable": {...}, "canary": {...}}
     what: str = "the DestinationRule"
 
@@ -244,7 +361,7 @@ class IstioRouter(RoutingChanges):
         *,
         target: IstioTarget,
         read: ReadObject,
-        write: WriteSpec,
+        write: WritePatch,
         destination_rule: DestinationRuleAccess | None = None,
         what: str = "the VirtualService",
     ) -> None:
@@ -263,7 +380,9 @@ class IstioRouter(RoutingChanges):
             return self._target, False
 
         def render(obj: Object) -> Object:
-            return {"subsets": render_subsets((obj.get("spec") or {}).get("subsets") or [], rule.labels)}
+            subsets = (obj.get("spec") or {}).get("subsets") or []
+            mark = mark_patch(obj, self._target.name, DestinationRuleMark, lambda now: record_subsets(subsets, now))
+            return {"spec": {"subsets": render_subsets(subsets, rule.labels)}, **mark}
 
         stored, changed = await read_modify_write(read=rule.read, write=rule.write, render=render, what=rule.what)
         spec = stored.get("spec") or {}
@@ -278,7 +397,9 @@ class IstioRouter(RoutingChanges):
 
         def render(obj: Object) -> Object:
             http = (obj.get("spec") or {}).get("http") or []
-            return {"http": render_http(http, routing_of(current_routing(http, target)), target)}
+            rendered = render_http(http, routing_of(current_routing(http, target)), target)
+            mark = mark_patch(obj, target.name, VirtualServiceMark, lambda now: record_http(http, target, now))
+            return {"spec": {"http": rendered}, **mark}
 
         stored, changed = await read_modify_write(read=self._read, write=self._write, render=render, what=self._what)
         self._written_http = (stored.get("spec") or {}).get("http") or []

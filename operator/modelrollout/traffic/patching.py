@@ -6,7 +6,9 @@ Both edit objects the user owns (an HTTPRoute, a VirtualService) whose lists of 
 server-side apply cannot own one rule: applying the list would claim all of it. Instead every change reads the
 object, rewrites only the rule we manage (plus the rules we add), and writes the list back as a merge patch
 carrying the resourceVersion it was read at; when someone wrote in between, the API server answers 409 and we
-start again from their version. Users' edits to other rules therefore always survive.
+start again from their version. Users' edits to other rules therefore always survive. The same patch carries the
+ModelDeployment's mark (traffic.marks: what the object said before we first changed it), so the two are never
+out of step and a cleanup can give the user's object back without the operator having seen the deletion.
 
 An A/B test's sticky assignment (`Routing.sticky`) cannot be said with weights (neither API hashes a header
 value): `Routing.rendered()` turns it into weights 100/0 plus a header route on the key's last two hex digits
@@ -27,8 +29,8 @@ from modelrollout.traffic.buckets import sticky_from_match, sticky_match
 
 Object = dict[str, Any]
 ReadObject = Callable[[], Awaitable[Object | None]]
-# (merge patch of `spec`, resourceVersion read) -> the object as stored; raises Conflict on a stale version.
-WriteSpec = Callable[[Object, str], Awaitable[Object]]
+# (merge patch of the object, resourceVersion read) -> the object as stored; raises Conflict on a stale version.
+WritePatch = Callable[[Object, str], Awaitable[Object]]
 CONFLICT_RETRIES = 8
 # Our own rules and routes are recognised by this suffix on their name.
 HEADER_SUFFIX = "-modelrollout-header"
@@ -110,19 +112,38 @@ def percentages(stable: float, canary: float) -> tuple[int, int]:
     return 100 - share, share
 
 
+def merge_patched(obj: Object, patch: Object) -> Object:
+    """`obj` with a JSON merge patch (RFC 7386) applied, as the API server applies one: objects merge key by key,
+    null removes, anything else (lists included) replaces. `obj` is not changed."""
+    out = dict(obj)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            below = out.get(key)
+            out[key] = merge_patched(below if isinstance(below, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def changes(obj: Object, patch: Object) -> bool:
+    """Whether applying the merge patch `patch` would change `obj`."""
+    return merge_patched(obj, patch) != obj
+
+
 async def read_modify_write(
-    *, read: ReadObject, write: WriteSpec, render: Callable[[Object], Object], what: str
+    *, read: ReadObject, write: WritePatch, render: Callable[[Object], Object], what: str
 ) -> tuple[Object, bool]:
-    """Read the object, let `render(obj)` say the new values of the `spec` fields it manages, write them when
-    they differ (conditioned on the resourceVersion read), and retry from a fresh read on a conflict.
-    Returns the object as stored and whether it was written."""
+    """Read the object, let `render(obj)` say the merge patch of the fields it manages (the `spec` fields and our
+    mark), write it when it changes something (conditioned on the resourceVersion read), and retry from a fresh
+    read on a conflict. Returns the object as stored and whether it was written."""
     for _ in range(CONFLICT_RETRIES):
         obj = await read()
         if obj is None:
             raise RoutingTargetError(f"{what} does not exist")
-        spec = obj.get("spec") or {}
         wanted = render(obj)
-        if all(spec.get(key) == value for key, value in wanted.items()):
+        if not changes(obj, wanted):
             return obj, False
         try:
             return await write(wanted, obj["metadata"]["resourceVersion"]), True

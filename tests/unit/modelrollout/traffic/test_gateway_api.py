@@ -16,7 +16,7 @@ from modelrollout.traffic.gateway_api import (
     current_routing,
     render_rules,
 )
-from modelrollout.traffic.patching import Conflict, Routing, RoutingTargetError, UnsupportedField
+from modelrollout.traffic.patching import Conflict, Routing, RoutingTargetError, UnsupportedField, merge_patched
 from tests.unit.modelrollout.traffic.ab_verbs import BY_COOKIE, check_ab_verbs
 
 TARGET = GatewayTarget(
@@ -168,20 +168,21 @@ class Store:
     async def read(self) -> dict[str, Any] | None:
         return copy.deepcopy(self.obj)
 
-    def _bump(self, spec: dict[str, Any]) -> None:
-        self.obj["spec"].update(copy.deepcopy(spec))
-        self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
+    def _bump(self, patch: dict[str, Any]) -> None:
+        version = int(self.obj["metadata"]["resourceVersion"]) + 1
+        self.obj = merge_patched(self.obj, copy.deepcopy(patch))
+        self.obj["metadata"]["resourceVersion"] = str(version)
 
-    async def write(self, spec: dict[str, Any], version: str) -> dict[str, Any]:
+    async def write(self, patch: dict[str, Any], version: str) -> dict[str, Any]:
         if self.before_write:
-            self._bump({"rules": self.before_write})
+            self._bump({"spec": {"rules": self.before_write}})
             self.before_write = []
         if version != self.obj["metadata"]["resourceVersion"]:
             raise Conflict("stale")
-        if not self.percent and "'percent'" in repr(spec):
+        if not self.percent and "'percent'" in repr(patch):
             raise UnsupportedField("percent", 'unknown field "percent"')
         self.writes += 1
-        self._bump(spec)
+        self._bump(patch)
         return copy.deepcopy(self.obj)
 
 

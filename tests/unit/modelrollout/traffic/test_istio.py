@@ -18,7 +18,7 @@ from modelrollout.traffic.istio import (
     render_http,
     render_subsets,
 )
-from modelrollout.traffic.patching import Conflict, Routing, RoutingTargetError
+from modelrollout.traffic.patching import Conflict, Routing, RoutingTargetError, merge_patched
 from tests.unit.modelrollout.traffic.ab_verbs import BY_COOKIE, check_ab_verbs
 
 TARGET = IstioTarget(name="rank", namespace="ns", stable_service="rank-stable", canary_service="rank-canary")
@@ -155,15 +155,16 @@ class Store:
     async def read(self) -> dict[str, Any] | None:
         return copy.deepcopy(self.obj)
 
-    async def write(self, spec: dict[str, Any], version: str) -> dict[str, Any]:
+    async def write(self, patch: dict[str, Any], version: str) -> dict[str, Any]:
         if self.conflicts:
             self.conflicts -= 1
             self.obj["metadata"]["resourceVersion"] += "x"
         if version != self.obj["metadata"]["resourceVersion"]:
             raise Conflict("stale")
         self.writes += 1
-        self.obj["spec"].update(copy.deepcopy(spec))
-        self.obj["metadata"]["resourceVersion"] += "1"
+        version = self.obj["metadata"]["resourceVersion"] + "1"
+        self.obj = merge_patched(self.obj, copy.deepcopy(patch))
+        self.obj["metadata"]["resourceVersion"] = version
         return copy.deepcopy(self.obj)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from modelrollout.traffic.base import HeaderMatch, StickyBy
 from modelrollout.traffic.buckets import sticky_match
-from modelrollout.traffic.patching import Routing, all_to_stable
+from modelrollout.traffic.patching import Routing, all_to_stable, changes, merge_patched
 
 BY = StickyBy(cookie="session")
 
@@ -35,3 +35,16 @@ def test_a_header_route_and_an_assignment_are_refused_together() -> None:
 def test_an_assignment_with_nothing_to_split_routes_all_to_stable() -> None:
     assert all_to_stable(lambda current: Routing(sticky=BY))
     assert not all_to_stable(lambda current: Routing(stable=90, canary=10, sticky=BY))
+
+
+def test_a_merge_patch_applies_as_the_api_server_applies_it() -> None:
+    obj = {"metadata": {"annotations": {"a": "1", "b": "2"}, "name": "x"}, "spec": {"rules": [1, 2], "keep": True}}
+    patch = {"metadata": {"annotations": {"a": None, "c": "3"}}, "spec": {"rules": [3]}, "new": {"x": None}}
+    assert merge_patched(obj, patch) == {
+        "metadata": {"annotations": {"b": "2", "c": "3"}, "name": "x"},
+        "spec": {"rules": [3], "keep": True},
+        "new": {},
+    }
+    assert obj["metadata"]["annotations"] == {"a": "1", "b": "2"}, "the object itself is left alone"
+    assert changes(obj, patch)
+    assert not changes(obj, {"spec": {"rules": [1, 2]}, "metadata": {"annotations": {"zzz": None}}})
