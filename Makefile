@@ -205,7 +205,7 @@ OPERATOR_BENCH_OUT ?= bench/results/operator.md
 # BEFORE: the commit before the scale work; AFTER (empty): this checkout as it is. One fresh cluster (mr-bench) at a
 # time, deleted after each version and size; raw data in bench/results/raw/operator. BENCH_ARGS: see --help.
 .PHONY: bench-operator
-bench-operator: venv tools ## the operator cold-started on 100/1,000/3,000 ModelDeployments, before vs after the scale work (~1.5-2.5 h) -> bench/results/operator.md
+bench-operator: venv tools ## the operator cold-started on 100/1,000/3,000 ModelDeployments, before vs after the scale work (~1.5-2 h; longer when runs hit their caps) -> bench/results/operator.md
 	$(BIN)/python -m bench.operator.run --sizes $(SIZES) --versions $(VERSIONS) --before $(BEFORE) --after "$(AFTER)" \
 	  --out $(OPERATOR_BENCH_OUT) --workdir bench/results/raw/operator $(BENCH_ARGS)
 

@@ -232,6 +232,8 @@ def render(results: BenchResults) -> str:
         *summary_table(results),
         "",
     ]
+    if results.errors:
+        out += ["Runs that failed (no numbers above):", "", *(f"- {error}" for error in results.errors), ""]
     for size in sizes:
         runs = [r for r in (find(results.runs, label, size) for label in labels) if r is not None]
         out += [f"## {size:,} ModelDeployments", ""]

@@ -129,3 +129,4 @@ class BenchResults(BaseModel):
     load_after: str | None = None
     settings: Settings
     runs: list[RunResult] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)  # runs that failed, and why

@@ -22,6 +22,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import Annotated
 
 import typer
 from bench.operator import kube, mix, processes, report, stats, ticks
-from bench.operator.processes import BenchFailed, ClusterSpec, OperatorProcess, Tree
+from bench.operator.processes import ClusterSpec, OperatorProcess, Tree
 from bench.operator.results import (
     BenchResults,
     Convergence,
@@ -226,11 +227,12 @@ async def rollout_ticks(
     pauses = mix.pause_indices(options.pause_s)
     result = Ticks(pause_s=options.pause_s, expected=len(pauses) * len(subjects))
     notes: list[str] = []
+    idle_until = time.monotonic() + options.idle_timeout_s  # one budget for all the waits below
     for subject in subjects:
-        if not await all_converged(mds, options.idle_timeout_s):
+        if not await all_converged(mds, max(0.0, idle_until - time.monotonic())):
             notes.append(
-                f"ticks: {mds.size - len(mds.converged)} ModelDeployments still not converged after "
-                f"{options.idle_timeout_s:g}s before the rollout of {subject.name}"
+                f"ticks: {mds.size - len(mds.converged)} ModelDeployments not converged (the waits for them are "
+                f"over their {options.idle_timeout_s:g}s) when the rollout of {subject.name} began"
             )
         statuses = mds.follow(subject)
         routes = kube.Routes()
@@ -257,12 +259,47 @@ async def rollout_ticks(
     return result, notes
 
 
+async def phases(
+    result: RunResult,
+    *,
+    api: client.ApiClient,
+    operator: OperatorProcess,
+    mds: kube.ModelDeployments,
+    apiserver: int | None,
+    versions: dict[tuple[str, str], str],
+    options: Options,
+    raw: Path,
+) -> None:
+    """Steady state, reaction and ticks with the operator, then the baseline without it. Each phase needs the
+    operator; one that exited by itself ends them (noted), and the baseline is still read."""
+    items = mix.plan_mix(result.size, options.namespaces)
+    subjects = mix.tick_subjects(items, options.tick_rollouts)
+    targets = mix.reaction_targets(items, options.reaction_samples, exclude=subjects, seed=options.seed)
+    if operator.alive():
+        await asyncio.sleep(options.settle_s)
+        say(f"  steady window: {options.steady_s:g}s")
+        result.steady = await window(api, options.steady_s, operator, apiserver, raw / "steady")
+    if operator.alive():
+        say(f"  reaction: {len(targets)} patches")
+        result.reaction, more = await react(api, targets, versions, options)
+        result.notes += more
+    if operator.alive():
+        say(f"  ticks: {len(subjects)} canary rollouts")
+        result.ticks, more = await rollout_ticks(api, mds, subjects, versions, options)
+        result.notes += more
+    if not operator.alive():
+        result.notes.append(f"the operator exited by itself (code {operator.stop()}); see {operator.log}")
+    result.exit_code = operator.stop()
+    result.peak_rss_kib = operator.peak_rss_kib
+    await asyncio.sleep(options.settle_s)
+    say(f"  operator stopped ({result.exit_code}); baseline window: {options.baseline_s:g}s")
+    result.baseline = await window(api, options.baseline_s, None, apiserver, raw / "baseline")
+
+
 async def measure(tree: Tree, size: int, options: Options, kubeconfig: Path, raw: Path) -> RunResult:
     began = time.monotonic()
     started = now_text()
     items = mix.plan_mix(size, options.namespaces)
-    subjects = mix.tick_subjects(items, options.tick_rollouts)
-    targets = mix.reaction_targets(items, options.reaction_samples, exclude=subjects, seed=options.seed)
     versions = {item.key: mix.FIRST_VERSION for item in items}
     spaces = mix.namespaces(options.namespaces)
     notes: list[str] = []
@@ -282,52 +319,42 @@ async def measure(tree: Tree, size: int, options: Options, kubeconfig: Path, raw
         operator.start()
         convergence = await converge(mds, operator, options.cap_s, items)
         say(f"  converged: {convergence.converged:,}/{size:,} in {convergence.seconds or options.cap_s:.1f}s")
-        if not operator.alive():
-            raise BenchFailed(f"the operator exited ({operator.stop()}); see {operator.log}")
-        if convergence.seconds is None:
+        if convergence.seconds is None and operator.alive():
             notes.append(
                 f"not converged at the cap: the steady window saw {size - convergence.converged} still converging"
             )
         convergence.children_missing = mix.missing_children(mix.count_children(await kube.children(api)), items)
         save(raw, {"convergence.json": convergence.model_dump_json(indent=1)})
-
-        await asyncio.sleep(options.settle_s)
-        say(f"  steady window: {options.steady_s:g}s")
-        steady = await window(api, options.steady_s, operator, apiserver, raw / "steady")
-        say(f"  reaction: {len(targets)} patches")
-        reaction, more = await react(api, targets, versions, options)
-        notes += more
-        say(f"  ticks: {len(subjects)} canary rollouts")
-        tick_result, more = await rollout_ticks(api, mds, subjects, versions, options)
-        notes += more
-        exit_code = operator.stop()
-        await asyncio.sleep(options.settle_s)
-        say(f"  operator stopped ({exit_code}); baseline window: {options.baseline_s:g}s")
-        baseline = await window(api, options.baseline_s, None, apiserver, raw / "baseline")
+        result = RunResult(
+            label=tree.label,
+            tree=tree.describe,
+            size=size,
+            namespaces=options.namespaces,
+            watch="all namespaces" if options.watch == "all" else f"the {options.namespaces} bench namespaces",
+            mix=dict(mix.mix_counts(items)),
+            started=started,
+            took_s=0.0,
+            applied_s=applied_s,
+            convergence=convergence,
+            notes=notes,
+        )
+        await phases(
+            result,
+            api=api,
+            operator=operator,
+            mds=mds,
+            apiserver=apiserver,
+            versions=versions,
+            options=options,
+            raw=raw,
+        )
     finally:
         operator.stop()
         if md_watch is not None:
             await md_watch.stop()
         await api.close()
-    return RunResult(
-        label=tree.label,
-        tree=tree.describe,
-        size=size,
-        namespaces=options.namespaces,
-        watch="all namespaces" if options.watch == "all" else f"the {options.namespaces} bench namespaces",
-        mix=dict(mix.mix_counts(items)),
-        started=started,
-        took_s=time.monotonic() - began,
-        applied_s=applied_s,
-        convergence=convergence,
-        steady=steady,
-        baseline=baseline,
-        reaction=reaction,
-        ticks=tick_result,
-        peak_rss_kib=operator.peak_rss_kib,
-        exit_code=exit_code,
-        notes=notes,
-    )
+    result.took_s = time.monotonic() - began
+    return result
 
 
 def run_one(tree: Tree, size: int, options: Options, workdir: Path) -> RunResult:
@@ -358,6 +385,10 @@ def write(results: BenchResults, out: Path, workdir: Path) -> None:
     out.write_text(report.render(results))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(
     *,
     sizes: Annotated[str, typer.Option(help="ModelDeployments per run, comma-separated")] = "100,1000,3000",
@@ -379,7 +410,7 @@ def main(
     tick_rollouts: Annotated[int, typer.Option(help="canary rollouts, one at a time")] = 3,
     pause: Annotated[float, typer.Option(help="seconds of each canary pause")] = 5,
     idle_timeout: Annotated[
-        float, typer.Option(help="seconds to wait for all to converge before a tick rollout")
+        float, typer.Option(help="seconds, in all, to wait for everything to converge before tick rollouts")
     ] = 300,
     seed: Annotated[int, typer.Option(help="which ModelDeployments the reaction patches")] = 17,
     cluster: Annotated[str, typer.Option(help="cluster name (hack/cluster-up.sh CLUSTER_NAME)")] = "mr-bench",
@@ -392,6 +423,9 @@ def main(
     from_raw: Annotated[Path | None, typer.Option(help="only render --out again from this results.json")] = None,
 ) -> None:
     """Measure the operator at scale (see the module docstring); write --out and raw data under --workdir."""
+    # kill and a closed terminal clean up as Ctrl-C does: the operator stopped, the cluster deleted
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     if from_raw is not None:
         results = BenchResults.model_validate_json(from_raw.read_text())
         out.write_text(report.render(results))
@@ -453,7 +487,11 @@ def main(
     )
     for size in options.sizes:
         for tree in trees:
-            results.runs.append(run_one(tree, size, options, workdir))
+            try:
+                results.runs.append(run_one(tree, size, options, workdir))
+            except Exception as exc:  # noqa: BLE001 - one failed run is reported; the others still run
+                console.print_exception(max_frames=5)
+                results.errors.append(f"{tree.label} at {size:,}: {exc!r}")
             results.load_after = load_average()
             write(results, out, workdir)
     results.finished = now_text()
