@@ -194,6 +194,21 @@ bench-stream: venv kafka $(MLSERVER_VENV)/.aiokafka ## modelserver stream (exact
 	$(BIN)/python -m bench.stream.run --mlserver-python $(MLSERVER_VENV)/bin/python \
 	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/stream.md --workdir bench/results/raw/stream $(BENCH_ARGS)
 
+# --- operator -----------------------------------------------------------------------------------------
+
+SIZES ?= 100,1000,3000
+VERSIONS ?= before,after
+BEFORE ?= 7bed7b4
+AFTER ?=
+OPERATOR_BENCH_OUT ?= bench/results/operator.md
+
+# BEFORE: the commit before the scale work; AFTER (empty): this checkout as it is. One fresh cluster (mr-bench) at a
+# time, deleted after each version and size; raw data in bench/results/raw/operator. BENCH_ARGS: see --help.
+.PHONY: bench-operator
+bench-operator: venv tools ## the operator cold-started on 100/1,000/3,000 ModelDeployments, before vs after the scale work (~1.5-2 h; longer when runs hit their caps) -> bench/results/operator.md
+	$(BIN)/python -m bench.operator.run --sizes $(SIZES) --versions $(VERSIONS) --before $(BEFORE) --after "$(AFTER)" \
+	  --out $(OPERATOR_BENCH_OUT) --workdir bench/results/raw/operator $(BENCH_ARGS)
+
 # --- decisions ----------------------------------------------------------------------------------------
 
 .PHONY: bench-decisions
