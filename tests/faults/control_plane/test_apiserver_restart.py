@@ -8,6 +8,10 @@ restart can come from the resync loop: a restored child, a rollout started by a 
 and the rollout's steps the engine's own wake-ups. Leader election keeps running, with a renew deadline longer than
 any restart here: a leader that cannot renew for its deadline exits by design (as client-go's do), and that is
 not what this test is about (with the default 10 s, an API server outage longer than that restarts the operator).
+
+What it found (SPEC_CHANGE_HELD): the watches all come back, but a ModelDeployment whose change handler was cut
+short by the outage handles no further spec change for up to a minute; the test reports that as an expected
+failure while it lasts, and passes once a spec change after the restart starts its rollout at once.
 """
 
 from __future__ import annotations
@@ -41,9 +45,22 @@ STEPS = [{"setWeight": 30}, {"pause": {"duration": f"{PAUSE_S}s"}}, {"setWeight"
 ROLLOUT = {"strategy": "canary", "canary": {"steps": STEPS}, "trafficRouting": {"provider": "router"}}
 # How soon after the API server answers /readyz again a watch must have delivered a change. Kopf retries a failed
 # request (a watch's too) after 1, 1, 2, 3, 5, 8 ... s (settings.networking.error_backoffs): for an outage under
-# 7 s (measured: 2.6-3.9 s from the kill to /readyz) its next attempt comes at most 5 s after the server is back;
+# 7 s (measured: 2.6-4.4 s from the kill to /readyz) its next attempt comes at most 5 s after the server is back;
 # then the event, and one pass (under a second). The resync (RESYNC_S) is far beyond it.
-WATCH_BOUND_S = 8.0
+RECONNECT_BOUND_S = 8.0
+# Later, once the watches are back: an event and one pass (0.1-0.5 s measured), with room for a loaded machine.
+DELIVERY_BOUND_S = 3.0
+QUIET_S = 1.5  # after the last child's change, before the spec change: their events' passes are over
+# A product bug this test finds (operator/modelrollout/handlers.py, not this suite's to change): the `changed`
+# handler lets a failed pass's exception reach Kopf, whose default for it is to retry after 60 s
+# (`errors=TEMPORARY`, settings.execution's default backoff) and to handle no other change of that
+# ModelDeployment until then (the object's worker sleeps until the retry is due; a new event wakes it only to see
+# the retry is not due yet). A pass that the restart cut short (a refused connection) is enough: the next spec
+# change then waits up to 60 s for the retry, or for the resync (10 s by default), instead of starting at once.
+SPEC_CHANGE_HELD = (
+    "known product bug: a ModelDeployment whose change handler failed during the outage handles no spec change "
+    "until Kopf's 60 s retry of that handler (handlers.changed raises into Kopf's default error handling)"
+)
 
 
 async def test_api_server_killed_and_restarted_mid_rollout_operator_reconnects_and_no_watch_stalls(
@@ -66,6 +83,7 @@ async def test_api_server_killed_and_restarted_mid_rollout_operator_reconnects_a
     service = f"{NAME}-canary"
     service_s = await _deleted_and_restored(
         operator,
+        within=RECONNECT_BOUND_S,
         name=service,
         read=lambda: mdep.core.read_namespaced_service(service, mdep.ns),
         delete=lambda: mdep.core.delete_namespaced_service(service, mdep.ns),
@@ -84,42 +102,55 @@ async def test_api_server_killed_and_restarted_mid_rollout_operator_reconnects_a
     deployment = f"{NAME}-{(await mdep.status())['stable']['revision']}"
     deployment_s = await _deleted_and_restored(
         operator,
+        within=DELIVERY_BOUND_S,
         name=deployment,
         read=lambda: mdep.apps.read_namespaced_deployment(deployment, mdep.ns),
         delete=lambda: mdep.apps.delete_namespaced_deployment(deployment, mdep.ns),
     )
+    # The spec change comes when no child's event is under way: a pass that one started would read the new spec
+    # and start the rollout whatever became of the ModelDeployment's own event.
+    await mdep.healthy_on("2", within=30)
+    await asyncio.sleep(QUIET_S)
     changed_at = datetime.now(UTC)
     changed = time.monotonic()
     await mdep.to_version("3")
-    await mdep.wait(
-        lambda s: (s.get("canary") or {}).get("version") == "3", "version 3's rollout", within=WATCH_BOUND_S
-    )
-    spec_s = time.monotonic() - changed
 
-    async def delivered() -> bool | None:
-        # A pass that a child's event started may have read the new spec first: the handler then runs after it.
-        return _handled(operator, "changed/spec", NAME, changed_at)
+    async def started() -> bool | None:
+        return True if ((await mdep.status()).get("canary") or {}).get("version") == "3" else None
 
-    await eventually(delivered, within=5, interval=0.1, what="the ModelDeployment watch to deliver the spec change")
-
+    try:
+        await eventually(started, within=DELIVERY_BOUND_S, interval=0.1, what="version 3's rollout to start")
+    except AssertionError:
+        spec_s = None
+    else:
+        spec_s = time.monotonic() - changed
+    took = f"in {spec_s:.2f}s" if spec_s is not None else "not"
     print(
         f"\nAPI server down and back (SIGKILL to /readyz) in {outage_s:.2f}s; then a Service deleted at once came "
-        f"back {service_s:.2f}s after its deletion, later a deleted Deployment {deployment_s:.2f}s after, and a "
-        f"spec change started its rollout in {spec_s:.2f}s (bound {WATCH_BOUND_S:g}s each)"
+        f"back {service_s:.2f}s after its deletion, later a deleted Deployment {deployment_s:.2f}s after, and a spec "
+        f"change started its rollout {took} (bounds {RECONNECT_BOUND_S:g}s right after the restart, "
+        f"{DELIVERY_BOUND_S:g}s later)"
     )
     assert operator.alive()
     assert operator.log().count("===== operator start") == 1, "the same process throughout"
     assert "lost the lease" not in operator.log()
+    if spec_s is None:
+        held = _held_handler(operator)
+        if held:
+            pytest.xfail(f"{SPEC_CHANGE_HELD}; here: {held}")
+        raise AssertionError(f"a spec change started no rollout within {DELIVERY_BOUND_S:g}s")
+    assert _handled(operator, "changed/spec", NAME, changed_at), "started, but not by the ModelDeployment's watch"
 
 
 async def _deleted_and_restored(
     operator: OperatorProcess,
     *,
+    within: float,
     name: str,
     read: Callable[[], Awaitable[Any]],
     delete: Callable[[], Awaitable[Any]],
 ) -> float:
-    """Delete a child; the seconds until the operator re-created it (within WATCH_BOUND_S), checking that the
+    """Delete a child; the seconds until the operator re-created it (`within` bounds them), checking that the
     child's own watch delivered an event about it meanwhile: the restoration is not another watch's pass."""
     before = await retrying(read, what=f"read {name}")  # the first call after the restart may hit a dead connection
     deleted_at = datetime.now(UTC)
@@ -130,7 +161,7 @@ async def _deleted_and_restored(
         found = await read()
         return True if found.metadata.uid != before.metadata.uid else None
 
-    await eventually(restored, within=WATCH_BOUND_S, interval=0.1, what=f"{name}, deleted, restored")
+    await eventually(restored, within=within, interval=0.1, what=f"{name}, deleted, restored")
     seconds = time.monotonic() - deleted
 
     async def delivered() -> bool | None:
@@ -150,4 +181,13 @@ def _handled(operator: OperatorProcess, handler: str, name: str, since: datetime
         said = record["message"]
         if record.get("name") == name and at >= since and said.startswith(f"Handler 'register.<locals>.{handler}'"):
             return True
+    return None
+
+
+def _held_handler(operator: OperatorProcess) -> str | None:
+    """Kopf's record of the ModelDeployment's change handler failing and being put off, if it did."""
+    for line in operator.log().splitlines():
+        if line.startswith("{") and "Handler 'register.<locals>.changed/spec' failed" in line:
+            record = json.loads(line)
+            return f"{record['time']} {record['message']}"
     return None

@@ -41,7 +41,8 @@ def prometheus(tmp_path: Path, namespace: str) -> Iterator[PrometheusServer]:
     server = PrometheusServer(
         work_dir=tmp_path / "prometheus", port=port, targets=[ScrapeTarget.local(port, namespace=namespace, job=JOB)]
     )
-    server.start()
+    # Not waiting for its first scrape (up to 6 s): the test waits for a passing run, which needs it anyway.
+    server.start(wait_for_targets=False)
     try:
         yield server
     finally:
