@@ -39,7 +39,7 @@ from testkit.rbac import bind_leader_role
 
 from tests.conftest import Cluster
 from tests.faults.control_plane.conftest import StartOperator
-from tests.faults.control_plane.support import Mdep, percent
+from tests.faults.control_plane.support import Mdep, percent, spec_change_starts_rollout
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -48,7 +48,10 @@ STEPS = [{"setWeight": 50}, {"pause": {"duration": "2s"}}]
 ROLLOUT = {"strategy": "canary", "canary": {"steps": STEPS}, "trafficRouting": {"provider": "router"}}
 REQUEST_TIMEOUT_S = 20
 QUEUE_WAIT_S = REQUEST_TIMEOUT_S / 4
-STARVED_S = 12  # more than two queue waits: time-outs and queue-full refusals both happen
+# More than a queue wait: the change handler's first request waits out its queue (time-out) while the rest are
+# refused at once (queue-full).
+STARVED_S = 8
+QUIET_S = 1.5  # after the promotion's last child change, before the next spec change
 GENEROUS_SHARES = 100
 # Requests a second the operator may make while starved. Unthrottled it makes about 4 (a pass every resync, 5 s
 # here, is about 20 requests; see the baseline printed), and a starved pass stops at its first refusal; a loop that
@@ -236,7 +239,8 @@ async def test_api_server_throttling_429_and_queuing_operator_backs_off_and_drop
     mdep: Mdep,
 ) -> None:
     kubeconfig = cluster.service_account_kubeconfig(namespace, ACCOUNT, tmp_path / "sa.kubeconfig")
-    operator = start_operator(kubeconfig=kubeconfig)
+    # JSON logs name the object each Kopf record is about (support.kopf_handled).
+    operator = start_operator(kubeconfig=kubeconfig, MODELROLLOUT_LOG_FORMAT="json")
     started = time.monotonic()
     await mdep.create(ROLLOUT)
     await mdep.healthy_on("1", within=60)
@@ -283,3 +287,7 @@ async def test_api_server_throttling_429_and_queuing_operator_backs_off_and_drop
     assert told, "the log never says the API server throttled the operator"
     assert operator.alive()
     assert operator.log().count("===== operator start") == 1
+
+    # Once it is over, a spec change starts its rollout at once again, through the ModelDeployment's watch.
+    await asyncio.sleep(QUIET_S)
+    await spec_change_starts_rollout(operator, mdep, "3", within=3.0)
