@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,13 +215,14 @@ async def throttle(apf: KwokApiServer, kube_api: client.ApiClient, namespace: st
     try:
         yield Throttle(kube_api, name)
     finally:
-        for remove in (
+        removals: list[Callable[[], Awaitable[object]]] = [
             lambda: flow.delete_flow_schema(name),
             lambda: flow.delete_flow_schema(lease),
             lambda: flow.delete_priority_level_configuration(name),
             lambda: rbac.delete_cluster_role_binding(name),
             lambda: rbac.delete_cluster_role(name),
-        ):
+        ]
+        for remove in removals:  # cluster-scoped: they would outlive the namespace
             try:
                 await remove()
             except client.ApiException as exc:
