@@ -272,6 +272,13 @@ class KwokApiServer:
         self._thaw_clients()
         self._release_creations()
 
+    def thaw_clients(self) -> None:
+        """SIGCONT to the cluster's clients, frozen or not: a session killed while they were frozen (nothing else
+        ever thaws them) must not leave a cluster whose controllers never act, for the next session to reuse."""
+        for component in CLIENTS:
+            with contextlib.suppress(NotOurProcess, ProcessLookupError):
+                os.kill(self.pid(component), signal.SIGCONT)
+
     def _freeze_clients(self) -> None:
         for component in CLIENTS:
             with contextlib.suppress(NotOurProcess, ProcessLookupError):

@@ -38,6 +38,7 @@ def apiserver(cluster: Cluster, namespace: str) -> Iterator[KwokApiServer]:
         kwokctl_started = original[APISERVER]
     except (NotOurProcess, KeyError) as exc:
         pytest.skip(f"no kube-apiserver process of our own to stop: {exc}")
+    server.thaw_clients()
     try:
         yield server
     finally:
