@@ -53,9 +53,9 @@ QUEUE_WAIT_S = REQUEST_TIMEOUT_S / 4
 STARVED_S = 8
 QUIET_S = 1.5  # after the promotion's last child change, before the next spec change
 GENEROUS_SHARES = 100
-# Requests a second the operator may make while starved. Unthrottled it makes about 4 (a pass every resync, 5 s
-# here, is about 20 requests; see the baseline printed), and a starved pass stops at its first refusal; a loop that
-# retried refusals at once would make hundreds (a queue-full 429 comes back in milliseconds).
+# Requests a second the operator may make while starved. Unthrottled and idle it makes about 4 (66 in 15 s
+# measured: a pass every resync, 5 s here, is about 20 requests), and a starved pass stops at its first refusal; a
+# loop that retried refusals at once would make hundreds (a queue-full 429 comes back in milliseconds).
 STARVED_RATE_BOUND = 2.0
 # After the shares are back: the retry of a refused apply waits 2 s, doubling (apply_retry_initial_s), and the
 # starvation refuses at most STARVED_S / QUEUE_WAIT_S of them; then a pass, the 2 s pause, the promotion.

@@ -28,7 +28,9 @@ from tests.faults.control_plane.support import Mdep, percent
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 INTERVAL_S = 2
-ANALYSIS_S = 6  # the analysis step's window: its first run is due this long after the step began
+ANALYSIS_S = (
+    8  # the analysis step's window: its first run is due this long after the step began (Prometheus stops ~2 s in)
+)
 ERRORS_WANTED = 2  # Error runs of the step seen before Prometheus comes back
 INCONCLUSIVE_LIMIT = 10  # above the undecided runs the outage causes (Errors, then no data until a first scrape)
 STEPS = [{"setWeight": 50}, {"analysis": {"duration": f"{ANALYSIS_S}s"}}]
