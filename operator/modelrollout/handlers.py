@@ -21,6 +21,7 @@ from modelrollout.logs import ref
 from modelrollout.modes import owned_kinds, watched_kinds
 from modelrollout.reconciler import Reconciler
 from modelrollout.settings import OperatorSettings
+from modelrollout.telemetry import PASS_TRIGGERS
 
 logger = logging.getLogger(__name__)
 # Kinds whose every change (status included) may move a rollout on: a Deployment turning available, a Job ending.
@@ -117,6 +118,7 @@ async def resync_forever(cluster: WatchedCluster, passes: Passes, settings: Oper
             await asyncio.sleep(settings.watching.reconcile_interval_s)
         for key, delay in zip(keys, delays, strict=True):
             await asyncio.sleep(delay)
+            PASS_TRIGGERS.labels("resync").inc()
             passes.start(*key)
 
 
@@ -162,6 +164,7 @@ def register(
                 passes.forget(change.namespace, change.name, change.before or {})
             key = triggers_pass(kind, change, initial)
             if key is not None and passes is not None:
+                PASS_TRIGGERS.labels(kind).inc()
                 passes.start(*key)
 
         cluster = WatchedCluster(kube, CHILD_KINDS, changed, namespaces=op.watching.namespaces)

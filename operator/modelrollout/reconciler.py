@@ -68,7 +68,15 @@ from modelrollout.rollout.actions import RecordEvent
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
-from modelrollout.telemetry import ANALYSIS_RUNS, PASS_DURATION, PASSES, PHASES, SKIPPED_APPLIES, STEP_DURATION
+from modelrollout.telemetry import (
+    ANALYSIS_RUNS,
+    PASS_DURATION,
+    PASS_TRIGGERS,
+    PASSES,
+    PHASES,
+    SKIPPED_APPLIES,
+    STEP_DURATION,
+)
 from modelrollout.traffic.patching import RoutingTargetError
 
 logger = logging.getLogger(__name__)
@@ -645,6 +653,7 @@ class Reconciler:
 
     async def _wake_after(self, key: Key, delay: float) -> None:
         await asyncio.sleep(delay)
+        PASS_TRIGGERS.labels("wake").inc()
         try:
             await self.reconcile({"metadata": {"namespace": key[0], "name": key[1]}}, scheduled=True)
         except Exception:

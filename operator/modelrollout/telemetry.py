@@ -10,6 +10,8 @@
   the client waited for and sent again.
 - modelrollout_watch_restarts_total{kind,why}: watches that ended and were resumed (`timeout`: the server ended
   it; `error`: the connection failed or fell silent) or re-listed (`gone`: its version was too old).
+- modelrollout_pass_triggers_total{by}: passes asked for, by what asked: the kind whose change a watch delivered
+  (ModelDeployment, Deployment, Service, ...), `resync`, or `wake` (the engine's own timer, a retry).
 - modelrollout_skipped_applies_total: children a pass did not send because nothing changed since our last apply.
 - modelrollout_modeldeployments{phase}: ModelDeployments this operator reconciled, by the phase it last wrote.
 - modelrollout_analysis_runs_total{kind,verdict}: analysis runs the operator performed.
@@ -45,6 +47,10 @@ API_REQUESTS = Counter(
 API_RETRIES = Counter(
     "modelrollout_api_retries", "Requests the API server shed (429, 5xx with Retry-After) and the client retried",
     ["verb", "code"], registry=REGISTRY,
+)  # fmt: skip
+PASS_TRIGGERS = Counter(
+    "modelrollout_pass_triggers", "Passes asked for, by what asked (a watched kind, resync, wake)", ["by"],
+    registry=REGISTRY,
 )  # fmt: skip
 SKIPPED_APPLIES = Counter(
     "modelrollout_skipped_applies", "Children not sent again: unchanged since our last apply", registry=REGISTRY

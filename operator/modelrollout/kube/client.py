@@ -38,6 +38,9 @@ SHED = 429
 # together); the client gives up on one silent for that long plus a margin: a connection that died without a
 # word (an API server restarted behind a proxy, kopf #585) is noticed instead of waited on forever.
 WATCH_MARGIN_S = 30.0
+# Any other request that has not been answered in this long is abandoned (and raised): a connection that stops
+# answering without closing would otherwise hold its ModelDeployment's pass, and its lock, for ever.
+REQUEST_TIMEOUT_S = 60.0
 
 
 def _path(kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
@@ -165,7 +168,7 @@ class KubeClient:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=False,
                 _preload_content=not stream,
-                _request_timeout=timeout_s,
+                _request_timeout=timeout_s if timeout_s is not None else REQUEST_TIMEOUT_S,
             )
             # A stream is the open response itself (its status already checked); otherwise (data, code, headers).
             result, code = (answer, answer.status) if stream else answer[:2]

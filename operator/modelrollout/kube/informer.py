@@ -79,7 +79,7 @@ class Informer:
             except Exception as exc:  # noqa: BLE001 - refused/reset, silent, a 5xx: retry, never stop
                 failures += 1
                 WATCH_RESTARTS.labels(self.kind, "error").inc()
-                delay = min(RETRY_INITIAL_S * 2 ** (failures - 1), RETRY_MAX_S) * (0.5 + self._rng.random())
+                delay = min(RETRY_INITIAL_S * 2 ** (failures - 1), RETRY_MAX_S) * self._rng.uniform(0.8, 1.2)
                 logger.warning("watch of %s failed (%s: %s); listing again in %.1fs", self._where(),
                                type(exc).__name__, exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)

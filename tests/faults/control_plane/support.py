@@ -3,16 +3,16 @@ change the model version, read status and Events, wait on status."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import pytest
+import httpx
 from kubernetes_asyncio import client
+from prometheus_client.parser import text_string_to_metric_families
 from testkit.operator import OperatorProcess
 from testkit.waiting import eventually
 
@@ -21,17 +21,6 @@ from modelrollout.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 NAME = "churn"
 MERGE_PATCH = "application/merge-patch+json"
 T = TypeVar("T")
-# A product bug these tests find (operator/modelrollout/handlers.py, not this suite's to change): the `changed`
-# handler lets a failed pass's exception reach Kopf, whose default for it is to retry after 60 s
-# (`errors=TEMPORARY`, settings.execution's default backoff) and to handle no other change of that
-# ModelDeployment until then (the object's worker sleeps until the retry is due; a new event wakes it only to find
-# the retry not due yet). One pass that failed on the API server (a refused connection during a restart, a 429
-# while throttled) is enough: the next spec change waits up to 60 s for that retry, or for the resync
-# (reconcile_interval_s, 10 s by default), instead of starting at once.
-SPEC_CHANGE_HELD = (
-    "known product bug: a ModelDeployment whose change handler failed on the API server handles no further spec "
-    "change until Kopf's 60 s retry of that handler (handlers.changed raises into Kopf's default error handling)"
-)
 
 
 def model(version: str) -> dict[str, Any]:
@@ -135,47 +124,31 @@ async def retrying(call: Callable[[], Awaitable[T]], *, what: str, within: float
     return (await eventually(attempt, within=within, interval=0.1, what=what))[0]
 
 
-def kopf_handled(operator: OperatorProcess, handler: str, name: str, since: datetime) -> bool | None:
-    """Whether Kopf logged running `handler` for object `name` after `since`: its records name the object they are
-    about when the operator logs JSON (MODELROLLOUT_LOG_FORMAT=json), so a child's event, and which child's, can be
-    told from another's."""
-    for line in operator.log().splitlines():
-        if not line.startswith("{"):
-            continue
-        record = json.loads(line)
-        at = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
-        said = record["message"]
-        if record.get("name") == name and at >= since and said.startswith(f"Handler 'register.<locals>.{handler}'"):
-            return True
-    return None
-
-
-def held_change_handler(operator: OperatorProcess) -> str | None:
-    """Kopf's record of the ModelDeployment's change handler failing and being put off, if it did (JSON logs)."""
-    for line in operator.log().splitlines():
-        if line.startswith("{") and "Handler 'register.<locals>.changed/spec' failed" in line:
-            record = json.loads(line)
-            return f"{record['time']} {record['message']}"
-    return None
+def triggers(operator: OperatorProcess, by: str) -> float:
+    """How many passes the operator started because a watch delivered a change of kind `by` (its
+    modelrollout_pass_triggers_total): which watch delivered what."""
+    text = httpx.get(operator.metrics_url or "", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelrollout_pass_triggers_total" and sample.labels.get("by") == by
+    )
 
 
 async def spec_change_starts_rollout(operator: OperatorProcess, mdep: Mdep, version: str, *, within: float) -> float:
     """Change the model version on a quiet ModelDeployment (no child's event under way: a pass one started would
-    read the new spec whatever became of the ModelDeployment's own event); the seconds until Kopf ran the change
-    handler for it and status names the new canary. An expected failure while SPEC_CHANGE_HELD lasts."""
-    changed_at = datetime.now(UTC)
+    read the new spec whatever became of the ModelDeployment's own event); the seconds until status names the new
+    canary, checking that the ModelDeployment's own watch delivered the change."""
+    before = await asyncio.to_thread(triggers, operator, "ModelDeployment")
     changed = time.monotonic()
     await mdep.to_version(version)
 
     async def started() -> bool | None:
         canary = ((await mdep.status()).get("canary") or {}).get("version")
-        return True if canary == version and kopf_handled(operator, "changed/spec", NAME, changed_at) else None
+        return True if canary == version else None
 
-    try:
-        await eventually(started, within=within, interval=0.1, what=f"version {version}'s rollout to start")
-    except AssertionError:
-        held = held_change_handler(operator)
-        if held:
-            pytest.xfail(f"{SPEC_CHANGE_HELD}; here: {held}")
-        raise
-    return time.monotonic() - changed
+    await eventually(started, within=within, interval=0.1, what=f"version {version}'s rollout to start")
+    seconds = time.monotonic() - changed
+    assert await asyncio.to_thread(triggers, operator, "ModelDeployment") > before, "its own watch delivered it"
+    return seconds

@@ -240,7 +240,7 @@ async def test_api_server_throttling_429_and_queuing_operator_backs_off_and_drop
     mdep: Mdep,
 ) -> None:
     kubeconfig = cluster.service_account_kubeconfig(namespace, ACCOUNT, tmp_path / "sa.kubeconfig")
-    # JSON logs name the object each Kopf record is about (support.kopf_handled).
+    # Which watch delivered what: the operator's modelrollout_pass_triggers_total (support.triggers).
     operator = start_operator(kubeconfig=kubeconfig, MODELROLLOUT_LOG_FORMAT="json")
     started = time.monotonic()
     await mdep.create(ROLLOUT)
