@@ -134,8 +134,8 @@ class KubeClient:
                     raise
                 wait = retry_after_s(retry_after, attempt, ceiling_s=self._max_retry_wait_s)
                 API_RETRIES.labels(verb, str(exc.status)).inc()
-                logger.info("API server shed %s %s (HTTP %s); retry %d in %.1fs", method, path, exc.status,
-                            attempt, wait)  # fmt: skip
+                logger.warning("the API server shed %s %s (HTTP %s %s); retry %d of %d in %.1fs", method, path,
+                               exc.status, exc.reason or "", attempt, self._max_retries, wait)  # fmt: skip
                 await asyncio.sleep(wait)
 
     async def _request(
