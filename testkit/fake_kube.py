@@ -27,6 +27,7 @@ class FakeKube:
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     journal: list[tuple[str, ...]] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
+    event_keys: set[str] = field(default_factory=set)
     ready: bool = True
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind -> (HTTP status, message) on apply
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -111,7 +112,13 @@ class FakeKube:
         self.objects.pop((kind, namespace, name), None)
         self.journal.append(("delete", kind, name))
 
-    async def emit_event(self, involved: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+    async def emit_event(
+        self, involved: dict[str, Any], *, type_: str, reason: str, message: str, key: str | None = None
+    ) -> None:
+        if key is not None:  # a named event is posted at most once, as the API server's 409 makes it
+            if key in self.event_keys:
+                return
+            self.event_keys.add(key)
         self.events.append((type_, reason, message))
         self.journal.append(("event", reason))
 

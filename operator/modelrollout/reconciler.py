@@ -414,10 +414,8 @@ class Reconciler:
         next pass scheduled."""
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         self._backoff.clear(key)
+        await self._post_events(raw, events, decided=True)  # before the record, as in _execute
         await self._write_status(raw, status.to_wire())
-        for event in events:
-            logger.info("%s/%s %s: %s", *key, event.reason, event.message, extra=ref(*key))
-            await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
         if raw_verb is not None:
             await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
         self._wake(key, wake, now)
@@ -491,28 +489,38 @@ class Reconciler:
         spec_unchanged: bool,
         now: datetime,
     ) -> _Refused | None:
-        """Pods first, then traffic, then taking pods away: a revision never gets traffic it has no pods for.
+        """Pods first; then the decision is told (its events) and recorded (status); then traffic follows it;
+        then pods are taken away. A revision never gets traffic it has no pods for, and the routing is never
+        ahead of status: a process killed after the record finds the decision in status and routes as it says
+        (`converge`), instead of deciding again (a new analysis run might decide otherwise, and the routing would
+        go back). Killed before the record, the pass is done again from the same stored object: the same
+        decision's events have the same names, so none is posted twice, and none is lost.
         A child the API server refuses stops the pass there and is reported (status, event, log line): refused
-        before the routing, the status stays what it was; after it, the plan's status is written, since its
-        traffic moved."""
+        before the record, the status stays what it was; after it, the record stays, with the refusal."""
         meta = raw["metadata"]
-        events = list(plan.events)
-        refused = await self._apply_all(plan.grow, seen, events, spec_unchanged=spec_unchanged)
+        side: list[Event] = []  # what applying found (a child restored, a hand edit undone)
+        refused = await self._apply_all(plan.grow, seen, side, spec_unchanged=spec_unchanged)
         if refused is not None:
             await self._report_refused(raw, md, md.status or ModelDeploymentStatus(), refused, now)
+            await self._post_events(raw, side)
             return refused
+        await self._post_events(raw, plan.events, decided=True)
+        await self._write_status(raw, plan.status.to_wire())
         try:
             await self._route(md, plan.status, actions)
         except RoutingTargetError as exc:
             # The user's HTTPRoute/VirtualService is missing or has no rule we can manage: say so where users
-            # look, and leave status as it was (the next pass retries; stable keeps its traffic meanwhile).
+            # look, and put status back as it was (the rollout holds at its step; stable keeps its traffic).
             message = f"cannot route traffic: {exc}; the rollout holds at its step until this is fixed"
             logger.warning(
                 "%s/%s %s", meta["namespace"], meta["name"], message, extra=ref(meta["namespace"], meta["name"])
             )
-            await self._kube.emit_event(raw, type_="Warning", reason="RoutingFailed", message=message)
+            if raw.get("status") != plan.status.to_wire():
+                back = await self._kube.apply_status(meta["namespace"], meta["name"], raw.get("status") or {})
+                self._children.wrote(back)
+            await self._post_events(raw, [Event("Warning", "RoutingFailed", message)], logged=True)
             raise
-        refused = await self._apply_all(plan.shrink, seen, events, spec_unchanged=spec_unchanged)
+        refused = await self._apply_all(plan.shrink, seen, side, spec_unchanged=spec_unchanged)
         for kind, name in plan.delete if refused is None else ():
             try:
                 await self._delete(kind, meta["namespace"], name)
@@ -522,19 +530,25 @@ class Reconciler:
         if refused is not None:
             refused.status_written = True
             await self._report_refused(raw, md, plan.status, refused, now)
-        else:
-            await self._write_status(raw, plan.status.to_wire())
-        for event in events:
-            logger.info(
-                "%s/%s %s: %s",
-                meta["namespace"],
-                meta["name"],
-                event.reason,
-                event.message,
-                extra=ref(meta["namespace"], meta["name"]),
-            )
-            await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message)
+        await self._post_events(raw, side)
         return refused
+
+    async def _post_events(
+        self, raw: dict[str, Any], events: Sequence[Event], *, decided: bool = False, logged: bool = False
+    ) -> None:
+        """Log and post events. `decided`: the events of a pass's decision, named after the object's
+        resourceVersion as the pass read it and their place in the pass (`<name>.<version>.<n>`): a pass done
+        again from the same stored object posts them under the same names, so at most once. Other events are
+        named `<name>.<version>.t<nanoseconds>`. Either way names sort in the order the events were written."""
+        meta = raw["metadata"]
+        version = str(meta.get("resourceVersion", ""))
+        prefix = f"{int(version):016x}" if version.isdigit() else None
+        for n, event in enumerate(events):
+            if not logged:
+                logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message,
+                            extra=ref(meta["namespace"], meta["name"]))  # fmt: skip
+            key = None if prefix is None else f"{prefix}.{n:04x}" if decided else f"{prefix}.t{time.time_ns():x}"
+            await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message, key=key)
 
     async def _apply_all(
         self,
@@ -572,7 +586,7 @@ class Reconciler:
         mark_apply_failed(reported, message, now=now, generation=md.metadata.generation)
         logger.warning("%s/%s %s", *key, message, extra=ref(*key))
         await self._write_status(raw, reported.to_wire())
-        await self._kube.emit_event(raw, type_="Warning", reason="ApplyFailed", message=message)
+        await self._post_events(raw, [Event("Warning", "ApplyFailed", message)], logged=True)
 
     async def _apply(
         self, obj: dict[str, Any], seen: dict[tuple[str, str], _Seen], *, spec_unchanged: bool
@@ -671,7 +685,7 @@ class Reconciler:
         condition = {"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": problem}
         status = {"phase": "Failed", "message": problem, "conditions": [{**condition, "lastTransitionTime": now}]}
         await self._write_status(raw, status)
-        await self._kube.emit_event(raw, type_="Warning", reason="InvalidSpec", message=problem)
+        await self._post_events(raw, [Event("Warning", "InvalidSpec", problem)])
 
     async def _report_unsupported(self, raw: dict[str, Any], md: ModelDeployment) -> None:
         """A spec whose modes this version does not run (no online): status and one event say so, per mode."""
@@ -697,7 +711,7 @@ class Reconciler:
                 message,
                 extra=ref(meta["namespace"], meta["name"]),
             )
-            await self._kube.emit_event(raw, type_="Warning", reason="ModeNotServed", message=message)
+            await self._post_events(raw, [Event("Warning", "ModeNotServed", message)], logged=True)
 
 
 def _observe_step(md: ModelDeployment, written: ModelDeploymentStatus, now: datetime) -> None:

@@ -34,6 +34,7 @@ Guard = Callable[[], None]
 # Answers that mean "not now" rather than "no": the API server shed the request (API Priority and Fairness) or is
 # briefly unable; retried after its Retry-After (429 always, a 5xx only when it sent one), as client-go does.
 SHED = 429
+HTTP_CONFLICT = 409
 # A watch the API server ends after this many seconds (a random share more, so a fleet of watches does not end
 # together); the client gives up on one silent for that long plus a margin: a connection that died without a
 # word (an API server restarted behind a proxy, kopf #585) is noticed instead of waited on forever.
@@ -326,16 +327,25 @@ class KubeClient:
         return await self.apply({**body, "status": status}, subresource="status")
 
     async def emit_event(
-        self, involved: dict[str, Any], *, type_: str, reason: str, message: str, component: str = "modelrollout"
+        self,
+        involved: dict[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+        component: str = "modelrollout",
+        key: str | None = None,
     ) -> None:
-        """A core/v1 Event on the ModelDeployment, so `kubectl describe mdep` tells the story of every decision."""
+        """A core/v1 Event on the ModelDeployment, so `kubectl describe mdep` tells the story of every decision.
+        Named `<object>.<key>` when a key is given, and then posted at most once (a second post of that name,
+        e.g. by a pass done again after a crash, is a no-op); else `<object>.<hex nanoseconds>`, as kubelet and
+        controllers name theirs."""
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            # `<object>.<hex nanoseconds>`, as kubelet and controllers name theirs: unique, and sorted by time.
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name']}.{key or f'{time.time_ns():x}'}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", API_VERSION),
                 "kind": involved.get("kind", KIND),
@@ -354,4 +364,8 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._call("create", "POST", _path("Event", meta["namespace"]), body=event)
+        try:
+            await self._call("create", "POST", _path("Event", meta["namespace"]), body=event)
+        except ApiException as exc:
+            if key is None or exc.status != HTTP_CONFLICT:
+                raise

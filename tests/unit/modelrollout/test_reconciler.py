@@ -1,6 +1,6 @@
-"""The reconciler shell on an in-memory API (testkit/fake_kube.py): the order of a pass (pods first, then
-traffic, then pods taken away, then status, then events), drift and restoration reports, verbs consumed once, and
-a refused child reported without touching traffic. The same behaviour against the real API server is in
+"""The reconciler shell on an in-memory API (testkit/fake_kube.py): the order of a pass (pods first, then the
+decision's events and status, then traffic, then pods taken away), drift and restoration reports, verbs consumed
+once, and a refused child reported without touching traffic. The same behaviour against the real API server is in
 tests/integration/operator; these run in milliseconds."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ async def serving_version_7(reconciler: Reconciler, kube: FakeKube) -> str:
     return revision
 
 
-async def test_a_first_pass_applies_the_pods_before_the_routing_then_status_then_events(
+async def test_a_first_pass_applies_the_pods_then_tells_and_records_the_decision_then_routes(
     reconciler: Reconciler, kube: FakeKube
 ) -> None:
     churn(kube)
@@ -114,7 +114,8 @@ async def test_a_first_pass_applies_the_pods_before_the_routing_then_status_then
     assert ("apply", "Deployment", f"{NAME}-{revision}") in applied
     routing = position(kube, "apply", "ConfigMap", f"{NAME}-router")
     assert all(kube.journal.index(e) < routing for e in applied if e[1] != "ConfigMap"), kube.journal
-    assert routing < position(kube, "status", KIND, NAME) < position(kube, "event", "RolloutStarted")
+    # Told (events), then recorded (status), then acted on (routing): a crash never leaves routing ahead of status.
+    assert position(kube, "event", "RolloutStarted") < position(kube, "status", KIND, NAME) < routing
     assert kube.names("Service") == {NAME, f"{NAME}-stable", f"{NAME}-canary"}
     assert kube.names("PodDisruptionBudget") == {NAME}
 
@@ -142,7 +143,7 @@ async def test_a_canary_gets_its_pods_before_its_weight_and_an_abort_takes_the_w
     await pass_(reconciler, kube)
     routing = position(kube, "apply", "ConfigMap", f"{NAME}-router")
     shrink = position(kube, "apply", "Deployment", f"{NAME}-{candidate}")
-    assert routing < shrink < position(kube, "status", KIND, NAME), kube.journal
+    assert position(kube, "status", KIND, NAME) < routing < shrink, kube.journal
     assert kube.objects[("Deployment", NS, f"{NAME}-{candidate}")]["spec"]["replicas"] == 0
     assert router_document(kube)["weights"]["canary"] == 0
     assert status(kube)["stable"]["revision"] == stable
@@ -246,3 +247,23 @@ async def test_a_failed_pass_is_retried_soon_not_at_the_next_resync(
     assert (NS, NAME) in reconciler._wakeups  # the retry is scheduled
     reconciler.forget((NS, NAME))
     assert (NS, NAME) not in reconciler._wakeups
+
+
+async def test_a_pass_cut_short_before_its_record_posts_its_events_once_when_done_again(
+    reconciler: Reconciler, kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    churn(kube)
+    kube.ready = False  # its pods stay unready: the pass done again decides the same
+    record = kube.apply_status
+
+    async def lost(*_: Any, **__: Any) -> dict[str, Any]:
+        raise ConnectionResetError("the process died here")  # after the events, before the status
+
+    monkeypatch.setattr(kube, "apply_status", lost)
+    await pass_(reconciler, kube)
+    assert [e[1] for e in kube.events] == ["RolloutStarted"]
+    assert "status" not in stored(kube)
+    monkeypatch.setattr(kube, "apply_status", record)
+    await pass_(reconciler, kube)  # the same decision, from the same stored object
+    assert [e[1] for e in kube.events] == ["RolloutStarted"], "told once"
+    assert status(kube)["phase"] == "Promoting", "recorded: the first revision is brought up"
