@@ -43,7 +43,7 @@ from tests.e2e.rollouts import (
     serve_through_router,
 )
 from tests.faults.rollouts.leftovers import leftovers
-from tests.faults.rollouts.witness import STARTUP_S, Killer, Witness, revisited
+from tests.faults.rollouts.witness import STARTUP_S, Killer, Routing, Witness, revisited
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -233,22 +233,27 @@ def _resumed_where_it_was(run: Run, plan: Strategy) -> None:
 def _each_routing_once(run: Run, plan: Strategy) -> list[str]:
     """Each routing document once, in the strategy's order, and none ahead of what status allowed; returns what
     is explained by the known bug KNOWN_BUGS["redecided"], told apart precisely: a pass killed after its routing
-    write and before its status write, whose decision the next process takes again with a new analysis run and,
-    undecided this time, routes back to what the stored status says (before deciding the same later)."""
+    write and before its status write (a lost decision), whose decision the next process takes again with a new
+    analysis run and, undecided this time, routes back to what the stored status says (the first routing write
+    after the kill, no status in between), before it decides the same again (the lost decision's document)."""
     witness, since = run.witness, run.since
     documents = [d.short() for d in witness.documents_since(since)]
     assert list(dict.fromkeys(documents)) == plan.documents, run.story
     lost = witness.lost_decisions(since)
     statuses = [at for at, _ in witness.statuses_since(since)]
 
-    def redecided(at: float) -> bool:
-        return any(k.at < at and not any(k.at < t < at for t in statuses) for _, k in lost)
+    def redecided(at: float, doc: Routing) -> bool:
+        undone = any(k.at < at and not any(k.at < t < at for t in statuses) for _, _, k in lost)
+        return undone or any(doc == decided for _, decided, _ in lost)
 
     back = witness.routing_back(since)
-    assert all(redecided(at) for at, _ in back), f"routing went back: {back}\n{run.story}"
+    assert all(redecided(at, doc) for at, doc, _ in back), f"routing went back: {back}\n{run.story}"
     over = witness.overreach("2", since)
-    assert all(any(at == w for w, _ in lost) for at, _ in over), f"routing ahead of status: {over}\n{run.story}"
-    return [f"{KNOWN_BUGS['redecided']}: {why}" for _, why in back + over]
+    lost_at = {at for at, _, _ in lost}
+    assert all(at in lost_at for at, _ in over), f"routing ahead of status: {over}\n{run.story}"
+    return [f"{KNOWN_BUGS['redecided']}: {why}" for _, _, why in back] + [
+        f"{KNOWN_BUGS['redecided']}: {why}" for _, why in over
+    ]
 
 
 async def _promoted_once(run: Run, plan: Strategy, status: dict[str, Any]) -> list[str]:

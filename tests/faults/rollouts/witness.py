@@ -182,14 +182,15 @@ class Witness:
     def statuses_since(self, since: float) -> list[tuple[float, dict[str, Any]]]:
         return [(v.at, v.status) for v in self.md.versions if v.obj is not None and v.at >= since]
 
-    def lost_decisions(self, since: float) -> list[tuple[float, Kill]]:
-        """Routing documents whose pass was killed before it wrote its status (the time each was written, and the
-        kill): the decision that moved the routing is nowhere on record, and the next process decides again."""
+    def lost_decisions(self, since: float) -> list[tuple[float, Routing, Kill]]:
+        """Routing documents whose pass was killed before it wrote its status (when each was written, the document,
+        the kill): the decision that moved the routing is nowhere on record, and the next process decides again."""
         status_times = [at for at, _ in self.statuses_since(since)]
+        written = dict(self.documents)
         found = []
         for kill in self.killer.kills if self.killer else []:
             if kill.why.startswith("routing") and not any(kill.written_at <= t <= kill.at for t in status_times):
-                found.append((kill.written_at, kill))
+                found.append((kill.written_at, written[kill.written_at], kill))
         return found
 
     def overreach(self, version: str, since: float) -> list[tuple[float, str]]:
@@ -212,7 +213,7 @@ class Witness:
                 ))  # fmt: skip
         return found
 
-    def routing_back(self, since: float) -> list[tuple[float, str]]:
+    def routing_back(self, since: float) -> list[tuple[float, Routing, str]]:
         """Routing documents that return to one the rollout had already left: a step applied again."""
         found = []
         seen: list[Routing] = []
@@ -220,7 +221,7 @@ class Witness:
             if at < since:
                 continue
             if seen and doc != seen[-1] and doc in seen:
-                found.append((at, f"{doc.short()} again at {at - since:.2f}s"))
+                found.append((at, doc, f"{doc.short()} again at {at - since:.2f}s"))
             seen.append(doc)
         return found
 
