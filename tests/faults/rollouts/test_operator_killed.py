@@ -15,6 +15,9 @@ the router the whole time. Afterwards:
 - nothing is left over once the scale-down ran: only the promoted revision's children (and the previous revision's
   Deployment at zero, which the operator keeps for `undo`), no pod of the old revision;
 - no client request failed.
+
+Two product bugs break two of these (KNOWN_BUGS below): where exactly what they cause is seen, and everything else
+holds, the test ends as an expected failure that names them; it passes once they are fixed.
 """
 
 from __future__ import annotations
