@@ -87,12 +87,17 @@ test-e2e: venv tools prometheus keda-crds kafka seaweedfs ## end-to-end: operato
 	$(BIN)/pytest -m "e2e and not timing" -n $(E2E_WORKERS) tests/e2e $(PYTEST_ARGS)
 	$(BIN)/pytest -m "e2e and timing" tests/e2e $(PYTEST_ARGS)
 
+.PHONY: test-faults
+FAULTS_WORKERS ?= 2
+test-faults: venv tools prometheus mesh-crds keda-crds kafka seaweedfs ## fault injection on the e2e setup: operator and router killed (kill -9) at every step, users' concurrent edits, the control plane failing
+	$(BIN)/pytest -m faults -n $(FAULTS_WORKERS) tests/faults $(PYTEST_ARGS)
+
 .PHONY: check-chart
 check-chart: venv chart-tools ## the chart through helm lint --strict, kubeconform -strict, kube-score, helm-unittest; actionlint
 	hack/check-chart.sh
 
 .PHONY: test
-test: lint check-chart test-unit test-integration test-e2e ## everything CI runs: lint, chart checks, unit, integration, e2e
+test: lint check-chart test-unit test-integration test-e2e test-faults ## everything CI runs: lint, chart checks, unit, integration, e2e, faults
 
 # --- API -----------------------------------------------------------------------------------------------
 
