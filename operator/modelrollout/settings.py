@@ -77,7 +77,11 @@ class ApplyingSettings(_Group):
         default=300.0, gt=0, le=3600, description="Longest retry delay of such a ModelDeployment."
     )
     max_concurrent_passes: int = Field(
-        default=16, ge=1, le=1000, description="Reconcile passes running at once across ModelDeployments."
+        default=64,
+        ge=1,
+        le=1000,
+        description="Reconcile passes running at once across ModelDeployments (each waits on the API server most "
+        "of its time; the token bucket, not this, bounds the requests).",
     )
     api_qps: float = Field(
         default=200.0,
