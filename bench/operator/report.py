@@ -53,6 +53,20 @@ def operator_total(run: RunResult) -> float | None:
     return None if share is None else sum(share.values())
 
 
+def own_total(window: Window | None) -> float | None:
+    if window is None or window.operator_requests is None or window.seconds <= 0:
+        return None
+    return sum(window.operator_requests.values()) * 60.0 / window.seconds
+
+
+def own_line(run: RunResult) -> str:
+    window = run.steady
+    if window is None or window.operator_requests is None or window.seconds <= 0:
+        return f"- {run.label}: -"
+    verbs = sorted(window.operator_requests.items(), key=lambda item: -item[1])
+    return f"- {run.label}: " + ", ".join(f"{verb} {value * 60.0 / window.seconds:,.1f}" for verb, value in verbs)
+
+
 def cpu_percent(window: Window | None, field: str) -> float | None:
     if window is None:
         return None
@@ -79,6 +93,7 @@ MEASURES: list[tuple[str, Measure, int]] = [
     ("steady: API requests/min, all clients", lambda r: total_rate(r.steady), 0),
     ("steady: API requests/min, without the operator", lambda r: total_rate(r.baseline), 0),
     ("steady: API requests/min, the operator's (difference)", operator_total, 0),
+    ("steady: API requests/min, the operator's own count (its /metrics)", lambda r: own_total(r.steady), 0),
     ("steady: operator CPU (% of a core)", lambda r: cpu_percent(r.steady, "operator_cpu_s"), 1),
     ("steady: operator RSS (MiB)", lambda r: None if r.steady is None or r.steady.operator_rss_kib is None
      else r.steady.operator_rss_kib / MIB, 0),
@@ -252,6 +267,13 @@ def render(results: BenchResults) -> str:
         out += requests_table(runs)
         out += ["", "The operator's requests per minute by verb:", ""]
         out += [verbs_line(run) for run in runs]
+        out += [
+            "",
+            "The operator's own count of its requests per minute in the steady window, by verb (its "
+            "modelrollout_api_requests_total; a watch counts when it is opened):",
+            "",
+        ]
+        out += [own_line(run) for run in runs]
         out += ["", "Requests answered 4xx/5xx in the windows:", ""]
         out += [failures_line(run) for run in runs]
         out.append("")

@@ -30,6 +30,9 @@ class Window(BaseModel):
     operator_cpu_s: float | None = None  # None: no operator ran in this window
     operator_rss_kib: int | None = None  # the largest VmRSS sampled in the window
     apiserver_cpu_s: float | None = None
+    # The operator's own count of its requests over the window (its modelrollout_api_requests_total, by verb):
+    # what it asked, whoever else the API server served meanwhile. None: not scraped (an older run, no operator).
+    operator_requests: dict[str, float] | None = None
 
     def counts(self) -> dict[Counted, float]:
         return {Counted(RequestKey(r.verb, r.resource, r.scope), r.code): r.count for r in self.requests}

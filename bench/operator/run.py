@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from bench.operator import kube, mix, processes, report, stats, ticks
 from bench.operator.processes import ClusterSpec, OperatorProcess, Tree
@@ -117,6 +118,7 @@ async def window(
 ) -> Window:
     """Counters at both ends of `seconds` of waiting (nothing else is done meanwhile but reading /proc)."""
     first = await kube.scrape_metrics(api)
+    own_first = await own_requests(operator)
     began = time.monotonic()
     operator_cpu = operator.cpu_seconds() if operator else None
     apiserver_cpu = processes.cpu_seconds(apiserver) if apiserver else None
@@ -126,6 +128,7 @@ async def window(
         if operator is not None and (kib := operator.rss_kib()) is not None:
             rss.append(kib)
     last = await kube.scrape_metrics(api)
+    own_last = await own_requests(operator)
     took = time.monotonic() - began
     operator_end = operator.cpu_seconds() if operator else None
     apiserver_end = processes.cpu_seconds(apiserver) if apiserver else None
@@ -137,7 +140,19 @@ async def window(
         operator_cpu_s=None if operator_cpu is None or operator_end is None else operator_end - operator_cpu,
         operator_rss_kib=max(rss) if rss else None,
         apiserver_cpu_s=None if apiserver_cpu is None or apiserver_end is None else apiserver_end - apiserver_cpu,
+        operator_requests=None if own_first is None or own_last is None else stats.verb_delta(own_first, own_last),
     )
+
+
+async def own_requests(operator: OperatorProcess | None) -> dict[str, float] | None:
+    """The operator's own request counters (its /metrics), or None when it does not answer."""
+    if operator is None:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            return stats.operator_requests((await http.get(operator.metrics_url)).text)
+    except httpx.HTTPError:
+        return None
 
 
 async def converge(

@@ -169,3 +169,21 @@ def time_to_fraction(curve: Iterable[tuple[float, int]], total: int, fraction: f
 def by_group(times: Mapping[str, Sequence[float]]) -> dict[str, Summary]:
     """A Summary of each group's values (groups without values are left out)."""
     return {group: summary for group, values in times.items() if (summary := Summary.of(values)) is not None}
+
+
+_OPERATOR_SERIES = re.compile(r"^modelrollout_api_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def operator_requests(exposition: str) -> dict[str, float]:
+    """The operator's own modelrollout_api_requests_total, summed over codes, by verb."""
+    totals: dict[str, float] = {}
+    for line in exposition.splitlines():
+        match = _OPERATOR_SERIES.match(line)
+        if match is not None:
+            verb = dict(_LABEL.findall(match["labels"])).get("verb", "")
+            totals[verb] = totals.get(verb, 0.0) + float(match["value"])
+    return totals
+
+
+def verb_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {verb: value - before.get(verb, 0.0) for verb, value in after.items() if value - before.get(verb, 0.0)}
