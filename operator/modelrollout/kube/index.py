@@ -9,8 +9,9 @@ labels them (`modelrollout.io/name`).
 Freshness: a watch delivers every change in order, but the answer to our own write arrives before the watch
 event of that same change, and an event of an older change may still be in flight. An entry is replaced only by
 a newer resourceVersion (compared as the etcd revision numbers they are; an unparsable one is taken as newer), so
-our write's answer is never rolled back by a stale event, and the event of our own write changes nothing (no
-pass is triggered by an echo of what we did)."""
+our write's answer is never rolled back by a stale event, and the event of our own write, arriving after its
+answer, changes nothing (no pass is triggered by an echo of what we did; when the event wins the race against the
+answer, it is the one change, and the pass it starts finds nothing to do)."""
 
 from __future__ import annotations
 
