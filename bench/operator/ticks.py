@@ -4,8 +4,9 @@ A timed pause at step i ends at `status.stepStartedAt + duration` (the operator'
 Its tick is observed
 - in status: the first ModelDeployment event (as the bench's watch received it) that shows the rollout past step
   i (`status.currentStep` > i, or no current step: promoted);
-- in routing: the first event of the router's ConfigMap, after the first status that showed step i, whose canary
-  weight differs from the weight the ConfigMap had then.
+- in routing: the first event of the router's ConfigMap, half the pause after the first status that showed step
+  i, whose canary weight differs from the weight the ConfigMap had then (half a pause: the routing that status
+  records is written by then, whichever the operator writes first, status or routing).
 Each latency is that event's arrival minus the pause's end (negative would mean the operator moved early)."""
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def ticks(statuses: Sequence[StatusSeen], routes: Sequence[RouteSeen], pauses: M
         assert shown.step_started_at is not None
         pause_end = shown.step_started_at + pauses[step]
         moved = next((seen for seen in statuses[first + 1 :] if seen.step is None or seen.step > step), None)
-        weight = weight_at(routes, shown.at)
-        changed = next((r for r in routes if r.at > shown.at and r.canary_weight != weight), None)
+        settled = shown.at + pauses[step] / 2
+        weight = weight_at(routes, settled)
+        changed = next((r for r in routes if r.at > settled and r.canary_weight != weight), None)
         samples.append(
             TickSample(
                 step=step,

@@ -47,3 +47,13 @@ def test_weight_at_is_the_last_weight_seen_by_then() -> None:
     assert weight_at(routes, 0.5) is None
     assert weight_at(routes, 1.0) == 10
     assert weight_at(routes, 3.0) == 20
+
+
+def test_a_step_whose_status_is_written_before_its_routing_is_timed_from_the_pause_end() -> None:
+    # The operator records a step (status) and then routes it: the step's own weight arrives just after the status
+    # that shows the pause; the tick is the change at the pause's end, not that one.
+    statuses = [StatusSeen(T0 + 0.02, 1, T0, "Progressing"), StatusSeen(T0 + 5.03, 2, T0 + 5.0, "Progressing")]
+    routes = [RouteSeen(T0 - 3.0, 10), RouteSeen(T0 + 0.04, 20), RouteSeen(T0 + 5.04, 30)]
+    (sample,) = ticks(statuses, routes, {1: 5.0})
+    assert sample.routing_s == pytest.approx(0.04)
+    assert sample.status_s == pytest.approx(0.03)
