@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -505,7 +506,13 @@ class Reconciler:
             await self._post_events(raw, side)
             return refused
         await self._post_events(raw, plan.events, decided=True)
-        await self._write_status(raw, plan.status.to_wire())
+        # The record made before the routing keeps the scale-downs still to do as they were: it must not say a
+        # scale-down is done before the shrink below has run (killed in between, the next pass does it again).
+        ahead = plan.status
+        if plan.shrink or plan.delete:
+            before = md.status.scale_downs if md.status is not None else []
+            ahead = plan.status.model_copy(update={"scale_downs": before})
+        await self._write_status(raw, ahead.to_wire())
         try:
             await self._route(md, plan.status, actions)
         except RoutingTargetError as exc:
@@ -530,6 +537,8 @@ class Reconciler:
         if refused is not None:
             refused.status_written = True
             await self._report_refused(raw, md, plan.status, refused, now)
+        elif ahead is not plan.status and ahead.to_wire() != plan.status.to_wire():
+            self._children.wrote(await self._kube.apply_status(meta["namespace"], meta["name"], plan.status.to_wire()))
         await self._post_events(raw, side)
         return refused
 
@@ -537,8 +546,8 @@ class Reconciler:
         self, raw: dict[str, Any], events: Sequence[Event], *, decided: bool = False, logged: bool = False
     ) -> None:
         """Log and post events. `decided`: the events of a pass's decision, named after the object's
-        resourceVersion as the pass read it and their place in the pass (`<name>.<version>.<n>`): a pass done
-        again from the same stored object posts them under the same names, so at most once. Other events are
+        resourceVersion as the pass read it, their place in the pass and their words (`<name>.<version>.<n><hash>`):
+        a pass done again from the same stored object posts them under the same names, so at most once. Other events are
         named `<name>.<version>.t<nanoseconds>`. Either way names sort in the order the events were written."""
         meta = raw["metadata"]
         version = str(meta.get("resourceVersion", ""))
@@ -547,7 +556,10 @@ class Reconciler:
             if not logged:
                 logger.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message,
                             extra=ref(meta["namespace"], meta["name"]))  # fmt: skip
-            key = None if prefix is None else f"{prefix}.{n:04x}" if decided else f"{prefix}.t{time.time_ns():x}"
+            # The event's own words are part of a decided name: two passes that start from the same stored object
+            # (one whose status did not change) may decide different things, and neither may silence the other.
+            said = hashlib.sha256(f"{event.reason}\n{event.message}".encode()).hexdigest()[:8]
+            key = None if prefix is None else f"{prefix}.{n:04x}{said}" if decided else f"{prefix}.t{time.time_ns():x}"
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message, key=key)
 
     async def _apply_all(

@@ -47,7 +47,7 @@ from tests.e2e.rollouts import (
     serve_through_router,
 )
 from tests.faults.rollouts.leftovers import leftovers
-from tests.faults.rollouts.witness import STARTUP_S, Killer, Witness, revisited
+from tests.faults.rollouts.witness import STARTUP_S, Killer, Witness, contains_in_order, revisited
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -230,7 +230,12 @@ def _each_routing_once(run: Run, plan: Strategy) -> None:
     decision in status and routes as it says, never deciding again)."""
     witness, since = run.witness, run.since
     documents = [d.short() for d in witness.documents_since(since)]
-    assert list(dict.fromkeys(documents)) == plan.documents, run.story
+    # Each once and in the strategy's order. One may be skipped: killed after recording a decision and before
+    # routing it, the next process routes what status says in one document (an A/B split's sticky assignment and
+    # its weights together, where the pass that died would have written the assignment first).
+    once = list(dict.fromkeys(documents))
+    assert contains_in_order(plan.documents, once, lambda a, b: a == b), run.story
+    assert once[-1] == plan.documents[-1], run.story
     back = witness.routing_back(since)
     assert not back, f"routing went back: {back}\n{run.story}"
     over = witness.overreach("2", since)
