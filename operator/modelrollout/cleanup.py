@@ -62,8 +62,7 @@ async def sweep(kube: KubeClient, namespaces: list[str]) -> int:
     # Listed after the routing objects: a ModelDeployment whose mark they hold existed before they were read, so
     # it is in this list unless it was deleted since. `_release` asks again before it writes.
     live = {
-        (md["metadata"].get("namespace"), md["metadata"].get("name"))
-        for md in await kube.list_model_deployments(namespaces)
+        (md["metadata"].get("namespace"), md["metadata"].get("name")) for md in await kube.list_in(KIND, namespaces)
     }
     written = 0
     for kind, found in listed.items():

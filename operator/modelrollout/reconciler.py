@@ -44,7 +44,6 @@ from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
     ANNOTATION_REPLICAS,
     LABEL_MODE,
-    LABEL_NAME,
     LABEL_REVISION,
     selector,
 )
@@ -186,13 +185,6 @@ class Reconciler:
         self._scheduled.discard(key)
         self._wake(key, None, self._clock())
         PHASES.forget(key)
-
-    async def reconcile_owner_of(self, child: Mapping[str, Any]) -> None:
-        """A child changed (deleted, edited, its pods became ready): reconcile the ModelDeployment that owns it."""
-        meta = child.get("metadata", {})
-        owner = meta.get("labels", {}).get(LABEL_NAME)
-        if owner:
-            await self.reconcile({"metadata": {"namespace": meta["namespace"], "name": owner}})
 
     # --- one pass -------------------------------------------------------------------------------------------
 

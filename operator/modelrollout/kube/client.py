@@ -278,25 +278,12 @@ class KubeClient:
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
 
-    async def list_model_deployments(self, namespaces: list[str]) -> list[dict[str, Any]]:
-        """Every ModelDeployment in the given namespaces, or in all namespaces when the list is empty."""
-        where = BY_NAME[KIND]
-        if not namespaces:
-            listed = await self._call("list", "GET", f"{where.prefix}/{where.plural}")
-            return list(listed.get("items", []))
-        found: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            found += (await self._call("list", "GET", _path(KIND, namespace))).get("items", [])
-        return found
-
     async def list_in(self, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every object of `kind` in the given namespaces, or in all namespaces when the list is empty."""
-        if not namespaces:
-            where = BY_NAME[kind]
-            return list((await self._call("list", "GET", f"{where.prefix}/{where.plural}")).get("items", []))
         found: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            found += (await self._call("list", "GET", _path(kind, namespace))).get("items", [])
+        scopes: list[str | None] = list(namespaces) or [None]
+        for scope in scopes:
+            found += (await self.list_all(kind, scope))[0]
         return found
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:

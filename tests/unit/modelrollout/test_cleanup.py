@@ -54,9 +54,6 @@ class FakeKube:
         wanted = [o for (k, ns, _), o in self.objects.items() if k == kind and (not namespaces or ns in namespaces)]
         return copy.deepcopy(wanted)
 
-    async def list_model_deployments(self, namespaces: list[str]) -> list[Obj]:
-        return await self.list_in(KIND, namespaces)
-
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found else None
@@ -114,14 +111,15 @@ async def test_a_sweep_keeps_to_its_namespaces() -> None:
 async def test_an_owner_created_again_after_the_list_keeps_its_additions() -> None:
     fake = FakeKube()
     fake.put("HTTPRoute", _route("a", "r", "back"))
-    real_list = fake.list_model_deployments
+    real_list = fake.list_in
 
-    async def listed_then_created(namespaces: list[str]) -> list[Obj]:
-        found = await real_list(namespaces)
-        fake.md("a", "back")  # created between the sweep's list and its write
+    async def listed_then_created(kind: str, namespaces: list[str]) -> list[Obj]:
+        found = await real_list(kind, namespaces)
+        if kind == KIND:
+            fake.md("a", "back")  # created between the sweep's list and its write
         return found
 
-    fake.list_model_deployments = listed_then_created  # type: ignore[method-assign]
+    fake.list_in = listed_then_created  # type: ignore[method-assign]
     assert await cleanup.sweep(_kube(fake), []) == 0
     assert marks(fake.route("a", "r")).keys() == {"back"}
 
