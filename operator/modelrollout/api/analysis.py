@@ -10,6 +10,7 @@ from modelrollout.api.base import (
     DNS_LABEL,
     ApiModel,
     Duration,
+    SecretKeyRef,
     cel,
     cel_rules,
 )
@@ -84,13 +85,6 @@ class AnalysisMetric(ApiModel):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("analysis metric min must not exceed max")
         return self
-
-
-class SecretKeyRef(ApiModel):
-    """A key in a Secret in the ModelDeployment's namespace."""
-
-    name: str = Field(min_length=1, max_length=253, description="Secret name.")
-    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
 
 
 class PrometheusSettings(ApiModel):
