@@ -61,10 +61,12 @@ from modelrollout.planning.reconcile import (
     target_of,
 )
 from modelrollout.reconciler_batch import batch_inputs, observe_batch, plan_of, start_jobs
+from modelrollout.reconciler_gates import confirm as confirm_gate
+from modelrollout.reconciler_gates import observe_hooks
 from modelrollout.reconciler_stream import observe_stream
 from modelrollout.rollout import Action, Decision, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
-from modelrollout.rollout.actions import RecordEvent
+from modelrollout.rollout.actions import GateAnswer, RecordEvent, RequestConfirmation
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
@@ -78,6 +80,7 @@ from modelrollout.telemetry import (
     STEP_DURATION,
 )
 from modelrollout.traffic.patching import RoutingTargetError
+from modelrollout.webhook import ReadSecret
 
 logger = logging.getLogger(__name__)
 # What a pass observes and may prune: every kind a mode owns (modelrollout.modes).
@@ -422,14 +425,23 @@ class Reconciler:
         async def analyse(request: AnalysisRequest) -> AnalysisOutcome:
             return await self._analyse(md, request, now)
 
-        return await decide_pass(md.spec, status, observed=observed, target=target, verb=verb, now=now, analyse=analyse)
+        async def confirm(request: RequestConfirmation) -> GateAnswer:
+            return await confirm_gate(md, request, http=self._http, read_secret=self._secret_reader(md))
 
-    async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
+        return await decide_pass(
+            md.spec, status, observed=observed, target=target, verb=verb, now=now, analyse=analyse, confirm=confirm
+        )
+
+    def _secret_reader(self, md: ModelDeployment) -> ReadSecret:
         namespace = md.metadata.namespace or ""
 
         async def read_secret(name: str, key: str) -> str | None:
             return _secret_value(await self._kube.get("Secret", namespace, name), key)
 
+        return read_secret
+
+    async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
+        namespace = md.metadata.namespace or ""
         outcome = await analyse(
             request,
             settings=md.spec.rollout.analysis or AnalysisSettings(),
@@ -440,7 +452,7 @@ class Reconciler:
                 mode="stream" if md.spec.stream_leads else "online",
             ),
             backend=self._analysis_backend,
-            read_secret=read_secret,
+            read_secret=self._secret_reader(md),
             previous=md.status.analysis.runs if md.status else [],
             now=now,
         )
@@ -469,7 +481,8 @@ class Reconciler:
             revisions[revision] = RevisionState(
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
             )
-        return Observed(revisions=revisions, existing=frozenset(seen)), seen, owned
+        hooks = await observe_hooks(self._children, namespace, owned.get("Job", []))
+        return Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks), seen, owned
 
     async def _execute(
         self,

@@ -174,8 +174,17 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Every part written out where it is used: a model used twice (a SecretKeyRef) is one dict in the schema, and
+    YAML anchors would make the CRD hard to read and to diff."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def render_crd_yaml() -> str:
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120, allow_unicode=True)
+    body = yaml.dump(build_crd(), Dumper=_NoAliases, sort_keys=False, width=120, allow_unicode=True)
+    return HEADER + body
 
 
 def main() -> None:
