@@ -32,7 +32,7 @@ from modelrollout.keyed_locks import KeyedLocks
 from modelrollout.kube.children import ClusterView, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
-from modelrollout.logs import ref
+from modelrollout.logs import about, ref, tell
 from modelrollout.modes import owned_kinds
 from modelrollout.modes.base import ModeName
 from modelrollout.modes.batch.machine import decide_batch, follow_batch
@@ -163,18 +163,19 @@ class Reconciler:
             if not scheduled and self._backoff.waiting(key, fresh["metadata"].get("generation"), self._clock()):
                 return
             started, result = time.perf_counter(), "error"
-            try:
-                result = await self._reconcile(fresh)
-                self._failures.pop(key, None)
-            except Exception:
-                failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = self._retry.delay_s(failures)
-                logger.exception("pass of %s/%s failed (%d in a row); retrying in %gs", *key, failures, delay,
-                                 extra=ref(*key))  # fmt: skip
-                self._wake(key, self._clock() + timedelta(seconds=delay), self._clock())
-            finally:
-                PASSES.labels(result).inc()
-                PASS_DURATION.observe(time.perf_counter() - started)
+            with about(*key, **_position(fresh.get("status"))):
+                try:
+                    result = await self._reconcile(fresh)
+                    self._failures.pop(key, None)
+                except Exception:
+                    failures = self._failures[key] = self._failures.get(key, 0) + 1
+                    delay = self._retry.delay_s(failures)
+                    logger.exception("pass of %s/%s failed (%d in a row); retrying in %gs", *key, failures, delay,
+                                     extra=ref(*key))  # fmt: skip
+                    self._wake(key, self._clock() + timedelta(seconds=delay), self._clock())
+                finally:
+                    PASSES.labels(result).inc()
+                    PASS_DURATION.observe(time.perf_counter() - started)
 
     async def settle(self, key: Key) -> None:
         """Returns once no pass of `key` runs or waits (those that did have finished)."""
@@ -211,6 +212,7 @@ class Reconciler:
         verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
         batch_verb = verb if verb is not None and verb.name == "run" and md.spec.batch is not None else None
         decision, actions = await self._decide(md, observed, None if batch_verb else verb, now)
+        tell(**_position(decision.status.to_wire()))
         decided, beside, batch_plan = decision.status, None, None
         if md.spec.batch is not None:
             decided, beside, batch_plan = await self._batch_beside(md, decided, batch_verb, now)
@@ -320,6 +322,7 @@ class Reconciler:
                                                     deployment=deployment)  # fmt: skip
         observed = Observed(revisions=revisions, existing=frozenset(seen))
         decision, actions = await self._decide(md, observed, verb, now)
+        tell(**_position(decision.status.to_wire()))
         decided = decision.status
         plan = await self._stream_plan(md, decided, owned, follow=False)
         prev = md.status or ModelDeploymentStatus()
@@ -371,6 +374,7 @@ class Reconciler:
                               default_image=self._plan_settings.default_image, verb=verb, now=now,
                               history_limit=self._plan_settings.history_limit)  # fmt: skip
         decision = decide_batch(starting_status(md.status), inputs)
+        tell(**_position(decision.status.to_wire()))
         plan = plan_of(md, decision, observed)
         prev = md.status or ModelDeploymentStatus()
         status = pass_status(md.spec, decision, plan, prev=prev, generation=md.metadata.generation, now=now)
@@ -739,6 +743,14 @@ def _observe_step(md: ModelDeployment, written: ModelDeploymentStatus, now: date
     if written.canary == before.canary and written.current_step == before.current_step:
         return
     STEP_DURATION.labels(md.spec.rollout.strategy).observe((now - before.step_started_at).total_seconds())
+
+
+def _position(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Where a rollout stands, for the log lines of its pass: the candidate's revision (else the stable one's), the
+    step and the phase."""
+    status = status or {}
+    role = status.get("canary") or status.get("stable") or {}
+    return {"revision": role.get("revision"), "step": status.get("currentStep"), "phase": status.get("phase")}
 
 
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:
