@@ -53,8 +53,10 @@ async def confirm(
     except WebhookConfigError as exc:
         return GateAnswer(gate=request.gate, revision=revision, ok=False, detail=str(exc))
     answer = await post_json(http, resolved, confirmation_body(md, request))
-    said = f"{answer.status}" if answer.status is not None else "no answer"
-    detail = f"{said}: {answer.detail}" if answer.detail else said
+    if answer.status is None:
+        detail = answer.detail  # why there was no answer
+    else:
+        detail = f"{answer.status}: {answer.detail}" if answer.detail else str(answer.status)
     logger.info("%s/%s gate %s asked %s: %s", md.metadata.namespace, md.metadata.name, request.gate,
                 resolved.where(), detail, extra=ref(md.metadata.namespace, md.metadata.name))  # fmt: skip
     return GateAnswer(gate=request.gate, revision=revision, ok=answer.ok, detail=detail)
