@@ -26,7 +26,7 @@ from modelrollout.modes.report import (
     with_mode_report,
     without_mode_report,
 )
-from modelrollout.planning.hooks import build_hook_job, hook_job_name
+from modelrollout.planning.hooks import LABEL_HOOK, build_hook_job, hook_job_name
 from modelrollout.planning.names import LABEL_REVISION, router_configmap_name, workload_name
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.online import (
@@ -292,7 +292,7 @@ def plan_objects(
     if prev.observed_generation is not None and prev.observed_generation == meta.generation:
         for obj in grow + shrink:
             key = (obj["kind"], obj["metadata"]["name"])
-            if key not in observed.existing and not _newly_started(obj, before):
+            if key not in observed.existing and not _newly_started(obj, before, prev):
                 events.append(Event("Warning", "ChildRestored", f"{key[0]} {key[1]} was missing; recreated"))
     for kind, name in delete:
         reason = "RevisionRemoved" if kind == "Deployment" else "ObjectRemoved"
@@ -345,7 +345,10 @@ def _status(
     return status
 
 
-def _newly_started(obj: dict[str, Any], before: dict[str, int]) -> bool:
-    """An HPA that did not exist because its revision ran no pods until now (an HPA cannot hold zero pods)."""
-    revision = obj["metadata"]["labels"].get(LABEL_REVISION, "")
-    return obj["kind"] == "HorizontalPodAutoscaler" and before.get(revision, 0) == 0
+def _newly_started(obj: dict[str, Any], before: dict[str, int], prev: ModelDeploymentStatus) -> bool:
+    """An HPA that did not exist because its revision ran no pods until now (an HPA cannot hold zero pods); a hook
+    Job the rollout had not asked for before this pass (the last status named no such Job)."""
+    labels = obj["metadata"]["labels"]
+    if obj["kind"] == "Job" and LABEL_HOOK in labels:
+        return prev.gate is None or prev.gate.job != labels[LABEL_HOOK]
+    return obj["kind"] == "HorizontalPodAutoscaler" and before.get(labels.get(LABEL_REVISION, ""), 0) == 0

@@ -88,3 +88,16 @@ def test_a_run_hook_becomes_a_job_in_the_plan_and_hook_jobs_are_never_pruned() -
     assert [o["metadata"]["name"] for o in p.grow if o["kind"] == "Job"] == ["iris-pre-new-2"]
     assert ("Job", "iris-pre-old-1") not in p.delete
     assert SETTINGS.default_image in str(p.grow)
+
+
+def test_a_hook_job_started_now_is_new_and_one_deleted_while_it_ran_is_restored() -> None:
+    started = serving(V1, canary=V2, phase="Progressing", current_step=0, observed_generation=5,
+                      gate={"name": "preRollout", "since": "2026-11-23T12:00:00Z"})  # fmt: skip
+    seen = observed(state(V1), state(V2, replicas=1))
+    first = plan(md("2", status=started, rollout=GATES), seen, actions=[RunHook(job="new-2", revision=V2)])
+    assert not [e for e in first.events if e.reason == "ChildRestored"]
+    running = started.model_copy(update={"gate": started.gate.model_copy(update={"job": "new-2"})})  # type: ignore[union-attr]
+    again = plan(md("2", status=running, rollout=GATES), seen, actions=[RunHook(job="new-2", revision=V2)])
+    assert [e.message for e in again.events if e.reason == "ChildRestored"] == [
+        "Job iris-pre-new-2 was missing; recreated"
+    ]
