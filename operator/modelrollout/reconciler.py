@@ -485,7 +485,7 @@ class Reconciler:
             revisions[revision] = RevisionState(
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
             )
-        hooks = await observe_hooks(self._children, namespace, owned.get("Job", []))
+        hooks = await observe_hooks(self._children, namespace, name, owned.get("Job", []))
         return Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks), seen, owned
 
     async def _execute(

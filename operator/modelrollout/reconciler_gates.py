@@ -12,7 +12,8 @@ import httpx
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.kube.children import ClusterView
 from modelrollout.logs import ref
-from modelrollout.planning.hooks import hook_run
+from modelrollout.planning.hooks import LABEL_HOOK, hook_run
+from modelrollout.planning.names import LABEL_NAME
 from modelrollout.rollout.actions import GateAnswer, HookRun, RequestConfirmation
 from modelrollout.webhook import ReadSecret, WebhookConfigError, post_json, resolve
 
@@ -62,16 +63,18 @@ async def confirm(
     return GateAnswer(gate=request.gate, revision=revision, ok=answer.ok, detail=detail)
 
 
-async def observe_hooks(children: ClusterView, namespace: str, jobs: Sequence[dict[str, Any]]) -> dict[str, HookRun]:
+async def observe_hooks(
+    children: ClusterView, namespace: str, name: str, jobs: Sequence[dict[str, Any]]
+) -> dict[str, HookRun]:
     """The hook Jobs among a ModelDeployment's Jobs, by their key; a failed one's pods are read for its last
-    words."""
+    words (by the labels the hook's pods carry, which the pod index is keyed by)."""
     runs: dict[str, HookRun] = {}
     for job in jobs:
         run = hook_run(job)
         if run is None:
             continue
         if run.phase == "Failed":
-            pods = await children.pods(namespace, {"job-name": job["metadata"]["name"]})
+            pods = await children.pods(namespace, {LABEL_NAME: name, LABEL_HOOK: run.job})
             run = hook_run(job, pods) or run
         runs[run.job] = run
     return runs
