@@ -104,6 +104,11 @@ class OperatorProcess:
         return None if port == "0" else f"http://127.0.0.1:{port}/readyz"
 
     @property
+    def metrics_port(self) -> int | None:
+        port = int(self._env.get("MODELROLLOUT_METRICS_PORT", "0"))
+        return port or None
+
+    @property
     def metrics_url(self) -> str | None:
         port = self._env.get("MODELROLLOUT_METRICS_PORT", "0")
         return None if port == "0" else f"http://127.0.0.1:{port}/metrics"

@@ -46,6 +46,15 @@ class ScrapeTarget:
     job: str
     labels: Mapping[str, str] = field(default_factory=dict)
     metrics_path: str = "/metrics"
+    # Keep the labels the target exports over the target's own (the operator's `namespace` is the ModelDeployment's),
+    # as the chart's ServiceMonitor and PodMonitor do.
+    honor_labels: bool = False
+    # Whether start() waits for its first scrape: a target whose first seconds no test reads need not cost them.
+    wait: bool = True
+
+    @property
+    def job_name(self) -> str:
+        return self.job if self.metrics_path == "/metrics" else f"{self.job}{self.metrics_path}"
 
     @classmethod
     def local(cls, port: int, *, namespace: str, job: str, **labels: str) -> ScrapeTarget:
@@ -83,16 +92,18 @@ def scrape_config(
 ) -> dict[str, Any]:
     """prometheus.yml: one scrape job per (job, metrics path), one static group per target with its labels, and
     with `pods` one job of discovered pods."""
-    jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    jobs: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
     for target in targets:
         labels = {**target.labels, "namespace": target.namespace}
-        jobs.setdefault((target.job, target.metrics_path), []).append({"targets": [target.address], "labels": labels})
+        key = (target.job_name, target.metrics_path, target.honor_labels)
+        jobs.setdefault(key, []).append({"targets": [target.address], "labels": labels})
     interval = f"{scrape_interval_s:g}s"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "scrape_configs": [
-            {"job_name": job if path == "/metrics" else f"{job}{path}", "metrics_path": path, "static_configs": groups}
-            for (job, path), groups in jobs.items()
+            {"job_name": job, "metrics_path": path, "static_configs": groups}
+            | ({"honor_labels": True} if honor else {})
+            for (job, path, honor), groups in jobs.items()
         ]
         + ([pods.job()] if pods is not None else []),
     }
@@ -148,17 +159,19 @@ class PrometheusServer:
     def wait_for_targets(self, *, within: float = 30) -> None:
         """Until every configured target has been scraped at least once (whatever the outcome)."""
 
+        waited = [t for t in self.targets if t.wait]
+        unwaited = {POD_JOB} | {t.job_name for t in self.targets if not t.wait}
+
         def scraped() -> bool:
-            active = [t for t in self._active_targets() if t["scrapePool"] != POD_JOB]
-            return len(active) >= len(self.targets) and all(t.get("health") != "unknown" for t in active)
+            active = [t for t in self._active_targets() if t["scrapePool"] not in unwaited]
+            return len(active) >= len(waited) and all(t.get("health") != "unknown" for t in active)
 
         wait_until(
             scraped,
             within=within,
             interval=0.25,
             what=lambda: (
-                f"Prometheus to scrape all {len(self.targets)} targets: {self.target_health()}\n"
-                f"{self.process.describe()}"
+                f"Prometheus to scrape all {len(waited)} targets: {self.target_health()}\n{self.process.describe()}"
             ),
         )
 

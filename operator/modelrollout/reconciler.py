@@ -72,6 +72,7 @@ from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, V
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import (
     ANALYSIS_RUNS,
+    DEPLOYMENTS,
     PASS_DURATION,
     PASS_TRIGGERS,
     PASSES,
@@ -189,6 +190,7 @@ class Reconciler:
         self._scheduled.discard(key)
         self._wake(key, None, self._clock())
         PHASES.forget(key)
+        DEPLOYMENTS.forget(key)
 
     # --- one pass -------------------------------------------------------------------------------------------
 
@@ -671,6 +673,7 @@ class Reconciler:
         if raw.get("status") != status:
             self._children.wrote(await self._kube.apply_status(namespace, name, status))
         PHASES.record((namespace, name), str(status.get("phase", "Pending")))
+        DEPLOYMENTS.record(raw, status)
 
     async def _delete(self, kind: str, namespace: str, name: str) -> None:
         await self._kube.delete(kind, namespace, name)

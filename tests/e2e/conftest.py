@@ -27,12 +27,14 @@ from testkit.kubelet.handle import KubeletProcess
 from testkit.models import Classifiers, ModelArtifact, Regressors, train_classifiers, train_regressors
 from testkit.modelservers import ModelServer, Router, router_configmap_name, start_all
 from testkit.operator import OperatorProcess, call_failed, stop_and_report
+from testkit.ports import free_port
 from testkit.processes import ManagedProcess
 from testkit.prometheus import SCRAPE_INTERVAL_S, PodAddresses, PrometheusServer, ScrapeTarget
 
 from modelrollout.analysis.queries import QueryContext, builtin_query, rate_window
 from modelrollout.api.analysis import Builtin
 from tests.conftest import Cluster
+from tests.e2e.dashboards import operator_targets
 from tests.e2e.rollouts import Rollout, World
 
 POD_ADDRESSES = 12  # a test runs at most two model revisions and the router (more while pods are replaced)
@@ -241,7 +243,12 @@ async def start_operator(
     started: list[OperatorProcess] = []
 
     def start(**env: str) -> OperatorProcess:
-        settings = {"MODELROLLOUT_PROMETHEUS_SCRAPE_INTERVAL_S": f"{SCRAPE_INTERVAL_S:g}", **env}
+        settings = {
+            "MODELROLLOUT_PROMETHEUS_SCRAPE_INTERVAL_S": f"{SCRAPE_INTERVAL_S:g}",
+            # Its own /metrics, which a stack's Prometheus scrapes (the dashboards' operator series).
+            "MODELROLLOUT_METRICS_PORT": str(free_port()),
+            **env,
+        }
         process = OperatorProcess(
             kubeconfig=cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, extra_env=settings
         )
@@ -279,7 +286,8 @@ async def world(  # noqa: PLR0917 - pytest passes fixtures by name
     def launch(versions: dict[str, ModelArtifact], extra_targets: Sequence[ScrapeTarget] = ()) -> Stack:
         work = tmp_path / f"stack-{len(stacks)}"
         pods = PodAddresses(kubelet.config.pod_addresses(POD_ADDRESSES), namespace)
-        prometheus = PrometheusServer(work_dir=work / "prometheus", targets=extra_targets, pods=pods)
+        targets = [*extra_targets, *operator_targets(operator, namespace)]
+        prometheus = PrometheusServer(work_dir=work / "prometheus", targets=targets, pods=pods)
         stacks.append(Stack(namespace, MODEL, MODEL, dict(versions), prometheus, kubelet))
         prometheus.start()
         return stacks[-1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from testkit.load import LoadSummary
 from testkit.shop import Shop
 
+from tests.e2e import dashboards
+from tests.e2e.dashboards import check_stack
 from tests.e2e.rollouts import RATE, Rollout, World, analysis, assert_all_answered_by, routed, serve_through_router
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -112,6 +115,7 @@ def _answers(summary: LoadSummary, users: list[str], since: float) -> dict[str, 
 
 async def test_a_truly_better_candidate_wins_and_is_promoted(world: World) -> None:
     shop = Shop({"1": 0.20, "2": 0.35})
+    started = time.time()
     rollout, summary, status = await run_ab_test(world, shop, minSamples=150, maxDuration="90s")
 
     result = status["abTest"]
@@ -135,6 +139,7 @@ async def test_a_truly_better_candidate_wins_and_is_promoted(world: World) -> No
     config = await rollout.configmap()
     assert config is not None
     assert config.sticky_by is None, "the split ends with the test"
+    check_stack(rollout.stack, dashboards.AB_TEST, start=started)  # the variants' rates and trials
 
 
 async def test_equal_variants_end_undecided_at_the_limit_and_stable_keeps_serving(world: World) -> None:

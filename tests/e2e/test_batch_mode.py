@@ -36,7 +36,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 from testkit.kubelet.handle import NODE_SELECTOR, KubeletProcess
 from testkit.manifests import load_example
-from testkit.operator import call_failed
+from testkit.operator import OperatorProcess, call_failed
+from testkit.prometheus import PrometheusServer
 from testkit.s3 import CREDENTIALS, S3Server
 from testkit.waiting import eventually
 
@@ -45,6 +46,8 @@ from modelrollout.modes.batch.objects import PREFLIGHT_RECORDS, run_job_name
 from modelrollout.rollout.verbs import Verb, verb_annotation
 from modelrollout_contract.batch import MANIFEST_NAME, Manifest
 from modelrollout_contract.sticky import bucket
+from tests.e2e import dashboards
+from tests.e2e.dashboards import check_panels, operator_targets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -292,8 +295,23 @@ def shadow_example(deployments: Deployments, version: str) -> dict[str, Any]:
 
 
 async def test_shadow_promotes_a_close_version_and_rolls_back_one_that_flips_a_fifth_of_the_labels(
-    deployments: Deployments, lake: Lake, models: dict[str, Path]
+    deployments: Deployments, lake: Lake, models: dict[str, Path], operator: OperatorProcess, tmp_path: Path
 ) -> None:
+    # The operator's series, for the dashboards' batch panels (checked at the end); nothing here is analysed.
+    prometheus = PrometheusServer(
+        work_dir=tmp_path / "prometheus", targets=operator_targets(operator, deployments.namespace)
+    )
+    prometheus.start()
+    started = time.time()
+    try:
+        await _shadow_promotes_then_rolls_back(deployments, lake, models)
+        check_panels(prometheus.url, dashboards.BATCH, namespace=deployments.namespace, name="churn-nightly",
+                     model="churn", start=started)  # fmt: skip
+    finally:
+        prometheus.close()
+
+
+async def _shadow_promotes_then_rolls_back(deployments: Deployments, lake: Lake, models: dict[str, Path]) -> None:
     for version, model in (("8", "stable"), ("9", "close"), ("10", "flipped")):
         lake.put_model(f"churn/{version}/model.joblib", models[model])
     data = dataset("customer")

@@ -18,6 +18,8 @@ from testkit.load import Load
 from testkit.operator import OperatorProcess
 from testkit.waiting import eventually
 
+from tests.e2e import dashboards
+from tests.e2e.dashboards import check_stack
 from tests.e2e.rollouts import (
     INTERVAL_S,
     RATE,
@@ -53,6 +55,7 @@ ROLLBACK_STEPS = [{"setWeight": 20}, {"pause": {"duration": "12s"}}, *STEPS[2:]]
 async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World) -> None:
     stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.healthy})
     rollout = world.rollout_of(stack)
+    created = time.time()
     await rollout.create(routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": analysis(stack)}))
     load = await serve_through_router(rollout, world.classifiers.dataset)
     rollout.start_recording()
@@ -89,6 +92,8 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World
     reasons = [reason for reason, _ in await rollout.events()]
     assert reasons.count("WeightSet") == 3
     assert "Promoted" in reasons
+    # The shipped dashboards show this rollout: every panel CHECKED_BY names for this test has data.
+    check_stack(stack, dashboards.CANARY, start=created)
 
 
 @pytest.mark.timing
@@ -202,6 +207,7 @@ async def test_blue_green_switches_at_once_only_after_a_passing_pre_promotion_an
 async def test_a_disagreeing_shadow_is_not_promoted_and_clients_never_see_its_answers(world: World) -> None:
     stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.disagreeing})
     rollout = world.rollout_of(stack)
+    created = time.time()
     shadow = {
         "strategy": "shadow",
         "shadow": {"mirrorPercent": 100, "duration": "6s", "minAgreement": 0.95, "minComparisons": 20},
@@ -230,6 +236,7 @@ async def test_a_disagreeing_shadow_is_not_promoted_and_clients_never_see_its_an
     assert summary.by_version.keys() == {"1"}, summary.describe()
     assert not summary.mismatches({"1": world.classifiers.stable.predictions}), summary.describe()
     assert not summary.failures, summary.describe()
+    check_stack(stack, dashboards.SHADOW, start=created)  # the rollback and the shadow's agreement
 
 
 # --- the operator and Prometheus going away ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from testkit.waiting import eventually
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
 from modelrollout.planning.names import LABEL_REVISION
 from modelrollout_contract.sticky import message_bucket
+from tests.e2e import dashboards
+from tests.e2e.dashboards import check_stack
 from tests.e2e.rollouts import INTERVAL_S, Rollout, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -140,6 +143,7 @@ async def test_a_canary_by_message_share_is_promoted_with_every_record_scored_on
 ) -> None:
     stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.healthy})
     rollout = world.rollout_of(stack)
+    started = time.time()
     topics = topics_for(broker)
     value = json.dumps(world.classifiers.dataset.rows[0].tolist()).encode()
     with Feeder(broker, topics["input"], value, rate=RATE) as feeder:
@@ -176,6 +180,7 @@ async def test_a_canary_by_message_share_is_promoted_with_every_record_scored_on
     assert abs(share[by_percent[10]] - 0.10) <= 0.02, share
     assert abs(share[by_percent[50]] - 0.50) <= 0.02, share
     assert read_all(broker, topics["dead"], 1) == []
+    check_stack(stack, dashboards.STREAM_CANARY, start=started)  # records, lag and latency by revision
 
 
 async def test_a_candidate_failing_records_is_rolled_back_with_its_failures_dead_lettered(
@@ -279,6 +284,7 @@ async def test_a_stream_shadow_that_disagrees_is_rolled_back_and_the_output_keep
     disagreeing = world.classifiers.disagreeing
     stack = world.launch({"1": world.classifiers.stable, "2": disagreeing})
     rollout = world.rollout_of(stack)
+    started = time.time()
     topics = topics_for(broker)
     with Feeder(broker, topics["input"], _row_where(world, disagreeing, agreeing=False), rate=RATE) as feeder:
         await create_shadow(rollout, broker, topics)
@@ -299,6 +305,7 @@ async def test_a_stream_shadow_that_disagrees_is_rolled_back_and_the_output_keep
               if m["name"] == "shadow-agreement" and m["verdict"] == "Failed"]  # fmt: skip
     assert failed, status["analysis"]
     assert all(m["value"] == 0 for m in failed), failed
+    check_stack(stack, dashboards.STREAM_SHADOW, start=started)  # the candidate's agreement (0 here)
 
 
 def _share_percent(status: dict[str, Any]) -> int | None:

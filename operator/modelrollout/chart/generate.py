@@ -3,7 +3,8 @@
 - values.schema.json and values.yaml, from `chart.values.ChartValues` (descriptions become comments);
 - files/settings-env.yaml: config.<group>.<field> -> the operator's environment variable;
 - files/crd.yaml: the ModelDeployment CRD (`api.crd`);
-- files/rbac/*.yaml: the operator's rules (`rbac`), one file per scope the chart binds differently.
+- files/rbac/*.yaml: the operator's rules (`rbac`), one file per scope the chart binds differently;
+- files/dashboards/*.json: the Grafana dashboards (`chart.dashboards`).
 
     python -m modelrollout.chart.generate charts/modelrollout
 """
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 from modelrollout import rbac
 from modelrollout.api.crd import render_crd_yaml
+from modelrollout.chart import dashboards
 from modelrollout.chart.values import ChartValues, settings_env
 
 WIDTH = 116
@@ -88,7 +90,7 @@ def files() -> dict[str, str]:
     }
     for scope, rules in rbac.scoped_rules().items():
         out[f"files/rbac/{scope}.yaml"] = GENERATED + rbac.render_rules(rules)
-    return out
+    return out | dashboards.files()
 
 
 def write(chart: Path) -> None:

@@ -142,6 +142,26 @@ class Metrics(Values):
     pod_monitor: Monitor = Field(default_factory=Monitor, description="A PodMonitor of every operator pod.")
 
 
+class Dashboards(Values):
+    """Grafana dashboards (fleet, one ModelDeployment) as ConfigMaps the Grafana sidecar loads (kube-prometheus-stack's
+    finds label grafana_dashboard: "1" by default). They read the operator's series, which need the operator scraped
+    with honor_labels (metrics.serviceMonitor or metrics.podMonitor do), and the model servers' and router's."""
+
+    enabled: bool = Field(default=False, description="Create the dashboards' ConfigMaps.")
+    label: str = Field(
+        default="grafana_dashboard", pattern=QUALIFIED_NAME, description="The label the Grafana sidecar selects by."
+    )
+    label_value: str = Field(default="1", max_length=63, pattern=LABEL_VALUE, description="That label's value.")
+    namespace: str = Field(
+        default="", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="Namespace of the ConfigMaps; empty: the release's (the sidecar must search it).",
+    )  # fmt: skip
+    labels: Labels = Field(default_factory=dict, description="More labels of the ConfigMaps.")
+    annotations: Annotations = Field(
+        default_factory=dict, description="Annotations of the ConfigMaps, e.g. {grafana_folder: ModelRollout}."
+    )
+
+
 class PodDisruptionBudget(Values):
     enabled: bool = Field(default=True, description="Create a PodDisruptionBudget when replicaCount > 1.")
     min_available: int = Field(default=1, ge=0, description="Pods that must stay up through a voluntary disruption.")
@@ -211,6 +231,7 @@ class ChartValues(Values):
     rbac: Rbac = Field(default_factory=Rbac)
     crds: Crds = Field(default_factory=Crds)
     metrics: Metrics = Field(default_factory=Metrics)
+    dashboards: Dashboards = Field(default_factory=Dashboards)
     pod_disruption_budget: PodDisruptionBudget = Field(default_factory=PodDisruptionBudget)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
     liveness_probe: Probe = Field(default_factory=Probe, description="Probe of /healthz.")
