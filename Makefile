@@ -23,8 +23,14 @@ $(VENV)/.installed: requirements.lock operator/pyproject.toml model-server/pypro
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e ./operator -e ./model-server
 	touch $@
 
+# The gRPC service's message code and its type stubs, generated from the vendored .proto (never committed).
+GRPC_PROTO := model-server/modelserver/grpc_api/grpc_predict_v2.proto
+GRPC_CODE  := $(GRPC_PROTO:.proto=_pb2.py)
+$(GRPC_CODE): $(GRPC_PROTO) hack/gen-grpc.sh $(VENV)/.installed
+	hack/gen-grpc.sh $(BIN)/python model-server --stubs
+
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv with the pinned dependencies and both packages (editable)
+venv: $(VENV)/.installed $(GRPC_CODE) ## create .venv with the pinned dependencies and both packages (editable), generate the gRPC code
 
 .PHONY: lock
 lock: ## re-pin requirements.lock after a dependency change in a pyproject or requirements-dev.in
