@@ -104,6 +104,7 @@ class Server:
         self.config = config
         self.model = model
         self.port = free_port()
+        self.grpc_port = free_port()
         self.log = (workdir / "logs" / f"{config.title.replace(' ', '_')}-{model}.log").open("ab")
         command = self._command(model_path, workdir, mlserver_python)
         self.process = subprocess.Popen(
@@ -120,6 +121,7 @@ class Server:
             command = [
                 sys.executable, "-m", "modelserver", "serve", "--model-uri", str(model_path),
                 "--model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
+                "--grpc-port", str(self.grpc_port),
                 "--workers", str(self.config.workers), "--log-level", "warning",
             ]  # fmt: skip
             return [*command, "--batching"] if self.config.batching else command
