@@ -157,10 +157,11 @@ serve: venv ## serve a model on :8080: make serve MODEL=<path|file://|http(s)://
 	$(BIN)/modelserver serve --model-uri "$(MODEL)" $(ARGS)
 
 .PHONY: bench-serving
-bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer on loopback (~15 min) -> bench/results/serving.md
+bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer, and our gRPC vs our REST, on loopback (~17 min; BENCH_ARGS=--grpc-only: the gRPC row alone, appended) -> bench/results/serving.md
 	command -v wrk >/dev/null || apt-get install -y wrk
-	$(BIN)/python -m bench.serving.run --mlserver-python $(MLSERVER_VENV)/bin/python \
-	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/serving.md --workdir bench/results/raw/serving
+	ghz="$$(hack/build-ghz.sh)" && $(BIN)/python -m bench.serving.run --mlserver-python $(MLSERVER_VENV)/bin/python \
+	  --mlserver-version $(MLSERVER_VERSION) --ghz "$$ghz" --ghz-version "$$(sed -n 's/^GHZ_VERSION=//p' hack/versions.env)" \
+	  --out bench/results/serving.md --workdir bench/results/raw/serving $(BENCH_ARGS)
 
 # --- analysis -------------------------------------------------------------------------------------------
 
