@@ -23,8 +23,14 @@ $(VENV)/.installed: requirements.lock operator/pyproject.toml model-server/pypro
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e ./operator -e ./model-server
 	touch $@
 
+# The gRPC service's message code and its type stubs, generated from the vendored .proto (never committed).
+GRPC_PROTO := model-server/modelserver/grpc_api/grpc_predict_v2.proto
+GRPC_CODE  := $(GRPC_PROTO:.proto=_pb2.py)
+$(GRPC_CODE): $(GRPC_PROTO) hack/gen-grpc.sh $(VENV)/.installed
+	hack/gen-grpc.sh $(BIN)/python model-server --stubs
+
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv with the pinned dependencies and both packages (editable)
+venv: $(VENV)/.installed $(GRPC_CODE) ## create .venv with the pinned dependencies and both packages (editable), generate the gRPC code
 
 .PHONY: lock
 lock: ## re-pin requirements.lock after a dependency change in a pyproject or requirements-dev.in
@@ -151,10 +157,11 @@ serve: venv ## serve a model on :8080: make serve MODEL=<path|file://|http(s)://
 	$(BIN)/modelserver serve --model-uri "$(MODEL)" $(ARGS)
 
 .PHONY: bench-serving
-bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer on loopback (~15 min) -> bench/results/serving.md
+bench-serving: venv $(MLSERVER_VENV)/.installed ## modelserver vs MLServer, and our gRPC vs our REST, on loopback (~17 min; BENCH_ARGS=--grpc-only: the gRPC row alone, appended) -> bench/results/serving.md
 	command -v wrk >/dev/null || apt-get install -y wrk
-	$(BIN)/python -m bench.serving.run --mlserver-python $(MLSERVER_VENV)/bin/python \
-	  --mlserver-version $(MLSERVER_VERSION) --out bench/results/serving.md --workdir bench/results/raw/serving
+	ghz="$$(hack/build-ghz.sh)" && $(BIN)/python -m bench.serving.run --mlserver-python $(MLSERVER_VENV)/bin/python \
+	  --mlserver-version $(MLSERVER_VERSION) --ghz "$$ghz" --ghz-version "$$(sed -n 's/^GHZ_VERSION=//p' hack/versions.env)" \
+	  --out bench/results/serving.md --workdir bench/results/raw/serving $(BENCH_ARGS)
 
 # --- analysis -------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@
 #
 # The Dockerfile RUNs this script and tests/integration/image/test_image_install.py runs it too, so what the test
 # proves (every format served, read-only tree, operator imports) holds for the image as built. Nothing is written
-# outside PREFIX and a temp file; PREFIX must not exist yet (or be empty), so nothing stale can pass for installed.
+# outside PREFIX and temp files; PREFIX must not exist yet (or be empty), so nothing stale can pass for installed.
 set -euo pipefail
 
 usage() { echo "usage: $0 <operator|model-server> <prefix>" >&2; exit 2; }
@@ -36,8 +36,20 @@ fi
 # The lock names the contract as `-e ./contract`; constraints take no editable, so that line is dropped and the
 # contract is installed from its folder (a regular install: the image has no checkout to point an editable at).
 constraints="$(mktemp)"
-trap 'rm -f "$constraints"' EXIT
+work="$(mktemp -d)"
+trap 'rm -rf "$constraints" "$work"' EXIT
 grep -v '^-e ' "$repo/requirements.lock" > "$constraints"
+
+# The model server's gRPC message code is generated, never committed: it is generated into a copy of the package
+# (the checkout stays as it is), by the grpcio-tools the lock pins, from a throwaway virtualenv (the image has no
+# use for the generator).
+if [[ "$target" == model-server ]]; then
+  tar -C "$repo" --exclude=__pycache__ --exclude='*_pb2*' -cf - model-server | tar -C "$work" -xf -
+  "$python" -m venv --without-pip "$work/generator"
+  "$uv" pip install --quiet --python "$work/generator/bin/python" --constraints "$constraints" grpcio-tools
+  "$repo/hack/gen-grpc.sh" "$work/generator/bin/python" "$work/model-server"
+  packages=("$repo/contract" "$work/model-server[all]")
+fi
 
 # No pip in the virtualenv: uv installs, and the image has no use for an installer at run time.
 "$python" -m venv --without-pip "$prefix"

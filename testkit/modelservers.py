@@ -53,6 +53,7 @@ class ModelServer(ManagedProcess):
         self.model = model
         self.version = version
         self.port = port or free_port()
+        self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         settings = {
             **artifact.server_env(),
@@ -60,6 +61,7 @@ class ModelServer(ManagedProcess):
             "MODELSERVER_MODEL_VERSION": version,
             "MODELSERVER_HOST": "127.0.0.1",
             "MODELSERVER_PORT": str(self.port),
+            "MODELSERVER_GRPC_PORT": str(self.grpc_port),
             "MODELSERVER_WORKERS": str(workers),
             "MODELSERVER_LOG_JSON": "false",
             **(env or {}),

@@ -116,7 +116,8 @@ def model_server(path: Path, version: str, workdir: Path) -> tuple[Process, int]
     port = free_port()
     command = [
         sys.executable, "-m", "modelserver", "serve", "--model-uri", str(path), "--model-name", MODEL,
-        "--model-version", version, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--model-version", version, "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(free_port()),
+        "--log-level", "warning",
     ]  # fmt: skip
     ready = f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready"
     return Process(command, cpus="0", log=workdir / f"server-{version}.log", ready=ready, cwd=workdir), port

@@ -10,6 +10,7 @@ workers the server gets CPUs 0-1 and wrk shares CPU 1, the same for both servers
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
@@ -30,6 +31,7 @@ from testkit.ports import free_port
 from testkit.processes import wait_until_answers
 
 HERE = Path(__file__).resolve().parent
+GRPC_PROTO = HERE.parents[1] / "model-server" / "modelserver" / "grpc_api" / "grpc_predict_v2.proto"
 # Servers and wrk alike run at a raised priority (when allowed: root), so that unrelated processes on a
 # shared machine disturb the measurement less; both servers get the same treatment.
 PRIORITY = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
@@ -85,6 +87,24 @@ def train(workdir: Path) -> dict[str, Path]:
     return paths
 
 
+def write_grpc_bodies(workdir: Path) -> dict[int, Path]:
+    """The same rows as a gRPC ModelInferRequest (protobuf JSON, which ghz sends as protobuf), the values in
+    raw_input_contents as tritonclient.grpc sends them, asking for the `predict` output."""
+    rows = np.load(workdir / "rows.npy")
+    bodies = {}
+    for n in (1, 32):
+        raw = base64.b64encode(np.ascontiguousarray(rows[:n], dtype="<f8").tobytes()).decode()
+        body = {
+            "model_name": "logreg",
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [n, N_FEATURES]}],
+            "outputs": [{"name": "predict"}],
+            "raw_input_contents": [raw],
+        }
+        bodies[n] = workdir / f"grpc-body-{n}.json"
+        bodies[n].write_text(json.dumps(body))
+    return bodies
+
+
 def write_bodies(workdir: Path) -> dict[int, Path]:
     """The same Open Inference Protocol v2 body for both servers, asking both for the `predict` output."""
     rows = np.load(workdir / "rows.npy")
@@ -104,6 +124,7 @@ class Server:
         self.config = config
         self.model = model
         self.port = free_port()
+        self.grpc_port = free_port()
         self.log = (workdir / "logs" / f"{config.title.replace(' ', '_')}-{model}.log").open("ab")
         command = self._command(model_path, workdir, mlserver_python)
         self.process = subprocess.Popen(
@@ -120,6 +141,7 @@ class Server:
             command = [
                 sys.executable, "-m", "modelserver", "serve", "--model-uri", str(model_path),
                 "--model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
+                "--grpc-port", str(self.grpc_port),
                 "--workers", str(self.config.workers), "--log-level", "warning",
             ]  # fmt: skip
             return [*command, "--batching"] if self.config.batching else command
@@ -188,6 +210,95 @@ def wrk(url: str, body: Path, *, seconds: int, connections: int, rate: float, wo
     )
 
 
+def ghz(ghz_bin: Path, port: int, body: Path, *, seconds: int, concurrency: int, rate: float) -> Run:
+    """ghz on CPU 1 as wrk is: `concurrency` requests in flight over one connection (a gRPC client's channel,
+    HTTP/2 streams), as fast as they go, or `rate` requests a second on a constant schedule."""
+    command = [
+        *PRIORITY, "taskset", "-c", "1", str(ghz_bin), "--insecure", "--proto", str(GRPC_PROTO),
+        "--call", "inference.GRPCInferenceService.ModelInfer", "--data-file", str(body), "-c", str(concurrency),
+        "-z", f"{seconds}s", "--cpus", "1", "--timeout", "10s", "-O", "json",
+        *(["--rps", str(round(rate))] if rate else []), f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60)
+    report = json.loads(done.stdout)
+    latency = {int(p["percentage"]): p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
+    errors = sum(int(count) for code, count in (report.get("statusCodeDistribution") or {}).items() if code != "OK")
+    return Run(
+        rps=float(report["rps"]),
+        p50_ms=latency.get(50, float("nan")),
+        p90_ms=latency.get(90, float("nan")),
+        p99_ms=latency.get(99, float("nan")),
+        errors=errors,
+        raw={"count": float(report.get("count", 0))},
+    )
+
+
+def grpc_vs_rest(path: Path, bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
+    """One modelserver x1 process serving logreg, loaded over REST (wrk) and over gRPC (ghz) in turn: per body size
+    each protocol's saturation, then each at half REST's saturation rate."""
+    grpc_bodies = write_grpc_bodies(args.workdir)
+    server = Server(Config("ours", 1), "logreg", path, args.workdir, args.mlserver_python)
+    results: dict[tuple[int, str], Run] = {}
+    try:
+        for n, body in bodies.items():
+            wrk(server.url, body, seconds=2, connections=args.connections, rate=0, workdir=args.workdir)  # warm-up
+            ghz(args.ghz, server.grpc_port, grpc_bodies[n], seconds=2, concurrency=args.connections, rate=0)
+            results[(n, "rest sat")] = wrk(
+                server.url, body, seconds=args.duration, connections=args.connections, rate=0, workdir=args.workdir
+            )
+            results[(n, "grpc sat")] = ghz(
+                args.ghz, server.grpc_port, grpc_bodies[n], seconds=args.duration, concurrency=args.connections, rate=0
+            )
+            rate = results[(n, "rest sat")].rps / 2
+            results[(n, "rest fixed")] = wrk(
+                server.url, body, seconds=args.duration, connections=args.paced_connections, rate=rate,
+                workdir=args.workdir,
+            )  # fmt: skip
+            results[(n, "grpc fixed")] = ghz(
+                args.ghz, server.grpc_port, grpc_bodies[n], seconds=args.duration,
+                concurrency=args.paced_connections, rate=rate,
+            )  # fmt: skip
+            print(f"  grpc vs rest logreg {n:>2} rows: " + ", ".join(
+                f"{kind} {r.rps:8.0f} req/s p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:7.2f} ms err {r.errors}"
+                for (size, kind), r in results.items() if size == n
+            ), flush=True)  # fmt: skip
+    finally:
+        server.stop()
+    return results
+
+
+def render_grpc(results: dict[tuple[int, str], Run], *, args: argparse.Namespace, info: dict[str, str]) -> list[str]:
+    lines = [
+        "## gRPC vs REST: modelserver x1, logreg, the same server process",
+        "",
+        f"- load generators: REST {info['wrk']} (as above); gRPC ghz {args.ghz_version} (`hack/build-ghz.sh`, built "
+        "from its Go module), 1 CPU, on CPU 1 like wrk; the server on CPU 0. Same rows and `predict` output; gRPC "
+        "sends them in raw_input_contents (as tritonclient.grpc does), REST as JSON.",
+        f"- saturation: {args.connections} requests in flight ({args.connections} wrk connections; ghz "
+        f"-c {args.connections} over one HTTP/2 connection), {args.duration} s after a 2 s warm-up each. Fixed "
+        f"load: half REST's saturation rate, {args.paced_connections} connections/workers (wrk: exponential think "
+        "times; ghz: a constant schedule).",
+        "",
+        "| rows/request | protocol | saturation req/s | p50 / p99 ms at saturation | fixed load req/s "
+        "| p50 / p99 ms at fixed load | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in (1, 32):
+        for protocol in ("rest", "grpc"):
+            sat, fixed = results.get((n, f"{protocol} sat")), results.get((n, f"{protocol} fixed"))
+            if not (sat and fixed):
+                continue
+            name = "REST (OIP v2 JSON)" if protocol == "rest" else "gRPC (OIP v2, raw contents)"
+            lines.append(
+                f"| {n} | {name} | {sat.rps:,.0f} | {sat.p50_ms:.2f} / {sat.p99_ms:.2f} | {fixed.rps:,.0f} "
+                f"| {fixed.p50_ms:.2f} / {fixed.p99_ms:.2f} | {sat.errors + fixed.errors} |"
+            )
+        rest, grpc_ = results.get((n, "rest sat")), results.get((n, "grpc sat"))
+        if rest and grpc_:
+            lines.append(f"| {n} | gRPC / REST | **{grpc_.rps / rest.rps:.2f}x** | | | | |")
+    return [*lines, ""]
+
+
 def measure(
     *,
     config: Config,
@@ -254,6 +365,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paced-connections", type=int, default=16)
+    parser.add_argument("--ghz", type=Path, required=True, help="the ghz binary (hack/build-ghz.sh)")
+    parser.add_argument("--ghz-version", default="")
+    parser.add_argument("--grpc-only", action="store_true", help="only the gRPC vs REST comparison, appended to --out")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()  # servers run with the workdir as cwd
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +376,26 @@ def main() -> None:
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     paths = train(args.workdir)
     bodies = write_bodies(args.workdir)
+    if args.grpc_only:
+        print("gRPC vs REST, logreg, 1 worker", flush=True)
+        grpc_results = grpc_vs_rest(paths["logreg"], bodies, args)
+        finished = dt.datetime.now(dt.UTC)
+        info = machine() | {"load_before": load_before}
+        section = [
+            f"# gRPC vs REST, {started:%Y-%m-%d %H:%M} UTC (run alone, after the comparison above)",
+            "",
+            f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} memory, kernel {info['kernel']}, "
+            f"Python {info['python']}; load average {info['load_before']} before, {info['load']} after "
+            f"(took {(finished - started).total_seconds() / 60:.0f} min)",
+            f"- command: `make bench-serving BENCH_ARGS=--grpc-only` (`bench/serving/run.py --grpc-only --duration "
+            f"{args.duration} --connections {args.connections} --paced-connections {args.paced_connections}`)",
+            "",
+            *render_grpc(grpc_results, args=args, info=info),
+        ]
+        with args.out.open("a") as out:
+            out.write("\n" + "\n".join(section))
+        print("\n".join(section))
+        return
     single_process = Config("mlserver", 1, parallel_workers=0, label="mlserver x1 pw0")
     configs = [Config("ours", 1), Config("mlserver", 1), Config("ours", 2), Config("mlserver", 2), single_process]
     batching = Config("ours", 1, batching=True, label="ours x1 +batching")
@@ -283,9 +417,12 @@ def main() -> None:
         results[(batching.title, model)] = measure(
             config=batching, model=model, path=path, bodies={1: bodies[1]}, args=args, rates={}
         )
+    print("gRPC vs REST, logreg, 1 worker", flush=True)
+    grpc_results = grpc_vs_rest(paths["logreg"], bodies, args)
     finished = dt.datetime.now(dt.UTC)
     info = machine() | {"load_before": load_before}
     report = render(results, configs=configs, batching=batching, info=info, args=args, span=(started, finished))
+    report += "\n" + "\n".join(render_grpc(grpc_results, args=args, info=info))
     args.out.write_text(report)
     print(report)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 # The model server (modelserver.metrics), per served model: labels model, version (+ the ones named per series).
-REQUESTS = "modelserver_requests_total"  # {protocol, code}
+REQUESTS = "modelserver_requests_total"  # {protocol, code}: values below
 REQUEST_DURATION = "modelserver_request_duration_seconds"  # {protocol}, histogram
 INFERENCE_ERRORS = "modelserver_inference_errors_total"  # {reason}
 BATCH_SIZE = "modelserver_batch_size"
@@ -54,6 +54,16 @@ ROUTER_WEIGHT = "modelrouter_weight"  # {route, role}
 
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"
+PROTOCOL_LABEL = "protocol"
+# modelserver_requests_total's and modelserver_request_duration_seconds' `protocol`: the Open Inference Protocol v2
+# and /predict over REST, the Open Inference Protocol over gRPC. The operator's queries sum over it (a revision is
+# judged on all of its traffic), so a new value needs no change there.
+PROTOCOL_V2: Final = "v2"
+PROTOCOL_PREDICT: Final = "predict"
+PROTOCOL_GRPC: Final = "grpc"
+# modelserver_requests_total's `code` is an HTTP status for every protocol (a gRPC answer counts under the status its
+# error has over REST), so `code!~"2.."` selects the failures of all protocols and error rates need no per-protocol
+# query.
 ROUTE_LABEL = "route"
 # The values of modelrouter_shadow_comparisons_total's (and the stream's) `result`.
 AGREE, DISAGREE, ERROR = "agree", "disagree", "error"

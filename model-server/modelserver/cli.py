@@ -53,13 +53,16 @@ def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
+    grpc: Annotated[bool | None, typer.Option("--grpc/--no-grpc", help="serve gRPC too (default on)")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port (default 8081)")] = None,
     batching: Annotated[bool | None, typer.Option("--batching/--no-batching", help="adaptive micro-batching")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="rows per batched model call")] = None,
     max_batch_wait_ms: Annotated[float | None, typer.Option(help="longest wait for a batch to fill")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
     log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
 ) -> None:
-    """Serve one model over REST (Open Inference Protocol v2 and /predict) with Prometheus metrics."""
+    """Serve one model over REST (Open Inference Protocol v2 and /predict) and gRPC (the Open Inference Protocol's
+    GRPCInferenceService), with Prometheus metrics."""
     flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
     # Imported here: `batch` and `route` never load the online server (uvicorn, starlette) for nothing.
     from modelserver.server import serve as run_server  # noqa: PLC0415

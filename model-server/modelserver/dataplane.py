@@ -1,7 +1,7 @@
-"""Validation, prediction and metrics shared by every transport (REST today; batch, stream, router later).
+"""Validation, prediction and metrics shared by every transport (REST and gRPC; batch, stream, router later).
 
-A transport hands over raw request bytes inside `observe()`, and gets back output arrays or a ServingError
-that names the problem; it only decides how those travel on its wire.
+A transport hands over raw request bytes (REST) or its decoded fields and tensors (gRPC) inside `observe()`, and
+gets back output arrays or a ServingError that names the problem; it only decides how those travel on its wire.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from modelserver.tensors import OutputTensor, datatype_of, decode_input, to_mode
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
+SERVER_NAME = "modelserver"  # server metadata's name, over every protocol
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 _TYPE_TAGS = {"float", "int", "str", "bool"}
@@ -233,15 +234,19 @@ class DataPlane:
         return datatype_of(np.asarray(classes).dtype)
 
     def parse_v2(self, header: bytes, binary: bytes = b"") -> tuple[InferenceRequest, Array]:
+        """REST: the JSON header, and the raw tensors after it (binary extension)."""
         request = parse_json(InferenceRequest, header)
-        tensors = _binary_slices(request.inputs, memoryview(binary))
-        decoded = [decode_input(t, b, self.signature.dtype) for t, b in zip(request.inputs, tensors, strict=True)]
+        return request, self.v2_rows(request, _binary_slices(request.inputs, memoryview(binary)))
+
+    def v2_rows(self, request: InferenceRequest, values: Sequence[memoryview | Array | None]) -> Array:
+        """The model's input matrix from a request's tensors, whatever carried them: `values[i]` is input i's raw
+        bytes, its array already typed by the transport, or None for the JSON `data` in the request."""
+        dtype = self.signature.dtype
+        decoded = [decode_input(t, v, dtype) for t, v in zip(request.inputs, values, strict=True)]
         first = request.inputs[0]
         if len(request.inputs) == 1 and (self.signature.n_features > 1 or first.name not in self._features):
-            x = self._matrix(first, decoded[0])
-        else:
-            x = self._columns(request.inputs, decoded)
-        return request, x
+            return self._matrix(first, decoded[0])
+        return self._columns(request.inputs, decoded)
 
     def _matrix(self, tensor: RequestInput, array: Array) -> Array:
         n = self.signature.n_features
@@ -350,16 +355,29 @@ def parse_json(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        # Union branches each report; the one that got deepest into the data is the useful one.
-        deepest = max(errors, key=lambda e: len(e["loc"]))
-        if deepest["type"] == "json_invalid":
-            raise MalformedRequest(f"malformed JSON: {deepest['msg']}") from None
-        where = _location(deepest["loc"])
-        message = f"{where or 'request body'}: {deepest['msg']}"
-        if deepest["type"] == "finite_number":
-            raise NonFiniteInput(message) from None
-        raise InvalidInput(message) from None
+        raise _refusal(exc) from None
+
+
+def parse_fields(model: type[M], data: dict[str, Any]) -> M:
+    """`parse_json` for a request a transport has already decoded (gRPC's messages): the same checks, the same
+    wording, so a field is refused alike whichever protocol carried it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: ValidationError) -> ServingError:
+    errors = exc.errors(include_url=False)
+    # Union branches each report; the one that got deepest into the data is the useful one.
+    deepest = max(errors, key=lambda e: len(e["loc"]))
+    if deepest["type"] == "json_invalid":
+        return MalformedRequest(f"malformed JSON: {deepest['msg']}")
+    where = _location(deepest["loc"])
+    message = f"{where or 'request body'}: {deepest['msg']}"
+    if deepest["type"] == "finite_number":
+        return NonFiniteInput(message)
+    return InvalidInput(message)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

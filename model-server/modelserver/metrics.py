@@ -32,20 +32,21 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # bounds: prometheus-client drops `_sum` from histograms that have them, and the mean prediction
 # (_sum / _count) is the first thing to watch for drift. Negative predictions land in the le="0" bucket.
 VALUE_BUCKETS = (0, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1e3, 1e4, 1e5, 1e6)
-# The `protocol` label's values: the Open Inference Protocol v2 endpoint and the plain /predict one.
-PROTOCOL_V2 = "v2"
-PROTOCOL_PREDICT = "predict"
-PROTOCOLS = (PROTOCOL_V2, PROTOCOL_PREDICT)
+# The `protocol` label's values (named in the contract, which the operator's queries read).
+PROTOCOL_V2 = names.PROTOCOL_V2
+PROTOCOL_PREDICT = names.PROTOCOL_PREDICT
+PROTOCOL_GRPC = names.PROTOCOL_GRPC
+PROTOCOLS = (PROTOCOL_V2, PROTOCOL_PREDICT, PROTOCOL_GRPC)
 
 REQUESTS = Counter(
     names.REQUESTS,
     "Inference requests by protocol and response code",
-    ["model", "version", "protocol", "code"],
+    [names.MODEL_LABEL, names.VERSION_LABEL, names.PROTOCOL_LABEL, "code"],
 )
 REQUEST_DURATION = Histogram(
     names.REQUEST_DURATION,
     "Inference request duration from the whole request body received to the response, by protocol",
-    ["model", "version", "protocol"],
+    [names.MODEL_LABEL, names.VERSION_LABEL, names.PROTOCOL_LABEL],
     buckets=LATENCY_BUCKETS,
 )
 INFERENCE_ERRORS = Counter(

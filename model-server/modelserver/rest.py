@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelserver import __version__, storage
-from modelserver.dataplane import Batching, DataPlane, Limits, V2Result
+from modelserver.dataplane import SERVER_NAME, Batching, DataPlane, Limits, V2Result
 from modelserver.errors import MalformedRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
 from modelserver.metrics import PROTOCOL_PREDICT, PROTOCOL_V2, render
 from modelserver.openapi import openapi_document
@@ -140,7 +140,7 @@ class Handlers:
         return _json({"ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json({"name": "modelserver", "version": __version__, "extensions": ["binary_tensor_data"]})
+        return _json({"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
 
     def _unknown_model(self, request: Request) -> Response | None:
         """The 404 for a model name/version in the path that this server does not serve, else None."""
@@ -205,6 +205,7 @@ def create_app(settings: ServerSettings) -> Starlette:
             log.error("model %s version %s cannot be served: %s", settings.model_name, settings.model_version, exc)
             raise
         handlers.plane = plane
+        grpc_server = await _start_grpc(plane, settings) if settings.grpc else None
         # Everything allocated so far (libraries, the model) lives until exit. Freezing it keeps the cyclic
         # GC from rescanning it in full collections, which otherwise pause requests for tens of ms.
         gc.collect()
@@ -224,6 +225,8 @@ def create_app(settings: ServerSettings) -> Starlette:
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.graceful_timeout_s)
             await plane.stop()
 
     h = handlers
@@ -242,6 +245,19 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/openapi.json", h.openapi, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _start_grpc(plane: DataPlane, settings: ServerSettings) -> Any:
+    """gRPC beside REST in this worker, on the same data plane (modelserver.grpc_api); raises when it cannot
+    listen, which fails the worker's start-up like a model that does not load."""
+    # Imported here: with gRPC off, REST does not need the generated message modules (`make venv` writes them).
+    from modelserver.grpc_api.service import start_server  # noqa: PLC0415
+
+    try:
+        return await start_server(plane, settings)
+    except Exception as exc:
+        log.error("gRPC cannot be served: %s", exc)
+        raise
 
 
 def app_from_environment() -> Starlette:

@@ -50,6 +50,13 @@ class ServerSettings(ModelSettings):
     # How to serve it.
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    # gRPC on by default, on 8081 beside REST's 8080, as MLServer does: a client picks its protocol without the
+    # server being told.
+    grpc: bool = Field(True, description="serve the Open Inference Protocol over gRPC too, on grpc_port")
+    grpc_port: int = Field(8081, ge=1, le=65535)
+    grpc_max_message_bytes: PositiveInt = Field(
+        8 * 1024 * 1024, description="largest gRPC request or response; larger ones get RESOURCE_EXHAUSTED"
+    )
     workers: PositiveInt = 1
     inference_threads: PositiveInt = Field(1, description="threads per model call; workers scale across cores")
     max_body_bytes: PositiveInt = 8 * 1024 * 1024
@@ -60,3 +67,9 @@ class ServerSettings(ModelSettings):
     warmup: bool = True
     graceful_timeout_s: float = Field(30.0, ge=0)
     access_log: bool = False
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> ServerSettings:
+        if self.grpc and self.grpc_port == self.port:
+            raise ValueError(f"grpc_port and port are both {self.port}: give gRPC a port of its own (or grpc=false)")
+        return self

@@ -44,14 +44,21 @@ def datatype_of(dtype: np.dtype[Any]) -> str:
     return "BYTES"
 
 
-def decode_input(tensor: RequestInput, binary: memoryview | None, target: np.dtype[Any]) -> Array:
-    """The tensor as an array of its declared shape, cast to the model's `target` dtype and checked finite."""
+def decode_input(tensor: RequestInput, binary: memoryview | Array | None, target: np.dtype[Any]) -> Array:
+    """The tensor as an array of its declared shape, cast to the model's `target` dtype and checked finite.
+
+    Its values are `binary` (raw little-endian bytes: REST's binary extension, gRPC's raw_input_contents), else an
+    array already typed by its transport (gRPC's typed contents), else the request's JSON `data`."""
     where = f"input {tensor.name!r}"
     source = NUMERIC.get(tensor.datatype)
     if source is None:
         raise InvalidInput(f"{where} has datatype {tensor.datatype}; this model takes numeric tensors")
     count = math.prod(tensor.shape)
-    if binary is not None:
+    if isinstance(binary, np.ndarray):
+        array = binary
+        if array.size != count:
+            raise InvalidInput(f"{where} holds {array.size} values but its shape {tensor.shape} needs {count}")
+    elif binary is not None:
         if len(binary) != count * source.itemsize:
             raise InvalidInput(
                 f"{where}: {len(binary)} binary bytes do not hold shape {tensor.shape} of {tensor.datatype}"

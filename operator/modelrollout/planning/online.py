@@ -26,6 +26,8 @@ from modelrollout.planning.placement import place
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80
+# The model server's gRPC (Open Inference Protocol), its default port; the Services expose it as it is.
+GRPC_PORT = 8081
 CONTAINER = "model-server"
 RUN_AS_USER = 10001
 # Where a remote model is downloaded to: the root filesystem is read-only.
@@ -101,6 +103,7 @@ def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
     env = [
         *model_env(spec.model),
         {"name": "MODELSERVER_PORT", "value": str(HTTP_PORT)},
+        {"name": "MODELSERVER_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "MODELSERVER_DOWNLOAD_DIR", "value": MODEL_DIR},
     ]
     batching = spec.online.batching if spec.online else None
@@ -129,7 +132,10 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
         "name": CONTAINER,
         "image": image,
         "args": ["serve"],
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": model_server_env(spec),
         # Model loading can take minutes; the startup probe holds liveness off until the server is up.
         "startupProbe": _probe("/v2/health/live", period=2, failures=150),
@@ -232,6 +238,9 @@ def rebuild_deployment(
     )
 
 
+GRPC_SERVICE_PORT = {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
+
+
 def build_service(owner: Owner, *, role: ServiceRole, revision: str | None, router: bool = False) -> dict[str, Any]:
     """A ClusterIP Service on port 80 selecting the pods of one revision (of every revision when None), or our
     router's pods."""
@@ -244,7 +253,11 @@ def build_service(owner: Owner, *, role: ServiceRole, revision: str | None, rout
         "spec": {
             "type": "ClusterIP",
             "selector": selector(owner.name, "router") if router else selector(owner.name, "online", revision),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                # Our router proxies HTTP only, so a Service in front of it has no gRPC port.
+                *([] if router else [GRPC_SERVICE_PORT]),
+            ],
         },
     }
 

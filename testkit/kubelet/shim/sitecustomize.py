@@ -3,7 +3,7 @@ process's PYTHONPATH, and Python imports `sitecustomize` at start-up).
 
 A pod's process behaves as if it had its own network namespace:
 - listening on the wildcard address (0.0.0.0 / "") listens on the pod's own address (LOCAL_KUBELET_POD_IP), so
-  every pod can use the port its container declares;
+  every pod can use the port its container declares; a gRPC server's too, whose core binds past the socket module;
 - a Service name (`name`, `name.ns`, `name.ns.svc`, `name.ns.svc.cluster.local`) resolves (in socket.getaddrinfo,
   and in uvloop's loops, which resolve in libuv) to one ready endpoint
   of that Service, chosen at random per lookup (kube-proxy balances per connection), with the Service port
@@ -19,11 +19,14 @@ Nothing here imports more than the standard library: it runs before the program'
 from __future__ import annotations
 
 import builtins
+import importlib.abc
+import importlib.util
 import io
 import json
 import os
 import random
 import socket
+import sys
 from typing import Any
 
 _POD_IP = os.environ.get("LOCAL_KUBELET_POD_IP", "")
@@ -85,6 +88,41 @@ def _table() -> dict[str, Any]:
     return _loaded[1]
 
 
+def pod_address(address: str, pod_ip: str) -> str:
+    """A gRPC listening address (`host:port`) with a wildcard host made the pod's address."""
+    host, _, port = address.rpartition(":")
+    return f"{pod_ip}:{port}" if host in ("0.0.0.0", "[::]", "") else address
+
+
+class _GrpcServerPatch(importlib.abc.MetaPathFinder):
+    """gRPC's core binds its listening sockets itself, past socket.socket.bind: when grpc.aio's server module is
+    imported, its add_insecure_port gets the pod's address in place of a wildcard."""
+
+    module = "grpc.aio._server"
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != self.module:
+            return None
+        sys.meta_path.remove(self)  # once; and find the real module below without finding ourselves
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader: Any = spec.loader
+        real_exec = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            real_exec(module)
+            real_add = module.Server.add_insecure_port
+
+            def add_insecure_port(self: Any, address: str) -> Any:
+                return real_add(self, pod_address(address, _POD_IP))
+
+            module.Server.add_insecure_port = add_insecure_port
+
+        loader.exec_module = exec_module
+        return spec
+
+
 def _install() -> None:
     real_getaddrinfo = socket.getaddrinfo
     real_bind = socket.socket.bind
@@ -104,6 +142,7 @@ def _install() -> None:
     socket.getaddrinfo = getaddrinfo
     socket.socket.bind = bind  # type: ignore[method-assign,assignment]
     _install_uvloop()
+    sys.meta_path.insert(0, _GrpcServerPatch())
     if _TERMINATION_PATH and _TERMINATION_LOG:
         _install_termination_log()
 

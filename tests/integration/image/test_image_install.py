@@ -385,7 +385,7 @@ def serve(sandbox: Sandbox, prefix: Prefix, case: Case) -> Served:
     port = free_port()
     log = sandbox.root / f"serve-{case.name}.log"
     argv = [str(prefix.path / "bin" / "modelserver"), "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--model-name", case.name, "--model-version", "1", *case.args]  # fmt: skip
+            "--grpc-port", str(free_port()), "--model-name", case.name, "--model-version", "1", *case.args]  # fmt: skip
     process = start_as_run_user(sandbox, prefix, argv, tmp=sandbox.tmp(f"serve-{case.name}"), log=log, extra=case.env)
     return Served(case, process, f"http://127.0.0.1:{port}", log)
 

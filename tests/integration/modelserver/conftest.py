@@ -43,6 +43,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int = 0
     ready_seen: bool = False
     client: httpx.Client = field(init=False)
 
@@ -89,15 +90,16 @@ class StartServer(Protocol):
 
 
 def launch(directory: Path, *args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
-    """Start `python -m modelserver serve ARGS` on a free loopback port, logging into `directory`."""
-    port = free_port()
+    """Start `python -m modelserver serve ARGS` on free loopback ports (REST and gRPC), logging into `directory`."""
+    port, grpc_port = free_port(), free_port()
     log_path = directory / f"server-{port}.log"
-    command = [sys.executable, "-m", "modelserver", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [sys.executable, "-m", "modelserver", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--grpc-port", str(grpc_port), *args]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=directory
         )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, grpc_port)
     if not ready:
         return server
     try:

@@ -239,3 +239,18 @@ def test_a_stream_shadow_is_judged_on_the_candidate_consumers_comparisons() -> N
 def test_lag_growth_over_a_past_window_is_taken_there() -> None:
     back = builtin_query("lagGrowth", dataclasses.replace(STREAM_CTX, offset_seconds=120))
     assert back == f"deriv(sum(modelserver_stream_consumer_lag{{{CONSUMERS}}})[60s:] offset 120s)"
+
+
+@pytest.mark.parametrize("builtin", ["latencyP95", "latencyP99", "errorRate", "requestRate"])
+def test_the_model_servers_queries_sum_over_every_protocol(builtin: str) -> None:
+    """REST's and gRPC's series differ only by `protocol` (the contract's PROTOCOL_LABEL): a query that selected or
+    kept it would judge a canary on part of its traffic, and errorRate reads `code` as an HTTP status for both."""
+    from modelrollout_contract.metrics import PROTOCOL_LABEL  # noqa: PLC0415
+
+    queries = [builtin_query(builtin, CTX)]  # type: ignore[arg-type]
+    slo = 0.1 if builtin.startswith("latency") else None
+    counted = count_queries(builtin, slo, CTX)  # type: ignore[arg-type]
+    if isinstance(counted, CountQueries):
+        queries += [counted.bad, counted.total]
+    for query in queries:
+        assert PROTOCOL_LABEL not in query, query

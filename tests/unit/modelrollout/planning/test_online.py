@@ -75,7 +75,11 @@ def test_pod_runs_the_model_server_with_model_settings_in_env() -> None:
     container = deployment()["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == IMAGE
     assert container["args"] == ["serve"]
-    assert container["ports"] == [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert env_of(deployment())["MODELSERVER_GRPC_PORT"] == "8081"
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
 
 
@@ -149,7 +153,16 @@ def test_services_select_one_revision_each() -> None:
     assert [s["metadata"]["labels"][LABEL_ROLE] for s in (main, stable, canary)] == ["main", "stable", "canary"]
     assert main["spec"]["selector"][LABEL_REVISION] == "aaaa0000"
     assert canary["spec"]["selector"][LABEL_REVISION] == "bbbb1111"
-    assert main["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert main["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+    ]
+
+
+def test_a_service_in_front_of_our_router_has_no_grpc_port() -> None:
+    main, stable, _ = build_services(OWNER, stable="aaaa0000", canary="bbbb1111", main="aaaa0000", router=True)
+    assert [p["name"] for p in main["spec"]["ports"]] == ["http"], "the router proxies HTTP only"
+    assert [p["name"] for p in stable["spec"]["ports"]] == ["http", "grpc"]
 
 
 def test_the_main_service_can_span_revisions_and_blue_green_gets_a_preview() -> None:

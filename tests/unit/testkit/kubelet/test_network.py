@@ -110,3 +110,19 @@ def test_the_termination_message_path_is_the_containers_own_file(
     assert own.read_text() == "done"
     assert not (tmp_path / "dev-termination-log").exists()
     assert (tmp_path / "other.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("0.0.0.0:8081", "10.1.0.7:8081"),
+        ("[::]:8081", "10.1.0.7:8081"),
+        (":8081", "10.1.0.7:8081"),
+        ("127.0.0.1:8081", "127.0.0.1:8081"),
+        ("10.9.9.9:50051", "10.9.9.9:50051"),
+    ],
+)
+def test_a_grpc_server_on_the_wildcard_listens_on_the_pods_address(
+    shim: ModuleType, address: str, expected: str
+) -> None:
+    assert shim.pod_address(address, "10.1.0.7") == expected
