@@ -174,8 +174,13 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a schema shared by several fields is written out at each: readers of a CRD expect no anchors
+
+
 def render_crd_yaml() -> str:
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120, allow_unicode=True)
+    return HEADER + yaml.dump(build_crd(), Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
 
 
 def main() -> None:
