@@ -216,7 +216,7 @@ class Reconciler:
         plan = plan_objects(md, decided=decided, actions=actions, observed=observed, settings=self._plan_settings,
                             now=now, beside=beside)  # fmt: skip
         if batch_plan is not None:
-            plan.events.extend(Event(*event) for event in batch_plan.events)
+            plan.events.extend(Event.of(event) for event in batch_plan.events)
         if verb_problem:
             plan.events.append(Event("Warning", "InvalidVerb", verb_problem))
         spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
@@ -330,7 +330,7 @@ class Reconciler:
             "conditions": [*said, *(c for c in decided.conditions if c.type not in readiness_types())],
             "history": decided.history[-self._plan_settings.history_limit :],
         })  # fmt: skip
-        events = [Event(a.type, a.reason, a.message) for a in actions if isinstance(a, RecordEvent)]
+        events = [Event.of(a) for a in actions if isinstance(a, RecordEvent)]
         events += [Event(type_, reason, message) for type_, reason, message in plan.events]
         if verb_problem:
             events.append(Event("Warning", "InvalidVerb", verb_problem))
@@ -371,7 +371,7 @@ class Reconciler:
         plan = plan_of(md, decision, observed)
         prev = md.status or ModelDeploymentStatus()
         status = pass_status(md.spec, decision, plan, prev=prev, generation=md.metadata.generation, now=now)
-        events = [Event(type_, reason, message) for type_, reason, message in plan.events]
+        events = [Event.of(event) for event in plan.events]
         if verb_problem:
             events.append(Event("Warning", "InvalidVerb", verb_problem))
         seen = {("CronJob", n): _Seen.of(o, "CronJob") for n, o in observed.cronjobs.items()}
