@@ -25,6 +25,7 @@ from modelrollout.analysis.entry import Backend, Subject, analyse
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.analysis import AnalysisSettings
 from modelrollout.api.errors import describe_validation_error
+from modelrollout.api.notifications import NotificationsSpec
 from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.backoff import Backoff
@@ -39,6 +40,9 @@ from modelrollout.modes.batch.machine import decide_batch, follow_batch
 from modelrollout.modes.batch.plan import BatchPlan, pass_status
 from modelrollout.modes.report import Readiness, mode_conditions, readiness_types, unserved_message
 from modelrollout.modes.stream.plan import StreamPlan, plan_stream
+from modelrollout.notify.bodies import ModelDeploymentRef, Notification
+from modelrollout.notify.kinds import ordered
+from modelrollout.notify.sender import Notifier
 from modelrollout.planning.applied import digest, stamped, unchanged
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
@@ -101,8 +105,11 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] | None = None,
         children: ClusterView | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        """`notifier`: where decided events that are notifications go (none: webhooks are not called)."""
         self._kube = kube
+        self._notifier = notifier
         self._children = children or ListedChildren(kube)
         self._settings = settings
         planning = settings.planning
@@ -407,7 +414,7 @@ class Reconciler:
         next pass scheduled."""
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         self._backoff.clear(key)
-        await self._post_events(raw, events, decided=True)  # before the record, as in _execute
+        await self._post_events(raw, events, decided=True, status=status)  # before the record, as in _execute
         await self._write_status(raw, status.to_wire())
         if raw_verb is not None:
             await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
@@ -497,7 +504,7 @@ class Reconciler:
             await self._report_refused(raw, md, md.status or ModelDeploymentStatus(), refused, now)
             await self._post_events(raw, side)
             return refused
-        await self._post_events(raw, plan.events, decided=True)
+        await self._post_events(raw, plan.events, decided=True, status=plan.status)
         # The record made before the routing keeps the scale-downs still to do as they were: it must not say a
         # scale-down is done before the shrink below has run (killed in between, the next pass does it again).
         ahead = plan.status
@@ -535,12 +542,20 @@ class Reconciler:
         return refused
 
     async def _post_events(
-        self, raw: dict[str, Any], events: Sequence[Event], *, decided: bool = False, logged: bool = False
+        self,
+        raw: dict[str, Any],
+        events: Sequence[Event],
+        *,
+        decided: bool = False,
+        logged: bool = False,
+        status: ModelDeploymentStatus | None = None,
     ) -> None:
         """Log and post events. `decided`: the events of a pass's decision, named after the object's
         resourceVersion as the pass read it, their place in the pass and their words (`<name>.<version>.<n><hash>`):
         a pass done again from the same stored object posts them under the same names, so at most once. Other events are
-        named `<name>.<version>.t<nanoseconds>`. Either way names sort in the order the events were written."""
+        named `<name>.<version>.t<nanoseconds>`. Either way names sort in the order the events were written.
+        A decided event that is a notification is then queued for the webhooks (the name is its id; `status` is the
+        decision's, told in the body): queued only, so no receiver ever holds a pass up."""
         meta = raw["metadata"]
         version = str(meta.get("resourceVersion", ""))
         prefix = f"{int(version):016x}" if version.isdigit() else None
@@ -553,6 +568,27 @@ class Reconciler:
             said = hashlib.sha256(f"{event.reason}\n{event.message}".encode()).hexdigest()[:8]
             key = None if prefix is None else f"{prefix}.{n:04x}{said}" if decided else f"{prefix}.t{time.time_ns():x}"
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message, key=key)
+            if decided and key is not None and event.notify and self._notifier is not None:
+                self._notify(raw, event, f"{meta['name']}.{key}", status)
+
+    def _notify(self, raw: dict[str, Any], event: Event, id_: str, status: ModelDeploymentStatus | None) -> None:
+        """Queued after the event is posted (a pass done again posts it under the same name, and the notifier drops
+        the id it already has), so a receiver never hears of a decision the cluster has no event of. Also queued when
+        the event already existed: the process that posted it may have died before delivering."""
+        assert self._notifier is not None
+        meta = raw["metadata"]
+        written = raw["spec"].get("notifications")  # valid: the pass validated the whole object
+        spec = NotificationsSpec.model_validate(written) if written is not None else None
+        notification = Notification.of(
+            id_=id_,
+            kinds=ordered(event.notify),
+            event=(event.type, event.reason, event.message),
+            subject=ModelDeploymentRef(namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid")),
+            status=status,
+            time=self._clock(),
+        )
+        involved = {"apiVersion": raw.get("apiVersion"), "kind": raw.get("kind"), "metadata": meta}
+        self._notifier.submit(notification, spec, involved)
 
     async def _apply_all(
         self,
