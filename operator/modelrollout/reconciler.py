@@ -587,7 +587,9 @@ class Reconciler:
             status=status,
             time=self._clock(),
         )
-        involved = {"apiVersion": raw.get("apiVersion"), "kind": raw.get("kind"), "metadata": meta}
+        # Where a NotificationFailed goes; emit_event fills apiVersion and kind when the index left them out.
+        involved = {k: v for k, v in (("apiVersion", raw.get("apiVersion")), ("kind", raw.get("kind"))) if v}
+        involved["metadata"] = dict(meta)
         self._notifier.submit(notification, spec, involved)
 
     async def _apply_all(
