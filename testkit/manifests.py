@@ -333,6 +333,46 @@ INVALID: list[Invalid] = [
         ("batch and stream together need spec.online",),
         base="stream.yaml",
     ),
+    Invalid(
+        "gate-with-url-and-url-secret",
+        _set(
+            "spec.rollout.gates",
+            {"confirmPromotion": {"url": "http://gate/ok", "urlSecret": {"name": "hooks", "key": "url"}}},
+        ),
+        ("set exactly one of url or urlSecret",),
+    ),
+    Invalid(
+        "gate-without-url",
+        _set("spec.rollout.gates", {"confirmRollout": {"interval": "10s"}}),
+        ("set exactly one of url or urlSecret",),
+    ),
+    Invalid(
+        "gate-url-not-http",
+        _set("spec.rollout.gates", {"confirmRollout": {"url": "ftp://gate/ok"}}),
+        ("confirmRollout.url",),
+    ),
+    Invalid(
+        "gate-on-timeout-unknown",
+        _set("spec.rollout.gates", {"confirmRollout": {"url": "http://gate/ok", "onTimeout": "skip"}}),
+        ("onTimeout", "abort", "proceed"),
+    ),
+    Invalid(
+        "pre-rollout-without-command",
+        _set("spec.rollout.gates", {"preRollout": {"command": []}}),
+        ("preRollout.command",),
+    ),
+    Invalid(
+        "gates-on-a-batch-only-rollout",
+        _set("spec.rollout", {"strategy": "direct", "gates": {"confirmRollout": {"url": "http://gate/ok"}}}),
+        ("rollout.gates are passed by online and stream rollouts", "spec.batch.gates"),
+        base="batch.yaml",
+    ),
+    Invalid(
+        "pre-rollout-on-a-stream-rollout",
+        _set("spec.rollout", {"strategy": "direct", "gates": {"preRollout": {"command": ["smoke"]}}}),
+        ("rollout.gates.preRollout", "needs spec.online"),
+        base="stream.yaml",
+    ),
 ]
 
 

@@ -23,7 +23,7 @@ from modelrollout.api.status import (
     RevisionRef,
     Verdict,
 )
-from modelrollout.planning.decide import Analyse, decide_pass
+from modelrollout.planning.decide import Analyse, Confirm, decide_pass
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import Observed, RevisionState
 from modelrollout.rollout import (
@@ -40,6 +40,7 @@ from modelrollout.rollout import (
     Verb,
     tick,
 )
+from modelrollout.rollout.actions import GateAnswer, HookPhase, HookRun, RequestConfirmation, RunHook
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -122,6 +123,12 @@ class Sim:
     scaled_down: list[str] = field(default_factory=list)
     observed_pods: dict[str, int] = field(default_factory=dict)  # as the last decision saw them
     failure: str | None = None  # why the candidate's pods cannot become ready, as the handler observes it
+    # Confirm gates: what each gate's webhook answers (True: a 2xx); every question asked, in order.
+    gate_says: dict[str, bool] = field(default_factory=dict)
+    confirmations: list[RequestConfirmation] = field(default_factory=list)
+    # The preRollout hook: how a Job the engine asked for stands (None: still running); every Job asked for.
+    hook_ends: HookPhase | None = None
+    hook_jobs: list[str] = field(default_factory=list)
 
     @classmethod
     def serving(cls, spec: ModelDeploymentSpec, stable: RevisionRef = V1, **kwargs: Any) -> Sim:
@@ -186,7 +193,10 @@ class Sim:
                 case ScaleDown(revision=rev):
                     self.pods[rev] = self.asked[rev] = 0
                     self.scaled_down.append(rev)
-                case RecordEvent() | RequestAnalysis():
+                case RunHook(job=job):
+                    if job not in self.hook_jobs:
+                        self.hook_jobs.append(job)
+                case RecordEvent() | RequestAnalysis() | RequestConfirmation():
                     pass
         self.status = decision.status
         self.decisions.append(decision)
@@ -201,20 +211,30 @@ class Sim:
         observed = self._observed()
         self.observed_pods = dict(self.pods)
         answered: list[AnalysisOutcome | None] = []
+        said: list[GateAnswer] = []
 
         async def analyse(request: AnalysisRequest) -> AnalysisOutcome | None:
             self.requests.append(request)
             answered.append(self._answer(request))
             return answered[-1]
 
-        decision, actions = _run(self._pass(self.status, observed, verb, analyse))
-        replayed = iter(answered)
+        async def confirm(request: RequestConfirmation) -> GateAnswer:
+            self.confirmations.append(request)
+            ok = self.gate_says.get(request.gate, False)
+            said.append(GateAnswer(request.gate, request.revision.revision, ok, "200: yes" if ok else "403: not yet"))
+            return said[-1]
+
+        decision, actions = _run(self._pass(self.status, observed, verb, analyse, confirm))
+        replayed, resaid = iter(answered), iter(said)
 
         async def again(_request: AnalysisRequest) -> AnalysisOutcome | None:
             return next(replayed)
 
+        async def confirm_again(_request: RequestConfirmation) -> GateAnswer:
+            return next(resaid)
+
         restarted = ModelDeploymentStatus.model_validate(self.status.to_wire())
-        redo, redo_actions = _run(self._pass(restarted, observed, verb, again))
+        redo, redo_actions = _run(self._pass(restarted, observed, verb, again, confirm_again))
         assert redo_actions == actions, "a restarted operator would act differently"
         assert redo.status.to_wire() == decision.status.to_wire(), "a restarted operator would record differently"
         assert redo.wake_at == decision.wake_at
@@ -223,10 +243,17 @@ class Sim:
         return whole
 
     async def _pass(
-        self, status: ModelDeploymentStatus, observed: Observed, verb: Verb | None, analyse: Analyse
+        self, status: ModelDeploymentStatus, observed: Observed, verb: Verb | None, analyse: Analyse, confirm: Confirm
     ) -> tuple[Decision, list[Action]]:
         return await decide_pass(
-            self.spec, status, observed=observed, target=self.target, verb=verb, now=self.now, analyse=analyse
+            self.spec,
+            status,
+            observed=observed,
+            target=self.target,
+            verb=verb,
+            now=self.now,
+            analyse=analyse,
+            confirm=confirm,
         )
 
     def _observed(self) -> Observed:
@@ -241,7 +268,8 @@ class Sim:
                 revision, desired=asked, ready=ready, available=failure is None and ready >= asked, failure=failure
             )
             revisions[revision] = RevisionState(health=health, replicas=asked, deployment={})
-        return Observed(revisions=revisions)
+        hooks = {job: HookRun(job, self.hook_ends or "Running") for job in self.hook_jobs}
+        return Observed(revisions=revisions, hooks=hooks)
 
     def _answer(self, request: AnalysisRequest) -> AnalysisOutcome | None:
         if request.kind == "Experiment":

@@ -33,7 +33,7 @@ from modelrollout.keyed_locks import KeyedLocks
 from modelrollout.kube.children import ClusterView, ListedChildren
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.routers import RouterContext, router_for
-from modelrollout.logs import ref
+from modelrollout.logs import about, ref, tell
 from modelrollout.modes import owned_kinds
 from modelrollout.modes.base import ModeName
 from modelrollout.modes.batch.machine import decide_batch, follow_batch
@@ -65,10 +65,12 @@ from modelrollout.planning.reconcile import (
     target_of,
 )
 from modelrollout.reconciler_batch import batch_inputs, observe_batch, plan_of, start_jobs
+from modelrollout.reconciler_gates import confirm as confirm_gate
+from modelrollout.reconciler_gates import observe_hooks
 from modelrollout.reconciler_stream import observe_stream
 from modelrollout.rollout import Action, Decision, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
-from modelrollout.rollout.actions import RecordEvent
+from modelrollout.rollout.actions import GateAnswer, RecordEvent, RequestConfirmation
 from modelrollout.rollout.conditions import mark_apply_failed
 from modelrollout.rollout.verbs import VERB_ANNOTATION, InvalidVerbAnnotation, Verb, parse_verb_annotation
 from modelrollout.settings import OperatorSettings
@@ -82,6 +84,7 @@ from modelrollout.telemetry import (
     STEP_DURATION,
 )
 from modelrollout.traffic.patching import RoutingTargetError
+from modelrollout.webhook import ReadSecret
 
 logger = logging.getLogger(__name__)
 # What a pass observes and may prune: every kind a mode owns (modelrollout.modes).
@@ -167,18 +170,19 @@ class Reconciler:
             if not scheduled and self._backoff.waiting(key, fresh["metadata"].get("generation"), self._clock()):
                 return
             started, result = time.perf_counter(), "error"
-            try:
-                result = await self._reconcile(fresh)
-                self._failures.pop(key, None)
-            except Exception:
-                failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = self._retry.delay_s(failures)
-                logger.exception("pass of %s/%s failed (%d in a row); retrying in %gs", *key, failures, delay,
-                                 extra=ref(*key))  # fmt: skip
-                self._wake(key, self._clock() + timedelta(seconds=delay), self._clock())
-            finally:
-                PASSES.labels(result).inc()
-                PASS_DURATION.observe(time.perf_counter() - started)
+            with about(*key, **_position(fresh.get("status"))):
+                try:
+                    result = await self._reconcile(fresh)
+                    self._failures.pop(key, None)
+                except Exception:
+                    failures = self._failures[key] = self._failures.get(key, 0) + 1
+                    delay = self._retry.delay_s(failures)
+                    logger.exception("pass of %s/%s failed (%d in a row); retrying in %gs", *key, failures, delay,
+                                     extra=ref(*key))  # fmt: skip
+                    self._wake(key, self._clock() + timedelta(seconds=delay), self._clock())
+                finally:
+                    PASSES.labels(result).inc()
+                    PASS_DURATION.observe(time.perf_counter() - started)
 
     async def settle(self, key: Key) -> None:
         """Returns once no pass of `key` runs or waits (those that did have finished)."""
@@ -215,6 +219,7 @@ class Reconciler:
         verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
         batch_verb = verb if verb is not None and verb.name == "run" and md.spec.batch is not None else None
         decision, actions = await self._decide(md, observed, None if batch_verb else verb, now)
+        tell(**_position(decision.status.to_wire()))
         decided, beside, batch_plan = decision.status, None, None
         if md.spec.batch is not None:
             decided, beside, batch_plan = await self._batch_beside(md, decided, batch_verb, now)
@@ -324,6 +329,7 @@ class Reconciler:
                                                     deployment=deployment)  # fmt: skip
         observed = Observed(revisions=revisions, existing=frozenset(seen))
         decision, actions = await self._decide(md, observed, verb, now)
+        tell(**_position(decision.status.to_wire()))
         decided = decision.status
         plan = await self._stream_plan(md, decided, owned, follow=False)
         prev = md.status or ModelDeploymentStatus()
@@ -375,6 +381,7 @@ class Reconciler:
                               default_image=self._plan_settings.default_image, verb=verb, now=now,
                               history_limit=self._plan_settings.history_limit)  # fmt: skip
         decision = decide_batch(starting_status(md.status), inputs)
+        tell(**_position(decision.status.to_wire()))
         plan = plan_of(md, decision, observed)
         prev = md.status or ModelDeploymentStatus()
         status = pass_status(md.spec, decision, plan, prev=prev, generation=md.metadata.generation, now=now)
@@ -429,14 +436,23 @@ class Reconciler:
         async def analyse(request: AnalysisRequest) -> AnalysisOutcome:
             return await self._analyse(md, request, now)
 
-        return await decide_pass(md.spec, status, observed=observed, target=target, verb=verb, now=now, analyse=analyse)
+        async def confirm(request: RequestConfirmation) -> GateAnswer:
+            return await confirm_gate(md, request, http=self._http, read_secret=self._secret_reader(md))
 
-    async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
+        return await decide_pass(
+            md.spec, status, observed=observed, target=target, verb=verb, now=now, analyse=analyse, confirm=confirm
+        )
+
+    def _secret_reader(self, md: ModelDeployment) -> ReadSecret:
         namespace = md.metadata.namespace or ""
 
         async def read_secret(name: str, key: str) -> str | None:
             return _secret_value(await self._kube.get("Secret", namespace, name), key)
 
+        return read_secret
+
+    async def _analyse(self, md: ModelDeployment, request: AnalysisRequest, now: datetime) -> AnalysisOutcome:
+        namespace = md.metadata.namespace or ""
         outcome = await analyse(
             request,
             settings=md.spec.rollout.analysis or AnalysisSettings(),
@@ -447,7 +463,7 @@ class Reconciler:
                 mode="stream" if md.spec.stream_leads else "online",
             ),
             backend=self._analysis_backend,
-            read_secret=read_secret,
+            read_secret=self._secret_reader(md),
             previous=md.status.analysis.runs if md.status else [],
             now=now,
         )
@@ -476,7 +492,8 @@ class Reconciler:
             revisions[revision] = RevisionState(
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
             )
-        return Observed(revisions=revisions, existing=frozenset(seen)), seen, owned
+        hooks = await observe_hooks(self._children, namespace, owned.get("Job", []))
+        return Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks), seen, owned
 
     async def _execute(
         self,
@@ -764,6 +781,14 @@ def _observe_step(md: ModelDeployment, written: ModelDeploymentStatus, now: date
     if written.canary == before.canary and written.current_step == before.current_step:
         return
     STEP_DURATION.labels(md.spec.rollout.strategy).observe((now - before.step_started_at).total_seconds())
+
+
+def _position(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Where a rollout stands, for the log lines of its pass: the candidate's revision (else the stable one's), the
+    step and the phase."""
+    status = status or {}
+    role = status.get("canary") or status.get("stable") or {}
+    return {"revision": role.get("revision"), "step": status.get("currentStep"), "phase": status.get("phase")}
 
 
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:

@@ -14,6 +14,7 @@ from modelrollout.api.base import (
     cel,
     cel_rules,
 )
+from modelrollout.api.gates import Gates
 from modelrollout.api.traffic import Provider, TrafficRouting
 
 Strategy = Literal["canary", "blueGreen", "shadow", "abTest", "direct"]
@@ -244,6 +245,11 @@ class RolloutSpec(ApiModel):
     )
     traffic_routing: TrafficRouting | None = Field(
         default=None, description="How traffic is split; provider router when unset."
+    )
+    gates: Gates | None = Field(
+        default=None,
+        description="Webhooks that must confirm the rollout and the promotion, and a Job that must pass before the "
+        "candidate gets traffic.",
     )
 
     @model_validator(mode="after")

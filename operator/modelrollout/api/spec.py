@@ -41,6 +41,14 @@ BATCH_ANALYSIS = (
     "remove rollout.analysis"
 )
 
+BATCH_GATES = (
+    "rollout.gates are passed by online and stream rollouts; a batch-only rollout is judged run by run by "
+    "spec.batch.gates: remove rollout.gates"
+)
+PRE_ROLLOUT_NEEDS_ONLINE = (
+    "rollout.gates.preRollout runs a Job against the candidate's Service and needs spec.online: remove it (a "
+    "stream rollout can use confirmRollout)"
+)
 
 STREAM_SHADOW = (
     "a stream shadow writes the candidate's answers to a topic of their own, compared with the output topic's: "
@@ -104,6 +112,17 @@ class ModelDeploymentSpec(ApiModel):
                 BATCH_ANALYSIS,
                 field_path=".rollout.analysis",
             ),
+            cel(
+                f"!({_BATCH_LEADS}) || !has(self.rollout) || !has(self.rollout.gates)",
+                BATCH_GATES,
+                field_path=".rollout.gates",
+            ),
+            cel(
+                "has(self.online) || !has(self.rollout) || !has(self.rollout.gates) "
+                "|| !has(self.rollout.gates.preRollout)",
+                PRE_ROLLOUT_NEEDS_ONLINE,
+                field_path=".rollout.gates.preRollout",
+            ),
         )
     )
 
@@ -144,6 +163,9 @@ class ModelDeploymentSpec(ApiModel):
                 raise ValueError(STREAM_SHADOW)
         if self.stream_leads and self.batch is not None:
             raise ValueError(STREAM_AND_BATCH)
+        gates = self.rollout.gates
+        if self.online is None and gates is not None and gates.pre_rollout is not None:
+            raise ValueError(PRE_ROLLOUT_NEEDS_ONLINE)
         return self
 
     def _batch_rollout_rules(self) -> None:
@@ -155,6 +177,8 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(BATCH_STEPS)
         if rollout.analysis is not None:
             raise ValueError(BATCH_ANALYSIS)
+        if rollout.gates is not None:
+            raise ValueError(BATCH_GATES)
 
     @property
     def stream_leads(self) -> bool:

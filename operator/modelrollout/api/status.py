@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from modelrollout.api.base import ApiModel
+from modelrollout.api.gates import GateName
 from modelrollout.api.model import ModelSpec
 from modelrollout_contract.batch import Histogram
 
@@ -257,6 +258,19 @@ class StreamStatus(ApiModel):
     waiting: str | None = Field(default=None, max_length=1024, description="What a hand-over waits for.")
 
 
+class GateStatus(ApiModel):
+    """The gate the rollout waits at (spec.rollout.gates)."""
+
+    name: GateName = Field(description="confirmRollout, preRollout or confirmPromotion.")
+    since: datetime = Field(description="When the rollout reached the gate.")
+    checks: int = Field(default=0, ge=0, description="Confirm gates: answers so far that were not a yes.")
+    next_check_at: datetime | None = Field(default=None, description="Confirm gates: when the webhook is asked next.")
+    answer: str | None = Field(
+        default=None, max_length=512, description="The webhook's last answer, or how the hook Job stands."
+    )
+    job: str | None = Field(default=None, max_length=253, description="preRollout: the hook Job's name.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and decided. Written only through the status subresource."""
 
@@ -274,6 +288,10 @@ class ModelDeploymentStatus(ApiModel):
         default=None,
         description="Why it is paused: PauseStep, User, Inconclusive (analysis could not decide), "
         "or AnalysisMisconfigured.",
+    )
+    gate: GateStatus | None = Field(default=None, description="The gate the rollout waits at, while it waits.")
+    gates_passed: list[GateName] = Field(
+        default_factory=list, max_length=3, description="The gates the current rollout has passed."
     )
     held: RevisionRef | None = Field(
         default=None,

@@ -26,6 +26,7 @@ from modelrollout.api.status import (
     AbTestResult,
     AnalysisRun,
     AnalysisStatus,
+    GateStatus,
     ModelDeploymentStatus,
     RevisionRef,
     Weights,
@@ -186,6 +187,22 @@ def pause_words(status: ModelDeploymentStatus) -> str:
     if reason is None:
         return "paused"
     return f"paused: {reason} ({PAUSE_HINTS[reason]})" if reason in PAUSE_HINTS else f"paused: {reason}"
+
+
+def gate_words(gate: GateStatus, now: datetime) -> Text:
+    """`waiting at confirmPromotion for 3m10s; asked 6 times; last answer: 403: not yet; next ask in 20s`."""
+    waited = age(max(0.0, (now - _utc(gate.since)).total_seconds()))
+    text = Text(f"waiting at {gate.name} for {waited}", style="bold yellow")
+    if gate.job is not None:
+        text.append(f"; hook Job {gate.job}", style="yellow")
+    if gate.checks:
+        text.append(f"; asked {gate.checks} times", style="yellow")
+    if gate.answer:
+        text.append(f"; last answer: {gate.answer}", style="yellow")
+    if gate.next_check_at is not None:
+        left = age(max(0.0, (_utc(gate.next_check_at) - now).total_seconds()))
+        text.append(f"; next ask in {left}", style="yellow")
+    return text
 
 
 def _step_state(index: int, status: ModelDeploymentStatus) -> tuple[str, str, str]:
@@ -359,6 +376,10 @@ def _summary(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime) 
     ]
     if status.held is not None:
         rows.append(("Held", f"{revision(status.held)}: not rolled out again until the spec changes or retry"))
+    if status.gate is not None:
+        rows.append(("Gate", gate_words(status.gate, now)))
+    elif status.gates_passed:
+        rows.append(("Gates passed", ", ".join(status.gates_passed)))
     rows.append(("Weights", weights_bar(status.weights)))
     rows.append(("Replicas", _replicas(status)))
     if status.rollout_started_at is not None:

@@ -22,6 +22,12 @@ class OnlineMode:
         OwnedKind(kinds.SERVICE_ACCOUNT, "The router of provider router runs as <name>-router."),
         OwnedKind(kinds.ROLE, "<name>-router may read its namespace's ConfigMaps."),
         OwnedKind(kinds.ROLE_BINDING, "<name>-router may read its namespace's ConfigMaps."),
+        OwnedKind(
+            kinds.JOB,
+            "The preRollout hook Job of spec.rollout.gates (and batch's pre-flight and runs), watched: one that ends "
+            "moves the rollout on at once.",
+            watched=True,
+        ),
     )
     grants: tuple[Grant, ...] = (
         Grant(

@@ -27,6 +27,7 @@ from modelrollout.modes.report import (
     with_mode_report,
     without_mode_report,
 )
+from modelrollout.planning.hooks import build_hook_job, hook_job_name
 from modelrollout.planning.names import LABEL_REVISION, router_configmap_name, workload_name
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.online import (
@@ -39,7 +40,7 @@ from modelrollout.planning.online import (
 )
 from modelrollout.planning.revision import revision_of
 from modelrollout.planning.router import build_router
-from modelrollout.rollout.actions import Action, EnsureRevision, RecordEvent, ScaleDown
+from modelrollout.rollout.actions import Action, EnsureRevision, HookRun, RecordEvent, RunHook, ScaleDown
 from modelrollout.rollout.conditions import without_apply_failure
 from modelrollout.rollout.sizing import full_replicas
 
@@ -70,6 +71,7 @@ class Observed:
 
     revisions: dict[str, RevisionState] = field(default_factory=dict)
     existing: frozenset[tuple[str, str]] = frozenset()
+    hooks: Mapping[str, HookRun] = field(default_factory=dict)  # preRollout hook Jobs, by their RunHook.job
 
 
 @dataclass(frozen=True)
@@ -280,12 +282,14 @@ def plan_objects(
         router=routed,
     )
     grow += [pdb] if (pdb := build_pdb(spec, owner)) else []
-    grow += beside.objects
+    grow += [*_hook_jobs(spec, owner, actions, settings), *beside.objects]
 
     # Prune: whatever we own that this plan no longer wants goes (old revisions, an HPA after autoscaling was
     # turned off or its revision scaled to zero, a PDB after scaling to one pod), as `kubectl apply --prune`
     # would. The router's ConfigMap is written by the router provider, not here, and stays while it is in use.
-    wanted_objects = {(obj["kind"], obj["metadata"]["name"]) for obj in grow + shrink}
+    # Hook Jobs are kept for their logs (their TTL and the garbage collector remove them).
+    hooks = {("Job", hook_job_name(owner.name, key)) for key in observed.hooks}
+    wanted_objects = {(obj["kind"], obj["metadata"]["name"]) for obj in grow + shrink} | hooks
     if routed:
         wanted_objects.add(("ConfigMap", router_configmap_name(owner.name)))
     delete = sorted((observed.existing - wanted_objects) | set(beside.delete))
@@ -305,6 +309,13 @@ def plan_objects(
 
     status = _status(md, decided, observed=observed, settings=settings, now=now, events=events, beside=beside.ready)
     return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
+
+
+def _hook_jobs(
+    spec: ModelDeploymentSpec, owner: Owner, actions: Sequence[Action], settings: PlanSettings
+) -> list[dict[str, Any]]:
+    runs = [a for a in actions if isinstance(a, RunHook)]
+    return [build_hook_job(spec, owner, run, image_default=settings.default_image) for run in runs]
 
 
 def _status(

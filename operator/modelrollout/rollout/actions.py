@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from modelrollout.analysis.request import AnalysisRequest
+from modelrollout.api.gates import GateName
 from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.status import RevisionRef
 from modelrollout.traffic.base import StickyBy
@@ -93,4 +94,56 @@ class RequestAnalysis:
     request: AnalysisRequest
 
 
-Action = EnsureRevision | SetWeights | SetMirror | SetSticky | Promote | ScaleDown | RecordEvent | RequestAnalysis
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestConfirmation:
+    """A confirm gate's webhook is due: ask it (once) and call tick again with the `GateAnswer`. Until a yes, the
+    rollout waits at the gate."""
+
+    gate: GateName
+    revision: RevisionRef
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunHook:
+    """Run the preRollout hook Job `job` against `revision` (its pods are ready; it gets no traffic yet). Applying
+    the same Job again changes nothing; tick learns how it ended from a `HookRun`."""
+
+    job: str
+    revision: RevisionRef
+
+
+@dataclass(frozen=True, slots=True)
+class GateAnswer:
+    """What a confirm gate's webhook answered: `ok` for a 2xx; `detail` is the answer in words (status and the start
+    of the body, or why there was none)."""
+
+    gate: GateName
+    revision: str
+    ok: bool
+    detail: str
+
+
+HookPhase = Literal["Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class HookRun:
+    """How a preRollout hook Job stands, as observed."""
+
+    job: str
+    phase: HookPhase
+    message: str = ""
+
+
+Action = (
+    EnsureRevision
+    | SetWeights
+    | SetMirror
+    | SetSticky
+    | Promote
+    | ScaleDown
+    | RecordEvent
+    | RequestAnalysis
+    | RequestConfirmation
+    | RunHook
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from modelrollout.rollout import gates
 from modelrollout.rollout.lifecycle import enter_promoting, next_step, rollback, undo
 from modelrollout.rollout.verbs import Verb, VerbName
 from modelrollout.rollout.work import Work, label
@@ -29,6 +30,8 @@ def _promote(w: Work, verb: Verb) -> None:
     w.unpause()
     if verb.full:
         enter_promoting(w, "promote --full by a user")
+        return
+    if gates.skip(w, "a user (promote)"):
         return
     index = w.status.current_step or 0
     step = w.step()

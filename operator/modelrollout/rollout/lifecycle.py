@@ -33,6 +33,7 @@ def _record(w: Work, ref: RevisionRef, outcome: Outcome, message: str) -> None:
 def _clear_rollout(w: Work) -> None:
     s = w.status
     s.canary = None
+    s.gate, s.gates_passed = None, []
     s.current_step = s.step_started_at = s.rollout_started_at = None
     s.paused, s.pause_reason = False, None
     s.analysis.next_run_at = None
@@ -70,10 +71,12 @@ def start(w: Work) -> None:
     s.canary = target
     s.current_step, s.step_started_at, s.rollout_started_at = 0, w.now, w.now
     s.paused, s.pause_reason = False, None
+    s.gate, s.gates_passed = None, []
     s.analysis = AnalysisStatus()
     s.ab_test = None
     _keep_running(w, target)
-    if s.stable is None or not w.plan.steps:
+    gated = w.pending_gate(("confirmRollout", "preRollout", "confirmPromotion")) is not None
+    if s.stable is None or (not w.plan.steps and not gated):
         # Nothing to compare with (first revision) or nothing to step through (direct): promote once available.
         s.phase, s.current_step = "Promoting", len(w.plan.steps)
         w.ensure(target, "canary", full_replicas(w.spec))
@@ -147,7 +150,8 @@ def next_step(w: Work) -> None:
     s = w.status
     s.current_step = (s.current_step or 0) + 1
     s.step_started_at = w.now
-    if s.current_step >= len(w.plan.steps):
+    # With confirmPromotion still to pass, the steps' loop stops at that gate before promoting.
+    if s.current_step >= len(w.plan.steps) and w.pending_gate(("confirmPromotion",)) is None:
         enter_promoting(w, "all steps done")
 
 
@@ -156,6 +160,7 @@ def enter_promoting(w: Work, why: str) -> None:
     s.current_step = len(w.plan.steps)
     s.step_started_at = w.now
     s.paused, s.pause_reason = False, None
+    s.gate = None  # promote --full leaves any gate behind: a human decided
     s.phase = "Promoting"
     w.event("Normal", "Promoting", f"{why}: promoting {label(w.canary)} once it runs at full size")
 

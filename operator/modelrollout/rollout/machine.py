@@ -10,7 +10,8 @@ from datetime import datetime
 from modelrollout.analysis.request import AnalysisOutcome
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, RevisionRef
-from modelrollout.rollout.actions import Action
+from modelrollout.rollout import gates
+from modelrollout.rollout.actions import Action, GateAnswer, HookRun
 from modelrollout.rollout.analysing import consume, pending, request_due
 from modelrollout.rollout.commands import apply_verb
 from modelrollout.rollout.conditions import sync_conditions
@@ -41,6 +42,8 @@ def _settle_phase(w: Work) -> None:
 
 def _wake_at(w: Work) -> datetime | None:
     times = [d.at for d in w.status.scale_downs] + [p.at for p in pending(w)]
+    if not w.status.paused:
+        times += gates.next_wake(w)
     step = w.step() if w.in_rollout and not w.status.paused and w.status.phase != "Promoting" else None
     if isinstance(step, PauseStep | WindowStep) and step.seconds is not None:
         times.append(w.after(step.seconds, w.status.step_started_at))
@@ -57,6 +60,8 @@ def tick(
     verb: Verb | None = None,
     failure: str | None = None,
     asked: Mapping[str, int] | None = None,
+    answer: GateAnswer | None = None,
+    hook: HookRun | None = None,
 ) -> Decision:
     """Advance the rollout of `target` (the revision the spec asks for) by everything that can happen at `now`.
 
@@ -65,6 +70,8 @@ def tick(
     `failure` says why the candidate (`status.canary`) cannot become available, when it cannot.
     `asked` is the pods we last asked each revision to run (by revision); with it, the roles follow a change of
     the spec's size. Without it (a caller that cannot know), sizes change only at the steps.
+    `answer` is a confirm gate's webhook answer to a RequestConfirmation of an earlier decision; `hook` how the
+    preRollout hook Job of `status.gate.job` stands.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (status times are UTC)")
@@ -75,6 +82,8 @@ def tick(
         before=status,
         status=status.model_copy(deep=True),
         plan=build_plan(spec.rollout),
+        answer=answer,
+        hook=hook,
     )
     if verb is not None:
         apply_verb(w, verb)

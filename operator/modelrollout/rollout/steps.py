@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from modelrollout.rollout import ab_test
+from modelrollout.rollout import ab_test, gates
 from modelrollout.rollout.actions import SetSticky
 from modelrollout.rollout.lifecycle import enter_promoting, next_step, promote_when_ready
 from modelrollout.rollout.plan import (
@@ -167,9 +167,13 @@ def run_steps(w: Work) -> None:
         if s.phase == "Promoting":
             promote_when_ready(w)
             return
+        if not gates.passed(w, gates.BEFORE_STEPS):
+            return
         index = s.current_step or 0
         step = w.step()
         if step is None:
+            if not gates.passed(w, gates.BEFORE_PROMOTION):
+                return
             enter_promoting(w, "all steps done")
             continue
         if not _RUNNERS[type(step)](w, step, index):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from modelrollout.analysis.evaluate import clip
+from modelrollout.api.gates import GateName
 from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, PauseReason, RevisionRef, Weights
@@ -14,6 +15,8 @@ from modelrollout.rollout.actions import (
     Action,
     EnsureRevision,
     EventType,
+    GateAnswer,
+    HookRun,
     RecordEvent,
     Role,
     SetMirror,
@@ -48,6 +51,8 @@ class Work:
     status: ModelDeploymentStatus  # the copy being edited
     plan: Plan
     actions: list[Action] = field(default_factory=list)
+    answer: GateAnswer | None = None  # a confirm gate's webhook answer, asked for by an earlier decision
+    hook: HookRun | None = None  # the preRollout hook Job, as observed
 
     # --- reading ----------------------------------------------------------------------------------------
 
@@ -64,6 +69,15 @@ class Work:
     def step(self) -> Step | None:
         index = self.status.current_step or 0
         return self.plan.steps[index] if index < len(self.plan.steps) else None
+
+    def pending_gate(self, names: tuple[GateName, ...]) -> GateName | None:
+        """The first of `names` (spec.rollout.gates) this rollout still has to pass. The first revision passes
+        none: there is nothing to protect yet."""
+        gates = self.spec.rollout.gates
+        if gates is None or self.status.stable is None:
+            return None
+        configured = gates.configured()
+        return next((n for n in names if n in configured and n not in self.status.gates_passed), None)
 
     def step_elapsed(self) -> float:
         started = self.status.step_started_at or self.now

@@ -288,6 +288,10 @@ def _json_logs(process: OperatorProcess) -> None:
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any(r["logger"].startswith("kopf") for r in records)
     assert any(r["logger"] == "modelrollout.reconciler" and r.get("name") == "churn" for r in records)
+    # Every line a pass writes says where the rollout stands, whichever library wrote it.
+    about_churn = [r for r in records if r.get("name") == "churn" and r["logger"] == "modelrollout.reconciler"]
+    assert about_churn
+    assert all(r.get("revision") and r.get("phase") for r in about_churn), about_churn
 
 
 async def test_a_leader_that_stalled_past_its_lease_exits_when_it_resumes_and_writes_nothing(pair: Pair) -> None:

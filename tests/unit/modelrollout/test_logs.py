@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 
 import pytest
 
-from modelrollout.logs import JsonFormatter, configure, ref
+from modelrollout.logs import JsonFormatter, about, configure, ref, tell
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -72,3 +73,41 @@ def test_configure_sets_one_stderr_handler(
             assert err.endswith("INFO kopf.objects: hello")
     finally:
         root.handlers[:], root.level = before
+
+
+def test_a_record_written_during_a_pass_says_where_that_rollout_stands() -> None:
+    outside = json.loads(JsonFormatter().format(record("resync")))
+    assert "name" not in outside
+    with about("ml", "iris", revision="aaaa1111", step=None, phase="Healthy"):
+        # Any library's record during the pass: the HTTP client's request to Prometheus, say.
+        start = json.loads(JsonFormatter().format(record("HTTP Request: GET /api/v1/query")))
+        tell(revision="bbbb2222", step=1, phase="Progressing")
+        decided = json.loads(JsonFormatter().format(record("iris WeightSet", **ref("ml", "iris"))))
+        other = json.loads(JsonFormatter().format(record("released", **ref("ml", "churn"))))
+    after = json.loads(JsonFormatter().format(record("resync")))
+    assert (start["namespace"], start["name"], start["revision"], start["phase"]) == (
+        "ml",
+        "iris",
+        "aaaa1111",
+        "Healthy",
+    )
+    assert "step" not in start  # unknown is left out, never null
+    assert (decided["revision"], decided["step"], decided["phase"]) == ("bbbb2222", 1, "Progressing")
+    assert other["name"] == "churn"
+    assert "revision" not in other  # a record about another object never borrows this pass's position
+    assert "name" not in after
+    tell(revision="x")  # outside a pass: nothing to update, nothing raised
+
+
+async def test_concurrent_passes_keep_their_own_position() -> None:
+    async def pass_of(name: str, revision: str) -> dict[str, object]:
+        with about("ml", name, revision=revision):
+            await asyncio.sleep(0.01)
+            tell(step=2)
+            await asyncio.sleep(0.01)
+            line: dict[str, object] = json.loads(JsonFormatter().format(record("applied")))
+            return line
+
+    first, second = await asyncio.gather(pass_of("iris", "r1"), pass_of("churn", "r2"))
+    assert (first["name"], first["revision"], first["step"]) == ("iris", "r1", 2)
+    assert (second["name"], second["revision"], second["step"]) == ("churn", "r2", 2)

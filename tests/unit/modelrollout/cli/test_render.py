@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 from testkit.manifests import load_example
-from testkit.rollout import T0
+from testkit.rollout import T0, Sim, make_spec
 
 from modelrollout.api.resource import ModelDeployment, ObjectMeta
 from modelrollout.api.status import (
@@ -371,3 +371,20 @@ def test_batch_runs_show_records_gates_and_why_a_run_failed() -> None:
     assert "SchemaMismatch" in failed
     assert "input lacks column f3" in whole
     assert output.index("29411") < output.index("29410"), "newest first"
+
+
+def test_a_rollout_waiting_at_a_gate_says_which_since_when_the_last_answer_and_the_next_question() -> None:
+    gate = {"url": "http://board.ci/approve", "interval": "30s"}
+    sim = Sim.serving(make_spec({"strategy": "canary", "canary": {"steps": [{"setWeight": 20}]},
+                                 "gates": {"confirmPromotion": gate}}))  # fmt: skip
+    sim.run(until=lambda s: s.status.gate is not None, step_s=10)
+    sim.wait(10)
+    out = view(sim, later=5)
+    (line,) = lines_with(out, "Gate")
+    assert "waiting at confirmPromotion for" in line
+    assert "asked 1 times" in line
+    assert "last answer: 403: not yet" in line
+    assert "next ask in 15s" in line
+    sim.gate_says["confirmPromotion"] = True
+    sim.wait(20)
+    assert not lines_with(view(sim), "Gate ")

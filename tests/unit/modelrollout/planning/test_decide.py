@@ -13,6 +13,7 @@ from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import Observed, RevisionState
 from modelrollout.rollout import EnsureRevision, RecordEvent, SetWeights, Verb
+from modelrollout.rollout.actions import GateAnswer, RequestConfirmation
 
 
 def observed(*pods: tuple[RevisionRef, int]) -> Observed:
@@ -41,6 +42,10 @@ def mid_rollout(**update: Any) -> ModelDeploymentStatus:
     )
 
 
+async def no_gates(request: RequestConfirmation) -> GateAnswer:
+    raise AssertionError(f"a spec without gates asked {request.gate}")
+
+
 class Analyst:
     """Answers each request with the verdict scripted for its kind, and remembers what it was asked."""
 
@@ -63,7 +68,14 @@ async def test_a_step_ending_with_a_failing_run_due_never_raises_the_weight_firs
     )
     analyst = Analyst(Background="Failed")
     decision, actions = await decide_pass(
-        spec, mid_rollout(), observed=observed((V1, 4), (V2, 1)), target=V2, verb=None, now=T0, analyse=analyst
+        spec,
+        mid_rollout(),
+        observed=observed((V1, 4), (V2, 1)),
+        target=V2,
+        verb=None,
+        now=T0,
+        analyse=analyst,
+        confirm=no_gates,
     )
     assert decision.status.phase == "RolledBack"
     assert SetWeights(stable=50, canary=50) not in actions
@@ -77,7 +89,14 @@ async def test_an_analysis_step_entered_during_the_pass_is_judged_in_the_same_pa
     spec = make_spec({"strategy": "canary", "canary": {"steps": steps}, "analysis": analysis()})
     analyst = Analyst(Background="Successful", Step="Failed")
     decision, _ = await decide_pass(
-        spec, mid_rollout(), observed=observed((V1, 4), (V2, 1)), target=V2, verb=None, now=T0, analyse=analyst
+        spec,
+        mid_rollout(),
+        observed=observed((V1, 4), (V2, 1)),
+        target=V2,
+        verb=None,
+        now=T0,
+        analyse=analyst,
+        confirm=no_gates,
     )
     # The pause ends and the analysis step (its window already passed) asks at once; the pass's start could not
     # have answered it, so it is judged on the decision that entered the step, and acted on in this pass.
@@ -98,6 +117,7 @@ async def test_without_a_due_analysis_the_pass_is_one_tick_and_a_verb_applies_on
         verb=Verb(name="promote", id="v-1"),
         now=T0,
         analyse=analyst,
+        confirm=no_gates,
     )
     assert analyst.asked == []
     assert decision.status.last_verb_id == "v-1"
@@ -119,7 +139,14 @@ async def test_an_analysis_without_a_verdict_yet_leaves_the_pass_acting_on_what_
         return None
 
     decision, actions = await decide_pass(
-        spec, mid_rollout(), observed=observed((V1, 4), (V2, 1)), target=V2, verb=None, now=T0, analyse=not_yet
+        spec,
+        mid_rollout(),
+        observed=observed((V1, 4), (V2, 1)),
+        target=V2,
+        verb=None,
+        now=T0,
+        analyse=not_yet,
+        confirm=no_gates,
     )
     assert [r.kind for r in asked] == ["Background"]
     assert decision.status.analysis.runs == []
