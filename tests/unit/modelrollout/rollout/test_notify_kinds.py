@@ -183,3 +183,20 @@ def test_the_engine_names_only_known_kinds() -> None:
     sim = Sim.serving(canary(failureLimit=1), script=always("Failed"))
     sim.run(until=lambda s: s.status.phase == "RolledBack")
     assert all(set(e.notify) <= set(NOTIFICATION_KINDS) for e in sim.events())
+
+
+def test_gates_that_stop_a_rollout_are_rollbacks_and_waiting_at_one_is_not_a_pause() -> None:
+    gate = {"url": "http://gate.ci:8080/approve", "interval": "10s", "waitUpTo": "1m"}
+    timed_out = Sim.serving(
+        make_spec({"strategy": "canary", "canary": {"steps": STEPS}, "gates": {"confirmRollout": gate}})
+    )
+    timed_out.run(until=lambda s: s.status.phase == "RolledBack")
+    assert told(timed_out) == [("RolloutStarted", {"started"}), ("GateTimedOut", {"rolledBack"})]
+    assert timed_out.events("GateWaiting")
+    hooked = Sim.serving(make_spec({"strategy": "canary", "canary": {"steps": STEPS},
+                                    "gates": {"preRollout": {"command": ["smoke-test"]}}}))  # fmt: skip
+    hooked.tick()
+    hooked.wait(5)
+    hooked.hook_ends = "Failed"
+    hooked.wait(5)
+    assert told(hooked)[-1] == ("PreRolloutFailed", {"rolledBack"})
