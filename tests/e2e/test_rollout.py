@@ -109,6 +109,8 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(
     stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.healthy})
     rollout = world.rollout_of(stack)
     notifications = await webhook_in_secret(world, kube_api, receiver, "/team")
+    # A second webhook whose Secret lacks its key: it fails alone, said once, and never holds the first one up.
+    notifications["webhooks"].append({"name": "broken", "urlSecret": {"name": "rollout-hooks", "key": "missing"}})
     canary = routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": analysis(stack)})
     await rollout.create(canary, notifications=notifications)
     load = await serve_through_router(rollout, world.classifiers.dataset)
@@ -159,6 +161,9 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(
     # Events are named as the notifications: the same ids, in the same order.
     named = await rollout.event_names()
     assert [name for name in named if name in set(ids)] == ids
+    failed = [message for reason, message in await rollout.events() if reason == "NotificationFailed"]
+    assert len(failed) == 1, failed
+    assert "spec.notifications.webhooks[1].urlSecret: Secret 'rollout-hooks' has no key 'missing'" in failed[0]
     # The operator's default webhook heard the starts and ends, in Slack's format.
     ops = await heard(receiver, DEFAULT_HOOK, 4)
     assert [r.body["text"].split(": ")[1] for r in ops] == ["RolloutStarted", "Promoted", "RolloutStarted", "Promoted"]
