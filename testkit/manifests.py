@@ -376,6 +376,46 @@ INVALID: list[Invalid] = [
 ]
 
 
+_HOOK = {"name": "team-chat", "url": "https://hooks.example.com/x"}
+INVALID += [
+    Invalid(
+        "notification-webhook-names-repeat",
+        _set("spec.notifications", {"webhooks": [_HOOK, {**_HOOK, "format": "slack"}]}),
+        ("notifications.webhooks", "must be unique", "its own name"),
+    ),
+    Invalid(
+        "notification-webhook-url-twice",
+        _set("spec.notifications", {"webhooks": [{**_HOOK, "urlSecret": {"name": "hooks", "key": "chat"}}]}),
+        ("webhooks[0]", "exactly one of url or urlSecret"),
+    ),
+    Invalid(
+        "notification-webhook-without-url",
+        _set("spec.notifications", {"webhooks": [{"name": "team-chat"}]}),
+        ("webhooks[0]", "exactly one of url or urlSecret"),
+    ),
+    Invalid(
+        "notification-webhook-name",
+        _set("spec.notifications", {"webhooks": [{**_HOOK, "name": "Team_Chat"}]}),
+        ("webhooks[0].name", "must be a DNS label"),
+    ),
+    Invalid(
+        "notification-webhook-format",
+        _set("spec.notifications", {"webhooks": [{**_HOOK, "format": "discord"}]}),
+        ("webhooks[0].format", "generic", "slack", "teams"),
+    ),
+    Invalid(
+        "notification-event-kind",
+        _set("spec.notifications", {"webhooks": [{**_HOOK, "events": ["promoted", "deployed"]}]}),
+        ("webhooks[0].events[1]", "started", "stepReached", "rolledBack", "abDecided"),
+    ),
+    Invalid(
+        "notification-webhook-url-scheme",
+        _set("spec.notifications", {"webhooks": [{**_HOOK, "url": "ftp://hooks.example.com/x"}]}),
+        ("webhooks[0].url", "https?://"),
+    ),
+]
+
+
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
 EDGE_VALID: list[Invalid] = [
     Invalid(
@@ -447,4 +487,34 @@ EDGE_VALID: list[Invalid] = [
     Invalid("utc", _set("spec.batch.timeZone", "UTC"), (), base="batch.yaml"),
     Invalid("etc-offset-zone", _set("spec.batch.timeZone", "Etc/GMT+5"), (), base="batch.yaml"),
     Invalid("three-part-zone", _set("spec.batch.timeZone", "America/Argentina/Buenos_Aires"), (), base="batch.yaml"),
+    Invalid(
+        "notification-webhooks-every-shape",
+        _set(
+            "spec.notifications",
+            {
+                "operatorDefaults": False,
+                "webhooks": [
+                    {**_HOOK, "events": ["promoted", "rolledBack"], "timeout": "1500ms"},
+                    {"name": "slack", "format": "slack", "urlSecret": {"name": "hooks", "key": "slack"}},
+                    {
+                        "name": "t" * 63,
+                        "format": "teams",
+                        "urlSecret": {"name": "hooks", "key": "teams"},
+                        "bearerTokenSecret": {"name": "hooks", "key": "token"},
+                        "events": [
+                            "started",
+                            "stepReached",
+                            "paused",
+                            "promoted",
+                            "rolledBack",
+                            "analysisFailed",
+                            "abDecided",
+                        ],
+                    },
+                ],
+            },
+        ),
+        (),
+    ),
+    Invalid("notifications-off", _set("spec.notifications", {"operatorDefaults": False}), ()),
 ]

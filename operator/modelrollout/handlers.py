@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -19,6 +21,7 @@ from modelrollout.kube.kinds import SCALED_OBJECT
 from modelrollout.kube.throttle import TokenBucket
 from modelrollout.logs import ref
 from modelrollout.modes import owned_kinds, watched_kinds
+from modelrollout.notify.sender import Notifier
 from modelrollout.reconciler import Reconciler
 from modelrollout.settings import OperatorSettings
 from modelrollout.telemetry import PASS_TRIGGERS
@@ -122,6 +125,20 @@ async def resync_forever(cluster: WatchedCluster, passes: Passes, settings: Oper
             passes.start(*key)
 
 
+def notifier_for(kube: KubeClient, settings: OperatorSettings) -> Notifier:
+    """Delivery of rollout notifications, through the same client as the passes (its leader fence, its rate
+    limit): Secrets read when a webhook is called, NotificationFailed posted on the ModelDeployment."""
+
+    async def read_secret(namespace: str, name: str, key: str) -> str | None:
+        encoded = (((await kube.get("Secret", namespace, name)) or {}).get("data") or {}).get(key)
+        return base64.b64decode(encoded).decode().strip() if encoded else None
+
+    async def post_warning(involved: Mapping[str, Any], reason: str, message: str) -> None:
+        await kube.emit_event(dict(involved), type_="Warning", reason=reason, message=message)
+
+    return Notifier(settings.notifications, read_secret=read_secret, post_warning=post_warning)
+
+
 def bearer_token(api_key: dict[str, str]) -> str | None:
     """The token kubernetes_asyncio loaded (kubeconfig token, in-cluster ServiceAccount), if any.
 
@@ -168,9 +185,10 @@ def register(
                 passes.start(*key)
 
         cluster = WatchedCluster(kube, CHILD_KINDS, changed, namespaces=op.watching.namespaces)
-        reconciler = Reconciler(kube, op, children=cluster)
+        notifier = notifier_for(kube, op)
+        reconciler = Reconciler(kube, op, children=cluster, notifier=notifier)
         passes = Passes(reconciler, cluster, kube)
-        state.update(kube=kube, cluster=cluster, reconciler=reconciler, passes=passes)
+        state.update(kube=kube, cluster=cluster, reconciler=reconciler, passes=passes, notifier=notifier)
         cluster.start()
         state["resync"] = asyncio.create_task(resync_forever(cluster, passes, op), name="modelrollout-resync")
         # Additions to users' routing objects left by ModelDeployments deleted while we were not watching.
@@ -209,6 +227,8 @@ def register(
             await state["passes"].stop()
         if "reconciler" in state:
             await state["reconciler"].close()
+        if "notifier" in state:
+            await state["notifier"].close()
         if "kube" in state:
             await state["kube"].close()
 

@@ -25,6 +25,7 @@ from modelrollout.analysis.entry import Backend, Subject, analyse
 from modelrollout.analysis.request import AnalysisOutcome, AnalysisRequest
 from modelrollout.api.analysis import AnalysisSettings
 from modelrollout.api.errors import describe_validation_error
+from modelrollout.api.notifications import NotificationsSpec
 from modelrollout.api.resource import KIND, ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.backoff import Backoff
@@ -39,6 +40,9 @@ from modelrollout.modes.batch.machine import decide_batch, follow_batch
 from modelrollout.modes.batch.plan import BatchPlan, pass_status
 from modelrollout.modes.report import Readiness, mode_conditions, readiness_types, unserved_message
 from modelrollout.modes.stream.plan import StreamPlan, plan_stream
+from modelrollout.notify.bodies import ModelDeploymentRef, Notification
+from modelrollout.notify.kinds import ordered
+from modelrollout.notify.sender import Notifier
 from modelrollout.planning.applied import digest, stamped, unchanged
 from modelrollout.planning.decide import decide_pass
 from modelrollout.planning.names import (
@@ -105,8 +109,11 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] | None = None,
         children: ClusterView | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        """`notifier`: where decided events that are notifications go (none: webhooks are not called)."""
         self._kube = kube
+        self._notifier = notifier
         self._children = children or ListedChildren(kube)
         self._settings = settings
         planning = settings.planning
@@ -223,7 +230,7 @@ class Reconciler:
         plan = plan_objects(md, decided=decided, actions=actions, observed=observed, settings=self._plan_settings,
                             now=now, beside=beside)  # fmt: skip
         if batch_plan is not None:
-            plan.events.extend(Event(*event) for event in batch_plan.events)
+            plan.events.extend(Event.of(event) for event in batch_plan.events)
         if verb_problem:
             plan.events.append(Event("Warning", "InvalidVerb", verb_problem))
         spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
@@ -338,7 +345,7 @@ class Reconciler:
             "conditions": [*said, *(c for c in decided.conditions if c.type not in readiness_types())],
             "history": decided.history[-self._plan_settings.history_limit :],
         })  # fmt: skip
-        events = [Event(a.type, a.reason, a.message) for a in actions if isinstance(a, RecordEvent)]
+        events = [Event.of(a) for a in actions if isinstance(a, RecordEvent)]
         events += [Event(type_, reason, message) for type_, reason, message in plan.events]
         if verb_problem:
             events.append(Event("Warning", "InvalidVerb", verb_problem))
@@ -380,7 +387,7 @@ class Reconciler:
         plan = plan_of(md, decision, observed)
         prev = md.status or ModelDeploymentStatus()
         status = pass_status(md.spec, decision, plan, prev=prev, generation=md.metadata.generation, now=now)
-        events = [Event(type_, reason, message) for type_, reason, message in plan.events]
+        events = [Event.of(event) for event in plan.events]
         if verb_problem:
             events.append(Event("Warning", "InvalidVerb", verb_problem))
         seen = {("CronJob", n): _Seen.of(o, "CronJob") for n, o in observed.cronjobs.items()}
@@ -416,7 +423,7 @@ class Reconciler:
         next pass scheduled."""
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         self._backoff.clear(key)
-        await self._post_events(raw, events, decided=True)  # before the record, as in _execute
+        await self._post_events(raw, events, decided=True, status=status)  # before the record, as in _execute
         await self._write_status(raw, status.to_wire())
         if raw_verb is not None:
             await self._kube.remove_annotation(KIND, *key, VERB_ANNOTATION, if_value=raw_verb)
@@ -516,7 +523,7 @@ class Reconciler:
             await self._report_refused(raw, md, md.status or ModelDeploymentStatus(), refused, now)
             await self._post_events(raw, side)
             return refused
-        await self._post_events(raw, plan.events, decided=True)
+        await self._post_events(raw, plan.events, decided=True, status=plan.status)
         # The record made before the routing keeps the scale-downs still to do as they were: it must not say a
         # scale-down is done before the shrink below has run (killed in between, the next pass does it again).
         ahead = plan.status
@@ -554,12 +561,20 @@ class Reconciler:
         return refused
 
     async def _post_events(
-        self, raw: dict[str, Any], events: Sequence[Event], *, decided: bool = False, logged: bool = False
+        self,
+        raw: dict[str, Any],
+        events: Sequence[Event],
+        *,
+        decided: bool = False,
+        logged: bool = False,
+        status: ModelDeploymentStatus | None = None,
     ) -> None:
         """Log and post events. `decided`: the events of a pass's decision, named after the object's
         resourceVersion as the pass read it, their place in the pass and their words (`<name>.<version>.<n><hash>`):
         a pass done again from the same stored object posts them under the same names, so at most once. Other events are
-        named `<name>.<version>.t<nanoseconds>`. Either way names sort in the order the events were written."""
+        named `<name>.<version>.t<nanoseconds>`. Either way names sort in the order the events were written.
+        A decided event that is a notification is then queued for the webhooks (the name is its id; `status` is the
+        decision's, told in the body): queued only, so no receiver ever holds a pass up."""
         meta = raw["metadata"]
         version = str(meta.get("resourceVersion", ""))
         prefix = f"{int(version):016x}" if version.isdigit() else None
@@ -572,6 +587,29 @@ class Reconciler:
             said = hashlib.sha256(f"{event.reason}\n{event.message}".encode()).hexdigest()[:8]
             key = None if prefix is None else f"{prefix}.{n:04x}{said}" if decided else f"{prefix}.t{time.time_ns():x}"
             await self._kube.emit_event(raw, type_=event.type, reason=event.reason, message=event.message, key=key)
+            if decided and key is not None and event.notify and self._notifier is not None:
+                self._notify(raw, event, f"{meta['name']}.{key}", status)
+
+    def _notify(self, raw: dict[str, Any], event: Event, id_: str, status: ModelDeploymentStatus | None) -> None:
+        """Queued after the event is posted (a pass done again posts it under the same name, and the notifier drops
+        the id it already has), so a receiver never hears of a decision the cluster has no event of. Also queued when
+        the event already existed: the process that posted it may have died before delivering."""
+        assert self._notifier is not None
+        meta = raw["metadata"]
+        written = raw["spec"].get("notifications")  # valid: the pass validated the whole object
+        spec = NotificationsSpec.model_validate(written) if written is not None else None
+        notification = Notification.of(
+            id_=id_,
+            kinds=ordered(event.notify),
+            event=(event.type, event.reason, event.message),
+            subject=ModelDeploymentRef(namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid")),
+            status=status,
+            time=self._clock(),
+        )
+        # Where a NotificationFailed goes; emit_event fills apiVersion and kind when the index left them out.
+        involved = {k: v for k, v in (("apiVersion", raw.get("apiVersion")), ("kind", raw.get("kind"))) if v}
+        involved["metadata"] = dict(meta)
+        self._notifier.submit(notification, spec, involved)
 
     async def _apply_all(
         self,

@@ -6,10 +6,15 @@ The batch and stream modes add their groups here."""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from modelrollout.api.base import Duration
+from modelrollout.api.notifications import NOTIFICATION_KINDS, NotificationKind, WebhookFormat, WebhookName
 
 
 class _Group(BaseSettings):
@@ -163,6 +168,76 @@ class LoggingSettings(_Group):
     )
 
 
+class DefaultWebhook(BaseModel):
+    """One of the operator's default webhooks: every ModelDeployment's events go to it unless its
+    spec.notifications.operatorDefaults is false. The whole list is a secret (it comes from a Secret through the
+    environment), so the URL and the token are written in it, not referred to."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    name: WebhookName
+    url: str = Field(pattern=r"^https?://", max_length=2048, repr=False)
+    format: WebhookFormat = "generic"
+    events: list[NotificationKind] = Field(default_factory=lambda: list(NOTIFICATION_KINDS), min_length=1)
+    bearer_token: str | None = Field(default=None, min_length=1, repr=False)
+    timeout: Duration = "5s"
+
+
+class NotificationSettings(_Group):
+    """Rollout notifications (`notify`): the operator's default webhooks, and how hard a delivery is tried. A
+    delivery never holds a rollout up: it runs in the background, in order per webhook."""
+
+    default_webhooks: Annotated[list[DefaultWebhook], NoDecode] = Field(
+        default_factory=list,
+        description="The operator's default webhooks, a YAML or JSON list of {name, url, format, events, "
+        "bearerToken, timeout}; the chart fills it from the Secret its notifications.secretName names.",
+    )
+    notify_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts of one notification to one webhook before it is given up."
+    )
+    notify_max_age_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="A notification not delivered this long after its event is given up (a receiver down for "
+        "longer misses it; the ModelDeployment gets a NotificationFailed event).",
+    )
+    notify_retry_initial_s: float = Field(
+        default=1.0, gt=0, le=600, description="First retry delay of a notification; doubles, with jitter."
+    )
+    notify_retry_max_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Longest retry delay (a receiver's Retry-After may ask for more)."
+    )
+    notify_queue_limit: int = Field(
+        default=1000,
+        ge=1,
+        le=100000,
+        description="Notifications waiting per webhook; beyond it the oldest is dropped (counted and logged).",
+    )
+    notify_dedupe_limit: int = Field(
+        default=10000,
+        ge=1,
+        le=1000000,
+        description="Notification ids remembered per operator process so each is delivered once per webhook.",
+    )
+
+    @field_validator("default_webhooks", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        # YAML is what a Secret's stringData holds comfortably; JSON is YAML too.
+        if isinstance(value, str):
+            return yaml.safe_load(value) or []
+        return value
+
+    @field_validator("default_webhooks")
+    @classmethod
+    def _unique(cls, value: list[DefaultWebhook]) -> list[DefaultWebhook]:
+        names = [w.name for w in value]
+        if len(names) != len(set(names)):
+            raise ValueError("default webhook names must be unique")
+        return value
+
+
 class OperatorSettings(BaseModel):
     """Everything the operator reads at start-up; immutable afterwards. `OperatorSettings()` reads every group
     from the environment."""
@@ -176,3 +251,4 @@ class OperatorSettings(BaseModel):
     endpoints: EndpointSettings = Field(default_factory=EndpointSettings)
     leader: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)

@@ -21,6 +21,13 @@
   lease's leaseTransitions between two of its reads or writes, its own takeovers included). Every replica
   counts the same changes, so take the max over replicas, not the sum; a standby keeps counting while leaders
   come and go.
+- modelrollout_notifications_total{source,format,outcome}: rollout notifications by where the webhook is configured
+  (spec: a ModelDeployment's, operator: a default), its body format, and how each ended: sent, failed (given up
+  after its attempts or age, or a webhook that cannot be called as configured), dropped (its queue was full),
+  duplicate (an id already delivered or queued to that webhook).
+- modelrollout_notification_attempts_total{source,format,result}: POSTs, by result (ok, retry: a 5xx, 429 or no
+  answer; refused: any other answer).
+- modelrollout_notification_queue_depth{source}: notifications waiting for delivery.
 
 Per ModelDeployment (labels `namespace` and `modeldeployment`: one set per object, removed when it is deleted;
 scrape with honor_labels, as the chart's monitors do, or Prometheus renames `namespace` to `exported_namespace`),
@@ -89,6 +96,18 @@ STEP_DURATION = Histogram(
     buckets=STEP_BUCKETS,
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "modelrollout_notifications", "Rollout notifications by webhook source, format and outcome",
+    ["source", "format", "outcome"], registry=REGISTRY,
+)  # fmt: skip
+NOTIFICATION_ATTEMPTS = Counter(
+    "modelrollout_notification_attempts", "Webhook POSTs of rollout notifications, by source, format and result",
+    ["source", "format", "result"], registry=REGISTRY,
+)  # fmt: skip
+NOTIFICATION_QUEUE = Gauge(
+    "modelrollout_notification_queue_depth", "Rollout notifications waiting for delivery, by webhook source",
+    ["source"], registry=REGISTRY,
+)  # fmt: skip
 LEADER = Gauge("modelrollout_leader", "1 while this replica holds the leader lease", registry=REGISTRY)
 LEADER_TRANSITIONS = Counter(
     "modelrollout_leader_transitions", "Changes of the leader lease's holder seen by this replica", registry=REGISTRY

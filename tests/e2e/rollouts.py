@@ -84,7 +84,9 @@ class Rollout:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
-    async def create(self, rollout: dict[str, Any], *, replicas: int = 1) -> None:
+    async def create(
+        self, rollout: dict[str, Any], *, replicas: int = 1, notifications: dict[str, Any] | None = None
+    ) -> None:
         """Version 1, its pods on the local kubelet's node (one replica per revision: every pod is a process)."""
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -95,6 +97,7 @@ class Rollout:
                 "online": {"replicas": replicas},
                 "rollout": rollout,
                 "pod": {"nodeSelector": NODE_SELECTOR},
+                **({"notifications": notifications} if notifications is not None else {}),
             },
         }
         await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.stack.namespace, PLURAL, body)
@@ -148,6 +151,11 @@ class Rollout:
         await self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, self.stack.namespace, PLURAL, self.stack.name, body, _content_type=MERGE_PATCH
         )
+
+    async def event_names(self) -> list[str]:
+        selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={self.stack.name}"
+        listed = await client.CoreV1Api(self.api).list_namespaced_event(self.stack.namespace, field_selector=selector)
+        return sorted(e.metadata.name for e in listed.items)
 
     async def events(self) -> list[tuple[str, str]]:
         selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={self.stack.name}"

@@ -9,16 +9,21 @@ server of that version), Prometheus, and the operator with a 1 s scrape interval
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
 from testkit.load import Load
 from testkit.operator import OperatorProcess
+from testkit.receiver import Receiver
 from testkit.waiting import eventually
 
 from tests.e2e import dashboards
+from tests.e2e.conftest import StartOperator
 from tests.e2e.dashboards import check_stack
 from tests.e2e.rollouts import (
     INTERVAL_S,
@@ -47,16 +52,70 @@ STEPS = [
 # 4 s window; at 2 requests/s to the canary the run 4 s in saw only 4 once (clean-clone run 6), and the 6 s pause
 # ended before the next run. A first step of six intervals holds several runs with enough requests.
 ROLLBACK_STEPS = [{"setWeight": 20}, {"pause": {"duration": "12s"}}, *STEPS[2:]]
+# The operator's default webhook: Slack-formatted, for starts and ends only.
+DEFAULT_HOOK = "/operator-default"
+DEFAULT_EVENTS = ["started", "promoted", "rolledBack"]
+
+
+# --- notifications: a local receiver hears of every rollout of these tests ---------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def operator(start_operator: StartOperator, receiver: Receiver) -> OperatorProcess:
+    """The e2e operator, with a default webhook (as the chart passes it from a Secret) at the local receiver."""
+    hook = {"name": "ops-chat", "url": receiver.url(DEFAULT_HOOK), "format": "slack", "events": DEFAULT_EVENTS}
+    return start_operator(MODELROLLOUT_DEFAULT_WEBHOOKS=json.dumps([hook]), MODELROLLOUT_NOTIFY_RETRY_INITIAL_S="0.2")
+
+
+async def webhook_in_secret(
+    world: World, kube_api: client.ApiClient, receiver: Receiver, path: str, **hook: Any
+) -> dict[str, Any]:
+    """spec.notifications with one webhook whose URL and bearer token are in a Secret of the test's namespace."""
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="rollout-hooks"),
+                             string_data={"url": receiver.url(path), "token": "t0ken"})  # fmt: skip
+    await client.CoreV1Api(kube_api).create_namespaced_secret(world.namespace, secret)
+    target = {"urlSecret": {"name": "rollout-hooks", "key": "url"},
+              "bearerTokenSecret": {"name": "rollout-hooks", "key": "token"}}  # fmt: skip
+    return {"webhooks": [{"name": "team", **target, **hook}]}
+
+
+async def heard(receiver: Receiver, path: str, count: int) -> list[Any]:
+    """The notifications at `path` once `count` arrived, and a moment later none more (each is sent once)."""
+
+    async def enough() -> list[Any] | None:
+        return receiver.received(path) if len(receiver.received(path)) >= count else None
+
+    await eventually(enough, within=20, what=f"{count} notifications at {path}")
+    await asyncio.sleep(1.5)  # a duplicate or a late extra would arrive by now (deliveries here take milliseconds)
+    return receiver.received(path)
+
+
+def kinds_and_ids(received: list[Any]) -> tuple[list[list[str]], list[str]]:
+    """(kinds of each generic body, ids): ids from the Idempotency-Key, which every format carries."""
+    return [r.body.get("kinds") for r in received], [r.headers["Idempotency-Key"] for r in received]
 
 
 # --- canary --------------------------------------------------------------------------------------------------
 
 
-async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World) -> None:
+async def test_a_healthy_candidate_walks_every_step_and_is_promoted(
+    world: World, kube_api: client.ApiClient, receiver: Receiver
+) -> None:
     stack = world.launch({"1": world.classifiers.stable, "2": world.classifiers.healthy})
     rollout = world.rollout_of(stack)
+    notifications = await webhook_in_secret(world, kube_api, receiver, "/team")
+    # A second webhook whose Secret lacks its key: it fails alone, said once, and never holds the first one up.
+    notifications["webhooks"].append({"name": "broken", "urlSecret": {"name": "rollout-hooks", "key": "missing"}})
+    canary = routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": analysis(stack)})
     created = time.time()
-    await rollout.create(routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": analysis(stack)}))
+    await rollout.create(canary, notifications=notifications)
     load = await serve_through_router(rollout, world.classifiers.dataset)
     rollout.start_recording()
     started = time.time()
@@ -95,11 +154,35 @@ async def test_a_healthy_candidate_walks_every_step_and_is_promoted(world: World
     # The shipped dashboards show this rollout: every panel CHECKED_BY names for this test has data.
     check_stack(stack, dashboards.CANARY, start=created)
 
+    # The ModelDeployment's own webhook (URL and token from its Secret) heard every kind, in order, each once.
+    team = await heard(receiver, "/team", 7)
+    kinds, ids = kinds_and_ids(team)
+    assert kinds == [["started"], ["promoted"], ["started"], *[["stepReached"]] * 3, ["promoted"]]
+    assert len(set(ids)) == len(ids)
+    assert [r.body["id"] for r in team] == ids
+    assert all(r.headers["Authorization"] == "Bearer t0ken" for r in team)
+    assert team[-1].body["stable"]["version"] == "2"
+    assert [r.body["weights"]["canary"] for r in team[3:6]] == [20, 50, 80]
+    # Events are named as the notifications: the same ids, in the same order.
+    named = await rollout.event_names()
+    assert [name for name in named if name in set(ids)] == ids
+    failed = [message for reason, message in await rollout.events() if reason == "NotificationFailed"]
+    assert len(failed) == 1, failed
+    assert "spec.notifications.webhooks[1].urlSecret: Secret 'rollout-hooks' has no key 'missing'" in failed[0]
+    # The operator's default webhook heard the starts and ends, in Slack's format.
+    ops = await heard(receiver, DEFAULT_HOOK, 4)
+    assert [r.body["text"].split(": ")[1] for r in ops] == ["RolloutStarted", "Promoted", "RolloutStarted", "Promoted"]
+    assert [r.headers["Idempotency-Key"] for r in ops] == [ids[0], ids[1], ids[2], ids[6]]
+
 
 @pytest.mark.timing
 @pytest.mark.parametrize("fault", ["errors", "latency"])
 async def test_a_bad_candidate_is_rolled_back_within_three_analysis_intervals(
-    world: World, fault: str, record_property: Callable[[str, object], None]
+    world: World,
+    fault: str,
+    record_property: Callable[[str, object], None],
+    kube_api: client.ApiClient,
+    receiver: Receiver,
 ) -> None:
     # 250 ms a call, one call at a time: the slow server answers 4 a second, above the 3 it gets at 20%.
     bad = world.classifiers.failing(0.3) if fault == "errors" else world.classifiers.slow(250)
@@ -110,7 +193,9 @@ async def test_a_bad_candidate_is_rolled_back_within_three_analysis_intervals(
     # sized to it (3 requests slower than the limit decide p99 as surely as 5), or the time measured below would
     # be the time to collect requests, not the time to roll back (5.5 s of the 6 s bound once with a floor of 5).
     settings = {} if fault == "errors" else {"minRequests": 3}
-    await rollout.create(routed({"strategy": "canary", "canary": steps, "analysis": analysis(stack, **settings)}))
+    notifications = await webhook_in_secret(world, kube_api, receiver, "/team", format="generic")
+    canary = routed({"strategy": "canary", "canary": steps, "analysis": analysis(stack, **settings)})
+    await rollout.create(canary, notifications=notifications)
     rate = RATE if fault == "errors" else 15
     load = await serve_through_router(rollout, world.classifiers.dataset, rate=rate)
     rollout.start_recording()
@@ -146,6 +231,19 @@ async def test_a_bad_candidate_is_rolled_back_within_three_analysis_intervals(
     assert_all_answered_by(summary, {"1", "2"})
     assert summary.last(rate).by_version.keys() == {"1"}
     assert max(s.configmap[1] for s in rollout.samples if s.configmap) == 20, "never went past the first step"
+
+    # Heard in order, each once: the rollback is both rolledBack and analysisFailed.
+    kinds, ids = kinds_and_ids(await heard(receiver, "/team", 5))
+    assert kinds == [["started"], ["promoted"], ["started"], ["stepReached"], ["rolledBack", "analysisFailed"]]
+    assert len(set(ids)) == len(ids)
+    ops = await heard(receiver, DEFAULT_HOOK, 4)
+    assert [r.body["text"].split(": ")[1] for r in ops] == [
+        "RolloutStarted",
+        "Promoted",
+        "RolloutStarted",
+        "AnalysisFailed",
+    ]
+    assert [r.headers["Idempotency-Key"] for r in ops] == [ids[0], ids[1], ids[2], ids[4]]
 
 
 # --- blue-green ------------------------------------------------------------------------------------------------

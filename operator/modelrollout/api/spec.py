@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import ApiModel, cel, cel_rules
 from modelrollout.api.model import ModelSpec
+from modelrollout.api.notifications import NotificationsSpec
 from modelrollout.api.placement import PodSettings
 from modelrollout.api.rollout import RECORD_STRATEGIES, RolloutSpec
 from modelrollout.api.workloads import BatchSpec, OnlineSpec, StreamSpec
@@ -139,6 +140,11 @@ class ModelDeploymentSpec(ApiModel):
         description="How a new revision reaches users (default: direct).",
         # The API server validates a default as written (nested defaults are not applied to it first).
         json_schema_extra={"default": {"strategy": "direct"}},
+    )
+    notifications: NotificationsSpec | None = Field(
+        default=None,
+        description="Webhooks told about this ModelDeployment's rollout events (started, stepReached, paused, "
+        "promoted, rolledBack, analysisFailed, abDecided). Unset: only the operator's default webhooks, if any.",
     )
 
     @model_validator(mode="after")

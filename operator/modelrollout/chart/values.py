@@ -5,8 +5,9 @@ the field named, and the defaults a user reads are the ones the chart renders.
 `config` embeds the operator's own settings (`modelrollout.settings`): every group and field of
 `OperatorSettings`, with its description, bounds and default, becomes `config.<group>.<field>` (camelCase) and
 reaches the operator as its MODELROLLOUT_* variable. Left out: `watching.namespaces` (the chart's `watchNamespaces`
-sets it, because it also decides the RBAC: Roles in those namespaces, or cluster-wide) and the Lease's namespace and
-holder identity (each pod's own, from the downward API).
+sets it, because it also decides the RBAC: Roles in those namespaces, or cluster-wide), the Lease's namespace and
+holder identity (each pod's own, from the downward API) and the default notification webhooks (a secret: the
+chart's `notifications.secretName` passes a Secret's key to the operator).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from modelrollout.settings import OperatorSettings
 # Settings the chart sets itself (see the module docstring): the namespaces from `watchNamespaces`; the Lease's
 # namespace and holder identity from the pod (POD_NAMESPACE, POD_NAME), because the chart's leader Role is in the
 # release's namespace and every replica needs an identity of its own.
-CHART_OWNED_SETTINGS = {("watching", "namespaces"), ("leader", "lease_namespace"), ("leader", "leader_identity")}
+CHART_OWNED_SETTINGS = {
+    ("watching", "namespaces"),
+    ("leader", "lease_namespace"),
+    ("leader", "leader_identity"),
+    # Secret: from `notifications.secretName` by a secretKeyRef, never written in values.
+    ("notifications", "default_webhooks"),
+}
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _FREE_FORM: dict[str, Any] = {"type": "object"}
 
@@ -110,8 +117,25 @@ class Rbac(Values):
     secret_names: list[Name] = Field(
         default_factory=list,
         description="Cluster-wide mode only: the Secrets (by name, in any watched namespace) the operator may read "
-        "for spec.rollout.analysis.prometheus.bearerTokenSecret. Empty: it reads no Secret at all. With "
-        "watchNamespaces set, it may read Secrets in those namespaces only.",
+        "for spec.rollout.analysis.prometheus.bearerTokenSecret and the URLs and tokens of "
+        "spec.notifications.webhooks. Empty: it reads no Secret at all. With watchNamespaces set, it may read "
+        "Secrets in those namespaces only.",
+    )
+
+
+class Notifications(Values):
+    secret_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+        description="A Secret in the release's namespace holding the operator's default notification webhooks (a "
+        "YAML list of {name, url, format, events, bearerToken, timeout}): every ModelDeployment's rollout events go "
+        "to them unless its spec.notifications.operatorDefaults is false. Empty: no default webhooks. Read at "
+        "start-up: restart the operator after changing it.",
+    )
+    secret_key: str = Field(default="webhooks.yaml", min_length=1, description="The key of that Secret.")
+    optional: bool = Field(
+        default=False, description="Start without default webhooks when the Secret or key is missing."
     )
 
 
@@ -229,6 +253,9 @@ class ChartValues(Values):
     extra_args: list[str] = Field(default_factory=list, description="More arguments of `modelrollout run`.")
     service_account: ServiceAccount = Field(default_factory=ServiceAccount)
     rbac: Rbac = Field(default_factory=Rbac)
+    notifications: Notifications = Field(
+        default_factory=Notifications, description="The operator's default notification webhooks."
+    )
     crds: Crds = Field(default_factory=Crds)
     metrics: Metrics = Field(default_factory=Metrics)
     dashboards: Dashboards = Field(default_factory=Dashboards)

@@ -105,7 +105,12 @@ CORE_GRANTS = (
         "Status is written by server-side apply through the subresource.",
         subresource="status",
     ),
-    Grant(SECRET, ("get",), "The Prometheus bearer token named by spec.rollout.analysis.prometheus.bearerTokenSecret."),
+    Grant(
+        SECRET,
+        ("get",),
+        "The Prometheus bearer token named by spec.rollout.analysis.prometheus.bearerTokenSecret, and the webhook "
+        "URLs and tokens named by spec.notifications.webhooks (urlSecret, bearerTokenSecret).",
+    ),
     Grant(CRD, ("list", "watch"), "Kopf observes which resources exist (cluster-scoped, read-only)."),
     Grant(NAMESPACE, ("list", "watch"), "Kopf observes which namespaces exist (cluster-scoped, read-only)."),
     Grant(EVENT, ("create",), "A Kubernetes Event for every decision (ours and Kopf's)."),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, ReplicaCounts, RevisionRef
@@ -75,9 +76,16 @@ class Observed:
 
 @dataclass(frozen=True)
 class Event:
+    """`notify`: the notification kinds the engine named for it (webhooks hear of a decided event only)."""
+
     type: EventType
     reason: str
     message: str
+    notify: frozenset[NotificationKind] = frozenset()
+
+    @classmethod
+    def of(cls, recorded: RecordEvent) -> Event:
+        return cls(recorded.type, recorded.reason, recorded.message, recorded.notify)
 
 
 @dataclass(frozen=True)
@@ -222,7 +230,7 @@ def plan_objects(
     wanted = wanted_replicas(spec, decided, observed, actions)
     before = replicas_by_revision(observed)
     autoscaled = spec.online.autoscaling is not None
-    events = [Event(a.type, a.reason, a.message) for a in actions if isinstance(a, RecordEvent)]
+    events = [Event.of(a) for a in actions if isinstance(a, RecordEvent)]
 
     grow: list[dict[str, Any]] = []
     shrink: list[dict[str, Any]] = []

@@ -17,7 +17,7 @@ from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import AbTestResult, AnalysisRun, ModelDeploymentStatus
 from modelrollout.rollout.lifecycle import next_step, rollback
 from modelrollout.rollout.plan import ExperimentStep
-from modelrollout.rollout.work import Work, label
+from modelrollout.rollout.work import AB_DECIDED, Work, label
 from modelrollout.traffic.base import StickyBy
 
 
@@ -75,7 +75,9 @@ def _undecided(w: Work, step: ExperimentStep, current: AbTestResult) -> None:
         f"{ab_test.describe(current, step.settings)}; {label(w.status.stable) if w.status.stable else 'stable'} "
         "keeps serving"
     )
-    rollback(w, phase="RolledBack", outcome="Undecided", reason="AbTestUndecided", message=message)
+    rollback(
+        w, phase="RolledBack", outcome="Undecided", reason="AbTestUndecided", message=message, also_notify=AB_DECIDED
+    )
 
 
 def consume(w: Work, run: AnalysisRun, result: AbTestResult | None, step: ExperimentStep) -> None:
@@ -89,11 +91,13 @@ def consume(w: Work, run: AnalysisRun, result: AbTestResult | None, step: Experi
     w.status.ab_test = result
     summary = ab_test.describe(result, settings)
     if result.winner == "canary":
-        w.event("Normal", "AbTestWon", f"A/B test: {label(w.canary)} wins: {summary}")
+        w.event("Normal", "AbTestWon", f"A/B test: {label(w.canary)} wins: {summary}", notify=AB_DECIDED)
         next_step(w)
     elif result.winner == "stable":
         keeps = label(w.status.stable) if w.status.stable else "stable"
         message = f"A/B test: {keeps} wins over {label(w.canary)}: {summary}; {keeps} keeps serving"
-        rollback(w, phase="RolledBack", outcome="RolledBack", reason="AbTestLost", message=message)
+        rollback(
+            w, phase="RolledBack", outcome="RolledBack", reason="AbTestLost", message=message, also_notify=AB_DECIDED
+        )
     else:
         w.status.message = f"A/B test running: {summary}"

@@ -14,6 +14,7 @@ from typing import Literal
 
 from modelrollout.analysis.request import AnalysisRequest
 from modelrollout.api.gates import GateName
+from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.status import RevisionRef
 from modelrollout.traffic.base import StickyBy
 
@@ -75,11 +76,14 @@ class ScaleDown:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RecordEvent:
-    """A Kubernetes Event on the ModelDeployment."""
+    """A Kubernetes Event on the ModelDeployment. `notify`: the notification kinds it is (none: webhooks do not
+    hear of it), named where the event is decided because a reason alone is ambiguous (AnalysisFailed is a
+    tolerated failure or a rollback)."""
 
     type: EventType
     reason: str
     message: str
+    notify: frozenset[NotificationKind] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -27,7 +27,7 @@ from modelrollout.rollout import ab_test
 from modelrollout.rollout.actions import RequestAnalysis
 from modelrollout.rollout.lifecycle import next_step, rollback
 from modelrollout.rollout.plan import AnalysisStep, ExperimentStep, ShadowStep
-from modelrollout.rollout.work import RUNS_LIMIT, Work, label
+from modelrollout.rollout.work import ANALYSIS_FAILED, RUNS_LIMIT, Work, label
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +125,11 @@ def consume(w: Work, outcome: AnalysisOutcome) -> None:
         if counters.failures > settings.failure_limit:
             keeps = f"; {label(s.stable)} keeps serving" if s.stable else ""
             message = f"{kind} analysis of {label(w.canary)} failed ({tally}): {summary}{keeps}"
-            rollback(w, phase="RolledBack", outcome="RolledBack", reason="AnalysisFailed", message=message)
+            rollback(w, phase="RolledBack", outcome="RolledBack", reason="AnalysisFailed", message=message,
+                     also_notify=ANALYSIS_FAILED)  # fmt: skip
         else:
-            w.event("Warning", "AnalysisFailed", f"{kind} analysis failed, tolerated ({tally}): {summary}")
+            w.event("Warning", "AnalysisFailed", f"{kind} analysis failed, tolerated ({tally}): {summary}",
+                    notify=ANALYSIS_FAILED)  # fmt: skip
         return
     counters.consecutive_failures = 0
     # While a step waits for its own verdict, only its runs say whether a human is needed: passing background

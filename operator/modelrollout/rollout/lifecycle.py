@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelrollout.analysis.evaluate import clip
+from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.status import (
     AnalysisStatus,
     HistoryEntry,
@@ -13,7 +14,7 @@ from modelrollout.api.status import (
 )
 from modelrollout.rollout.actions import Promote, ScaleDown, SetWeights
 from modelrollout.rollout.sizing import full_replicas
-from modelrollout.rollout.work import Work, label
+from modelrollout.rollout.work import PROMOTED, ROLLED_BACK, STARTED, Work, label
 
 
 def _record(w: Work, ref: RevisionRef, outcome: Outcome, message: str) -> None:
@@ -80,13 +81,15 @@ def start(w: Work) -> None:
         s.phase, s.current_step = "Promoting", len(w.plan.steps)
         w.ensure(target, "canary", full_replicas(w.spec))
         what = "first revision" if s.stable is None else "strategy direct"
-        w.event("Normal", "RolloutStarted", f"{what}: bringing up {label(target)}; it serves once available")
+        w.event("Normal", "RolloutStarted", f"{what}: bringing up {label(target)}; it serves once available",
+                notify=STARTED)  # fmt: skip
         return
     s.phase = "Progressing"
     w.event(
         "Normal",
         "RolloutStarted",
         f"rolling out {label(target)} with strategy {w.spec.rollout.strategy}; {label(s.stable)} keeps serving",
+        notify=STARTED,
     )
 
 
@@ -103,9 +106,17 @@ def supersede(w: Work) -> None:
     w.event("Normal", "Superseded", message)
 
 
-def rollback(w: Work, *, phase: Phase, outcome: Outcome, reason: str, message: str) -> None:
+def rollback(
+    w: Work,
+    *,
+    phase: Phase,
+    outcome: Outcome,
+    reason: str,
+    message: str,
+    also_notify: frozenset[NotificationKind] = frozenset(),
+) -> None:
     """Stop the rollout with stable serving everything, and hold the target so it is not rolled out again
-    until the spec changes or a user says retry."""
+    until the spec changes or a user says retry. `also_notify`: what else it is told as (analysisFailed, abDecided)."""
     old = w.canary
     w.reset_traffic()
     w.emit(ScaleDown(revision=old.revision, reason=reason))
@@ -113,7 +124,7 @@ def rollback(w: Work, *, phase: Phase, outcome: Outcome, reason: str, message: s
     _clear_rollout(w)
     w.status.held = w.target
     w.status.phase = phase
-    w.event("Warning", reason, message)
+    w.event("Warning", reason, message, notify=ROLLED_BACK | also_notify)
 
 
 def candidate_failed(w: Work, failure: str) -> None:
@@ -186,7 +197,7 @@ def promote_when_ready(w: Work) -> None:
     if s.held is not None and s.held.revision == new.revision:
         s.held = None
     s.phase = "RolledBack" if undo else "Healthy"
-    w.event("Normal", "Promoted", message)
+    w.event("Normal", "Promoted", message, notify=PROMOTED)
 
 
 def _schedule_scale_down(w: Work, old: RevisionRef) -> None:
@@ -217,7 +228,8 @@ def undo(w: Work) -> None:
     s.analysis = AnalysisStatus()
     s.phase = "Promoting"
     _keep_running(w, target)
-    w.event("Normal", "Undo", f"undo: bringing back {label(target)} in place of {label(stable)}")
+    # A rollback to the earlier revision; its Promoted, once it serves, is told as promoted.
+    w.event("Normal", "Undo", f"undo: bringing back {label(target)} in place of {label(stable)}", notify=ROLLED_BACK)
 
 
 def scale_downs_due(w: Work) -> None:

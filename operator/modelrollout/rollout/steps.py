@@ -22,7 +22,7 @@ from modelrollout.rollout.plan import (
     WindowStep,
 )
 from modelrollout.rollout.sizing import for_mirror, for_weight, full_replicas
-from modelrollout.rollout.work import Work, label
+from modelrollout.rollout.work import STEP_REACHED, Work, label
 
 
 def _until(w: Work, seconds: float, what: str) -> bool:
@@ -59,7 +59,7 @@ def _weight(w: Work, step: WeightStep, index: int) -> bool:
     if effective is None:
         return False
     coarse = f" (asked {step.weight}%; whole pods give {effective}%)" if effective != step.weight else ""
-    w.event("Normal", "WeightSet", f"{label(w.canary)} gets {effective}% of requests{coarse}")
+    w.event("Normal", "WeightSet", f"{label(w.canary)} gets {effective}% of requests{coarse}", notify=STEP_REACHED)
     return True
 
 
@@ -75,7 +75,7 @@ def _split(w: Work, step: SplitStep, index: int) -> bool:
     if effective is None:
         return False
     key = f"header {ab.route_by.header}" if ab.route_by.header else f"cookie {ab.route_by.cookie}"
-    w.event("Normal", "UsersSplit", f"{effective}% of users (by {key}) go to {label(w.canary)}")
+    w.event("Normal", "UsersSplit", f"{effective}% of users (by {key}) go to {label(w.canary)}", notify=STEP_REACHED)
     return True
 
 
@@ -107,7 +107,7 @@ def _switch(w: Work, step: SwitchStep, index: int) -> bool:
     if not _pods_ready(w, full, "switch"):
         return False
     w.set_weights(0, 100)
-    w.event("Normal", "Switched", f"all requests go to {label(w.canary)}")
+    w.event("Normal", "Switched", f"all requests go to {label(w.canary)}", notify=STEP_REACHED)
     return True
 
 
@@ -121,7 +121,8 @@ def _mirror(w: Work, step: MirrorStep, index: int) -> bool:
     if not _pods_ready(w, pods, f"mirror {step.percent}%"):
         return False
     w.set_mirror(step.percent)
-    w.event("Normal", "Mirroring", f"{step.percent}% of requests are mirrored to {label(w.canary)}")
+    w.event("Normal", "Mirroring", f"{step.percent}% of requests are mirrored to {label(w.canary)}",
+            notify=STEP_REACHED)  # fmt: skip
     return True
 
 

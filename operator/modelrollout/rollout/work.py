@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from modelrollout.analysis.evaluate import clip
 from modelrollout.api.gates import GateName
+from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import ModelDeploymentStatus, PauseReason, RevisionRef, Weights
 from modelrollout.rollout.actions import (
@@ -26,6 +27,14 @@ from modelrollout.rollout.plan import Plan, Step
 from modelrollout.rollout.sizing import full_replicas
 
 RUNS_LIMIT = 10
+# The notification kinds of the engine's events (api.notifications), named once for the emission sites.
+STARTED: frozenset[NotificationKind] = frozenset({"started"})
+STEP_REACHED: frozenset[NotificationKind] = frozenset({"stepReached"})
+PAUSED: frozenset[NotificationKind] = frozenset({"paused"})
+PROMOTED: frozenset[NotificationKind] = frozenset({"promoted"})
+ROLLED_BACK: frozenset[NotificationKind] = frozenset({"rolledBack"})
+ANALYSIS_FAILED: frozenset[NotificationKind] = frozenset({"analysisFailed"})
+AB_DECIDED: frozenset[NotificationKind] = frozenset({"abDecided"})
 _WARNING_PAUSES: frozenset[PauseReason] = frozenset({"Inconclusive", "AnalysisMisconfigured"})
 
 
@@ -91,9 +100,11 @@ class Work:
     def emit(self, *actions: Action) -> None:
         self.actions.extend(actions)
 
-    def event(self, type_: EventType, reason: str, message: str) -> None:
+    def event(
+        self, type_: EventType, reason: str, message: str, *, notify: frozenset[NotificationKind] = frozenset()
+    ) -> None:
         message = clip(message)
-        self.emit(RecordEvent(type=type_, reason=reason, message=message))
+        self.emit(RecordEvent(type=type_, reason=reason, message=message, notify=notify))
         self.status.message = message
 
     def ensure(self, revision: RevisionRef, role: Role, replicas: int) -> None:
@@ -145,7 +156,7 @@ class Work:
             self.status.message = message
             return
         self.status.paused, self.status.pause_reason, self.status.phase = True, reason, "Paused"
-        self.event("Warning" if reason in _WARNING_PAUSES else "Normal", reason, message)
+        self.event("Warning" if reason in _WARNING_PAUSES else "Normal", reason, message, notify=PAUSED)
 
     def unpause(self) -> None:
         self.status.paused, self.status.pause_reason = False, None

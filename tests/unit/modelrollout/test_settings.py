@@ -32,6 +32,13 @@ ENVIRONMENT = {
     "MODELROLLOUT_RENEW_DEADLINE_S": "20",
     "MODELROLLOUT_RETRY_PERIOD_S": "4",
     "MODELROLLOUT_LOG_FORMAT": "json",
+    "MODELROLLOUT_DEFAULT_WEBHOOKS": "- {name: chat, url: 'https://hooks.example/T1', format: slack}",
+    "MODELROLLOUT_NOTIFY_MAX_ATTEMPTS": "3",
+    "MODELROLLOUT_NOTIFY_MAX_AGE_S": "60",
+    "MODELROLLOUT_NOTIFY_RETRY_INITIAL_S": "0.5",
+    "MODELROLLOUT_NOTIFY_RETRY_MAX_S": "10",
+    "MODELROLLOUT_NOTIFY_QUEUE_LIMIT": "50",
+    "MODELROLLOUT_NOTIFY_DEDUPE_LIMIT": "500",
 }
 
 
@@ -69,6 +76,17 @@ def test_every_variable_lands_in_its_group(monkeypatch: pytest.MonkeyPatch) -> N
         "retry_period_s": 4,
     }
     assert settings.logging.model_dump() == {"log_format": "json"}
+    notifications = settings.notifications.model_dump(exclude={"default_webhooks"})
+    assert notifications == {
+        "notify_max_attempts": 3,
+        "notify_max_age_s": 60,
+        "notify_retry_initial_s": 0.5,
+        "notify_retry_max_s": 10,
+        "notify_queue_limit": 50,
+        "notify_dedupe_limit": 500,
+    }
+    [hook] = settings.notifications.default_webhooks
+    assert (hook.name, hook.url, hook.format, hook.timeout) == ("chat", "https://hooks.example/T1", "slack", "5s")
     # Every field of every group has a variable above: a new setting needs a line here.
     fields = {f for group in settings.model_dump().values() for f in group}
     assert {f"MODELROLLOUT_{f.upper()}" for f in fields} == set(ENVIRONMENT)
@@ -107,4 +125,39 @@ def test_durations_that_could_give_two_leaders_are_refused(
 def test_an_unknown_log_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELROLLOUT_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="log_format"):
+        OperatorSettings()
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        '[{"name": "ops", "url": "https://hooks.example/a", "events": ["rolledBack"], "bearerToken": "s3cret"}]',
+        "- name: ops\n  url: https://hooks.example/a\n  events: [rolledBack]\n  bearerToken: s3cret\n",
+    ],
+    ids=["json", "yaml"],
+)
+def test_default_webhooks_are_read_as_json_or_yaml_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    monkeypatch.setenv("MODELROLLOUT_DEFAULT_WEBHOOKS", written)
+    [hook] = OperatorSettings().notifications.default_webhooks
+    assert (hook.events, hook.bearer_token) == (["rolledBack"], "s3cret")
+    # A traceback or a log line with the settings in it must not carry the secrets.
+    assert "s3cret" not in repr(hook)
+    assert "hooks.example" not in repr(hook)
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("- {name: a, url: 'https://x/'}\n- {name: a, url: 'https://y/'}", "must be unique"),
+        ("- {name: a, url: 'hooks.example/x'}", "url"),
+        ("- {name: a, url: 'https://x/', events: [deployed]}", "events"),
+        # YAML 1.1 reads a bare `on` as true: why the field is `events`.
+        ("- {name: a, url: 'https://x/', on: [promoted]}", "default_webhooks.0"),
+    ],
+)
+def test_a_bad_default_webhook_is_refused(monkeypatch: pytest.MonkeyPatch, written: str, problem: str) -> None:
+    monkeypatch.setenv("MODELROLLOUT_DEFAULT_WEBHOOKS", written)
+    with pytest.raises(ValidationError, match=problem):
         OperatorSettings()

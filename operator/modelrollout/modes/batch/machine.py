@@ -24,6 +24,7 @@ from typing import Literal
 
 from modelrollout.api.base import duration_seconds
 from modelrollout.api.model import ModelSpec
+from modelrollout.api.notifications import NotificationKind
 from modelrollout.api.rollout import ShadowSettings
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import (
@@ -39,8 +40,10 @@ from modelrollout.api.status import (
 )
 from modelrollout.modes.batch.gates import Judgement, canary_comparison, judge_canary, judge_shadow
 from modelrollout.modes.batch.objects import shadow_location
+from modelrollout.rollout.actions import RecordEvent
 from modelrollout.rollout.conditions import sync_conditions
 from modelrollout.rollout.verbs import Verb
+from modelrollout.rollout.work import ANALYSIS_FAILED, PAUSED, PROMOTED, ROLLED_BACK, STARTED, STEP_REACHED
 
 EventType = Literal["Normal", "Warning"]
 # Runs kept in status: more than the CronJobs' history limits (at most 10 each), so a run still in the cluster is
@@ -82,11 +85,14 @@ class BatchDecision:
     run_now: list[RunNow] = field(default_factory=list)
     preflight: Role | None = None
     preflight_at: datetime | None = None
-    events: list[tuple[EventType, str, str]] = field(default_factory=list)  # (type, reason, message)
+    events: list[RecordEvent] = field(default_factory=list)
     wake_at: datetime | None = None  # a timed canary pause ends
 
-    def event(self, type_: EventType, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
+    def event(
+        self, type_: EventType, reason: str, message: str, *, notify: frozenset[NotificationKind] = frozenset()
+    ) -> None:
+        """`notify`: the notification kinds of the event, as the online engine's (rollout.work)."""
+        self.events.append(RecordEvent(type=type_, reason=reason, message=message, notify=notify))
 
 
 @dataclass(frozen=True)
@@ -139,16 +145,26 @@ def _promote(d: BatchDecision, why: str, now: datetime) -> None:
     _record(d, promoted, "Promoted", message, now)
     s.stable = promoted
     _end_rollout(d, "Healthy", message)
-    d.event("Normal", "Promoted", message)
+    d.event("Normal", "Promoted", message, notify=PROMOTED)
 
 
-def _rollback(d: BatchDecision, *, phase: Phase, outcome: Outcome, reason: str, message: str, now: datetime) -> None:
+def _rollback(
+    d: BatchDecision,
+    *,
+    phase: Phase,
+    outcome: Outcome,
+    reason: str,
+    message: str,
+    now: datetime,
+    also_notify: frozenset[NotificationKind] = frozenset(),
+) -> None:
+    """`also_notify`: analysisFailed when a judged run decided it (a batch run's gates are its analysis)."""
     s = d.status
     assert s.canary is not None
     _record(d, s.canary, outcome, message, now)
     s.held = s.canary
     _end_rollout(d, phase, message)
-    d.event("Warning", reason, message)
+    d.event("Warning", reason, message, notify=ROLLED_BACK | also_notify)
 
 
 def _start(d: BatchDecision, target: RevisionRef, strategy: str, now: datetime) -> None:
@@ -168,7 +184,7 @@ def _start(d: BatchDecision, target: RevisionRef, strategy: str, now: datetime) 
         s.step_started_at = now
     stable = label(s.stable) if s.stable else "nothing"
     s.message = f"rolling {label(target)} out to batch ({strategy}); stable stays {stable}"
-    d.event("Normal", "RolloutStarted", s.message)
+    d.event("Normal", "RolloutStarted", s.message, notify=STARTED)
 
 
 def _follow_target(d: BatchDecision, i: BatchInputs) -> None:
@@ -259,7 +275,8 @@ def _shadow(d: BatchDecision, i: BatchInputs, settings: ShadowSettings) -> None:
         batch = _batch(s)
         if not judgement.passed:
             message = f"{label(s.canary)} rolled back: shadow run {run.job} {judgement.message}"
-            _rollback(d, phase="RolledBack", outcome="RolledBack", reason="RolledBack", message=message, now=i.now)
+            _rollback(d, phase="RolledBack", outcome="RolledBack", reason="RolledBack", message=message, now=i.now,
+                      also_notify=ANALYSIS_FAILED)  # fmt: skip
             return
         batch.passed_runs += 1
         d.event("Normal", "ShadowRunPassed", f"shadow run {run.job} of {label(s.canary)}: {judgement.message} "
@@ -285,7 +302,8 @@ def _direct(d: BatchDecision, i: BatchInputs) -> None:
         _judged(d, run, judgement)
         if not judgement.passed:
             message = f"{label(s.canary)} rolled back: {judgement.message}"
-            _rollback(d, phase="RolledBack", outcome="RolledBack", reason="RolledBack", message=message, now=i.now)
+            _rollback(d, phase="RolledBack", outcome="RolledBack", reason="RolledBack", message=message, now=i.now,
+                      also_notify=ANALYSIS_FAILED)  # fmt: skip
             return
         _promote(d, judgement.message, i.now)
         return
@@ -324,15 +342,18 @@ def _canary(d: BatchDecision, i: BatchInputs) -> None:
         _judged(d, run, judgement)
         if not judgement.passed:
             message = f"{label(s.canary)} rolled back at {s.weights.canary}% of keys: {judgement.message}"
-            _rollback(d, phase="RolledBack", outcome="RolledBack", reason="RolledBack", message=message, now=i.now)
+            _rollback(d, phase="RolledBack", outcome="RolledBack", reason="RolledBack", message=message, now=i.now,
+                      also_notify=ANALYSIS_FAILED)  # fmt: skip
             if run.scheduled_time is not None:
                 # That run has no commit (its candidate share failed): stable scores all of it again.
                 d.run_now.append(RunNow("stable", hashlib.sha256(run.job.encode()).hexdigest(), run.scheduled_time))
                 d.event("Normal", "RunRequested", f"stable re-scores the run of {run.scheduled_time.isoformat()} "
                         "whole, after the candidate's share failed")  # fmt: skip
             return
+        # The step it completed: batch has no event of its own for the next weight, which takes effect at
+        # the next run.
         d.event("Normal", "CanaryRunPassed", f"canary run {run.job} at {s.weights.canary}% of keys: "
-                f"{judgement.message}")  # fmt: skip
+                f"{judgement.message}", notify=STEP_REACHED)  # fmt: skip
         step += 1
         s.step_started_at = i.now
     # Pause steps hold the weight until their time is up (or promote); setWeight steps wait for a run each.
@@ -340,6 +361,9 @@ def _canary(d: BatchDecision, i: BatchInputs) -> None:
         pause = steps[step].pause
         assert pause is not None
         if pause.duration is None or s.step_started_at is None:
+            if not s.paused:  # said once, when the rollout reaches the step (as the online engine's PauseStep)
+                d.event("Normal", "PauseStep", f"step {step}: paused until promoted (kubectl modelrollout promote)",
+                        notify=PAUSED)  # fmt: skip
             s.paused, s.pause_reason = True, "PauseStep"
             break
         ends = s.step_started_at + timedelta(seconds=duration_seconds(pause.duration))

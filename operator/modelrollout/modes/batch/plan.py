@@ -11,7 +11,7 @@ from typing import Any
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import BatchRun, BatchStatus, ModelDeploymentStatus
 from modelrollout.modes.base import ModeName
-from modelrollout.modes.batch.machine import RUNS_KEPT, BatchDecision, EventType, Role, RunNow, label
+from modelrollout.modes.batch.machine import RUNS_KEPT, BatchDecision, Role, RunNow, label
 from modelrollout.modes.batch.objects import (
     Scoring,
     build_cronjob,
@@ -23,6 +23,7 @@ from modelrollout.modes.batch.objects import (
 )
 from modelrollout.modes.report import Readiness, mode_conditions, readiness_types
 from modelrollout.planning.online import Owner
+from modelrollout.rollout.actions import RecordEvent
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class BatchPlan:
     jobs: list[dict[str, Any]] = field(default_factory=list)  # created only when absent (a Job's spec is fixed)
     run_jobs: list[RunJob] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)
-    events: list[tuple[EventType, str, str]] = field(default_factory=list)
+    events: list[RecordEvent] = field(default_factory=list)
     readiness: Readiness | None = None
 
 
@@ -71,11 +72,11 @@ def merged_runs(previous: Sequence[BatchRun], observed: Sequence[BatchRun]) -> l
     return sorted(by_job.values(), key=lambda r: (r.created_at, r.job))[-RUNS_KEPT:]
 
 
-def _ended_events(previous: Sequence[BatchRun], runs: Sequence[BatchRun]) -> list[tuple[EventType, str, str]]:
+def _ended_events(previous: Sequence[BatchRun], runs: Sequence[BatchRun]) -> list[RecordEvent]:
     """One event per run that ended since the last pass (a run older than everything status kept is history)."""
     before = {run.job: run for run in previous}
     oldest = min((run.created_at for run in previous), default=None)
-    events: list[tuple[EventType, str, str]] = []
+    events: list[RecordEvent] = []
     for run in runs:
         old = before.get(run.job)
         if run.phase == "Running" or (old is not None and old.phase != "Running"):
@@ -89,9 +90,10 @@ def _ended_events(previous: Sequence[BatchRun], runs: Sequence[BatchRun]) -> lis
             if counts and counts.rejected:
                 said += f", rejected {counts.rejected}"
             where = f"; manifest {run.manifest}" if run.manifest else ""
-            events.append(("Normal", "RunSucceeded", f"{what} {said}{where}"))
+            events.append(RecordEvent(type="Normal", reason="RunSucceeded", message=f"{what} {said}{where}"))
         else:
-            events.append(("Warning", "RunFailed", f"{what} failed: {run.reason}: {run.message or ''}".rstrip(": ")))
+            failed = f"{what} failed: {run.reason}: {run.message or ''}".rstrip(": ")
+            events.append(RecordEvent(type="Warning", reason="RunFailed", message=failed))
     return events
 
 

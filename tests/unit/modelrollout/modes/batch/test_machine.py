@@ -49,7 +49,7 @@ def test_a_new_version_is_shadowed_beside_stable_which_keeps_writing_the_output(
     assert d.status.phase == "Progressing"
     assert d.status.canary == V9
     assert roles(d) == [("stable", "8", None), ("shadow", "9", "8")]
-    assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in d.events]
+    assert ("Normal", "RolloutStarted") in [(e.type, e.reason) for e in d.events]
 
 
 def test_passing_shadow_runs_promote_after_the_configured_number_each_counted_once() -> None:
@@ -276,7 +276,7 @@ def test_abort_stops_the_rollout_and_a_new_spec_supersedes_it() -> None:
 def test_pause_is_refused_with_a_reason() -> None:
     started = decide_batch(serving8(), inputs(md("9"), stable="8", now=T0)).status
     d = decide_batch(started, inputs(md("9"), stable="8", verb=Verb(name="pause", id="p1")))
-    assert [(t, r) for t, r, _ in d.events] == [("Warning", "VerbIgnored")]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "VerbIgnored")]
     assert d.status.canary == V9
 
 
@@ -326,3 +326,62 @@ def test_after_a_rollback_the_spec_going_back_to_stable_is_healthy_again() -> No
     back = decide_batch(rolled, inputs(md("8"), stable="8", runs=bad, now=T0 + timedelta(hours=3)))
     assert back.status.phase == "Healthy"
     assert back.status.held is None
+
+
+# --- notification kinds ------------------------------------------------------------------------------------------
+
+
+def told(*decisions: BatchDecision) -> list[tuple[str, set[str]]]:
+    return [(e.reason, set(e.notify)) for d in decisions for e in d.events if e.notify]
+
+
+def test_a_shadow_promoted_is_started_then_promoted_and_a_failing_run_is_a_rollback_by_analysis() -> None:
+    started = decide_batch(serving8(), inputs(md("9"), stable="8", now=T0))
+    both = runs(shadow_run("s1", at=T0 + timedelta(hours=1)), shadow_run("s2", at=T0 + timedelta(days=1)))
+    done = decide_batch(started.status, inputs(md("9"), stable="8", runs=both, now=T0 + timedelta(days=1, hours=1)))
+    assert done.status.stable == V9
+    assert told(started, done) == [("RolloutStarted", {"started"}), ("Promoted", {"promoted"})]
+    bad = runs(shadow_run("s1", at=T0 + timedelta(hours=1), agreement=0.8))
+    rolled = decide_batch(started.status, inputs(md("9"), stable="8", runs=bad, now=T0 + timedelta(hours=2)))
+    assert told(rolled) == [("RolledBack", {"rolledBack", "analysisFailed"})]
+
+
+def test_a_batch_canary_reaches_each_step_and_a_user_abort_is_a_rollback() -> None:
+    spec = {"rollout": CANARY}
+    status = decide_batch(serving8(), inputs(md("8", **spec))).status
+    d = decide_batch(status, inputs(md("9", **spec), stable="8", now=T0 + timedelta(minutes=1)))
+    decisions = [d]
+    seen: list[Any] = []
+    for night, weight in ((1, 10), (2, 50), (3, 100)):
+        seen += canary_night(night, weight)
+        d = decide_batch(
+            d.status, inputs(md("9", **spec), stable="8", runs=runs(*seen), now=T0 + timedelta(days=night, hours=1))
+        )
+        decisions.append(d)
+    assert told(*decisions) == [
+        ("RolloutStarted", {"started"}),
+        ("CanaryRunPassed", {"stepReached"}),
+        ("CanaryRunPassed", {"stepReached"}),
+        ("CanaryRunPassed", {"stepReached"}),
+        ("Promoted", {"promoted"}),
+    ]
+    bad = runs(*canary_night(1, 10, ok=False))
+    rolled = decide_batch(decisions[0].status, inputs(md("9", **spec), stable="8", runs=bad,
+                                                      now=T0 + timedelta(days=1, hours=1)))  # fmt: skip
+    assert told(rolled) == [("RolledBack", {"rolledBack", "analysisFailed"})]
+    aborted = decide_batch(decisions[0].status, inputs(md("9", **spec), stable="8", verb=Verb(name="abort", id="a")))
+    assert told(aborted) == [("Aborted", {"rolledBack"})]
+
+
+def test_a_batch_canary_pause_step_is_paused_once() -> None:
+    spec = {"rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}}
+    status = decide_batch(serving8(), inputs(md("8", **spec))).status
+    d = decide_batch(status, inputs(md("9", **spec), stable="8", now=T0 + timedelta(minutes=1)))
+    seen = canary_night(1, 10)
+    paused = decide_batch(d.status, inputs(md("9", **spec), stable="8", runs=runs(*seen),
+                                           now=T0 + timedelta(days=1, hours=1)))  # fmt: skip
+    assert paused.status.paused
+    still = decide_batch(paused.status, inputs(md("9", **spec), stable="8", runs=runs(*seen),
+                                               now=T0 + timedelta(days=1, hours=2)))  # fmt: skip
+    assert still.status.paused
+    assert told(paused, still) == [("CanaryRunPassed", {"stepReached"}), ("PauseStep", {"paused"})]

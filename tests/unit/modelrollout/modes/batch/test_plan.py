@@ -49,9 +49,9 @@ def test_ended_runs_are_said_once_and_kept_with_their_verdicts() -> None:
     done = runs_of([job("n1", role="stable", revision=ref("8").revision)], [pod("n1", result(read=10, rejected=1))])
     d = decide_batch(status, inputs(md("8"), runs=done))
     plan = plan_batch(md("8").spec, OWNER, d, previous=status, observed_runs=done, cronjobs={}, jobs={})
-    [event] = [e for e in plan.events if e[1] == "RunSucceeded"]
-    assert "scored 9 of 10 records, rejected 1" in event[2]
-    assert "_manifest.json" in event[2]
+    [event] = [e for e in plan.events if e.reason == "RunSucceeded"]
+    assert "scored 9 of 10 records, rejected 1" in event.message
+    assert "_manifest.json" in event.message
     assert d.status.batch is not None
     assert [r.job for r in d.status.batch.runs] == ["n1"]
     assert plan.readiness is not None
@@ -59,7 +59,7 @@ def test_ended_runs_are_said_once_and_kept_with_their_verdicts() -> None:
     assert plan.readiness.reason == "LastRunSucceeded"
     again = decide_batch(d.status, inputs(md("8"), runs=done))
     replan = plan_batch(md("8").spec, OWNER, again, previous=d.status, observed_runs=done, cronjobs={}, jobs={})
-    assert not [e for e in replan.events if e[1] == "RunSucceeded"]
+    assert not [e for e in replan.events if e.reason == "RunSucceeded"]
 
 
 def test_a_failed_run_is_a_warning_and_batch_is_not_ready_until_a_run_succeeds() -> None:
@@ -70,9 +70,9 @@ def test_a_failed_run_is_a_warning_and_batch_is_not_ready_until_a_run_succeeds()
     )
     d = decide_batch(status, inputs(md("8"), runs=seen))
     plan = plan_batch(md("8").spec, OWNER, d, previous=status, observed_runs=seen, cronjobs={}, jobs={})
-    [event] = [e for e in plan.events if e[1] == "RunFailed"]
-    assert event[0] == "Warning"
-    assert "SchemaMismatch: input lacks column f3" in event[2]
+    [event] = [e for e in plan.events if e.reason == "RunFailed"]
+    assert event.type == "Warning"
+    assert "SchemaMismatch: input lacks column f3" in event.message
     assert plan.readiness is not None
     assert (plan.readiness.status, plan.readiness.reason) == ("False", "RunFailed")
     assert "input lacks column f3" in plan.readiness.message
