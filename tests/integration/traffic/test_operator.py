@@ -252,6 +252,7 @@ async def _ab_test(
     assert runs, "no evaluation was made"
     assert all(r["verdict"] == "Error" for r in runs)
     assert "no Prometheus to ask" in runs[-1]["metrics"][0]["message"]
+
     # The end is recorded in status before the routing follows it (a pass writes its decision ahead of routing, so
     # a process killed in between routes as status says): the split ends just after the record, not with it.
     async def back_on_stable() -> Routing | None:
