@@ -221,7 +221,7 @@ class Reconciler:
         verb, verb_problem = _verb_of(raw["metadata"].get("annotations"))
         batch_verb = verb if verb is not None and verb.name == "run" and md.spec.batch is not None else None
         decision, actions = await self._decide(md, observed, None if batch_verb else verb, now)
-        tell(**_position(decision.status.to_wire()))
+        tell(**_decided_position(decision.status))
         decided, beside, batch_plan = decision.status, None, None
         if md.spec.batch is not None:
             decided, beside, batch_plan = await self._batch_beside(md, decided, batch_verb, now)
@@ -331,7 +331,7 @@ class Reconciler:
                                                     deployment=deployment)  # fmt: skip
         observed = Observed(revisions=revisions, existing=frozenset(seen))
         decision, actions = await self._decide(md, observed, verb, now)
-        tell(**_position(decision.status.to_wire()))
+        tell(**_decided_position(decision.status))
         decided = decision.status
         plan = await self._stream_plan(md, decided, owned, follow=False)
         prev = md.status or ModelDeploymentStatus()
@@ -383,7 +383,7 @@ class Reconciler:
                               default_image=self._plan_settings.default_image, verb=verb, now=now,
                               history_limit=self._plan_settings.history_limit)  # fmt: skip
         decision = decide_batch(starting_status(md.status), inputs)
-        tell(**_position(decision.status.to_wire()))
+        tell(**_decided_position(decision.status))
         plan = plan_of(md, decision, observed)
         prev = md.status or ModelDeploymentStatus()
         status = pass_status(md.spec, decision, plan, prev=prev, generation=md.metadata.generation, now=now)
@@ -792,6 +792,13 @@ def _position(status: Mapping[str, Any] | None) -> dict[str, Any]:
     status = status or {}
     role = status.get("canary") or status.get("stable") or {}
     return {"revision": role.get("revision"), "step": status.get("currentStep"), "phase": status.get("phase")}
+
+
+def _decided_position(status: ModelDeploymentStatus) -> dict[str, Any]:
+    """`_position` of the status a pass decided, read from the model (serialising a whole status, history and
+    analysis runs included, for three fields would cost every pass)."""
+    role = status.canary or status.stable
+    return {"revision": role.revision if role else None, "step": status.current_step, "phase": status.phase}
 
 
 def _verb_of(annotations: Mapping[str, str] | None) -> tuple[Verb | None, str | None]:
