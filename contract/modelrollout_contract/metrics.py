@@ -51,6 +51,14 @@ ROUTER_UPSTREAM_DURATION = "modelrouter_upstream_duration_seconds"  # {route, ve
 SHADOW_COMPARISONS = "modelrouter_shadow_comparisons_total"  # {route, result}
 SHADOW_ABS_DIFF = "modelrouter_shadow_abs_diff"  # {route}, histogram
 ROUTER_WEIGHT = "modelrouter_weight"  # {route, role}
+ROUTER_FALLBACKS = "modelrouter_fallbacks_total"  # {route, from, to, reason}: a failed backend's request sent on
+# modelrouter_fallbacks_total's `reason`: a 5xx answer, no answer (refused, reset, not HTTP), timeoutSeconds passed,
+# the chain's latencyBudgetSeconds passed.
+FALLBACK_ERROR: Final = "error"
+UNREACHABLE: Final = "unreachable"
+FALLBACK_TIMEOUT: Final = "timeout"
+FALLBACK_LATENCY_BUDGET: Final = "latency_budget"
+FALLBACK_REASONS = (FALLBACK_ERROR, UNREACHABLE, FALLBACK_TIMEOUT, FALLBACK_LATENCY_BUDGET)
 
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"

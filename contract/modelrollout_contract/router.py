@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -35,16 +35,21 @@ class RouterConfigError(ValueError):
     """A routing document that cannot be used, with the reason."""
 
 
-class _Model(BaseModel):
+class ContractModel(BaseModel):
+    """A document part: immutable, closed to unknown fields, camelCase on the wire."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
-class Backends(_Model):
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class Backends(ContractModel):
     stable: str = Field(pattern=r"^https?://", description="Base URL of the stable Service.")
     canary: str | None = Field(default=None, pattern=r"^https?://", description="Base URL of the canary Service.")
 
 
-class Versions(_Model):
+class Versions(ContractModel):
     stable: str = Field(min_length=1, max_length=63, description="Model version the stable role serves.")
     canary: str | None = Field(default=None, min_length=1, max_length=63, description="The canary's.")
 
@@ -54,7 +59,7 @@ def check_weights(stable: int, canary: int) -> None:
         raise ValueError(f"weights must be 0..100 and add up to 100, got stable={stable} canary={canary}")
 
 
-class Weights(_Model):
+class Weights(ContractModel):
     stable: int = Field(default=100, ge=0, le=100)
     canary: int = Field(default=0, ge=0, le=100)
 
@@ -64,7 +69,7 @@ class Weights(_Model):
         return self
 
 
-class HeaderRoute(_Model):
+class HeaderRoute(ContractModel):
     """Requests whose header matches go to the canary: an exact value, a regular expression (matched against the
     whole value), or, with neither set, mere presence of the header. Header names are case-insensitive."""
 
@@ -84,7 +89,7 @@ class HeaderRoute(_Model):
         return self
 
 
-class StickyBy(_Model):
+class StickyBy(ContractModel):
     """The header or the cookie whose value (a user or session id) decides a request's variant."""
 
     header: str | None = Field(default=None, min_length=1, max_length=256, description="Header name.")
@@ -99,7 +104,7 @@ class StickyBy(_Model):
         return self
 
 
-class RouterConfig(_Model):
+class RouterConfig(ContractModel):
     """Version 1 of the routing document."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -126,17 +131,28 @@ class RouterConfig(_Model):
 
 def parse_document(text: str | bytes) -> RouterConfig:
     """The routing document in `text`; RouterConfigError says why it cannot be used."""
+    body = json_object(text)
+    version = body.get("schemaVersion")
+    if version != SCHEMA_VERSION:
+        raise RouterConfigError(f"{CONFIG_KEY} has schemaVersion {version!r}; this reader knows {SCHEMA_VERSION}")
+    return validated(RouterConfig, body)
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """The JSON object in `text`; RouterConfigError when it is not JSON or not an object."""
     try:
         body: Any = json.loads(text)
     except ValueError as exc:
         raise RouterConfigError(f"{CONFIG_KEY} is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RouterConfigError(f"{CONFIG_KEY} is not a JSON object")
-    version = body.get("schemaVersion")
-    if version != SCHEMA_VERSION:
-        raise RouterConfigError(f"{CONFIG_KEY} has schemaVersion {version!r}; this reader knows {SCHEMA_VERSION}")
+    return body
+
+
+def validated(model: type[_M], body: dict[str, Any]) -> _M:
+    """`body` as `model`; RouterConfigError names every field in the way."""
     try:
-        return RouterConfig.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise RouterConfigError(f"{CONFIG_KEY} is invalid: {_short(exc)}") from None
 

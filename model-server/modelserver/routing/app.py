@@ -1,13 +1,14 @@
 """The router's ASGI application: its own three endpoints, everything else proxied.
 
 - GET /healthz  200 while the process serves (liveness);
-- GET /readyz   200 once a valid routing document is loaded (with its route, weights, mirrorPercent and
-  stickyBy), else 503 (readiness);
+- GET /readyz   200 once a valid routing document is loaded (with its route, the weight of every backend,
+  mirrorPercent, stickyBy and the fallback chains), else 503 (readiness);
 - GET /metrics  Prometheus text of the modelrouter_* series;
 - any other method and path: forwarded to the backend the routing picks, with the body, the query and the
   headers (less hop-by-hop ones); the reply comes back with its status, headers and body unchanged, plus
-  `x-modelrollout-version` and `x-modelrollout-role` naming who answered (and, in stickyBy cookie mode, the
-  Set-Cookie giving a new user its id).
+  `x-modelrollout-version` and `x-modelrollout-role` naming who answered (`x-modelrollout-fallback` the
+  backends that failed before, when a fallback answered; and, in stickyBy cookie mode, the Set-Cookie giving a new
+  user its id).
 
 A plain ASGI callable rather than a framework app: the proxy path does no routing, parsing or middleware, so
 each request costs one dict lookup of the path on top of the upstream call.
@@ -113,9 +114,9 @@ class RouterApp:
         sticky = snapshot.sticky
         set_cookie = None
         if sticky is None:
-            backend = snapshot.choose(headers, self._draw())
+            backend = snapshot.choose(headers, self._draw(), body)
         else:
-            assignment = snapshot.assign(sticky, headers)
+            assignment = snapshot.assign(sticky, headers, body)
             backend, set_cookie = assignment.backend, assignment.set_cookie
             if assignment.source is not None:
                 self.metrics.assigned(snapshot.route, backend.version, assignment.source)
@@ -127,17 +128,17 @@ class RouterApp:
         if set_cookie is not None:  # a new user's id, whoever answered: the next request carries it
             reply.headers.append((b"set-cookie", set_cookie))
         await _send(send, reply, head=request.method == b"HEAD")
-        # Mirrored: POST requests (inference) sent to stable by the split and answered 2xx by it; a request that
-        # went to the canary first (and perhaps fell back on stable) is not copied to the canary again.
+        # Mirrored: POST requests (inference) sent to the mirror's source and answered 2xx by it; a request that
+        # went elsewhere first (and perhaps fell back on the source) is not copied again.
         if (
-            snapshot.mirror_share
-            and backend is snapshot.stable
-            and reply.backend is snapshot.stable
+            snapshot.mirror is not None
+            and reply.backend is backend
             and request.method == b"POST"
             and 200 <= reply.status < 300
-            and snapshot.mirrors(self._draw())
         ):
-            proxy.mirror(snapshot, request, reply)
+            shadow = snapshot.mirrors(backend, self._draw())
+            if shadow is not None:
+                proxy.mirror(snapshot, shadow, request, reply)
 
     # --- the router's own endpoints -------------------------------------------------------------------------
 
@@ -149,13 +150,15 @@ class RouterApp:
         if snapshot is None:
             await _json(send, SERVICE_UNAVAILABLE, {"ready": False, "reason": "no valid routing document yet"})
             return
-        weights, sticky_by = snapshot.config.weights, snapshot.config.sticky_by
+        config = snapshot.config
+        sticky_by, mirror = config.sticky_by, config.mirror
         body = {
             "ready": True,
             "route": snapshot.route,
-            "weights": {"stable": weights.stable, "canary": weights.canary},
-            "mirrorPercent": snapshot.config.mirror_percent,
+            "weights": {name: config.weight_of(name) for name in config.backends},
+            "mirrorPercent": 0 if mirror is None else mirror.percent,
             "stickyBy": None if sticky_by is None else sticky_by.model_dump(exclude_none=True),
+            "fallbacks": {name: chain.to for name, chain in config.fallbacks.items()},
         }
         await _json(send, 200, body)
 

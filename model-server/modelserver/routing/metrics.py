@@ -7,7 +7,10 @@
 - modelrouter_shadow_abs_diff{route}: mean |stable - shadow| over the rows of a numeric (floating) answer;
   the operator's shadowMeanAbsDiff builtin divides its _sum by its _count.
 - modelrouter_shadow_dropped_total{route}: mirrored requests not sent because too many shadows were in flight.
-- modelrouter_weight{route,role}: loaded weights in percent (role stable|canary; shadow = mirrorPercent).
+- modelrouter_weight{route,role}: loaded weights in percent, one series per backend (role = its name; shadow =
+  the mirror's percent).
+- modelrouter_fallbacks_total{route,from,to,reason}: requests a failed backend's fallback chain sent on, by the
+  backends and why (error | unreachable | timeout | latency_budget).
 - modelrouter_config_reloads_total{route,result}: applied | unchanged | invalid | missing.
 - modelrouter_config_stale{route}: 1 while the newest document seen is unusable and an older one serves.
 - modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, ...).
@@ -21,6 +24,7 @@ The router runs one process, so a plain registry serves; each RouterMetrics has 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -37,6 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from modelrollout_contract import metrics as names
 from modelrollout_contract.metrics import ABS_DIFF_BUCKETS, AGREE, DISAGREE, ERROR, LATENCY_BUCKETS
+from modelrollout_contract.router_v2 import SHADOW_ROLE
 
 # `*_created` series double the exposition and no query of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -124,6 +129,12 @@ class RouterMetrics:
             ["route", "reason"],
             registry=r,
         )
+        self.fallbacks = Counter(
+            names.ROUTER_FALLBACKS,
+            "Requests sent on to the next backend of a fallback chain, by the failed and the next backend and why",
+            ["route", "from", "to", "reason"],
+            registry=r,
+        )
         self.assignments = Counter(
             "modelrouter_assignments_total",
             "Requests assigned to a variant by their user's key (stickyBy), by model version and source: key, new, "
@@ -133,6 +144,7 @@ class RouterMetrics:
         )
         self._backends: dict[tuple[str, str, str], BackendMetrics] = {}
         self._assignments: dict[tuple[str, str, str], Counter] = {}
+        self._weighted: tuple[str, frozenset[str]] = ("", frozenset())  # the route and roles with a weight series
 
     def backend(self, route: str, version: str, role: str) -> BackendMetrics:
         key = (route, version, role)
@@ -155,14 +167,22 @@ class RouterMetrics:
         if abs_diff is not None:
             self.abs_diff.labels(route).observe(abs_diff)
 
-    def loaded(self, route: str, *, stable: int, canary: int, mirror: int, previous_route: str | None) -> None:
-        if previous_route is not None and previous_route != route:
-            for role in ("stable", "canary", "shadow"):
-                _forget(self.weight, previous_route, role)
+    def fell_back(self, route: str, failed: str, to: str, reason: str) -> None:
+        self.fallbacks.labels(route, failed, to, reason).inc()
+
+    def loaded(self, route: str, weights: Mapping[str, int], *, mirror: int) -> None:
+        """The weights of a routing just applied (every backend's, 0 for one outside the split); the series of a
+        previous route or of backends gone are removed."""
+        roles = frozenset(weights) | {SHADOW_ROLE}
+        previous_route, previous_roles = self._weighted
+        for role in previous_roles - (roles if previous_route == route else frozenset()):
+            _forget(self.weight, previous_route, role)
+        if previous_route and previous_route != route:
             _forget(self.stale, previous_route)
-        self.weight.labels(route, "stable").set(stable)
-        self.weight.labels(route, "canary").set(canary)
-        self.weight.labels(route, "shadow").set(mirror)
+        for role, weight in weights.items():
+            self.weight.labels(route, role).set(weight)
+        self.weight.labels(route, SHADOW_ROLE).set(mirror)
+        self._weighted = (route, roles)
         # The comparison series exist at 0 before the first mirrored request, as the model server's request
         # series do: increase() needs two points, and a shadow's first analysis must see its first comparisons.
         for result in (AGREE, DISAGREE, ERROR):

@@ -1,12 +1,20 @@
-"""Forwarding one request: call the chosen backend through the pooled upstream client, retry a failed canary
-on stable when the document says so, and send mirrored requests to the canary as shadow calls.
+"""Forwarding one request: call the chosen backend through the pooled upstream client, follow its fallback chain
+when it fails, and send mirrored requests to the mirror's target as shadow calls.
 
 Bodies go both ways unchanged (no decompression, no re-encoding); hop-by-hop headers are dropped as RFC 9110
 requires, and the client library (upstream.py) sets the backend's Host and the Content-Length.
 
 Errors: a backend that cannot be reached answers 502, one that does not answer within timeoutSeconds 504,
 both with a JSON body `{"error": ..., "role": ..., "version": ...}`; 4xx and 5xx answers pass through as they
-are (a canary's 5xx is answered from stable instead when retryOnStable is set).
+are.
+
+Fallbacks: when the chosen backend has a chain and fails a request (FALLBACK_REASONS: a 5xx, no answer, timeoutSeconds
+passed, or the chain's latency budget passed), the chain's backends are called in order with the same request until
+one does not fail; the client gets that answer (or the last failure), with `x-modelrollout-fallback` listing every
+failed attempt as `role=reason`. Every attempt is counted under its own backend (a failing canary's calls stay the
+canary's, which its analysis must see) and every step in modelrouter_fallbacks_total. A 4xx is the request's fault:
+any backend would refuse it, so it is answered as it is. A backend waited for up to the budget is abandoned
+when it passes (its connection closed, as for any late answer); the last backend of a chain gets the whole timeout.
 """
 
 from __future__ import annotations
@@ -19,10 +27,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from modelrollout_contract.metrics import ERROR
+from modelrollout_contract.metrics import ERROR, FALLBACK_ERROR, FALLBACK_LATENCY_BUDGET, FALLBACK_TIMEOUT, UNREACHABLE
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.shadow import compare
-from modelserver.routing.snapshot import CANARY, SHADOW, Backend, Snapshot
+from modelserver.routing.snapshot import SHADOW, Backend, Snapshot
 from modelserver.routing.upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -48,8 +56,9 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+FALLBACK_HEADER = b"x-modelrollout-fallback"
 # Not passed back from a backend either: the router sets its own (and its own Content-Length).
-OURS = frozenset({b"x-modelrollout-version", b"x-modelrollout-role"})
+OURS = frozenset({b"x-modelrollout-version", b"x-modelrollout-role", FALLBACK_HEADER})
 DROPPED_FROM_ANSWERS = HOP_BY_HOP | OURS
 HEADER_LENGTH = b"inference-header-content-length"
 JSON_HEADERS = ((b"content-type", b"application/json"),)
@@ -98,18 +107,27 @@ class Proxy:
         self._max_shadows = max_shadows
         self._shadows: set[asyncio.Task[None]] = set()
 
-    async def call(self, snapshot: Snapshot, backend: Backend, request: Request, *, role: str | None = None) -> Reply:
-        """One upstream call, counted under `role` (default: the backend's)."""
+    async def call(
+        self,
+        snapshot: Snapshot,
+        backend: Backend,
+        request: Request,
+        *,
+        role: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Reply:
+        """One upstream call, counted under `role` (default: the backend's), waited for `timeout_s` (default: the
+        document's timeoutSeconds)."""
         metrics = self._metrics.backend(snapshot.route, backend.version, role or backend.role)
+        wait_s = snapshot.timeout_s if timeout_s is None else timeout_s
         started = time.perf_counter()
         try:
             response = await self._client.request(
-                backend.origin, request.method, request.target, request.headers, request.body,
-                timeout_s=snapshot.timeout_s,
-            )  # fmt: skip
+                backend.origin, request.method, request.target, request.headers, request.body, timeout_s=wait_s
+            )
         except TimeoutError:
             metrics.observe(GATEWAY_TIMEOUT, time.perf_counter() - started)
-            message = f"{backend.role} (version {backend.version}) did not answer within {snapshot.timeout_s:g}s"
+            message = f"{backend.role} (version {backend.version}) did not answer within {wait_s:g}s"
             return error_reply(GATEWAY_TIMEOUT, message, backend)
         except UpstreamError as exc:
             metrics.observe(BAD_GATEWAY, time.perf_counter() - started)
@@ -122,12 +140,27 @@ class Proxy:
         return Reply(response.status, headers, response.body, backend, answered=True)
 
     async def forward(self, snapshot: Snapshot, backend: Backend, request: Request) -> Reply:
-        """The client's answer: from `backend`, or from stable when the canary failed and retryOnStable is set.
-        A failed canary call is still counted as the canary's."""
-        reply = await self.call(snapshot, backend, request)
-        if reply.failed and backend.role == CANARY and snapshot.retry_on_stable:
-            log.debug("canary failed with %s; answering from stable", reply.status)
-            return await self.call(snapshot, snapshot.stable, request)
+        """The client's answer: from `backend`, or, when it fails and has a fallback chain, from the first backend
+        of the chain that does not fail (else the last failure)."""
+        chain = snapshot.fallbacks.get(backend.role)
+        if chain is None:  # the common path: one call
+            return await self.call(snapshot, backend, request)
+        budget = chain.budget_s
+        attempts = (backend, *chain.then)
+        failed: list[bytes] = []
+        for i, attempt in enumerate(attempts):
+            last = i == len(attempts) - 1
+            timeout_s = None if last or budget is None else budget
+            reply = await self.call(snapshot, attempt, request, timeout_s=timeout_s)
+            reason = failure(reply, budgeted=timeout_s is not None)
+            if reason is None:
+                break
+            if not last:
+                self._metrics.fell_back(snapshot.route, attempt.role, attempts[i + 1].role, reason)
+                log.debug("%s failed (%s, %s); trying %s", attempt.role, reason, reply.status, attempts[i + 1].role)
+            failed.append(attempt.role.encode() + b"=" + reason.encode())
+        if failed and reply.backend is not backend:
+            reply.headers.append((FALLBACK_HEADER, b", ".join(failed)))
         return reply
 
     # --- mirroring ------------------------------------------------------------------------------------------
@@ -136,21 +169,19 @@ class Proxy:
     def shadows_in_flight(self) -> int:
         return len(self._shadows)
 
-    def mirror(self, snapshot: Snapshot, request: Request, stable: Reply) -> None:
-        """Start a shadow call of `request` to the canary in the background, to compare with stable's reply.
-        Never waits and never raises: over the bound of calls in flight the request is dropped and counted."""
-        if snapshot.canary is None:
-            return
+    def mirror(self, snapshot: Snapshot, target: Backend, request: Request, answered: Reply) -> None:
+        """Start a shadow call of `request` to `target` in the background, to compare with the reply the client
+        got. Never waits and never raises: over the bound of calls in flight the request is dropped and counted."""
         if len(self._shadows) >= self._max_shadows:
             self._metrics.shadow_dropped.labels(snapshot.route).inc()
             return
-        task = asyncio.get_running_loop().create_task(self._shadow(snapshot, snapshot.canary, request, stable))
+        task = asyncio.get_running_loop().create_task(self._shadow(snapshot, target, request, answered))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, snapshot: Snapshot, canary: Backend, request: Request, stable: Reply) -> None:
+    async def _shadow(self, snapshot: Snapshot, target: Backend, request: Request, stable: Reply) -> None:
         try:
-            shadow = await self.call(snapshot, canary, request, role=SHADOW)
+            shadow = await self.call(snapshot, target, request, role=SHADOW)
             if shadow.answered and 200 <= shadow.status < 300:
                 comparison = compare(
                     stable.body,
@@ -174,6 +205,15 @@ class Proxy:
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
+
+
+def failure(reply: Reply, *, budgeted: bool) -> str | None:
+    """Why `reply` is a failure a fallback answers for (FALLBACK_REASONS), or None when it is an answer to pass on."""
+    if reply.answered:
+        return FALLBACK_ERROR if reply.status >= SERVER_ERROR else None
+    if reply.status == GATEWAY_TIMEOUT:
+        return FALLBACK_LATENCY_BUDGET if budgeted else FALLBACK_TIMEOUT
+    return UNREACHABLE
 
 
 def _header(headers: RawHeaders, name: bytes) -> str | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from modelrollout_contract.router import RouterConfigError, parse_document, route_of
+from modelrollout_contract.router import RouterConfigError, route_of
+from modelrollout_contract.router_v2 import parse_any
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.snapshot import Snapshot, build_snapshot
 
@@ -37,7 +38,7 @@ class Routing:
         """Use the document in `text` if it is valid; returns applied | unchanged | invalid."""
         current = self.snapshot
         try:
-            config = parse_document(text)
+            config = parse_any(text)
             if current is not None and current.config == config:
                 self._metrics.reloads.labels(config.route, UNCHANGED).inc()
                 self._metrics.stale.labels(config.route).set(0)
@@ -57,30 +58,22 @@ class Routing:
             )
             return INVALID
         self.snapshot = snapshot  # the swap: requests from here on see the new routing
-        self._metrics.loaded(
-            config.route,
-            stable=config.weights.stable,
-            canary=config.weights.canary,
-            mirror=config.mirror_percent,
-            previous_route=None if current is None else current.route,
-        )
+        weights = {name: config.weight_of(name) for name in config.backends}
+        mirror = config.mirror
+        self._metrics.loaded(config.route, weights, mirror=0 if mirror is None else mirror.percent)
         self._metrics.reloads.labels(config.route, APPLIED).inc()
         self._metrics.stale.labels(config.route).set(0)
-        canary = snapshot.canary
         log.info(
-            "routing applied from %s: stable %s%% (version %s), canary %s%% (version %s), mirror %s%%",
+            "routing applied from %s: %s%s",
             origin,
-            config.weights.stable,
-            snapshot.stable.version,
-            config.weights.canary,
-            canary.version if canary else "-",
-            config.mirror_percent,
+            ", ".join(f"{name} {weights[name]}% (version {b.version})" for name, b in snapshot.backends.items()),
+            f", mirror {mirror.percent}% of {mirror.source} to {mirror.to}" if mirror else "",
             extra={
                 "route": config.route,
                 "origin": origin,
-                "stable": snapshot.stable.url,
-                "canary": canary.url if canary else None,
-                "header_route": config.header_route.model_dump(exclude_none=True) if config.header_route else None,
+                "backends": {name: b.url for name, b in snapshot.backends.items()},
+                "routes": [route.model_dump(exclude_none=True) for route in config.routes],
+                "fallbacks": {name: chain.to for name, chain in config.fallbacks.items()},
             },
         )
         return APPLIED

@@ -1,21 +1,23 @@
 """The immutable routing snapshot a request is served with, and the per-request choice of backend.
 
-A snapshot is built once per accepted document and never changed; the router swaps the whole object, so a
-request that started on one snapshot finishes on it (its backends, timeout and retry rule) while the next
-request already sees the new one. Everything a request needs is precomputed here: backend URLs after the
-`--upstream` overrides, response header bytes, the header matcher, the canary and mirror thresholds.
+A snapshot is built once per accepted document (version 1 documents as the version 2 routing they mean,
+modelrollout_contract.router_v2) and never changed; the router swaps the whole object, so a request that started on
+one snapshot finishes on it (its backends, timeout and fallbacks) while the next request already sees the new one.
+Everything a request needs is precomputed here: backend URLs after the `--upstream` overrides, response header
+bytes, the route matchers (a header, or a feature's value in the body: routing.features), the split's cumulative
+thresholds, the mirror and the fallback chains.
 
-The split draws from `random.random` (CPython's Mersenne Twister, ~30 ns a draw, no lock, not
-cryptographic): a request goes to the canary when its draw is below weights.canary / 100, so the split is
-Bernoulli per request, not a deterministic rotation. Tests pass a seeded generator for exact statistics.
+The split draws from `random.random` (CPython's Mersenne Twister, ~30 ns a draw, no lock, not cryptographic): a
+request goes to the first entry of the split whose cumulative share is above its draw, so the split is categorical
+per request, not a deterministic rotation. Tests pass a seeded generator for exact statistics.
 
-With `stickyBy` the canary's weight is a share of users instead: a request's key (the value of that header or
-cookie) falls in bucket `zlib.crc32(key) % 10000` (modelrollout_contract.sticky), and the request goes to the canary
-when the bucket is below weights.canary * 100. CRC-32 rather than `hash()` (salted per process): every router
-process and replica, and every restart, assigns a key alike, and raising the weight only moves users from stable to
-the canary. A header route still wins. A request without a key goes to stable in header mode (the control group); in
-cookie mode it gets a new random id, is assigned by it, and the answer sets the cookie so the user's next requests
-stick.
+With `stickyBy` the weights are shares of users instead: a request's key (the value of that header or cookie) falls
+in bucket `zlib.crc32(key) % 10000` (modelrollout_contract.sticky), and the request goes to the entry whose
+cumulative range of buckets (weight x 100 each, in the split's order) holds it. CRC-32 rather than `hash()` (salted
+per process): every router process and replica, and every restart, assigns a key alike, and raising the first
+entry's weight only moves users into it (a version 1 document's canary is first). A header route still wins. A
+request without a key goes to the control in header mode (the control group); in cookie mode it gets a new random
+id, is assigned by it, and the answer sets the cookie so the user's next requests stick.
 """
 
 from __future__ import annotations
@@ -26,18 +28,18 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modelrollout_contract.router import HeaderRoute, RouterConfig, StickyBy
+from modelrollout_contract.router import HeaderRoute, StickyBy
+from modelrollout_contract.router_v2 import SHADOW_ROLE, Route, RouterConfigV2
 from modelrollout_contract.sticky import BUCKETS, bucket
+from modelserver.routing.features import FeatureMatcher, RequestBody
 from modelserver.routing.upstream import Origin
 
 Headers = Sequence[tuple[bytes, bytes]]
-STABLE = "stable"
-CANARY = "canary"
-SHADOW = "shadow"
+SHADOW = SHADOW_ROLE  # the role a mirrored call is counted under
 # How a sticky request was assigned (the `source` label of modelrouter_assignments_total).
 KEY = "key"  # by the key it carried
 NEW = "new"  # by a cookie id made for it (its answer sets the cookie)
-MISSING = "missing"  # no key, header mode: stable
+MISSING = "missing"  # no key, header mode: the control
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
 _COOKIE_ATTRIBUTES = f"; Path=/; Max-Age={COOKIE_MAX_AGE_S}; SameSite=Lax; HttpOnly".encode()
 _COOKIE = b"cookie"
@@ -113,18 +115,16 @@ def cookie_value(header: bytes, name: bytes) -> bytes | None:
 
 @dataclass(frozen=True, slots=True)
 class Sticky:
-    """Where a request's key is (one header, or one cookie) and the canary's share of the buckets."""
+    """Where a request's key is: one header, or one cookie."""
 
     header: bytes | None  # lower case, as ASGI servers deliver header names
     cookie: bytes | None
-    threshold: int  # keys in a bucket below this go to the canary: weights.canary * 100
 
     @classmethod
-    def of(cls, by: StickyBy, canary_weight: int) -> Sticky:
+    def of(cls, by: StickyBy) -> Sticky:
         return cls(
             header=None if by.header is None else by.header.lower().encode("latin-1", "replace"),
             cookie=None if by.cookie is None else by.cookie.encode(),
-            threshold=canary_weight * (BUCKETS // 100),
         )
 
     def key(self, headers: Headers) -> bytes | None:
@@ -145,9 +145,6 @@ class Sticky:
                     return found
         return None
 
-    def in_canary(self, key: bytes) -> bool:
-        return bucket(key) < self.threshold
-
     def set_cookie(self, key: str) -> bytes:
         """The Set-Cookie header value that makes the user's next requests carry `key`."""
         assert self.cookie is not None
@@ -156,7 +153,7 @@ class Sticky:
 
 @dataclass(slots=True)
 class Assignment:
-    """A sticky request's backend, how it was chosen (KEY, NEW, MISSING; None when the header route decided, which
+    """A sticky request's backend, how it was chosen (KEY, NEW, MISSING; None when a header route decided, which
     is no assignment), and the Set-Cookie value its answer must carry (NEW only)."""
 
     backend: Backend
@@ -165,72 +162,134 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class Chain:
+    """Who answers, in order, when a backend fails a request; `budget_s`: how long a backend that has a next one
+    is waited for (None: the whole timeout)."""
+
+    then: tuple[Backend, ...]
+    budget_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRule:
+    source: Backend
+    target: Backend
+    share: float  # a draw below this copies a request `source` answered to `target`
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    config: RouterConfig
-    stable: Backend
-    canary: Backend | None
-    canary_share: float  # a draw below this goes to the canary
-    mirror_share: float  # a second draw below this copies a stable request to the canary
-    header: HeaderMatcher | None
+    config: RouterConfigV2
+    backends: Mapping[str, Backend]
+    control: Backend
+    split: tuple[tuple[float, Backend], ...]  # (cumulative share, backend), weights above 0 only, the last at 1.0
+    buckets: tuple[tuple[int, Backend], ...]  # (cumulative bucket bound, backend): the same ranges for stickyBy
+    routes: tuple[tuple[HeaderMatcher | FeatureMatcher, Backend], ...]
     sticky: Sticky | None  # set: requests are assigned with assign(), not split with choose()
+    mirror: MirrorRule | None
+    fallbacks: Mapping[str, Chain]  # by the name of the backend that failed
     timeout_s: float
-    retry_on_stable: bool
 
     @property
     def route(self) -> str:
         return self.config.route
 
-    def choose(self, headers: Headers, draw: float) -> Backend:
-        """The backend for a request with these headers and this uniform draw in [0, 1), splitting requests
-        (when `sticky` is None; otherwise the router calls assign)."""
-        canary = self.canary
-        if canary is None:
-            return self.stable
-        if self.header is not None and self.header.matches(headers):
-            return canary
-        return canary if draw < self.canary_share else self.stable
+    def routed(self, headers: Headers, body: bytes) -> Backend | None:
+        """The backend of the first route (by header, or by a feature's value in the body) the request matches."""
+        parsed = None
+        for matcher, backend in self.routes:
+            if isinstance(matcher, HeaderMatcher):
+                if matcher.matches(headers):
+                    return backend
+            else:
+                parsed = parsed or RequestBody(body, headers)
+                if matcher.matches(parsed):
+                    return backend
+        return None
 
-    def assign(self, sticky: Sticky, headers: Headers, new_id: Callable[[], str] = new_user_id) -> Assignment:
-        """The backend for a request by its user's key (`sticky` is this snapshot's): the header route first,
-        then the key's bucket; a request without a key goes to stable (header mode) or gets a new id (cookie)."""
-        canary = self.canary
-        if canary is not None and self.header is not None and self.header.matches(headers):
-            return Assignment(canary, None)
+    def choose(self, headers: Headers, draw: float, body: bytes = b"") -> Backend:
+        """The backend for a request with these headers and body and this uniform draw in [0, 1), splitting
+        requests (when `sticky` is None; otherwise the router calls assign)."""
+        if self.routes:
+            routed = self.routed(headers, body)
+            if routed is not None:
+                return routed
+        for bound, backend in self.split:
+            if draw < bound:
+                return backend
+        return self.split[-1][1]  # unreachable: the last bound is 1.0 and draws are below it
+
+    def assign(
+        self, sticky: Sticky, headers: Headers, body: bytes = b"", new_id: Callable[[], str] = new_user_id
+    ) -> Assignment:
+        """The backend for a request by its user's key (`sticky` is this snapshot's): the routes first, then the
+        key's bucket; a request without a key goes to the control (header mode) or gets a new id (cookie mode)."""
+        routed = self.routed(headers, body) if self.routes else None
+        if routed is not None:
+            return Assignment(routed, None)
         key = sticky.key(headers)
         if key is not None:
-            return Assignment(canary if canary is not None and sticky.in_canary(key) else self.stable, KEY)
+            return Assignment(self.of_bucket(bucket(key)), KEY)
         if sticky.cookie is None:
-            return Assignment(self.stable, MISSING)
+            return Assignment(self.control, MISSING)
         made = new_id()
-        backend = canary if canary is not None and sticky.in_canary(made.encode()) else self.stable
-        return Assignment(backend, NEW, sticky.set_cookie(made))
+        return Assignment(self.of_bucket(bucket(made)), NEW, sticky.set_cookie(made))
 
-    def mirrors(self, draw: float) -> bool:
-        """Whether a request answered by stable is also sent to the canary as a shadow call."""
-        return self.canary is not None and draw < self.mirror_share
+    def of_bucket(self, number: int) -> Backend:
+        for bound, backend in self.buckets:
+            if number < bound:
+                return backend
+        return self.buckets[-1][1]  # unreachable: the last bound is BUCKETS
+
+    def mirrors(self, answered: Backend, draw: float) -> Backend | None:
+        """The backend a request `answered` answered is copied to, if this draw copies it."""
+        mirror = self.mirror
+        if mirror is not None and answered is mirror.source and draw < mirror.share:
+            return mirror.target
+        return None
 
 
-def build_snapshot(config: RouterConfig, upstreams: Mapping[str, str] | None = None) -> Snapshot:
+def build_snapshot(config: RouterConfigV2, upstreams: Mapping[str, str] | None = None) -> Snapshot:
     """The snapshot of `config`; `upstreams` (model version -> base URL) replaces the document's backend URL of
-    whichever role serves that version (cluster DNS names do not resolve on a developer's machine)."""
+    whichever backend serves that version (cluster DNS names do not resolve on a developer's machine)."""
     overrides = upstreams or {}
-    stable_url = overrides.get(config.versions.stable, config.backends.stable)
-    stable = Backend(STABLE, config.versions.stable, _base(stable_url))
-    canary = None
-    if config.backends.canary is not None and config.versions.canary is not None:
-        url = overrides.get(config.versions.canary, config.backends.canary)
-        canary = Backend(CANARY, config.versions.canary, _base(url))
+    backends = {
+        name: Backend(name, spec.version, _base(overrides.get(spec.version, spec.url)))
+        for name, spec in config.backends.items()
+    }
+    split: list[tuple[float, Backend]] = []
+    buckets: list[tuple[int, Backend]] = []
+    total = 0
+    for share in config.split:
+        if share.weight == 0:
+            continue
+        total += share.weight
+        # Integer percent over 100: the last bound is exactly 1.0 (and BUCKETS), so every draw finds an entry.
+        split.append((total / 100, backends[share.backend]))
+        buckets.append((total * (BUCKETS // 100), backends[share.backend]))
+    mirror = config.mirror
     return Snapshot(
         config=config,
-        stable=stable,
-        canary=canary,
-        canary_share=config.weights.canary / 100,
-        mirror_share=config.mirror_percent / 100,
-        header=None if config.header_route is None else HeaderMatcher.of(config.header_route),
-        sticky=None if config.sticky_by is None else Sticky.of(config.sticky_by, config.weights.canary),
+        backends=backends,
+        control=backends[config.control],
+        split=tuple(split),
+        buckets=tuple(buckets),
+        routes=tuple((_matcher(route), backends[route.to]) for route in config.routes),
+        sticky=None if config.sticky_by is None else Sticky.of(config.sticky_by),
+        mirror=None
+        if mirror is None or mirror.percent == 0
+        else MirrorRule(backends[mirror.source], backends[mirror.to], mirror.percent / 100),
+        fallbacks={
+            name: Chain(tuple(backends[target] for target in chain.to), chain.latency_budget_seconds)
+            for name, chain in config.fallbacks.items()
+        },
         timeout_s=config.timeout_seconds,
-        retry_on_stable=config.retry_on_stable,
     )
+
+
+def _matcher(route: Route) -> HeaderMatcher | FeatureMatcher:
+    header = route.header_route()
+    return FeatureMatcher.of(route) if header is None else HeaderMatcher.of(header)
 
 
 def _base(url: str) -> str:

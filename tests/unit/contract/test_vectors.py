@@ -13,6 +13,7 @@ from testkit.vectors import Refused, invalid_router_documents, valid_router_docu
 
 from modelrollout.traffic.router import RouterConfigError, parse_configmap_data, to_configmap_data
 from modelrollout_contract.router import CONFIG_KEY
+from modelrollout_contract.router_v2 import upgrade
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import APPLIED, INVALID, Routing
 
@@ -28,12 +29,12 @@ def test_both_sides_accept_every_valid_document_alike(path: Path) -> None:
     routing = router()
     assert routing.apply(text, origin="vector") == APPLIED
     assert routing.snapshot is not None
-    assert routing.snapshot.config == operator_view
+    assert routing.snapshot.config == upgrade(operator_view)
     # What the operator writes from it is read back by the router as the same routing.
     again = router()
     assert again.apply(to_configmap_data(operator_view)[CONFIG_KEY], origin="operator") == APPLIED
     assert again.snapshot is not None
-    assert again.snapshot.config == operator_view
+    assert again.snapshot.config == upgrade(operator_view)
 
 
 @pytest.mark.parametrize("case", invalid_router_documents(), ids=lambda c: c.id)

@@ -67,6 +67,7 @@ async def test_live_always_ready_only_with_a_document() -> None:
         "weights": {"stable": 90, "canary": 10},
         "mirrorPercent": 5,
         "stickyBy": {"header": "x-user-id"},
+        "fallbacks": {"canary": ["stable"]},  # retryOnStable
     }
 
 

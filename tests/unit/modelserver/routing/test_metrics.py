@@ -12,7 +12,7 @@ def test_series_names_and_labels_match_the_operator_queries() -> None:
     metrics.backend("churn", "2", "shadow").observe(504, 2.5)
     metrics.comparison("churn", "disagree", 25.0)
     metrics.comparison("churn", "error", None)
-    metrics.loaded("churn", stable=90, canary=10, mirror=5, previous_route=None)
+    metrics.loaded("churn", {"stable": 90, "canary": 10}, mirror=5)
     metrics.assigned("churn", "2", "key")
     metrics.assigned("churn", "2", "key")
     metrics.assigned("churn", "1", "missing")
@@ -44,7 +44,7 @@ def test_series_names_and_labels_match_the_operator_queries() -> None:
 def test_comparison_series_exist_at_zero_once_a_route_is_loaded() -> None:
     # As the model server's request series: a shadow's first analysis must see its first comparisons.
     metrics = RouterMetrics(CollectorRegistry())
-    metrics.loaded("churn", stable=100, canary=0, mirror=0, previous_route=None)
+    metrics.loaded("churn", {"stable": 100}, mirror=0)
     for result in ("agree", "disagree", "error"):
         labels = {"route": "churn", "result": result}
         assert metrics.registry.get_sample_value("modelrouter_shadow_comparisons_total", labels) == 0

@@ -24,8 +24,7 @@ def test_a_valid_document_is_applied_and_its_weights_exported() -> None:
     assert routing.snapshot is None
     assert routing.apply(SHARED_VECTOR.read_bytes(), origin="test") == APPLIED
     assert routing.snapshot is not None
-    assert routing.snapshot.canary is not None
-    assert routing.snapshot.canary.url == "http://127.0.0.1:9002"
+    assert routing.snapshot.backends["canary"].url == "http://127.0.0.1:9002"
     assert sample(metrics, "modelrouter_weight", route="churn", role="stable") == 90
     assert sample(metrics, "modelrouter_weight", route="churn", role="canary") == 10
     assert sample(metrics, "modelrouter_weight", route="churn", role="shadow") == 5
@@ -36,10 +35,12 @@ def test_an_invalid_document_keeps_the_last_good_one() -> None:
     routing, metrics = make()
     routing.apply(SHARED_VECTOR.read_text(), origin="test")
     good = routing.snapshot
-    for bad in ["{", json.dumps(vector() | {"schemaVersion": 2}), json.dumps(vector() | {"weights": {"stable": 1}})]:
+    # A version 1 document calling itself version 2 is an invalid version 2 document.
+    versions = [json.dumps(vector() | {"schemaVersion": v}) for v in (2, 3)]
+    for bad in ["{", *versions, json.dumps(vector() | {"weights": {"stable": 1}})]:
         assert routing.apply(bad, origin="test") == INVALID
         assert routing.snapshot is good
-    assert sample(metrics, "modelrouter_config_reloads_total", route="churn", result="invalid") == 3
+    assert sample(metrics, "modelrouter_config_reloads_total", route="churn", result="invalid") == 4
     assert sample(metrics, "modelrouter_config_stale", route="churn") == 1
     # The next good document clears the stale flag.
     assert routing.apply(json.dumps(vector() | {"weights": {"stable": 50, "canary": 50}}), origin="test") == APPLIED

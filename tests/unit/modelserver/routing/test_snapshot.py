@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 from testkit.vectors import full_document as vector
+from testkit.vectors import full_v2_document
 
 from modelrollout_contract.router import RouterConfig, parse_document
+from modelrollout_contract.router_v2 import CANARY, STABLE, RouterConfigV2, parse_any, upgrade
 from modelserver.routing.snapshot import (
-    CANARY,
     KEY,
     MISSING,
     NEW,
-    STABLE,
     Backend,
     HeaderMatcher,
     Snapshot,
@@ -25,21 +25,27 @@ from modelserver.routing.snapshot import (
 )
 
 
-def config(**fields: Any) -> RouterConfig:
+def v1(**fields: Any) -> RouterConfig:
     document = vector() | fields
     return parse_document(json.dumps({k: v for k, v in document.items() if v is not None}))
 
 
+def config(**fields: Any) -> RouterConfigV2:
+    """The version 2 routing of the full version 1 vector with `fields` changed."""
+    return upgrade(v1(**fields))
+
+
 def test_backends_come_from_the_document_or_the_upstream_overrides() -> None:
     plain = build_snapshot(config())
-    assert plain.stable == Backend(STABLE, "1", "http://churn-stable.prod.svc:80")
-    assert plain.canary == Backend(CANARY, "2", "http://churn-canary.prod.svc:80")
+    assert plain.backends[STABLE] == Backend(STABLE, "1", "http://churn-stable.prod.svc:80")
+    assert plain.backends.get(CANARY) == Backend(CANARY, "2", "http://churn-canary.prod.svc:80")
     local = build_snapshot(config(), {"2": "http://127.0.0.1:9002/", "7": "http://127.0.0.1:9007"})
-    assert local.stable.url == "http://churn-stable.prod.svc:80"
-    assert local.canary is not None
-    assert local.canary.url == "http://127.0.0.1:9002"
-    assert local.canary.response_headers == ((b"x-modelrollout-version", b"2"), (b"x-modelrollout-role", b"canary"))
-    assert (local.timeout_s, local.retry_on_stable, local.route) == (2.5, True, "churn")
+    assert local.backends[STABLE].url == "http://churn-stable.prod.svc:80"
+    canary = local.backends[CANARY]
+    assert canary.url == "http://127.0.0.1:9002"
+    assert canary.response_headers == ((b"x-modelrollout-version", b"2"), (b"x-modelrollout-role", b"canary"))
+    assert (local.timeout_s, local.route) == (2.5, "churn")
+    assert local.fallbacks[CANARY].then == (local.backends[STABLE],)  # retryOnStable
 
 
 @pytest.mark.parametrize(("canary", "mirror"), [(0, 0), (10, 5), (50, 50), (90, 0), (100, 100)])
@@ -49,8 +55,9 @@ def test_the_split_and_the_mirror_follow_the_weights(canary: int, mirror: int) -
     )
     draw = uniform(seed=42)
     n = 20_000
-    to_canary = sum(snapshot.choose((), draw()) is snapshot.canary for _ in range(n))
-    mirrored = sum(snapshot.mirrors(draw()) for _ in range(n))
+    to_canary = sum(snapshot.choose((), draw()) is snapshot.backends.get(CANARY) for _ in range(n))
+    stable = snapshot.backends[STABLE]
+    mirrored = sum(snapshot.mirrors(stable, draw()) is not None for _ in range(n))
     # Binomial: 4.5 standard deviations, so a seeded run is far from the edge (and exact at 0 and 100).
     for count, percent in ((to_canary, canary), (mirrored, mirror)):
         p = percent / 100
@@ -69,17 +76,17 @@ def test_without_a_canary_everything_goes_to_stable() -> None:
     only_stable = parse_document(
         '{"schemaVersion": 1, "route": "r", "backends": {"stable": "http://s"}, "versions": {"stable": "1"}}'
     )
-    snapshot = build_snapshot(only_stable)
-    assert snapshot.canary is None
-    assert snapshot.choose(((b"x-canary", b"yes"),), 0.0) is snapshot.stable
-    assert not snapshot.mirrors(0.0)
+    snapshot = build_snapshot(upgrade(only_stable))
+    assert snapshot.backends.get(CANARY) is None
+    assert snapshot.choose(((b"x-canary", b"yes"),), 0.0) is snapshot.backends[STABLE]
+    assert snapshot.mirrors(snapshot.backends[STABLE], 0.0) is None
 
 
 def test_a_matching_header_goes_to_the_canary_whatever_the_weights() -> None:
     snapshot = build_snapshot(config(weights={"stable": 100, "canary": 0}))
-    assert snapshot.choose(((b"x-canary", b"yes"),), 0.99) is snapshot.canary
-    assert snapshot.choose(((b"x-canary", b"no"),), 0.0) is snapshot.stable
-    assert snapshot.choose(((b"x-other", b"yes"),), 0.0) is snapshot.stable
+    assert snapshot.choose(((b"x-canary", b"yes"),), 0.99) is snapshot.backends.get(CANARY)
+    assert snapshot.choose(((b"x-canary", b"no"),), 0.0) is snapshot.backends[STABLE]
+    assert snapshot.choose(((b"x-other", b"yes"),), 0.0) is snapshot.backends[STABLE]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +105,7 @@ def test_a_matching_header_goes_to_the_canary_whatever_the_weights() -> None:
     ],
 )
 def test_header_match(route: dict[str, str], headers: list[tuple[bytes, bytes]], matches: bool) -> None:
-    parsed = config(headerRoute=route).header_route
+    parsed = v1(headerRoute=route).header_route
     assert parsed is not None
     assert HeaderMatcher.of(parsed).matches(headers) is matches
 
@@ -192,15 +199,16 @@ def test_header_mode_without_the_key_is_stable_and_the_header_route_wins() -> No
     assert sticky is not None
     for headers in [(), ((b"x-user-id", b""),), ((b"x-user-id", b"  "),), ((b"x-other", b"u1"),)]:
         assignment = snapshot.assign(sticky, headers)
-        assert (assignment.backend, assignment.source, assignment.set_cookie) == (snapshot.stable, MISSING, None)
+        stable = snapshot.backends[STABLE]
+        assert (assignment.backend, assignment.source, assignment.set_cookie) == (stable, MISSING, None)
     # The key's header name is case-insensitive in the document (ASGI gives names in lower case).
     upper = sticky_snapshot(100, by={"header": "X-User-Id"})
     assert upper.sticky is not None
-    assert upper.assign(upper.sticky, ((b"x-user-id", b"u1"),)).backend is upper.canary
+    assert upper.assign(upper.sticky, ((b"x-user-id", b"u1"),)).backend is upper.backends.get(CANARY)
     stays = sticky_snapshot(0, header_route={"header": "x-canary", "exact": "yes"})
     assert stays.sticky is not None
     routed = stays.assign(stays.sticky, ((b"x-user-id", b"u1"), (b"x-canary", b"yes")))
-    assert (routed.backend, routed.source) == (stays.canary, None)
+    assert (routed.backend, routed.source) == (stays.backends.get(CANARY), None)
 
 
 def test_cookie_mode_gives_a_new_user_an_id_assigned_by_the_same_rule() -> None:
@@ -209,16 +217,16 @@ def test_cookie_mode_gives_a_new_user_an_id_assigned_by_the_same_rule() -> None:
     assert sticky is not None
     made = iter(["123456789"])  # bucket 262, below 3000: the canary
     first = snapshot.assign(sticky, (), new_id=lambda: next(made))
-    assert (first.backend, first.source) == (snapshot.canary, NEW)
+    assert (first.backend, first.source) == (snapshot.backends.get(CANARY), NEW)
     assert first.set_cookie == b"uid=123456789; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly"
     bob = snapshot.assign(sticky, ((b"cookie", b"uid=bob"),), new_id=lambda: "unused")  # 7104: stable
-    assert (bob.backend, bob.source, bob.set_cookie) == (snapshot.stable, KEY, None)
+    assert (bob.backend, bob.source, bob.set_cookie) == (snapshot.backends[STABLE], KEY, None)
     fresh = snapshot.assign(sticky, ())
     assert fresh.set_cookie is not None
     value = fresh.set_cookie.split(b";")[0].removeprefix(b"uid=")
     assert len(value) == 32
     assert int(value, 16) >= 0
-    assert fresh.backend is (snapshot.canary if bucket(value) < 3000 else snapshot.stable)
+    assert fresh.backend is (snapshot.backends.get(CANARY) if bucket(value) < 3000 else snapshot.backends[STABLE])
 
 
 @pytest.mark.parametrize(
@@ -261,3 +269,108 @@ def test_a_malformed_or_absent_cookie_is_a_new_user_never_an_error() -> None:
 
 def test_no_sticky_assignment_without_stickyBy() -> None:
     assert build_snapshot(config(stickyBy=None)).sticky is None
+
+
+# --- version 2: A/B/n, routes to any backend, a mirror between any two --------------------------------------
+
+
+def v2(**fields: Any) -> RouterConfigV2:
+    document = full_v2_document() | fields
+    return parse_any(json.dumps({k: v for k, v in document.items() if v is not None}))
+
+
+def abn(weights: dict[str, int], **fields: Any) -> Snapshot:
+    return build_snapshot(v2(split=[{"backend": b, "weight": w} for b, w in weights.items()], **fields))
+
+
+@pytest.mark.parametrize("weights", [{"b": 20, "c": 20, "stable": 60}, {"b": 0, "c": 50, "stable": 50},
+                                     {"b": 1, "c": 1, "stable": 98}, {"stable": 0, "c": 0, "b": 100}])  # fmt: skip
+def test_n_variants_get_their_weights_as_shares_of_requests(weights: dict[str, int]) -> None:
+    snapshot = abn(weights, routes=None)
+    draw = uniform(seed=3)
+    n = 30_000
+    chosen = [snapshot.choose((), draw()).role for _ in range(n)]
+    for name, weight in weights.items():
+        p, count = weight / 100, chosen.count(name)
+        assert abs(count - n * p) <= 4.5 * (n * p * (1 - p)) ** 0.5, (name, count)
+    assert "rules" not in chosen  # a backend outside the split gets nothing
+
+
+@pytest.mark.parametrize("weights", [{"b": 20, "c": 20, "stable": 60}, {"a1": 34, "b": 33, "c": 33}])
+def test_n_variants_get_their_weights_as_shares_of_users_and_every_user_sticks(weights: dict[str, int]) -> None:
+    backends = {name: {"url": f"http://{name}", "version": name} for name in weights}
+    split = [{"backend": b, "weight": w} for b, w in weights.items()]
+    snapshot = build_snapshot(v2(backends=backends, split=split, control=split[0]["backend"], routes=None,
+                                 mirror=None, fallbacks=None))  # fmt: skip
+    sticky = snapshot.sticky
+    assert sticky is not None
+    rng = random.Random(99)
+    ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex.encode() for _ in range(20_000)]
+    chosen = [snapshot.assign(sticky, ((b"x-user-id", i),)).backend.role for i in ids]
+    for name, weight in weights.items():
+        assert abs(100 * chosen.count(name) / len(ids) - weight) <= 2, (name, chosen.count(name))
+    again = build_snapshot(snapshot.config)  # another replica, or the router restarted
+    assert again.sticky is not None
+    assert [again.assign(again.sticky, ((b"x-user-id", i),)).backend.role for i in ids] == chosen
+
+
+def test_a_users_variant_is_the_range_of_buckets_their_key_falls_in() -> None:
+    snapshot = abn({"b": 20, "c": 20, "stable": 60})
+    assert snapshot.sticky is not None
+    for key, expected in [("123456789", "b"), ("user-42", "c"), ("a", "stable")]:  # buckets 262, 2435, 5907
+        assert snapshot.assign(snapshot.sticky, ((b"x-user-id", key.encode()),)).backend.role == expected
+    assert snapshot.of_bucket(1999).role == "b"
+    assert snapshot.of_bucket(2000).role == "c"
+    assert snapshot.of_bucket(3999).role == "c"
+    assert snapshot.of_bucket(4000).role == "stable"
+    assert snapshot.of_bucket(9999).role == "stable"
+
+
+def test_growing_the_first_variant_keeps_its_users_and_the_rest_follow_the_ranges() -> None:
+    # Ranges are cumulative in the split's order: the first entry's users stay when it grows, while the later
+    # entries' ranges shift (so an A/B/n test keeps its weights while it runs; a canary, two entries, only gains).
+    keys = [f"user-{i}".encode() for i in range(3_000)]
+    before, after = abn({"b": 10, "c": 20, "stable": 70}), abn({"b": 30, "c": 20, "stable": 50})
+    assert before.sticky is not None
+    assert after.sticky is not None
+    moved = 0
+    for key in keys:
+        was = before.assign(before.sticky, ((b"x-user-id", key),)).backend.role
+        now = after.assign(after.sticky, ((b"x-user-id", key),)).backend.role
+        assert was != "b" or now == "b", key
+        assert now == after.of_bucket(bucket(key)).role
+        moved += was != now
+    assert 0.3 * len(keys) <= moved <= 0.5 * len(keys)  # [1000, 5000) of 10,000 buckets changed hands: 40%
+
+
+def test_routes_are_tried_in_order_before_the_split_and_a_keyless_user_goes_to_the_control() -> None:
+    snapshot = abn({"b": 0, "c": 0, "stable": 100}, control="c")
+    sticky = snapshot.sticky
+    assert sticky is not None
+    both = ((b"x-variant", b"c"), (b"x-country", b"FR"))
+    assert snapshot.choose(both, 0.5).role == "c"  # the first route that matches
+    assert snapshot.choose(((b"x-country", b"BE"),), 0.5).role == "b"  # weight 0 in the split: a route still reaches it
+    assert snapshot.choose(((b"x-country", b"DE"),), 0.5).role == "stable"
+    routed = snapshot.assign(sticky, ((b"x-country", b"FR"), (b"x-user-id", b"u1")))
+    assert (routed.backend.role, routed.source) == ("b", None)
+    keyless = snapshot.assign(sticky, ())
+    assert (keyless.backend.role, keyless.source) == ("c", MISSING)
+
+
+def test_a_mirror_copies_only_what_its_source_answered() -> None:
+    snapshot = abn({"b": 20, "c": 20, "stable": 60}, mirror={"from": "c", "to": "stable", "percent": 100})
+    assert snapshot.mirrors(snapshot.backends["c"], 0.99) is snapshot.backends[STABLE]
+    assert snapshot.mirrors(snapshot.backends[STABLE], 0.0) is None
+    none = abn({"b": 20, "c": 20, "stable": 60}, mirror={"from": "c", "to": "stable", "percent": 0})
+    assert none.mirror is None
+
+
+def test_fallback_chains_are_resolved_to_backends() -> None:
+    snapshot = build_snapshot(v2(), {"r1": "http://127.0.0.1:9001/"})
+    stable = snapshot.fallbacks[STABLE]
+    assert [b.role for b in stable.then] == ["rules"]
+    assert stable.then[0].url == "http://127.0.0.1:9001"  # the override by version applies to a fallback too
+    assert stable.budget_s == 0.2
+    assert [b.role for b in snapshot.fallbacks["b"].then] == [STABLE, "rules"]
+    assert snapshot.fallbacks["b"].budget_s is None
+    assert "c" not in snapshot.fallbacks

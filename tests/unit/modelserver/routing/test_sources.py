@@ -29,7 +29,7 @@ def write(path: Path, canary: int) -> None:
 
 async def canary_weight(routing: Routing, expected: int) -> None:
     for _ in range(500):
-        if routing.snapshot is not None and routing.snapshot.config.weights.canary == expected:
+        if routing.snapshot is not None and routing.snapshot.config.weight_of("canary") == expected:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"the canary weight did not become {expected}")
