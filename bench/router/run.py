@@ -7,6 +7,8 @@ Set-ups, measured in interleaved rounds so that drift on a shared machine hits a
 - direct:       wrk -> model server (version 1)
 - router 100/0: wrk -> router -> model server (version 1)
 - router 90/10: wrk -> router -> 90% version 1, 10% version 2 (a second server with the same model file)
+- router 100/0 + fallback: as router 100/0 with a routing document of version 2 giving version 1 a fallback chain
+  to version 2 with a latency budget; nothing fails, so this is the cost of having a chain configured
 Loads: `serial` (one connection, closed loop: the latency of one request with nothing else going on),
 `fixed` (16 connections paced to a fixed offered rate, the same for every set-up) and `saturation`
 (32 connections as fast as they go: throughput).
@@ -64,9 +66,16 @@ PRIORITY: list[str] = serving.PRIORITY
 class Setup:
     name: str
     weights: tuple[int, int] | None  # None: direct
+    fallback: bool = False  # stable -> canary, with a latency budget (a version 2 document)
 
 
-SETUPS = [Setup("direct", None), Setup("router 100/0", (100, 0)), Setup("router 90/10", (90, 10))]
+SETUPS = [
+    Setup("direct", None),
+    Setup("router 100/0", (100, 0)),
+    Setup("router 90/10", (90, 10)),
+    Setup("router 100/0 + fallback", (100, 0), fallback=True),
+]
+FALLBACK_BUDGET_S = 0.5
 
 
 def train(workdir: Path) -> tuple[Path, Path]:
@@ -123,7 +132,20 @@ def model_server(path: Path, version: str, workdir: Path) -> tuple[Process, int]
     return Process(command, cpus="0", log=workdir / f"server-{version}.log", ready=ready, cwd=workdir), port
 
 
-def routing(weights: tuple[int, int]) -> dict[str, Any]:
+def routing(weights: tuple[int, int], *, fallback: bool = False) -> dict[str, Any]:
+    if fallback:
+        return {
+            "schemaVersion": 2,
+            "route": MODEL,
+            "control": "stable",
+            "backends": {
+                "stable": {"url": f"http://{MODEL}-stable.bench.svc:80", "version": "1"},
+                "canary": {"url": f"http://{MODEL}-canary.bench.svc:80", "version": "2"},
+            },
+            "split": [{"backend": "canary", "weight": weights[1]}, {"backend": "stable", "weight": weights[0]}],
+            "fallbacks": {"stable": {"to": ["canary"], "latencyBudgetSeconds": FALLBACK_BUDGET_S}},
+            "timeoutSeconds": 10,
+        }
     return {
         "schemaVersion": 1,
         "route": MODEL,
@@ -134,17 +156,25 @@ def routing(weights: tuple[int, int]) -> dict[str, Any]:
     }
 
 
-def configure(config: Path, router_port: int, weights: tuple[int, int]) -> None:
+def configure(config: Path, router_port: int, setup: Setup) -> None:
+    assert setup.weights is not None
+    document = routing(setup.weights, fallback=setup.fallback)
     temp = config.with_suffix(".tmp")
-    temp.write_text(json.dumps(routing(weights)))
+    temp.write_text(json.dumps(document))
     os.replace(temp, config)
-    want = {"stable": weights[0], "canary": weights[1]}
+    want = {"stable": setup.weights[0], "canary": setup.weights[1]}
 
     def loaded() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{router_port}/readyz", timeout=2) as response:
-            return bool(json.loads(response.read())["weights"] == want)
+            ready = json.loads(response.read())
+        # The two 100/0 set-ups have the same weights: tell them apart by their fallback chains.
+        return bool(ready["weights"] == want and (ready.get("fallbacks") or {}) == fallbacks_of(document))
 
-    wait_until(loaded, within=30, what=f"the router to load weights {weights}")
+    wait_until(loaded, within=30, what=f"the router to load {setup.name}")
+
+
+def fallbacks_of(document: dict[str, Any]) -> dict[str, list[str]]:
+    return {name: chain["to"] for name, chain in document.get("fallbacks", {}).items()}
 
 
 @dataclass
@@ -209,7 +239,7 @@ def main() -> None:
                 if setup.weights is None:
                     url = f"http://127.0.0.1:{stable_port}{path}"
                 else:
-                    configure(config, router_port, setup.weights)
+                    configure(config, router_port, setup)
                     url = f"http://127.0.0.1:{router_port}{path}"
                 for load, shape in loads.items():
                     serving.wrk(url, body, seconds=2, connections=shape["connections"], rate=shape["rate"],
