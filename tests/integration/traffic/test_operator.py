@@ -123,9 +123,14 @@ async def _roll_out(
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
     assert [w for w in seen if w in (20, 50, 80)] == [20, 50, 80], f"canary weights seen: {seen}"
-    # Read now, not from the watcher's last sample: routing is written before the status that says Healthy.
-    stored = await objects.get(resource, "pricing")
-    assert parse(stored) == Routing(), "promoted: everything to stable (now version 2)"
+
+    # The promotion is recorded in status before the routing follows it (a pass writes its decision ahead of routing,
+    # so a process killed in between routes as status says): everything on stable just after the record, not with it.
+    async def all_on_stable() -> dict[str, Any] | None:
+        found = await objects.get(resource, "pricing")
+        return found if parse(found) == Routing() else None
+
+    stored = await eventually(all_on_stable, within=10, what="promoted: everything to stable (now version 2)")
     assert "/mid-rollout" in str(stored["spec"]), "the platform team's edit survived the rollout"
     refusals = re.findall(r".*(?:\(403\)|\b403 Forbidden|[Ff]orbidden|APIForbiddenError).*", operator.log())
     assert not refusals, "\n".join(refusals[:20])
