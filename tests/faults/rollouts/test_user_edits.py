@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from testkit.waiting import eventually
 
 from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.traffic import gateway_api, istio
@@ -283,7 +284,12 @@ async def test_user_edits_the_mesh_route_mid_step(world: World, kube_api: client
     history = await ObjectHistory(custom.list_namespaced_custom_object, where, "churn").start()
     await rollout.to_version("2")
     before = await _held_at_step_one(rollout)
-    assert case.parse(await custom.get_namespaced_custom_object(*where, "churn")) == Routing(70, 30)
+
+    # Status records the step before the routing follows it (a pass writes its decision ahead of routing).
+    async def at_step_one() -> bool | None:
+        return case.parse(await custom.get_namespaced_custom_object(*where, "churn")) == Routing(70, 30) or None
+
+    await eventually(at_step_one, within=10, what=f"the {mesh} route at 70/30 once status holds step one")
 
     edited = await custom.patch_namespaced_custom_object(
         *where, "churn", case.edit, field_manager="platform-team", **JSON_PATCH
