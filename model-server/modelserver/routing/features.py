@@ -118,7 +118,7 @@ class FeatureMatcher:
 
     def matches(self, body: RequestBody) -> bool:
         found = values(body.document, self.feature, self.index)
-        return bool(found) and all(self._accepts(value) for value in found or ())
+        return found is not None and bool(found) and all(self._accepts(value) for value in found)
 
     def _accepts(self, value: Any) -> bool:
         return any(same(value, expected) for expected in self.accepted)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,15 @@ import pytest
 from testkit.ports import free_port
 
 from tests.integration.modelserver.conftest import Server, launch
-from tests.integration.router.conftest import HERE, SLOW_S, Fleet, StartRouter, records, v2_body
+from tests.integration.router.conftest import (
+    HERE,
+    SLOW_S,
+    Fleet,
+    StartRouter,
+    post_concurrently,
+    records,
+    v2_body,
+)
 from tests.integration.router.faulty_models import SLOW_MARK
 
 pytestmark = pytest.mark.integration
@@ -60,23 +66,9 @@ def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def post_all(url: str, fleet: Fleet, headers: list[dict[str, str]]) -> list[httpx.Response]:
-    """Every request (with these headers) from 8 client threads with a connection each, in order."""
-    local = threading.local()
-    clients: list[httpx.Client] = []
-
-    def one(item: tuple[int, dict[str, str]]) -> httpx.Response:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=url, timeout=30)
-            clients.append(client)
-        return client.post(INFER, json=v2_body(fleet.x[item[0] % len(fleet.x)]), headers=item[1])
-
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(one, enumerate(headers)))
-    finally:
-        for client in clients:
-            client.close()
+    """Every request (a row of the data set each, with these headers) from 8 client threads, in order."""
+    bodies = [v2_body(fleet.x[i % len(fleet.x)]) for i in range(len(headers))]
+    return post_concurrently(url, INFER, bodies, headers)
 
 
 def test_a_primary_failing_30_percent_behind_a_fallback_gives_no_client_errors(

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from testkit.waiting import wait_until
 
-from tests.integration.router.conftest import Fleet, Router, StartRouter, document, v2_body
+from tests.integration.router.conftest import Fleet, Router, StartRouter, document, post_concurrently, v2_body
 
 pytestmark = pytest.mark.integration
 
@@ -38,22 +36,11 @@ def post(client: httpx.Client, fleet: Fleet, i: int, headers: Mapping[str, str] 
 
 def versions_of(router: Router, fleet: Fleet, requests: Sequence[Mapping[str, str]]) -> list[str]:
     """The version answering each request (sent with these headers) from 8 client threads, in order."""
-    local = threading.local()
-    clients: list[httpx.Client] = []
-
-    def one(item: tuple[int, Mapping[str, str]]) -> str:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=router.url, timeout=30)
-            clients.append(client)
-        return post(client, fleet, item[0], item[1]).headers["x-modelrollout-version"]
-
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(one, enumerate(requests)))
-    finally:
-        for client in clients:
-            client.close()
+    bodies = [v2_body(fleet.x[i % len(fleet.x)]) for i in range(len(requests))]
+    answers = post_concurrently(router.url, INFER, bodies, requests)
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+    return [answer.headers["x-modelrollout-version"] for answer in answers]
 
 
 @pytest.fixture
