@@ -59,6 +59,17 @@ UNREACHABLE: Final = "unreachable"
 FALLBACK_TIMEOUT: Final = "timeout"
 FALLBACK_LATENCY_BUDGET: Final = "latency_budget"
 FALLBACK_REASONS = (FALLBACK_ERROR, UNREACHABLE, FALLBACK_TIMEOUT, FALLBACK_LATENCY_BUDGET)
+ROUTER_ENSEMBLE_ANSWERS = "modelrouter_ensemble_answers_total"  # {route, ensemble, outcome}: one per inference request
+ROUTER_ENSEMBLE_MEMBER_FAILURES = "modelrouter_ensemble_member_failures_total"  # {route, ensemble, member, reason}
+# modelrouter_ensemble_answers_total's `outcome`: every member combined, the quorum (not every member) combined, or
+# no combined answer (too few members answered, or their answers could not be combined).
+ENSEMBLE_COMPLETE: Final = "complete"
+ENSEMBLE_QUORUM: Final = "quorum"
+ENSEMBLE_FAILED: Final = "failed"
+# modelrouter_ensemble_member_failures_total's `reason`: FALLBACK_ERROR, UNREACHABLE, FALLBACK_TIMEOUT, or these: the
+# member refused the request (4xx), or answered something that is not a JSON answer to combine.
+MEMBER_REJECTED: Final = "rejected"
+MEMBER_UNREADABLE: Final = "unreadable"
 
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"

@@ -30,6 +30,16 @@ one candidate are all a ModelDeployment routes to, so a router of the previous r
 - `fallbacks`: when a backend fails a request (no answer, a 5xx, `timeoutSeconds` passed, or its
   `latencyBudgetSeconds` passed), the backends in `to` are tried in order until one answers; the client gets one
   answer. 4xx answers are the request's fault and are passed on. A fallback's own chain is not followed.
+- `ensembles`: name -> an ensemble of backends, which `control`, `split`, `routes` and `fallbacks` name as they name
+  a backend (the names share one space): its inference requests go to every member at once, and the answers of
+  those that answer within `memberTimeoutSeconds` are combined into one (`combine`: `mean` of the floating-point
+  outputs, the probabilities, with each label output the label of the highest mean probability; `weighted`: the
+  same, each member counting its weight; `vote`: label outputs by majority, weighted when `weights` are given, ties
+  to the member listed first, floating-point outputs averaged). With fewer than `quorum` answers the ensemble fails
+  (and its fallback chain, if any, answers). Other requests (metadata, health) go to the first member that answers.
+
+    "ensembles": {"trio": {"members": ["stable", "b", "c"], "combine": "mean", "quorum": 2,
+                           "memberTimeoutSeconds": 0.5}}
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ BACKEND_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 MAX_BACKENDS = 16
 MAX_ROUTES = 16
 MAX_CHAIN = 8
+MAX_ENSEMBLES = 8
 # The names a version 1 document's roles have in version 2.
 STABLE, CANARY = "stable", "canary"
 # The router counts mirrored calls under this role: no backend may have the name.
@@ -132,6 +143,54 @@ class Fallback(ContractModel):
     )
 
 
+Combine = Literal["mean", "weighted", "vote"]
+MEAN: Combine = "mean"
+WEIGHTED: Combine = "weighted"
+VOTE: Combine = "vote"
+
+
+class Ensemble(ContractModel):
+    members: list[str] = Field(
+        min_length=2, max_length=MAX_BACKENDS, description="Backends asked at once; on a tie the first wins."
+    )
+    combine: Combine = Field(default=MEAN, description="mean | weighted | vote: how answers become one.")
+    weights: dict[str, float] | None = Field(
+        default=None, description="member -> its weight (> 0): required by weighted, optional for vote."
+    )
+    quorum: int | None = Field(default=None, ge=1, description="Answers needed (default: every member).")
+    member_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="How long each member is waited for (default: timeoutSeconds)."
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="The ensemble's version label (default: its members' versions joined by '+').",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Ensemble:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("members names a backend twice")
+        if self.quorum is not None and self.quorum > len(self.members):
+            raise ValueError(f"quorum {self.quorum} is more than the {len(self.members)} members")
+        if self.combine == WEIGHTED and self.weights is None:
+            raise ValueError("combine weighted needs weights: member -> weight")
+        if self.combine == MEAN and self.weights is not None:
+            raise ValueError("combine mean counts every member alike; use combine weighted with weights")
+        if self.weights is not None:
+            if set(self.weights) != set(self.members):
+                raise ValueError("weights must give exactly the members a weight each")
+            for member, weight in self.weights.items():
+                if not weight > 0:
+                    raise ValueError(f"weights.{member} must be above 0, got {weight:g}")
+        return self
+
+    @property
+    def needed(self) -> int:
+        return len(self.members) if self.quorum is None else self.quorum
+
+
 class RouterConfigV2(ContractModel):
     """Version 2 of the routing document."""
 
@@ -144,6 +203,7 @@ class RouterConfigV2(ContractModel):
     routes: list[Route] = Field(default_factory=list, max_length=MAX_ROUTES)
     mirror: Mirror | None = None
     fallbacks: dict[str, Fallback] = Field(default_factory=dict)
+    ensembles: dict[str, Ensemble] = Field(default_factory=dict, max_length=MAX_ENSEMBLES)
     timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="Per upstream call.")
 
     @model_validator(mode="after")
@@ -153,13 +213,15 @@ class RouterConfigV2(ContractModel):
                 raise ValueError(f"backends: {name!r} is not a backend name (a DNS label: a-z, 0-9 and '-')")
             if name == SHADOW_ROLE:
                 raise ValueError(f"backends: {SHADOW_ROLE!r} is the role of mirrored calls; name the backend otherwise")
+        for name, ensemble in self.ensembles.items():
+            self._check_ensemble(name, ensemble)
         self._known("control", self.control)
         self._check_split()
         for i, route in enumerate(self.routes):
             self._known(f"routes[{i}].to", route.to)
         if self.mirror is not None:
-            self._known("mirror.from", self.mirror.source)
-            self._known("mirror.to", self.mirror.to)
+            self._backend("mirror.from", self.mirror.source)
+            self._backend("mirror.to", self.mirror.to)
             if self.mirror.source == self.mirror.to:
                 raise ValueError(f"mirror copies {self.mirror.source!r}'s requests to itself")
         for name, chain in self.fallbacks.items():
@@ -167,9 +229,30 @@ class RouterConfigV2(ContractModel):
         return self
 
     def _known(self, where: str, name: str) -> None:
-        if name not in self.backends:
-            known = ", ".join(self.backends)
-            raise ValueError(f"{where} names backend {name!r}, which is not in backends ({known})")
+        """`name` is a backend or an ensemble."""
+        if name not in self.backends and name not in self.ensembles:
+            known = ", ".join([*self.backends, *self.ensembles])
+            raise ValueError(f"{where} names backend {name!r}, which is not in backends or ensembles ({known})")
+
+    def _backend(self, where: str, name: str) -> None:
+        """`name` is a backend (not an ensemble)."""
+        if name in self.ensembles:
+            raise ValueError(f"{where} names ensemble {name!r}; only a backend can be named there")
+        self._known(where, name)
+
+    def _check_ensemble(self, name: str, ensemble: Ensemble) -> None:
+        if not BACKEND_NAME.fullmatch(name) or name == SHADOW_ROLE:
+            raise ValueError(f"ensembles: {name!r} is not an ensemble name (a DNS label other than {SHADOW_ROLE!r})")
+        if name in self.backends:
+            raise ValueError(f"ensembles: {name!r} is also a backend's name; the two share one space")
+        for member in ensemble.members:
+            self._backend(f"ensembles.{name}.members", member)
+        wait = ensemble.member_timeout_seconds
+        if wait is not None and wait > self.timeout_seconds:
+            raise ValueError(
+                f"ensembles.{name}.memberTimeoutSeconds ({wait:g}) must not be above timeoutSeconds "
+                f"({self.timeout_seconds:g})"
+            )
 
     def _check_split(self) -> None:
         seen: set[str] = set()
@@ -196,6 +279,10 @@ class RouterConfigV2(ContractModel):
                 f"fallbacks.{name}.latencyBudgetSeconds ({budget:g}) must be below timeoutSeconds "
                 f"({self.timeout_seconds:g}), or the budget never cuts a call short"
             )
+
+    def targets(self) -> list[str]:
+        """Every name a request can be sent to: the backends, then the ensembles."""
+        return [*self.backends, *self.ensembles]
 
     def weight_of(self, backend: str) -> int:
         return next((share.weight for share in self.split if share.backend == backend), 0)

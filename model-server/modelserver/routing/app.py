@@ -1,8 +1,8 @@
 """The router's ASGI application: its own three endpoints, everything else proxied.
 
 - GET /healthz  200 while the process serves (liveness);
-- GET /readyz   200 once a valid routing document is loaded (with its route, the weight of every backend,
-  mirrorPercent, stickyBy and the fallback chains), else 503 (readiness);
+- GET /readyz   200 once a valid routing document is loaded (with its route, the weight of every backend and
+  ensemble, mirrorPercent, stickyBy, the fallback chains and the ensembles), else 503 (readiness);
 - GET /metrics  Prometheus text of the modelrouter_* series;
 - any other method and path: forwarded to the backend the routing picks, with the body, the query and the
   headers (less hop-by-hop ones); the reply comes back with its status, headers and body unchanged, plus
@@ -24,16 +24,9 @@ from typing import Any
 
 import orjson
 
+from modelserver.routing.messages import BAD_GATEWAY, JSON_HEADERS, Reply, Request, error_reply, forwardable
 from modelserver.routing.metrics import CONTENT_TYPE, RouterMetrics
-from modelserver.routing.proxy import (
-    BAD_GATEWAY,
-    JSON_HEADERS,
-    Proxy,
-    Reply,
-    Request,
-    error_reply,
-    forwardable,
-)
+from modelserver.routing.proxy import Proxy
 from modelserver.routing.reload import Routing
 from modelserver.routing.snapshot import uniform
 from modelserver.routing.sources import Source
@@ -155,10 +148,14 @@ class RouterApp:
         body = {
             "ready": True,
             "route": snapshot.route,
-            "weights": {name: config.weight_of(name) for name in config.backends},
+            "weights": {name: config.weight_of(name) for name in config.targets()},
             "mirrorPercent": 0 if mirror is None else mirror.percent,
             "stickyBy": None if sticky_by is None else sticky_by.model_dump(exclude_none=True),
             "fallbacks": {name: chain.to for name, chain in config.fallbacks.items()},
+            "ensembles": {
+                name: {"members": e.members, "combine": e.combine, "quorum": e.needed}
+                for name, e in config.ensembles.items()
+            },
         }
         await _json(send, 200, body)
 

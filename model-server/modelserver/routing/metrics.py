@@ -11,6 +11,11 @@
   the mirror's percent).
 - modelrouter_fallbacks_total{route,from,to,reason}: requests a failed backend's fallback chain sent on, by the
   backends and why (error | unreachable | timeout | latency_budget).
+- modelrouter_ensemble_answers_total{route,ensemble,outcome}: an ensemble's inference requests by outcome: complete
+  (every member combined), quorum (enough of them), failed (too few, or answers that could not be combined).
+- modelrouter_ensemble_member_failures_total{route,ensemble,member,reason}: members left out of an ensemble's answer,
+  and why (error | unreachable | timeout | rejected | unreadable). Each member's calls are counted under its own
+  role in modelrouter_requests_total as any call is, and the ensemble's answers under the ensemble's name.
 - modelrouter_config_reloads_total{route,result}: applied | unchanged | invalid | missing.
 - modelrouter_config_stale{route}: 1 while the newest document seen is unusable and an older one serves.
 - modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, ...).
@@ -135,6 +140,18 @@ class RouterMetrics:
             ["route", "from", "to", "reason"],
             registry=r,
         )
+        self.ensemble_answers = Counter(
+            names.ROUTER_ENSEMBLE_ANSWERS,
+            "Ensemble inference requests by outcome: complete, quorum, failed",
+            ["route", "ensemble", "outcome"],
+            registry=r,
+        )
+        self.member_failures = Counter(
+            names.ROUTER_ENSEMBLE_MEMBER_FAILURES,
+            "Ensemble members left out of an answer, by reason",
+            ["route", "ensemble", "member", "reason"],
+            registry=r,
+        )
         self.assignments = Counter(
             "modelrouter_assignments_total",
             "Requests assigned to a variant by their user's key (stickyBy), by model version and source: key, new, "
@@ -169,6 +186,12 @@ class RouterMetrics:
 
     def fell_back(self, route: str, failed: str, to: str, reason: str) -> None:
         self.fallbacks.labels(route, failed, to, reason).inc()
+
+    def ensemble(self, route: str, ensemble: str, outcome: str, missing: Mapping[str, str]) -> None:
+        """One ensemble answer: its outcome, and each member left out (member -> reason)."""
+        self.ensemble_answers.labels(route, ensemble, outcome).inc()
+        for member, reason in missing.items():
+            self.member_failures.labels(route, ensemble, member, reason).inc()
 
     def loaded(self, route: str, weights: Mapping[str, int], *, mirror: int) -> None:
         """The weights of a routing just applied (every backend's, 0 for one outside the split); the series of a

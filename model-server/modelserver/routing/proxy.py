@@ -8,6 +8,9 @@ Errors: a backend that cannot be reached answers 502, one that does not answer w
 both with a JSON body `{"error": ..., "role": ..., "version": ...}`; 4xx and 5xx answers pass through as they
 are.
 
+Ensembles (routing.ensemble) are answered for like a backend: chosen by the split or a route, failing into their
+fallback chain, named in one.
+
 Fallbacks: when the chosen backend has a chain and fails a request (FALLBACK_REASONS: a 5xx, no answer, timeoutSeconds
 passed, or the chain's latency budget passed), the chain's backends are called in order with the same request until
 one does not fail; the client gets that answer (or the last failure), with `x-modelrollout-fallback` listing every
@@ -22,82 +25,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-import orjson
 
 from modelrollout_contract.metrics import ERROR, FALLBACK_ERROR, FALLBACK_LATENCY_BUDGET, FALLBACK_TIMEOUT, UNREACHABLE
+from modelserver.routing.ensemble import Ensembles
+from modelserver.routing.messages import (
+    BAD_GATEWAY,
+    DROPPED_FROM_ANSWERS,
+    FALLBACK_HEADER,
+    GATEWAY_TIMEOUT,
+    HEADER_LENGTH,
+    SERVER_ERROR,
+    RawHeaders,
+    Reply,
+    Request,
+    error_reply,
+)
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.shadow import compare
-from modelserver.routing.snapshot import SHADOW, Backend, Snapshot
+from modelserver.routing.snapshot import SHADOW, Backend, EnsembleBackend, Snapshot, Target
 from modelserver.routing.upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger(__name__)
-
-BAD_GATEWAY = 502
-GATEWAY_TIMEOUT = 504
-SERVER_ERROR = 500
-# Connection-level headers (RFC 9110 7.6.1) and the ones the client library sets itself for the upstream
-# call (host, framing). Request and response alike.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-        b"expect",
-    }
-)
-FALLBACK_HEADER = b"x-modelrollout-fallback"
-# Not passed back from a backend either: the router sets its own (and its own Content-Length).
-OURS = frozenset({b"x-modelrollout-version", b"x-modelrollout-role", FALLBACK_HEADER})
-DROPPED_FROM_ANSWERS = HOP_BY_HOP | OURS
-HEADER_LENGTH = b"inference-header-content-length"
-JSON_HEADERS = ((b"content-type", b"application/json"),)
-
-RawHeaders = Sequence[tuple[bytes, bytes]]
-
-
-# Request and Reply are made for every request: plain slotted dataclasses, whose __init__ costs a third of a
-# frozen one's. Nothing changes them after they are made (except the Content-Length added when sending).
-@dataclass(slots=True)
-class Request:
-    """What the client sent, as the ASGI server gave it (headers already without hop-by-hop ones)."""
-
-    method: bytes
-    target: bytes  # raw path + "?" + raw query: forwarded byte for byte
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    backend: Backend
-    answered: bool  # False: the router made this reply because the backend gave none
-
-    @property
-    def failed(self) -> bool:
-        return not self.answered or self.status >= SERVER_ERROR
-
-
-def forwardable(headers: RawHeaders) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
-
-
-def error_reply(status: int, message: str, backend: Backend) -> Reply:
-    body = orjson.dumps({"error": message, "role": backend.role, "version": backend.version})
-    return Reply(status, [*JSON_HEADERS, *backend.response_headers], body, backend, answered=False)
 
 
 class Proxy:
@@ -106,6 +54,7 @@ class Proxy:
         self._metrics = metrics
         self._max_shadows = max_shadows
         self._shadows: set[asyncio.Task[None]] = set()
+        self._ensembles = Ensembles(self._member_call, metrics)
 
     async def call(
         self,
@@ -139,19 +88,30 @@ class Proxy:
         headers.extend(backend.response_headers)
         return Reply(response.status, headers, response.body, backend, answered=True)
 
-    async def forward(self, snapshot: Snapshot, backend: Backend, request: Request) -> Reply:
+    async def _member_call(self, snapshot: Snapshot, member: Backend, request: Request, timeout_s: float) -> Reply:
+        return await self.call(snapshot, member, request, timeout_s=timeout_s)
+
+    async def answer(
+        self, snapshot: Snapshot, target: Target, request: Request, timeout_s: float | None = None
+    ) -> Reply:
+        """`target`'s answer: one call to a backend, or an ensemble's members asked and their answers combined."""
+        if isinstance(target, EnsembleBackend):
+            return await self._ensembles.ask(snapshot, target, request, timeout_s)
+        return await self.call(snapshot, target, request, timeout_s=timeout_s)
+
+    async def forward(self, snapshot: Snapshot, backend: Target, request: Request) -> Reply:
         """The client's answer: from `backend`, or, when it fails and has a fallback chain, from the first backend
         of the chain that does not fail (else the last failure)."""
         chain = snapshot.fallbacks.get(backend.role)
         if chain is None:  # the common path: one call
-            return await self.call(snapshot, backend, request)
+            return await self.answer(snapshot, backend, request)
         budget = chain.budget_s
         attempts = (backend, *chain.then)
         failed: list[bytes] = []
         for i, attempt in enumerate(attempts):
             last = i == len(attempts) - 1
             timeout_s = None if last or budget is None else budget
-            reply = await self.call(snapshot, attempt, request, timeout_s=timeout_s)
+            reply = await self.answer(snapshot, attempt, request, timeout_s)
             reason = failure(reply, budgeted=timeout_s is not None)
             if reason is None:
                 break

@@ -58,7 +58,7 @@ class Routing:
             )
             return INVALID
         self.snapshot = snapshot  # the swap: requests from here on see the new routing
-        weights = {name: config.weight_of(name) for name in config.backends}
+        weights = {name: config.weight_of(name) for name in config.targets()}
         mirror = config.mirror
         self._metrics.loaded(config.route, weights, mirror=0 if mirror is None else mirror.percent)
         self._metrics.reloads.labels(config.route, APPLIED).inc()
@@ -66,7 +66,7 @@ class Routing:
         log.info(
             "routing applied from %s: %s%s",
             origin,
-            ", ".join(f"{name} {weights[name]}% (version {b.version})" for name, b in snapshot.backends.items()),
+            ", ".join(f"{name} {weights[name]}% (version {b.version})" for name, b in snapshot.targets.items()),
             f", mirror {mirror.percent}% of {mirror.source} to {mirror.to}" if mirror else "",
             extra={
                 "route": config.route,
@@ -74,6 +74,7 @@ class Routing:
                 "backends": {name: b.url for name, b in snapshot.backends.items()},
                 "routes": [route.model_dump(exclude_none=True) for route in config.routes],
                 "fallbacks": {name: chain.to for name, chain in config.fallbacks.items()},
+                "ensembles": {name: e.members for name, e in config.ensembles.items()},
             },
         )
         return APPLIED

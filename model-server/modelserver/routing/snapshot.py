@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelrollout_contract.router import HeaderRoute, StickyBy
-from modelrollout_contract.router_v2 import SHADOW_ROLE, Route, RouterConfigV2
+from modelrollout_contract.router_v2 import SHADOW_ROLE, Combine, Ensemble, Route, RouterConfigV2
 from modelrollout_contract.sticky import BUCKETS, bucket
 from modelserver.routing.features import FeatureMatcher, RequestBody
 from modelserver.routing.upstream import Origin
@@ -90,6 +90,42 @@ class HeaderMatcher:
             else:
                 return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleBackend:
+    """An ensemble: asked like a backend, answered by its members at once (routing.ensemble)."""
+
+    role: str
+    version: str
+    members: tuple[Backend, ...]
+    weights: tuple[float, ...]  # one per member, in order
+    combine: Combine
+    quorum: int
+    member_timeout_s: float | None  # None: the document's timeoutSeconds
+    response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tags = ((b"x-modelrollout-version", self.version.encode()), (b"x-modelrollout-role", self.role.encode()))
+        object.__setattr__(self, "response_headers", tags)
+
+    @classmethod
+    def of(cls, name: str, spec: Ensemble, backends: Mapping[str, Backend]) -> EnsembleBackend:
+        members = tuple(backends[member] for member in spec.members)
+        weights = spec.weights or {}
+        return cls(
+            role=name,
+            version=spec.version or "+".join(member.version for member in members),
+            members=members,
+            weights=tuple(weights.get(member, 1.0) for member in spec.members),
+            combine=spec.combine,
+            quorum=spec.needed,
+            member_timeout_s=spec.member_timeout_seconds,
+        )
+
+
+# What a request is sent to: one backend, or an ensemble of them.
+Target = Backend | EnsembleBackend
 
 
 def new_user_id() -> str:
@@ -156,17 +192,17 @@ class Assignment:
     """A sticky request's backend, how it was chosen (KEY, NEW, MISSING; None when a header route decided, which
     is no assignment), and the Set-Cookie value its answer must carry (NEW only)."""
 
-    backend: Backend
+    backend: Target
     source: str | None
     set_cookie: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """Who answers, in order, when a backend fails a request; `budget_s`: how long a backend that has a next one
-    is waited for (None: the whole timeout)."""
+    """Who answers, in order, when a backend (or an ensemble) fails a request; `budget_s`: how long a backend that
+    has a next one is waited for (None: the whole timeout)."""
 
-    then: tuple[Backend, ...]
+    then: tuple[Target, ...]
     budget_s: float | None
 
 
@@ -181,10 +217,11 @@ class MirrorRule:
 class Snapshot:
     config: RouterConfigV2
     backends: Mapping[str, Backend]
-    control: Backend
-    split: tuple[tuple[float, Backend], ...]  # (cumulative share, backend), weights above 0 only, the last at 1.0
-    buckets: tuple[tuple[int, Backend], ...]  # (cumulative bucket bound, backend): the same ranges for stickyBy
-    routes: tuple[tuple[HeaderMatcher | FeatureMatcher, Backend], ...]
+    targets: Mapping[str, Target]  # the backends and the ensembles, by name
+    control: Target
+    split: tuple[tuple[float, Target], ...]  # (cumulative share, target), weights above 0 only, the last at 1.0
+    buckets: tuple[tuple[int, Target], ...]  # (cumulative bucket bound, target): the same ranges for stickyBy
+    routes: tuple[tuple[HeaderMatcher | FeatureMatcher, Target], ...]
     sticky: Sticky | None  # set: requests are assigned with assign(), not split with choose()
     mirror: MirrorRule | None
     fallbacks: Mapping[str, Chain]  # by the name of the backend that failed
@@ -194,7 +231,7 @@ class Snapshot:
     def route(self) -> str:
         return self.config.route
 
-    def routed(self, headers: Headers, body: bytes) -> Backend | None:
+    def routed(self, headers: Headers, body: bytes) -> Target | None:
         """The backend of the first route (by header, or by a feature's value in the body) the request matches."""
         parsed = None
         for matcher, backend in self.routes:
@@ -207,7 +244,7 @@ class Snapshot:
                     return backend
         return None
 
-    def choose(self, headers: Headers, draw: float, body: bytes = b"") -> Backend:
+    def choose(self, headers: Headers, draw: float, body: bytes = b"") -> Target:
         """The backend for a request with these headers and body and this uniform draw in [0, 1), splitting
         requests (when `sticky` is None; otherwise the router calls assign)."""
         if self.routes:
@@ -235,13 +272,13 @@ class Snapshot:
         made = new_id()
         return Assignment(self.of_bucket(bucket(made)), NEW, sticky.set_cookie(made))
 
-    def of_bucket(self, number: int) -> Backend:
+    def of_bucket(self, number: int) -> Target:
         for bound, backend in self.buckets:
             if number < bound:
                 return backend
         return self.buckets[-1][1]  # unreachable: the last bound is BUCKETS
 
-    def mirrors(self, answered: Backend, draw: float) -> Backend | None:
+    def mirrors(self, answered: Target, draw: float) -> Backend | None:
         """The backend a request `answered` answered is copied to, if this draw copies it."""
         mirror = self.mirror
         if mirror is not None and answered is mirror.source and draw < mirror.share:
@@ -257,30 +294,33 @@ def build_snapshot(config: RouterConfigV2, upstreams: Mapping[str, str] | None =
         name: Backend(name, spec.version, _base(overrides.get(spec.version, spec.url)))
         for name, spec in config.backends.items()
     }
-    split: list[tuple[float, Backend]] = []
-    buckets: list[tuple[int, Backend]] = []
+    targets: dict[str, Target] = dict(backends)
+    targets.update((name, EnsembleBackend.of(name, spec, backends)) for name, spec in config.ensembles.items())
+    split: list[tuple[float, Target]] = []
+    buckets: list[tuple[int, Target]] = []
     total = 0
     for share in config.split:
         if share.weight == 0:
             continue
         total += share.weight
         # Integer percent over 100: the last bound is exactly 1.0 (and BUCKETS), so every draw finds an entry.
-        split.append((total / 100, backends[share.backend]))
-        buckets.append((total * (BUCKETS // 100), backends[share.backend]))
+        split.append((total / 100, targets[share.backend]))
+        buckets.append((total * (BUCKETS // 100), targets[share.backend]))
     mirror = config.mirror
     return Snapshot(
         config=config,
         backends=backends,
-        control=backends[config.control],
+        targets=targets,
+        control=targets[config.control],
         split=tuple(split),
         buckets=tuple(buckets),
-        routes=tuple((_matcher(route), backends[route.to]) for route in config.routes),
+        routes=tuple((_matcher(route), targets[route.to]) for route in config.routes),
         sticky=None if config.sticky_by is None else Sticky.of(config.sticky_by),
         mirror=None
         if mirror is None or mirror.percent == 0
         else MirrorRule(backends[mirror.source], backends[mirror.to], mirror.percent / 100),
         fallbacks={
-            name: Chain(tuple(backends[target] for target in chain.to), chain.latency_budget_seconds)
+            name: Chain(tuple(targets[target] for target in chain.to), chain.latency_budget_seconds)
             for name, chain in config.fallbacks.items()
         },
         timeout_s=config.timeout_seconds,

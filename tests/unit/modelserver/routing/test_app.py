@@ -68,6 +68,7 @@ async def test_live_always_ready_only_with_a_document() -> None:
         "mirrorPercent": 5,
         "stickyBy": {"header": "x-user-id"},
         "fallbacks": {"canary": ["stable"]},  # retryOnStable
+        "ensembles": {},
     }
 
 

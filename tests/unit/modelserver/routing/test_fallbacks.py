@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from testkit.vectors import full_v2_document
 
 from modelrollout_contract.router_v2 import parse_any
+from modelserver.routing.messages import FALLBACK_HEADER, Request
 from modelserver.routing.metrics import RouterMetrics
-from modelserver.routing.proxy import FALLBACK_HEADER, Proxy, Request
+from modelserver.routing.proxy import Proxy
 from modelserver.routing.snapshot import Snapshot, build_snapshot
 from modelserver.routing.upstream import Origin, Response, UpstreamError
 
