@@ -87,10 +87,14 @@ def route(
     ] = None,
     max_shadow_inflight: Annotated[int | None, typer.Option(help="shadow calls in flight; more are dropped")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the traffic split's random generator")] = None,
+    api_keys_file: Annotated[
+        Path | None, typer.Option(help="JSON file of API keys and per-key rate limits (re-read on change)")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
     log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
 ) -> None:
-    """Route requests between the stable and canary model servers (weights, header route, shadow mirroring)."""
+    """Route requests between model servers (A/B/n splits, routes, mirroring, fallback chains, ensembles), with
+    optional API keys and per-key rate limits."""
     flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k != "upstream"}
     # Imported here: `serve` never loads the proxy's client libraries.
     from modelserver.routing.server import route as run_router  # noqa: PLC0415

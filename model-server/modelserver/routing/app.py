@@ -4,6 +4,8 @@
 - GET /readyz   200 once a valid routing document is loaded (with its route, the weight of every backend and
   ensemble, mirrorPercent, stickyBy, the fallback chains and the ensembles), else 503 (readiness);
 - GET /metrics  Prometheus text of the modelrouter_* series;
+- with API keys on (routing.auth), any other request first needs a valid key (401 without one) within its key's
+  rate limit (429 with Retry-After over it);
 - any other method and path: forwarded to the backend the routing picks, with the body, the query and the
   headers (less hop-by-hop ones); the reply comes back with its status, headers and body unchanged, plus
   `x-modelrollout-version` and `x-modelrollout-role` naming who answered (`x-modelrollout-fallback` the
@@ -24,8 +26,18 @@ from typing import Any
 
 import orjson
 
-from modelserver.routing.messages import BAD_GATEWAY, JSON_HEADERS, Reply, Request, error_reply, forwardable
-from modelserver.routing.metrics import CONTENT_TYPE, RouterMetrics
+from modelserver.routing.auth import KEY_HEADERS, TOO_MANY_REQUESTS, Gate, Refusal
+from modelserver.routing.limits import retry_after
+from modelserver.routing.messages import (
+    BAD_GATEWAY,
+    HOP_BY_HOP,
+    JSON_HEADERS,
+    Reply,
+    Request,
+    error_reply,
+    forwardable,
+)
+from modelserver.routing.metrics import ADMITTED, CONTENT_TYPE, RATE_LIMITED, UNAUTHORIZED_REASON, RouterMetrics
 from modelserver.routing.proxy import Proxy
 from modelserver.routing.reload import Routing
 from modelserver.routing.snapshot import uniform
@@ -58,6 +70,8 @@ class RouterApp:
         max_shadow_inflight: int = 64,
         max_body_bytes: int = 16 * 1024 * 1024,
         seed: int | None = None,
+        gate: Gate | None = None,
+        keys_source: Source | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self.routing = Routing(metrics=self.metrics, upstreams=upstreams)
@@ -68,6 +82,11 @@ class RouterApp:
         self._client: UpstreamClient | None = None
         self._source_task: asyncio.Task[None] | None = None
         self._draw = uniform(seed)
+        self.gate = gate
+        self._keys_source = keys_source
+        self._keys_task: asyncio.Task[None] | None = None
+        # With API keys on, the key headers stop at the router: backends never see the keys.
+        self._dropped = HOP_BY_HOP if gate is None else HOP_BY_HOP | KEY_HEADERS
         self._own = {b"/healthz": self._live, b"/readyz": self._ready, b"/metrics": self._metrics}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,6 +110,8 @@ class RouterApp:
             self.metrics.rejected.labels("", "no_config").inc()
             await _json(send, SERVICE_UNAVAILABLE, {"error": "the router has no routing document yet"})
             return
+        if self.gate is not None and not await self._admitted(self.gate, snapshot.route, scope["headers"], send):
+            return
         try:
             body = await _read_body(scope, receive, self.max_body_bytes)
         except ClientGone:
@@ -103,7 +124,7 @@ class RouterApp:
         headers = scope["headers"]
         query: bytes = scope["query_string"]
         target = raw_path + b"?" + query if query else raw_path
-        request = Request(scope["method"].encode(), target, forwardable(headers), body)
+        request = Request(scope["method"].encode(), target, forwardable(headers, self._dropped), body)
         sticky = snapshot.sticky
         set_cookie = None
         if sticky is None:
@@ -132,6 +153,24 @@ class RouterApp:
             shadow = snapshot.mirrors(backend, self._draw())
             if shadow is not None:
                 proxy.mirror(snapshot, shadow, request, reply)
+
+    async def _admitted(self, gate: Gate, route: str, headers: list[tuple[bytes, bytes]], send: Send) -> bool:
+        """Whether the request's API key admits it; if not, the 401 or 429 is sent."""
+        admitted = gate.admit(headers)
+        if not isinstance(admitted, Refusal):
+            self.metrics.keyed(route, admitted.name, ADMITTED)
+            return True
+        extra: list[tuple[bytes, bytes]] = []
+        if admitted.status == TOO_MANY_REQUESTS:
+            assert admitted.key is not None
+            self.metrics.keyed(route, admitted.key, RATE_LIMITED)
+            self.metrics.rejected.labels(route, RATE_LIMITED).inc()
+            extra.append((b"retry-after", str(retry_after(admitted.retry_after_s)).encode()))
+        else:
+            self.metrics.rejected.labels(route, UNAUTHORIZED_REASON).inc()
+            extra.append((b"www-authenticate", b'Bearer realm="modelrollout"'))
+        await _json(send, admitted.status, {"error": admitted.message}, extra)
+        return False
 
     # --- the router's own endpoints -------------------------------------------------------------------------
 
@@ -187,14 +226,18 @@ class RouterApp:
         self.proxy = Proxy(client=self._client, metrics=self.metrics, max_shadows=self.max_shadow_inflight)
         self._source_task = asyncio.get_running_loop().create_task(self.source.run(self.routing))
         self._source_task.add_done_callback(_report_source_end)
+        if self._keys_source is not None and self.gate is not None:
+            self._keys_task = asyncio.get_running_loop().create_task(self._keys_source.run(self.gate))
+            self._keys_task.add_done_callback(_report_source_end)
         # What is allocated so far lives until exit; freezing it keeps full collections short.
         gc.collect()
         gc.freeze()
 
     async def stop(self) -> None:
-        if self._source_task is not None:
-            self._source_task.cancel()
-            await asyncio.gather(self._source_task, return_exceptions=True)
+        for task in (self._source_task, self._keys_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.proxy is not None:
             await self.proxy.drain(SHADOW_DRAIN_S)
         if self._client is not None:
@@ -242,8 +285,8 @@ async def _send(send: Send, reply: Reply, *, head: bool = False) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
-async def _json(send: Send, status: int, content: Any) -> None:
+async def _json(send: Send, status: int, content: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps(content)
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(extra or ())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

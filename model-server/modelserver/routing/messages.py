@@ -67,8 +67,9 @@ class Reply:
         return not self.answered or self.status >= SERVER_ERROR
 
 
-def forwardable(headers: RawHeaders) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
+def forwardable(headers: RawHeaders, dropped: frozenset[bytes] = HOP_BY_HOP) -> list[tuple[bytes, bytes]]:
+    """The headers to forward: all but `dropped` (hop-by-hop ones; with API keys on, the key headers too)."""
+    return [(k, v) for k, v in headers if k.lower() not in dropped]
 
 
 def error_reply(status: int, message: str, backend: Target, *, answered: bool = False) -> Reply:

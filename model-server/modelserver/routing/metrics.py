@@ -16,6 +16,9 @@
 - modelrouter_ensemble_member_failures_total{route,ensemble,member,reason}: members left out of an ensemble's answer,
   and why (error | unreachable | timeout | rejected | unreadable). Each member's calls are counted under its own
   role in modelrouter_requests_total as any call is, and the ensemble's answers under the ensemble's name.
+- modelrouter_api_key_requests_total{route,key,result}: with API keys on, each key's requests (by its name) by
+  result: admitted | rate_limited; requests without a valid key count in modelrouter_rejected_total{reason=
+  unauthorized}, rate-limited ones there too (reason rate_limited).
 - modelrouter_config_reloads_total{route,result}: applied | unchanged | invalid | missing.
 - modelrouter_config_stale{route}: 1 while the newest document seen is unusable and an older one serves.
 - modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, ...).
@@ -52,6 +55,9 @@ from modelrollout_contract.router_v2 import SHADOW_ROLE
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# modelrouter_api_key_requests_total's `result`, and modelrouter_rejected_total's `reason` for requests refused by key.
+ADMITTED, RATE_LIMITED = "admitted", "rate_limited"
+UNAUTHORIZED_REASON = "unauthorized"
 
 
 @dataclass
@@ -159,6 +165,13 @@ class RouterMetrics:
             ["route", "version", "source"],
             registry=r,
         )
+        self.key_requests = Counter(
+            "modelrouter_api_key_requests_total",
+            "Requests by API key (its name) and result: admitted, rate_limited",
+            ["route", "key", "result"],
+            registry=r,
+        )
+        self._keyed: dict[tuple[str, str, str], Counter] = {}
         self._backends: dict[tuple[str, str, str], BackendMetrics] = {}
         self._assignments: dict[tuple[str, str, str], Counter] = {}
         self._weighted: tuple[str, frozenset[str]] = ("", frozenset())  # the route and roles with a weight series
@@ -177,6 +190,13 @@ class RouterMetrics:
         counter = self._assignments.get(key)
         if counter is None:
             counter = self._assignments[key] = self.assignments.labels(route, version, source)
+        counter.inc()
+
+    def keyed(self, route: str, key: str, result: str) -> None:
+        labels = (route, key, result)
+        counter = self._keyed.get(labels)
+        if counter is None:
+            counter = self._keyed[labels] = self.key_requests.labels(*labels)
         counter.inc()
 
     def comparison(self, route: str, result: str, abs_diff: float | None) -> None:

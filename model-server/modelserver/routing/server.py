@@ -15,6 +15,7 @@ import uvicorn
 
 from modelserver.logs import log_config
 from modelserver.routing.app import RouterApp
+from modelserver.routing.auth import Gate
 from modelserver.routing.settings import RouterSettings
 from modelserver.routing.sources import ConfigMapSource, FileSource, Source
 
@@ -33,8 +34,14 @@ def source_for(settings: RouterSettings) -> Source:
 
 
 def build_app(settings: RouterSettings) -> RouterApp:
+    gate = keys_source = None
+    if settings.api_keys_file is not None:  # RouterSettings checked that it reads and parses
+        gate = Gate(settings.api_keys_file.read_bytes())
+        keys_source = FileSource(settings.api_keys_file, interval_s=settings.poll_interval_s)
     return RouterApp(
         source=source_for(settings),
+        gate=gate,
+        keys_source=keys_source,
         upstreams=settings.upstream,
         max_shadow_inflight=settings.max_shadow_inflight,
         max_body_bytes=settings.max_body_bytes,

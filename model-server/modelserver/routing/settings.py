@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelserver.routing.auth import parse_keys
+
 CONFIGMAP_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
@@ -31,6 +33,9 @@ class RouterSettings(BaseSettings):
     max_shadow_inflight: PositiveInt = Field(64, description="shadow calls in flight; more are dropped")
     max_body_bytes: PositiveInt = 16 * 1024 * 1024
     seed: int | None = Field(None, description="seed of the split's random generator (tests)")
+    api_keys_file: Path | None = Field(
+        None, description="JSON file of API keys and their rate limits (routing.auth); none: no authentication"
+    )
     graceful_timeout_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
@@ -42,6 +47,16 @@ class RouterSettings(BaseSettings):
         for version, url in value.items():
             if not version or not url.startswith(("http://", "https://")):
                 raise ValueError(f"upstream {version}={url} is not VERSION=http(s)://HOST:PORT")
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                parse_keys(value.read_bytes())
+            except OSError as exc:
+                raise ValueError(f"api_keys_file {value}: cannot read it: {exc.strerror}") from None
         return value
 
     @model_validator(mode="after")

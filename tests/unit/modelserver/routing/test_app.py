@@ -24,7 +24,13 @@ def app(max_body_bytes: int = 1024) -> RouterApp:
 
 
 async def call(
-    router: RouterApp, path: str, *, method: str = "GET", body: bytes = b"", chunks: int = 1
+    router: RouterApp,
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    chunks: int = 1,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     scope = {
         "type": "http",
@@ -32,7 +38,7 @@ async def call(
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
+        "headers": [(b"content-type", b"application/json"), *(headers or ())],
     }
     size = max(1, len(body) // chunks)
     parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
