@@ -189,7 +189,7 @@ test-analysis: venv prometheus ## the Prometheus provider against a real Prometh
 # --- router -------------------------------------------------------------------------------------------
 
 .PHONY: bench-router
-bench-router: venv ## model server direct vs through `modelserver route` (100/0, 90/10, 100/0 with a fallback chain) on loopback (~9 min) -> bench/results/router.md
+bench-router: venv ## model server direct vs through `modelserver route` (100/0, 90/10, 100/0 with a fallback chain), and a 3-member ensemble vs its slowest member, on loopback (~13 min) -> bench/results/router.md
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python -m bench.router.run --out bench/results/router.md --workdir bench/results/raw/router
 

@@ -9,6 +9,10 @@ Set-ups, measured in interleaved rounds so that drift on a shared machine hits a
 - router 90/10: wrk -> router -> 90% version 1, 10% version 2 (a second server with the same model file)
 - router 100/0 + fallback: as router 100/0 with a routing document of version 2 giving version 1 a fallback chain
   to version 2 with a latency budget; nothing fails, so this is the cost of having a chain configured
+- ensemble phase (its own model servers and router): three members whose model waits 2, 3 and 4 ms a call
+  (bench/router/delayed_model.py) called as `slowest member direct`, `router -> slowest member` and `router
+  ensemble of 3` (all three asked at once, their probabilities averaged): the ensemble's cost over the slowest
+  member it waits for. Loads `serial` and `fixed` at a rate the members sustain.
 Loads: `serial` (one connection, closed loop: the latency of one request with nothing else going on),
 `fixed` (16 connections paced to a fixed offered rate, the same for every set-up) and `saturation`
 (32 connections as fast as they go: throughput).
@@ -92,7 +96,9 @@ def train(workdir: Path) -> tuple[Path, Path]:
 
 
 class Process:
-    def __init__(self, command: list[str], *, cpus: str, log: Path, ready: str, cwd: Path) -> None:
+    def __init__(
+        self, command: list[str], *, cpus: str, log: Path, ready: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.log = log.open("ab")
         self.command = command
         self.process = subprocess.Popen(
@@ -101,6 +107,7 @@ class Process:
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         self._wait(ready)
 
@@ -130,6 +137,38 @@ def model_server(path: Path, version: str, workdir: Path) -> tuple[Process, int]
     ]  # fmt: skip
     ready = f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready"
     return Process(command, cpus="0", log=workdir / f"server-{version}.log", ready=ready, cwd=workdir), port
+
+
+MEMBER_DELAYS_MS = {"a": 2, "b": 3, "c": 4}
+SLOWEST = "c"
+ENSEMBLE_SETUPS = ["slowest member direct", "router -> slowest member", "router ensemble of 3"]
+
+
+def delayed_member(path: Path, name: str, delay_ms: int, workdir: Path) -> tuple[Process, int]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "modelserver", "serve", "--format", "custom", "--model-class", "delayed_model:Delayed",
+        "--model-uri", str(path), "--model-name", MODEL, "--model-version", name, "--host", "127.0.0.1",
+        "--port", str(port), "--grpc-port", str(free_port()), "--log-level", "warning",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "DELAY_MS": str(delay_ms)}
+    ready = f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready"
+    log = workdir / f"member-{name}.log"
+    return Process(command, cpus="0", log=log, ready=ready, cwd=workdir, env=env), port
+
+
+def ensemble_routing(*, ensemble: bool) -> dict[str, Any]:
+    backends = {n: {"url": f"http://{MODEL}-{n}.bench.svc:80", "version": n} for n in MEMBER_DELAYS_MS}
+    target = "trio" if ensemble else SLOWEST
+    return {
+        "schemaVersion": 2,
+        "route": MODEL,
+        "control": target,
+        "backends": backends,
+        "split": [{"backend": target, "weight": 100}],
+        "ensembles": {"trio": {"members": list(MEMBER_DELAYS_MS), "combine": "mean", "memberTimeoutSeconds": 1}},
+        "timeoutSeconds": 10,
+    }
 
 
 def routing(weights: tuple[int, int], *, fallback: bool = False) -> dict[str, Any]:
@@ -203,19 +242,46 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000, help="offered req/s of the fixed load")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paced-connections", type=int, default=16)
+    parser.add_argument("--ensemble-rate", type=float, default=100, help="offered req/s of the ensemble's fixed load")
+    parser.add_argument("--phases", default="router,ensemble", help="router, ensemble, or both (comma-separated)")
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     model, body = train(args.workdir)
-    processes: list[Process] = []
     loads = {
         "serial": {"connections": 1, "rate": 0.0},
         "fixed": {"connections": args.paced_connections, "rate": args.rate},
         "saturation": {"connections": args.connections, "rate": 0.0},
     }
     results: dict[tuple[str, str], Measured] = {(s.name, load): Measured([], []) for s in SETUPS for load in loads}
+    ensemble_loads = {
+        "serial": {"connections": 1, "rate": 0.0},
+        "fixed": {"connections": 4, "rate": args.ensemble_rate},
+    }
+    ensemble_results = {(name, load): Measured([], []) for name in ENSEMBLE_SETUPS for load in ensemble_loads}
+    if "router" in phases:
+        run_router_phase(args, model, body, loads, results)
+    if "ensemble" in phases:
+        run_ensemble_phase(args, model, ensemble_loads, ensemble_results)
+    finished = dt.datetime.now(dt.UTC)
+    info = serving.machine() | {"load_before": load_before}
+    report = render(results, loads=loads, info=info, args=args, span=(started, finished))
+    report += render_ensemble(ensemble_results, loads=ensemble_loads, args=args)
+    args.out.write_text(report)
+    print(report)
+
+
+def run_router_phase(
+    args: argparse.Namespace,
+    model: Path,
+    body: Path,
+    loads: dict[str, dict[str, float]],
+    results: dict[tuple[str, str], Measured],
+) -> None:
+    processes: list[Process] = []
     try:
         stable, stable_port = model_server(model, "1", args.workdir)
         canary, canary_port = model_server(model, "2", args.workdir)
@@ -242,18 +308,9 @@ def main() -> None:
                     configure(config, router_port, setup)
                     url = f"http://127.0.0.1:{router_port}{path}"
                 for load, shape in loads.items():
-                    serving.wrk(url, body, seconds=2, connections=shape["connections"], rate=shape["rate"],
-                                workdir=args.workdir)  # fmt: skip
-                    cpu_before = router.cpu_seconds()
-                    run = serving.wrk(
-                        url, body, seconds=args.duration, connections=shape["connections"], rate=shape["rate"],
-                        workdir=args.workdir,
-                    )  # fmt: skip
                     measured = results[(setup.name, load)]
-                    measured.runs.append(run)
-                    if setup.weights is not None:
-                        requests = run.raw["requests"]
-                        measured.router_cpu_ms.append((router.cpu_seconds() - cpu_before) * 1000 / max(requests, 1))
+                    measure(url, body, shape, args, into=measured, router=router if setup.weights else None)
+                    run = measured.runs[-1]
                     print(
                         f"round {round_ + 1} {setup.name:<13} {load:<10} {run.rps:8.0f} req/s "
                         f"p50 {run.p50_ms:6.3f} ms p99 {run.p99_ms:7.3f} ms err {run.errors}",
@@ -262,11 +319,77 @@ def main() -> None:
     finally:
         for process in processes:
             process.stop()
-    finished = dt.datetime.now(dt.UTC)
-    info = serving.machine() | {"load_before": load_before}
-    report = render(results, loads=loads, info=info, args=args, span=(started, finished))
-    args.out.write_text(report)
-    print(report)
+
+
+def run_ensemble_phase(
+    args: argparse.Namespace,
+    model: Path,
+    loads: dict[str, dict[str, float]],
+    results: dict[tuple[str, str], Measured],
+) -> None:
+    body = args.workdir / "body-all-outputs.json"  # predict and predict_proba: the probabilities are averaged
+    request = json.loads((args.workdir / "body.json").read_text())
+    request.pop("outputs")
+    body.write_text(json.dumps(request))
+    processes: list[Process] = []
+    try:
+        ports: dict[str, int] = {}
+        for name, delay in MEMBER_DELAYS_MS.items():
+            member, ports[name] = delayed_member(model, name, delay, args.workdir)
+            processes.append(member)
+        config = args.workdir / "router-ensemble.json"
+        config.write_text(json.dumps(ensemble_routing(ensemble=False)))
+        router_port = free_port()
+        upstreams = [arg for name, port in ports.items() for arg in ("--upstream", f"{name}=http://127.0.0.1:{port}")]
+        command = [sys.executable, "-m", "modelserver", "route", "--port", str(router_port), "--config-file",
+                   str(config), *upstreams, "--log-level", "warning"]  # fmt: skip
+        router = Process(command, cpus="1", log=args.workdir / "router-ensemble.log",
+                         ready=f"http://127.0.0.1:{router_port}/readyz", cwd=args.workdir)  # fmt: skip
+        processes.append(router)
+        path = f"/v2/models/{MODEL}/infer"
+        for round_ in range(args.rounds):
+            for name in ENSEMBLE_SETUPS:
+                if name == "slowest member direct":
+                    url = f"http://127.0.0.1:{ports[SLOWEST]}{path}"
+                else:
+                    ensemble = name == "router ensemble of 3"
+                    use_routing(config, router_port, ensemble_routing(ensemble=ensemble))
+                    url = f"http://127.0.0.1:{router_port}{path}"
+                for load, shape in loads.items():
+                    routed = router if name != ENSEMBLE_SETUPS[0] else None
+                    measure(url, body, shape, args, into=results[(name, load)], router=routed)
+                    run = results[(name, load)].runs[-1]
+                    print(f"round {round_ + 1} {name:<24} {load:<8} {run.rps:8.0f} req/s p50 {run.p50_ms:6.3f} ms "
+                          f"p99 {run.p99_ms:7.3f} ms err {run.errors}", flush=True)  # fmt: skip
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def use_routing(config: Path, router_port: int, document: dict[str, Any]) -> None:
+    temp = config.with_suffix(".tmp")
+    temp.write_text(json.dumps(document))
+    os.replace(temp, config)
+
+    def loaded() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{router_port}/readyz", timeout=2) as response:
+            ready = json.loads(response.read())
+        return bool(ready["weights"].get(document["control"]) == 100)
+
+    wait_until(loaded, within=30, what=f"the router to route to {document['control']}")
+
+
+def measure(
+    url: str, body: Path, shape: dict[str, float], args: argparse.Namespace, *, into: Measured, router: Process | None
+) -> None:
+    """One warm-up and one measured wrk run of `shape`; the router's CPU per request when it is in the path."""
+    connections, rate = int(shape["connections"]), shape["rate"]
+    serving.wrk(url, body, seconds=2, connections=connections, rate=rate, workdir=args.workdir)
+    cpu_before = router.cpu_seconds() if router is not None else 0.0
+    run = serving.wrk(url, body, seconds=args.duration, connections=connections, rate=rate, workdir=args.workdir)
+    into.runs.append(run)
+    if router is not None:
+        into.router_cpu_ms.append((router.cpu_seconds() - cpu_before) * 1000 / max(run.raw["requests"], 1))
 
 
 def render(
@@ -330,6 +453,51 @@ def render(
     errors = sum(run.errors for m in results.values() for run in m.runs)
     lines += [f"Errors (connect/read/write/timeouts/non-2xx) over all runs: {errors}.", ""]
     lines += ["Every run (round, set-up, load: req/s, p50 / p99 ms):", ""]
+    for (name, load), m in results.items():
+        cells = ", ".join(f"{r.rps:,.0f} req/s {r.p50_ms:.3f} / {r.p99_ms:.3f}" for r in m.runs)
+        lines.append(f"- {name}, {load}: {cells}")
+    return "\n".join(lines) + "\n"
+
+
+def render_ensemble(
+    results: dict[tuple[str, str], Measured], *, loads: dict[str, dict[str, float]], args: argparse.Namespace
+) -> str:
+    if not any(m.runs for m in results.values()):
+        return ""
+    delays = ", ".join(f"{name} {ms} ms" for name, ms in MEMBER_DELAYS_MS.items())
+    lines = [
+        "",
+        "# Ensemble: three members asked at once vs the slowest member alone",
+        "",
+        f"- members: the same LogisticRegression behind `bench/router/delayed_model.py`, waiting {delays} per call "
+        "(time spent waiting, not computing, so the three overlap on the one core they share); one modelserver "
+        "worker each, pinned to CPU 0; the router and wrk on CPU 1.",
+        "- request: one row, all outputs (`predict`, `predict_proba`); the ensemble averages the probabilities "
+        "(`combine: mean`) and labels by the highest.",
+        f"- loads: `serial` (1 connection, closed loop) and `fixed` ({int(loads['fixed']['connections'])} "
+        f"connections offering {loads['fixed']['rate']:g} req/s); {args.duration} s runs after a 2 s warm-up, "
+        f"{args.rounds} interleaved rounds; `added` is the paired median difference to `slowest member direct`.",
+        "",
+    ]
+    for load in loads:
+        base = results[(ENSEMBLE_SETUPS[0], load)]
+        lines += [
+            f"## ensemble, {load}",
+            "",
+            "| set-up | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | router CPU per request |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name in ENSEMBLE_SETUPS:
+            m = results[(name, load)]
+            rps, p50, p90, p99 = (m.median(a) for a in ("rps", "p50_ms", "p90_ms", "p99_ms"))
+            base_row = name == ENSEMBLE_SETUPS[0]
+            added = "-" if base_row else f"**{paired(m, base, 'p50_ms'):+.3f}**"
+            added99 = "-" if base_row else f"**{paired(m, base, 'p99_ms'):+.3f}**"
+            cpu = f"{statistics.median(m.router_cpu_ms):.3f} ms" if m.router_cpu_ms else "-"
+            lines.append(f"| {name} | {rps:,.0f} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {added} | {added99} | {cpu} |")
+        lines.append("")
+    errors = sum(run.errors for m in results.values() for run in m.runs)
+    lines += [f"Errors over all ensemble runs: {errors}.", "", "Every ensemble run (req/s, p50 / p99 ms):", ""]
     for (name, load), m in results.items():
         cells = ", ".join(f"{r.rps:,.0f} req/s {r.p50_ms:.3f} / {r.p99_ms:.3f}" for r in m.runs)
         lines.append(f"- {name}, {load}: {cells}")
