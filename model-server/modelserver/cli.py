@@ -58,10 +58,17 @@ def serve(
     batching: Annotated[bool | None, typer.Option("--batching/--no-batching", help="adaptive micro-batching")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="rows per batched model call")] = None,
     max_batch_wait_ms: Annotated[float | None, typer.Option(help="longest wait for a batch to fill")] = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="serve every model of this directory (a model-settings.json each)")
+    ] = None,
+    max_memory_bytes: Annotated[
+        int | None, typer.Option(help="with --model-repository: refuse models beyond this much memory in all")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
     log_json: Annotated[bool | None, typer.Option("--log-json/--log-text")] = None,
 ) -> None:
-    """Serve one model over REST (Open Inference Protocol v2 and /predict) and gRPC (the Open Inference Protocol's
+    """Serve one model (--model-uri) or a repository of them (--model-repository) over REST (Open Inference
+    Protocol v2, its repository extension, and /predict) and gRPC (the Open Inference Protocol's
     GRPCInferenceService), with Prometheus metrics."""
     flags: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
     # Imported here: `batch` and `route` never load the online server (uvicorn, starlette) for nothing.

@@ -23,7 +23,6 @@ from modelserver.errors import (
     InvalidInput,
     MalformedRequest,
     ModelFailed,
-    ModelNotFound,
     NonFiniteInput,
     PayloadTooLarge,
     ServingError,
@@ -151,12 +150,6 @@ class DataPlane:
             if call.arriving:
                 self._arriving -= 1
             self.metrics.request(protocol, call.code, time.perf_counter() - call.started)
-
-    def check_model(self, name: str, version: str | None = None) -> None:
-        if name != self.name or (version is not None and version != self.version):
-            served = f"{self.name} version {self.version}"
-            asked = name if version is None else f"{name} version {version}"
-            raise ModelNotFound(f"model {asked} is not served here (this server serves {served})")
 
     # --- prediction ---------------------------------------------------------------------------------------
 

@@ -118,6 +118,17 @@ class ModelMetrics:
                 counter = self._labels[label] = PREDICTIONS.labels(self.model, self.version, label)
             counter.inc(count)
 
+    def forget(self) -> None:
+        """Remove this model's series (it was unloaded): its counters would otherwise stay, frozen, in /metrics."""
+        for metric in (REQUESTS, REQUEST_DURATION, INFERENCE_ERRORS, BATCH_SIZE, PREDICTIONS, PREDICTION_VALUE):
+            for labels in list(metric._metrics):
+                if labels[:2] == (self.model, self.version):
+                    metric.remove(*labels)
+        self._requests.clear()
+        self._durations.clear()
+        self._errors.clear()
+        self._labels.clear()
+
     def values(self, values: list[float]) -> None:
         histogram = PREDICTION_VALUE.labels(self.model, self.version)
         for value in values:

@@ -33,6 +33,7 @@ _RESPONSES: list[type[BaseModel]] = [
 ]
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_JSON_ARRAY = {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}
 
 
 @cache
@@ -67,6 +68,9 @@ def openapi_document() -> dict[str, Any]:
         }
     }
     not_ready = {"503": reply(ReadyResponse, "not ready")}
+    done = {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}}
+    # 400: a single-model server; 404: no such model; 409: it does not load, or does not fit max_memory_bytes.
+    repository = {"200": done, "400": error, "404": error, "409": error}
     metadata = get(ModelMetadata, "model metadata: inputs, outputs, feature names", extra={"404": error})
     model_ready = get(ReadyResponse, "whether the model is ready", extra={"404": error, **not_ready})
     paths: dict[str, Any] = {
@@ -89,12 +93,38 @@ def openapi_document() -> dict[str, Any]:
                         "required": False,
                         "description": "decision threshold on the positive class (binary classifiers)",
                         "schema": {"type": "number", "minimum": 0, "maximum": 1},
-                    }
+                    },
+                    {
+                        "name": "model",
+                        "in": "query",
+                        "required": False,
+                        "description": "the model, when the server serves several (a repository)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "version",
+                        "in": "query",
+                        "required": False,
+                        "description": "with `model`: its version (default: the highest served)",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "requestBody": body(PredictRequest),
                 "responses": {"200": reply(PredictResponse, "one prediction per record"), **errors},
             }
         },
+        "/v2/repository/index": {
+            "post": {
+                "summary": "the repository's models: name, version, state (READY or UNAVAILABLE), reason",
+                "responses": {"200": {"description": "one entry per model version", "content": _JSON_ARRAY}},
+            }
+        },
+        "/v2/repository/models/{name}/load": with_params(
+            {"post": {"summary": "load (or load again) every version of the model", "responses": repository}}, _NAME
+        ),
+        "/v2/repository/models/{name}/unload": with_params(
+            {"post": {"summary": "stop serving every version of the model", "responses": repository}}, _NAME
+        ),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",

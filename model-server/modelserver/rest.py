@@ -16,12 +16,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelserver import __version__, storage
-from modelserver.dataplane import SERVER_NAME, Batching, DataPlane, Limits, V2Result
-from modelserver.errors import MalformedRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
+from modelserver import __version__
+from modelserver.dataplane import SERVER_NAME, DataPlane, V2Result
+from modelserver.errors import (
+    InvalidInput,
+    MalformedRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServingError,
+    UnsupportedMediaType,
+)
 from modelserver.metrics import PROTOCOL_PREDICT, PROTOCOL_V2, render
 from modelserver.openapi import openapi_document
-from modelserver.runtimes import LoadOptions, load_model, resolve_format
+from modelserver.repository import Repository, source_for
 from modelserver.settings import ServerSettings
 from modelserver.tensors import binary_data, json_data
 
@@ -32,30 +39,6 @@ log = logging.getLogger(__name__)
 RESOLVED_SETTINGS_ENV = "MODELSERVER__RESOLVED"
 HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
-
-
-def build_dataplane(settings: ServerSettings) -> DataPlane:
-    """Fetch (a no-op for local paths), load and wrap the model; raises ModelLoadError with the reason."""
-    path, model_format = resolve_format(storage.fetch_for(settings), settings.model_format)
-    options = LoadOptions(
-        feature_names=None if settings.feature_names is None else tuple(settings.feature_names),
-        threads=settings.inference_threads,
-        model_class=settings.model_class,
-    )
-    model = load_model(path, model_format, options)
-    batching = (
-        Batching(max_batch_size=settings.max_batch_size, max_wait_s=settings.max_batch_wait_ms / 1000)
-        if settings.batching
-        else None
-    )
-    return DataPlane(
-        model,
-        name=settings.model_name,
-        version=settings.model_version,
-        platform=model_format,
-        limits=Limits(max_request_records=settings.max_request_records),
-        batching=batching,
-    )
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -120,49 +103,49 @@ def encode_v2(plane: DataPlane, result: V2Result) -> Response:
 
 
 class Handlers:
-    """Route handlers over the data plane that the lifespan loads (the server answers only once it exists)."""
+    """Route handlers over the models of the repository that the lifespan loads (the server answers only once it
+    has loaded them)."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, repository: Repository) -> None:
         self.settings = settings
-        self.plane: DataPlane | None = None
+        self.repository = repository
 
-    @property
-    def dataplane(self) -> DataPlane:
-        if self.plane is None:  # unreachable while serving: uvicorn binds only after the lifespan started
-            raise RuntimeError("the model is not loaded")
-        return self.plane
+    def _plane(self, request: Request) -> DataPlane:
+        """The model of the request's path; ModelNotFound when it is not served."""
+        params = request.path_params
+        return self.repository.get(params["name"], params.get("version"))
 
     async def live(self, request: Request) -> Response:
         return _json({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        ready = self.plane is not None and self.plane.ready
+        ready = self.repository.ready
         return _json({"ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json({"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
-
-    def _unknown_model(self, request: Request) -> Response | None:
-        """The 404 for a model name/version in the path that this server does not serve, else None."""
-        try:
-            self.dataplane.check_model(request.path_params["name"], request.path_params.get("version"))
-        except ServingError as exc:
-            return _error(exc)
-        return None
+        extensions = ["binary_tensor_data", "model_repository"]
+        return _json({"name": SERVER_NAME, "version": __version__, "extensions": extensions})
 
     async def model_metadata(self, request: Request) -> Response:
-        return self._unknown_model(request) or _json(self.dataplane.metadata())
+        try:
+            return _json(self._plane(request).metadata())
+        except ServingError as exc:
+            return _error(exc)
 
     async def model_ready(self, request: Request) -> Response:
-        plane = self.dataplane
-        ready = _json({"name": plane.name, "ready": plane.ready}, 200 if plane.ready else 503)
-        return self._unknown_model(request) or ready
+        try:
+            plane = self._plane(request)
+        except ServingError as exc:
+            return _error(exc)
+        return _json({"name": plane.name, "ready": plane.ready}, 200 if plane.ready else 503)
 
     async def infer(self, request: Request) -> Response:
-        plane = self.dataplane
+        try:
+            plane = self._plane(request)
+        except ServingError as exc:
+            return _error(exc)
         try:
             with plane.observe(PROTOCOL_V2) as call:
-                plane.check_model(request.path_params["name"], request.path_params.get("version"))
                 body = await read_body(request, self.settings.max_body_bytes)
                 call.body_received()
                 header, binary = split_binary(body, request.headers.get(HEADER_LENGTH))
@@ -173,7 +156,10 @@ class Handlers:
         return response
 
     async def predict(self, request: Request) -> Response:
-        plane = self.dataplane
+        try:
+            plane = self._predict_plane(request)
+        except ServingError as exc:
+            return _error(exc)
         try:
             with plane.observe(PROTOCOL_PREDICT) as call:
                 threshold = plane.check_threshold(request.query_params.get("threshold"))
@@ -185,6 +171,38 @@ class Handlers:
             return _error(exc)
         return response
 
+    def _predict_plane(self, request: Request) -> DataPlane:
+        """/predict's model: `?model=NAME` (and `&version=`), or the one model served."""
+        name = request.query_params.get("model")
+        if name is not None:
+            return self.repository.get(name, request.query_params.get("version"))
+        plane = self.repository.only()
+        if plane is None:
+            served = ", ".join(sorted({p.name for p in self.repository.planes()}))
+            if not served:
+                raise ModelNotFound("no model is served here")
+            raise InvalidInput(f"this server serves several models ({served}): name one, as /predict?model=NAME")
+        return plane
+
+    # --- the repository extension ---------------------------------------------------------------------------
+
+    async def repository_index(self, request: Request) -> Response:
+        return _json(await self.repository.index())
+
+    async def repository_load(self, request: Request) -> Response:
+        try:
+            await self.repository.load(request.path_params["name"])
+        except ServingError as exc:
+            return _error(exc)
+        return _json({})
+
+    async def repository_unload(self, request: Request) -> Response:
+        try:
+            await self.repository.unload(request.path_params["name"])
+        except ServingError as exc:
+            return _error(exc)
+        return _json({})
+
     async def metrics(self, request: Request) -> Response:
         content, content_type = render()
         return Response(content, media_type=content_type)
@@ -194,40 +212,45 @@ class Handlers:
 
 
 def create_app(settings: ServerSettings) -> Starlette:
-    handlers = Handlers(settings)
+    repository = Repository(settings, source_for(settings))
+    handlers = Handlers(settings, repository)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            plane = build_dataplane(settings)
-            await plane.start(warmup=settings.warmup)
+            if repository.source is None:
+                await repository.start_single(warmup=settings.warmup)
+            else:
+                await repository.start_all()
         except Exception as exc:
-            log.error("model %s version %s cannot be served: %s", settings.model_name, settings.model_version, exc)
+            if repository.source is None:
+                log.error("model %s version %s cannot be served: %s", settings.model_name, settings.model_version, exc)
+            else:
+                log.error("the model repository cannot be served: %s", exc)
             raise
-        handlers.plane = plane
-        grpc_server = await _start_grpc(plane, settings) if settings.grpc else None
+        grpc_server = await _start_grpc(repository, settings) if settings.grpc else None
         # Everything allocated so far (libraries, the model) lives until exit. Freezing it keeps the cyclic
         # GC from rescanning it in full collections, which otherwise pause requests for tens of ms.
         gc.collect()
         gc.freeze()
-        sig = plane.signature
-        log.info(
-            "serving model",
-            extra={
-                "model": plane.name,
-                "version": plane.version,
-                "format": plane.platform,
-                "features": sig.n_features,
-                "task": sig.task,
-                "batching": settings.batching,
-            },
-        )
+        for plane in repository.planes():
+            log.info(
+                "serving model",
+                extra={
+                    "model": plane.name,
+                    "version": plane.version,
+                    "format": plane.platform,
+                    "features": plane.signature.n_features,
+                    "task": plane.signature.task,
+                    "batching": settings.batching,
+                },
+            )
         try:
             yield
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(settings.graceful_timeout_s)
-            await plane.stop()
+            await repository.stop()
 
     h = handlers
     routes = [
@@ -241,20 +264,23 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/v2/models/{name}/infer", h.infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", h.infer, methods=["POST"]),
         Route("/predict", h.predict, methods=["POST"]),
+        Route("/v2/repository/index", h.repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", h.repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", h.repository_unload, methods=["POST"]),
         Route("/metrics", h.metrics, methods=["GET"]),
         Route("/openapi.json", h.openapi, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def _start_grpc(plane: DataPlane, settings: ServerSettings) -> Any:
+async def _start_grpc(repository: Repository, settings: ServerSettings) -> Any:
     """gRPC beside REST in this worker, on the same data plane (modelserver.grpc_api); raises when it cannot
     listen, which fails the worker's start-up like a model that does not load."""
     # Imported here: with gRPC off, REST does not need the generated message modules (`make venv` writes them).
     from modelserver.grpc_api.service import start_server  # noqa: PLC0415
 
     try:
-        return await start_server(plane, settings)
+        return await start_server(repository, settings)
     except Exception as exc:
         log.error("gRPC cannot be served: %s", exc)
         raise

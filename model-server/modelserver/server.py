@@ -1,8 +1,10 @@
 """Process life cycle of `modelserver serve`: fetch once, then run uvicorn with one or more workers.
 
 The model is fetched (and its sha256 checked) once in the parent; workers load the local copy in their
-lifespan, before uvicorn binds, so a pod is never ready with a model that failed to load. Exit codes:
-0 after a clean shutdown, 2 when the model cannot be fetched, 3 when it cannot be loaded or warmed up.
+lifespan, before uvicorn binds, so a pod is never ready with a model that failed to load. A repository's models
+(one worker) are fetched and loaded by the worker (modelserver.repository), at start and on each load request.
+Exit codes: 0 after a clean shutdown, 2 when the model cannot be fetched, 3 when it (or a repository's model)
+cannot be loaded or warmed up.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The gRPC servicer over the data plane, and its server's life cycle inside a `modelserver serve` worker.
 
 Each worker runs one grpc.aio server on its own event loop (the one uvicorn serves REST on), over the same
-DataPlane: one model, one batcher, one set of metrics for both protocols. With several workers each binds the
-port with SO_REUSEPORT and the kernel spreads connections over them, as uvicorn's workers share REST's socket.
+Repository: per model, one data plane, one batcher, one set of metrics for both protocols. With several workers
+each binds the port with SO_REUSEPORT and the kernel spreads connections over them, as uvicorn's workers share
+REST's socket.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from modelserver.grpc_api import grpc_predict_v2_pb2 as pb
 from modelserver.grpc_api import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelserver.grpc_api.status import code_for
 from modelserver.metrics import PROTOCOL_GRPC
+from modelserver.repository import Repository
 from modelserver.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -28,33 +30,32 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane) -> None:
-        self.plane = plane
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.plane.ready)
+        return pb.ServerReadyResponse(ready=self.repository.ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
-        await self._check_model(context, request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.plane.ready)
+        plane = await self._plane(context, request.name, request.version)
+        return pb.ModelReadyResponse(ready=plane.ready)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
-        await self._check_model(context, request.name, request.version)
-        return convert.model_metadata(self.plane.metadata())
+        plane = await self._plane(context, request.name, request.version)
+        return convert.model_metadata(plane.metadata())
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        plane = self.plane
+        plane = await self._plane(context, request.model_name, request.model_version)
         try:
             # The message arrived whole before this handler ran: the call is timed from here, as REST's is from
             # its body received.
             with plane.observe(PROTOCOL_GRPC) as call:
-                plane.check_model(request.model_name, request.model_version or None)
                 parsed, values = convert.infer_request(request)
                 result = await plane.infer_v2(parsed, plane.v2_rows(parsed, values), call)
                 return convert.infer_response(plane.name, plane.version, result)
@@ -65,18 +66,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             log.exception("gRPC ModelInfer failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _check_model(self, context: Context, name: str, version: str) -> None:
+    async def _plane(self, context: Context, name: str, version: str) -> DataPlane:
+        """The model asked for; the call is aborted (NOT_FOUND) when it is not served."""
         try:
-            self.plane.check_model(name, version or None)
+            return self.repository.get(name, version or None)
         except ServingError as exc:
             await context.abort(code_for(exc), exc.message)
+            raise  # unreachable: abort raises
 
 
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_server(plane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
+async def start_server(repository: Repository, settings: ServerSettings) -> grpc.aio.Server:
     """Listening and serving once this returns; raises RuntimeError when the port cannot be bound."""
     limit = settings.grpc_max_message_bytes
     options = [
@@ -86,7 +89,7 @@ async def start_server(plane: DataPlane, settings: ServerSettings) -> grpc.aio.S
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(repository), server)
     where = address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(where)

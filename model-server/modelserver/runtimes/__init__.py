@@ -8,7 +8,7 @@ from pathlib import Path
 from modelserver.errors import ModelLoadError
 from modelserver.runtimes.base import Loader, LoadOptions, Model, Prediction, Signature
 
-__all__ = ["LoadOptions", "Model", "Prediction", "Signature", "load_model", "resolve_format"]
+__all__ = ["LoadOptions", "Model", "Prediction", "Signature", "import_runtime", "load_model", "resolve_format"]
 
 _RUNTIMES = {
     "sklearn": "modelserver.runtimes.sklearn",
@@ -62,8 +62,8 @@ def resolve_format(path: Path | None, model_format: str) -> tuple[Path | None, s
     return path, model_format
 
 
-def load_model(path: Path | None, model_format: str, options: LoadOptions) -> Model:
-    """Load with the runtime for `model_format` (already resolved, see resolve_format)."""
+def import_runtime(model_format: str) -> Loader:
+    """The loader of the runtime for `model_format` (imported on first use); ModelLoadError when not installed."""
     try:
         module = importlib.import_module(_RUNTIMES[model_format])
     except ImportError as exc:
@@ -72,6 +72,12 @@ def load_model(path: Path | None, model_format: str, options: LoadOptions) -> Mo
             f"the {model_format} runtime is not installed ({exc}); install modelserver[{extra}]"
         ) from exc
     loader: Loader = module.load
+    return loader
+
+
+def load_model(path: Path | None, model_format: str, options: LoadOptions) -> Model:
+    """Load with the runtime for `model_format` (already resolved, see resolve_format)."""
+    loader = import_runtime(model_format)
     try:
         return loader(path, options)
     except ModelLoadError:

@@ -24,7 +24,7 @@ def test_tritonclient_against_a_classifier(tmp_path: Path, start_server: StartSe
         assert client.is_server_ready()
         assert client.is_model_ready("churn", "7")
         assert not client.is_model_ready("churn", "8")
-        assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+        assert client.get_server_metadata()["extensions"] == ["binary_tensor_data", "model_repository"]
         metadata = client.get_model_metadata("churn")
         assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 20]}]
 

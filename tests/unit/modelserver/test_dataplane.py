@@ -130,15 +130,6 @@ async def test_binary_bytes_that_belong_to_no_input_are_refused(plane: DataPlane
         await infer(plane, v2(matrix(np.zeros((1, 20)))), b"\x00" * 8)
 
 
-def test_model_name_and_version_must_match(plane: DataPlane) -> None:
-    plane.check_model(plane.name)
-    plane.check_model(plane.name, "1")
-    for name, version in [("other", None), (plane.name, "2")]:
-        with pytest.raises(ServingError, match="is not served here") as caught:
-            plane.check_model(name, version)
-        assert caught.value.status == 404
-
-
 async def records(plane: DataPlane, body: Any, threshold: Any = None) -> dict[str, Any]:
     with plane.observe("predict") as call:
         x = plane.parse_records(orjson.dumps(body))
