@@ -416,8 +416,58 @@ INVALID += [
 ]
 
 
+_FALLBACK_MODEL = {"name": "churn", "version": "rules-1", "uri": "s3://models/rules-1.joblib", "format": "sklearn"}
+_FALLBACK = {"model": _FALLBACK_MODEL}
+INVALID += [
+    Invalid(
+        "fallback-without-the-router",
+        _all(_set("spec.online.fallback", _FALLBACK), _set("spec.rollout.trafficRouting", _DELETE)),
+        ("online.fallback is answered by our router", "rollout.trafficRouting.provider: router"),
+    ),
+    Invalid(
+        "fallback-behind-a-mesh",
+        _all(
+            _set("spec.online.fallback", _FALLBACK),
+            _set("spec.rollout.trafficRouting", {"provider": "istio", "istio": {"virtualService": "churn"}}),
+        ),
+        ("online.fallback is answered by our router",),
+    ),
+    Invalid(
+        "fallback-budget-not-below-the-timeout",
+        _all(
+            _set("spec.online.fallback", {**_FALLBACK, "latencyBudget": "2s"}),
+            _set("spec.rollout.trafficRouting", {"provider": "router", "router": {"timeout": "2s"}}),
+        ),
+        ("online.fallback.latencyBudget must be below rollout.trafficRouting.router.timeout",),
+    ),
+    Invalid(
+        "fallback-budget-above-the-default-timeout",
+        _set("spec.online.fallback", {**_FALLBACK, "latencyBudget": "1m"}),
+        ("online.fallback.latencyBudget must be below", "(default 10s)"),
+    ),
+    Invalid(
+        "fallback-without-a-model",
+        _set("spec.online.fallback", {"replicas": 1}),
+        ("online.fallback.model", "required"),
+    ),
+    Invalid(
+        "fallback-model-custom-without-class",
+        _set("spec.online.fallback", {"model": {**_FALLBACK_MODEL, "format": "custom"}}),
+        ("model.className", "import path"),
+    ),
+]
+
+
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
 EDGE_VALID: list[Invalid] = [
+    Invalid(
+        "fallback-budget-just-below-the-timeout",
+        _all(
+            _set("spec.online.fallback", {**_FALLBACK, "latencyBudget": "1999ms", "replicas": 2}),
+            _set("spec.rollout.trafficRouting", {"provider": "router", "router": {"timeout": "2s"}}),
+        ),
+        (),
+    ),
     Invalid(
         "pod-placement",
         _all(

@@ -48,16 +48,19 @@ import json
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from modelrollout_contract.router import (
     CONFIG_KEY,
     SCHEMA_VERSION,
+    Backends,
     ContractModel,
     HeaderRoute,
     RouterConfig,
     RouterConfigError,
     StickyBy,
+    Versions,
+    Weights,
     json_object,
     validated,
 )
@@ -70,8 +73,8 @@ MAX_BACKENDS = 16
 MAX_ROUTES = 16
 MAX_CHAIN = 8
 MAX_ENSEMBLES = 8
-# The names a version 1 document's roles have in version 2.
-STABLE, CANARY = "stable", "canary"
+# The names a version 1 document's roles have in version 2, and the operator's fallback model beside them.
+STABLE, CANARY, FALLBACK = "stable", "canary", "fallback"
 # The router counts mirrored calls under this role: no backend may have the name.
 SHADOW_ROLE = "shadow"
 
@@ -318,6 +321,48 @@ def upgrade(config: RouterConfig) -> RouterConfigV2:
         fallbacks=fallbacks,
         timeout_seconds=config.timeout_seconds,
     )
+
+
+def with_fallback(config: RouterConfigV2, backend: BackendV2, *, budget_seconds: float | None) -> RouterConfigV2:
+    """`config` (a version 1 document's routing, see upgrade) with a fallback model behind it, as the operator writes
+    a ModelDeployment's `online.fallback`: stable falls back on it; the canary on stable first when it already did
+    (retryOnStable), then on it. Each chain waits `budget_seconds` for a backend that has a next one."""
+    chains = {STABLE: Fallback(to=[FALLBACK], latency_budget_seconds=budget_seconds)}
+    if CANARY in config.backends:
+        before = config.fallbacks[CANARY].to if CANARY in config.fallbacks else []
+        chains[CANARY] = Fallback(to=[*before, FALLBACK], latency_budget_seconds=budget_seconds)
+    body = config.model_dump(exclude={"backends", "fallbacks"})
+    return RouterConfigV2.model_validate(
+        body | {"backends": {**config.backends, FALLBACK: backend}, "fallbacks": chains}
+    )
+
+
+def downgrade(config: RouterConfigV2) -> RouterConfig:
+    """The version 1 routing inside a version 2 document the operator wrote (upgrade, then with_fallback): stable
+    and canary, their weights, header route, mirror, stickiness, timeout and whether the canary falls back on
+    stable. What version 1 cannot say (the fallback model) is left out; RouterConfigError when there is no stable."""
+    if STABLE not in config.backends:
+        raise RouterConfigError(f"{CONFIG_KEY} has no {STABLE!r} backend, so it is not a document the operator wrote")
+    stable, canary = config.backends[STABLE], config.backends.get(CANARY)
+    header = next((r.header_route() for r in config.routes if r.to == CANARY and r.header is not None), None)
+    mirror = config.mirror
+    chain = config.fallbacks.get(CANARY)
+    try:
+        return RouterConfig(
+            route=config.route,
+            backends=Backends(stable=stable.url, canary=None if canary is None else canary.url),
+            versions=Versions(stable=stable.version, canary=None if canary is None else canary.version),
+            weights=Weights(stable=config.weight_of(STABLE), canary=config.weight_of(CANARY)),
+            mirror_percent=mirror.percent
+            if mirror is not None and (mirror.source, mirror.to) == (STABLE, CANARY)
+            else 0,
+            header_route=header,
+            sticky_by=config.sticky_by,
+            timeout_seconds=config.timeout_seconds,
+            retry_on_stable=chain is not None and chain.to[0] == STABLE,
+        )
+    except ValidationError as exc:
+        raise RouterConfigError(f"{CONFIG_KEY} cannot be read as stable and canary: {exc}") from None
 
 
 def parse_any(text: str | bytes) -> RouterConfigV2:

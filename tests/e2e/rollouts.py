@@ -85,16 +85,22 @@ class Rollout:
         return client.CustomObjectsApi(self.api)
 
     async def create(
-        self, rollout: dict[str, Any], *, replicas: int = 1, notifications: dict[str, Any] | None = None
+        self,
+        rollout: dict[str, Any],
+        *,
+        replicas: int = 1,
+        notifications: dict[str, Any] | None = None,
+        online: dict[str, Any] | None = None,
     ) -> None:
-        """Version 1, its pods on the local kubelet's node (one replica per revision: every pod is a process)."""
+        """Version 1, its pods on the local kubelet's node (one replica per revision: every pod is a process);
+        `online`: more of spec.online (a fallback)."""
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
             "metadata": {"name": self.stack.name},
             "spec": {
                 "model": self.stack.model_spec("1"),
-                "online": {"replicas": replicas},
+                "online": {"replicas": replicas, **(online or {})},
                 "rollout": rollout,
                 "pod": {"nodeSelector": NODE_SELECTOR},
                 **({"notifications": notifications} if notifications is not None else {}),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from modelrollout.api.base import ApiModel, cel, cel_rules
+from modelrollout.api.base import ApiModel, cel, cel_rules, duration_seconds
 from modelrollout.api.model import ModelSpec
 from modelrollout.api.notifications import NotificationsSpec
 from modelrollout.api.placement import PodSettings
 from modelrollout.api.rollout import RECORD_STRATEGIES, RolloutSpec
-from modelrollout.api.workloads import BatchSpec, OnlineSpec, StreamSpec
+from modelrollout.api.workloads import BatchSpec, Fallback, OnlineSpec, StreamSpec
 
 _RECORD_LIST = ", ".join(RECORD_STRATEGIES)
 STRATEGY_NEEDS_ONLINE = (
@@ -54,6 +54,17 @@ STREAM_SHADOW = (
     "a stream shadow writes the candidate's answers to a topic of their own, compared with the output topic's: "
     "set stream.kafka.shadowTopic"
 )
+FALLBACK_NEEDS_ROUTER = (
+    "online.fallback is answered by our router, which calls it when a revision fails: set "
+    "rollout.trafficRouting.provider: router"
+)
+DEFAULT_ROUTER_TIMEOUT_S = 10.0  # RouterSettings.timeout's default
+FALLBACK_BUDGET = "online.fallback.latencyBudget must be below rollout.trafficRouting.router.timeout (default 10s)"
+_ROUTER_TIMEOUT = (
+    "(has(self.rollout.trafficRouting.router) && has(self.rollout.trafficRouting.router.timeout) "
+    "? self.rollout.trafficRouting.router.timeout : '10s')"
+)
+
 STREAM_AND_BATCH = (
     "batch and stream together need spec.online to lead their rollout: add spec.online, or give batch and "
     "stream a ModelDeployment each"
@@ -123,6 +134,19 @@ class ModelDeploymentSpec(ApiModel):
                 PRE_ROLLOUT_NEEDS_ONLINE,
                 field_path=".rollout.gates.preRollout",
             ),
+            cel(
+                "!has(self.online) || !has(self.online.fallback) || (has(self.rollout) "
+                "&& has(self.rollout.trafficRouting) && self.rollout.trafficRouting.provider == 'router')",
+                FALLBACK_NEEDS_ROUTER,
+                field_path=".online.fallback",
+            ),
+            cel(
+                "!has(self.online) || !has(self.online.fallback) || !has(self.online.fallback.latencyBudget) "
+                "|| !has(self.rollout) || !has(self.rollout.trafficRouting) "
+                f"|| duration(self.online.fallback.latencyBudget) < duration({_ROUTER_TIMEOUT})",
+                FALLBACK_BUDGET,
+                field_path=".online.fallback.latencyBudget",
+            ),
         )
     )
 
@@ -166,7 +190,17 @@ class ModelDeploymentSpec(ApiModel):
         gates = self.rollout.gates
         if self.online is None and gates is not None and gates.pre_rollout is not None:
             raise ValueError(PRE_ROLLOUT_NEEDS_ONLINE)
+        if self.online is not None and self.online.fallback is not None:
+            self._fallback_rules(self.online.fallback)
         return self
+
+    def _fallback_rules(self, fallback: Fallback) -> None:
+        routing = self.rollout.traffic_routing
+        if routing is None or routing.provider != "router":
+            raise ValueError(FALLBACK_NEEDS_ROUTER)
+        timeout = duration_seconds(routing.router.timeout) if routing.router else DEFAULT_ROUTER_TIMEOUT_S
+        if fallback.latency_budget is not None and duration_seconds(fallback.latency_budget) >= timeout:
+            raise ValueError(FALLBACK_BUDGET)
 
     def _batch_rollout_rules(self) -> None:
         assert self.batch is not None

@@ -18,6 +18,7 @@ from modelrollout.api.base import (
     cel,
     cel_rules,
 )
+from modelrollout.api.model import ModelSpec
 
 DataFormat = Literal["parquet", "csv", "jsonl"]
 
@@ -107,12 +108,31 @@ class Batching(ApiModel):
     max_wait: Duration = Field(default="2ms", description="Longest a request waits for others to batch with.")
 
 
+class Fallback(ApiModel):
+    """A model that answers when the serving revisions cannot: it runs as its own Deployment and Service
+    (`<name>-fallback`), and our router sends it a request that stable or the canary failed (a 5xx, no answer, the
+    router's timeout) or, with latencyBudget, did not answer in time. The client gets one answer; every fallback is
+    counted by reason (modelrouter_fallbacks_total), and a canary's failures still count against the canary. A
+    change here updates the fallback's pods in place: it is a safety net, not a rollout."""
+
+    model: ModelSpec = Field(description="The fallback model (often a simpler or older one) and its runtime.")
+    replicas: int = Field(default=1, ge=1, le=1000, description="Pods of the fallback model.")
+    latency_budget: Duration | None = Field(
+        default=None,
+        description="Ask the fallback when a revision has not answered by then (default: only when it fails); "
+        "below the router's timeout.",
+    )
+
+
 class OnlineSpec(ApiModel):
     """Online serving: a Deployment per revision behind the `<name>` Service (Open Inference Protocol v2)."""
 
     replicas: int = Field(default=1, ge=0, le=1000, description="Pods per revision when autoscaling is off.")
     autoscaling: Autoscaling | None = Field(default=None, description="Scale on CPU instead of fixed replicas.")
     batching: Batching | None = Field(default=None, description="Turn adaptive micro-batching on.")
+    fallback: Fallback | None = Field(
+        default=None, description="A model that answers for the serving revisions when they fail (provider router)."
+    )
 
 
 class DataLocation(ApiModel):

@@ -13,13 +13,13 @@ from modelrollout.api.base import duration_seconds
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.kube.client import KubeClient
-from modelrollout.planning.names import router_configmap_name, selector, service_name
+from modelrollout.planning.names import fallback_name, router_configmap_name, selector, service_name
 from modelrollout.planning.online import SERVICE_PORT, Owner
 from modelrollout.traffic.base import StickyBy, TrafficRouter
 from modelrollout.traffic.gateway_api import GatewayAPIRouter, GatewayTarget, MirrorSupport
 from modelrollout.traffic.istio import DestinationRuleAccess, IstioRouter, IstioTarget
 from modelrollout.traffic.patching import Conflict, ReadObject, UnsupportedField, WritePatch
-from modelrollout.traffic.router import ConfigMapRouter, Versions
+from modelrollout.traffic.router import ConfigMapRouter, FallbackModel, Versions
 
 
 class ConvergingRouter(TrafficRouter, Protocol):
@@ -163,6 +163,16 @@ def _configmap_router(ctx: RouterContext) -> ConfigMapRouter:
     def url(role: str) -> str:
         return f"http://{service_name(name, role)}.{namespace}.svc:{SERVICE_PORT}"  # type: ignore[arg-type]
 
+    fallback = spec.online.fallback if spec.online else None
+    fallback_model = None
+    if fallback is not None:
+        budget = fallback.latency_budget
+        fallback_model = FallbackModel(
+            url=f"http://{fallback_name(name)}.{namespace}.svc:{SERVICE_PORT}",
+            version=fallback.model.version,
+            budget_seconds=None if budget is None else duration_seconds(budget),
+        )
+
     return ConfigMapRouter(
         route=name,
         stable_url=url("stable"),
@@ -174,4 +184,5 @@ def _configmap_router(ctx: RouterContext) -> ConfigMapRouter:
         read=read,
         timeout_seconds=duration_seconds(settings.timeout) if settings else 10.0,
         retry_on_stable=settings.retry_on_stable if settings else False,
+        fallback=fallback_model,
     )

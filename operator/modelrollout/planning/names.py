@@ -13,7 +13,7 @@ LABEL_ROLE = f"{GROUP}/role"
 ANNOTATION_REPLICAS = f"{GROUP}/replicas"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrollout", "app.kubernetes.io/part-of": "modelrollout"}
 
-Mode = Literal["online", "batch", "stream", "router"]
+Mode = Literal["online", "batch", "stream", "router", "fallback"]
 ServiceRole = Literal["main", "stable", "canary", "preview"]
 
 
@@ -30,6 +30,12 @@ def service_name(name: str, role: ServiceRole) -> str:
 def router_name(name: str) -> str:
     """`<name>-router`: the router's Deployment, ServiceAccount, Role and RoleBinding (provider `router`)."""
     return f"{name}-router"
+
+
+def fallback_name(name: str) -> str:
+    """`<name>-fallback`: the Deployment and Service of `online.fallback`'s model (a revision name is a hex hash, so
+    it never collides)."""
+    return f"{name}-fallback"
 
 
 def router_configmap_name(name: str) -> str:

@@ -18,6 +18,7 @@ from modelrollout.planning.names import (
     LABEL_ROLE,
     MANAGED_BY,
     ServiceRole,
+    fallback_name,
     selector,
     service_name,
     workload_name,
@@ -98,10 +99,12 @@ def model_env(model: ModelSpec, *, prefix: str = "MODELSERVER_MODEL_") -> list[d
     return env
 
 
-def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    """The model server reads its whole configuration from MODELSERVER_* variables (pydantic-settings)."""
+def model_server_env(spec: ModelDeploymentSpec, model: ModelSpec | None = None) -> list[dict[str, Any]]:
+    """The model server reads its whole configuration from MODELSERVER_* variables (pydantic-settings); `model`
+    (default: the spec's) is the one it serves."""
+    model = model or spec.model
     env = [
-        *model_env(spec.model),
+        *model_env(model),
         {"name": "MODELSERVER_PORT", "value": str(HTTP_PORT)},
         {"name": "MODELSERVER_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "MODELSERVER_DOWNLOAD_DIR", "value": MODEL_DIR},
@@ -114,7 +117,7 @@ def model_server_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
             {"name": "MODELSERVER_MAX_BATCH_WAIT_MS", "value": f"{duration_seconds(batching.max_wait) * 1000:g}"},
         ]
     # The user's variables come last so they can override ours (e.g. MODELSERVER_LOG_LEVEL).
-    env += [e.to_wire() for e in spec.model.env]
+    env += [e.to_wire() for e in model.env]
     return env
 
 
@@ -127,7 +130,10 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: str) -> dict[str, Any]:
+def _pod_template(
+    spec: ModelDeploymentSpec, *, labels: dict[str, str], image: str, model: ModelSpec | None = None
+) -> dict[str, Any]:
+    model = model or spec.model
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
@@ -136,7 +142,7 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": model_server_env(spec),
+        "env": model_server_env(spec, model),
         # Model loading can take minutes; the startup probe holds liveness off until the server is up.
         "startupProbe": _probe("/v2/health/live", period=2, failures=150),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
@@ -144,8 +150,8 @@ def _pod_template(spec: ModelDeploymentSpec, *, labels: dict[str, str], image: s
         "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
-    if spec.model.resources:
-        container["resources"] = spec.model.resources.to_wire()
+    if model.resources:
+        container["resources"] = model.resources.to_wire()
     template = {
         "metadata": {
             "labels": {**MANAGED_BY, **labels},
@@ -280,6 +286,44 @@ def build_services(
     if preview:
         services.append(build_service(owner, role="preview", revision=canary))
     return services
+
+
+def build_fallback(spec: ModelDeploymentSpec, owner: Owner, *, image_default: str) -> list[dict[str, Any]]:
+    """The Deployment and Service `<name>-fallback` of `online.fallback`'s model, which our router asks when a
+    revision fails (modelrollout.traffic.router writes the chains). Not a revision: a change to it rolls its pods
+    over in place, with the Deployment's own rolling update (never below its replica count)."""
+    fallback = spec.online.fallback if spec.online else None
+    if fallback is None:
+        return []
+    name = fallback_name(owner.name)
+    labels = selector(owner.name, "fallback")
+    image = fallback.model.image or spec.model.image or image_default
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(name, labels),
+        "spec": {
+            "replicas": fallback.replicas,
+            "selector": {"matchLabels": labels},
+            "revisionHistoryLimit": 1,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": _pod_template(spec, labels=labels, image=image, model=fallback.model),
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                GRPC_SERVICE_PORT,
+            ],
+        },
+    }
+    return [deployment, service]
 
 
 def build_hpa(spec: ModelDeploymentSpec, owner: Owner, *, revision: str, replicas: int) -> dict[str, Any] | None:

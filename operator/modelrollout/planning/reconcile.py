@@ -33,6 +33,7 @@ from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.online import (
     Owner,
     build_deployment,
+    build_fallback,
     build_hpa,
     build_pdb,
     build_services,
@@ -271,8 +272,7 @@ def plan_objects(
     stable_rev = serving.revision
     canary_rev = (decided.canary or serving).revision
     routed = spec.rollout.provider == "router"
-    if routed:
-        grow += build_router(spec, owner, image_default=settings.default_image)
+    grow += _router_objects(spec, owner, settings) if routed else []
     grow += build_services(
         owner,
         stable=stable_rev,
@@ -309,6 +309,12 @@ def plan_objects(
 
     status = _status(md, decided, observed=observed, settings=settings, now=now, events=events, beside=beside.ready)
     return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
+
+
+def _router_objects(spec: ModelDeploymentSpec, owner: Owner, settings: PlanSettings) -> list[dict[str, Any]]:
+    """Our router (provider `router`), and the fallback model only it calls."""
+    image = settings.default_image
+    return [*build_router(spec, owner, image_default=image), *build_fallback(spec, owner, image_default=image)]
 
 
 def _hook_jobs(

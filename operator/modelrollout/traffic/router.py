@@ -1,14 +1,19 @@
 """The `router` provider: our own proxy (`modelserver route`) reads its routing from a ConfigMap we write.
 
 The ConfigMap holds one key, `router.json`, with the routing document of `modelrollout_contract.router` (one model
-and one parser for the operator and the router; contract/vectors/router holds what both accept and refuse). Each
-change starts from the stored document, so a restarted operator keeps what it set before. The Kubernetes write
-and read are injected callables, so this module stays free of any client.
+and one parser for the operator and the router; contract/vectors/router holds what both accept and refuse). A
+ModelDeployment with `online.fallback` needs what only version 2 of the document says (a third backend and fallback
+chains, modelrollout_contract.router_v2.with_fallback), so it gets version 2, and a router of the previous release
+refuses it by its schemaVersion rather than misread it; without one, version 1 as before. Either way the rollout's
+state is the version 1 routing inside (router_v2.downgrade). Each change starts from the stored document, so a
+restarted operator keeps what it set before. The Kubernetes write and read are injected callables, so this module
+stays free of any client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from modelrollout.traffic.base import HeaderMatch, StickyBy, check_weights
@@ -18,27 +23,42 @@ from modelrollout_contract.router import (
     RouterConfig,
     RouterConfigError,
     Versions,
-    parse_document,
     to_document,
 )
+from modelrollout_contract.router_v2 import BackendV2, downgrade, parse_any, to_document_v2, upgrade, with_fallback
 
 ConfigMapData = dict[str, str]
 WriteConfigMap = Callable[[ConfigMapData], Awaitable[None]]
 ReadConfigMap = Callable[[], Awaitable[Mapping[str, str] | None]]
 
-__all__ = ["ConfigMapRouter", "RouterConfig", "RouterConfigError", "Versions", "parse_configmap_data",
-           "to_configmap_data"]  # fmt: skip
+__all__ = ["ConfigMapRouter", "FallbackModel", "RouterConfig", "RouterConfigError", "Versions",
+           "parse_configmap_data", "to_configmap_data"]  # fmt: skip
 
 
-def to_configmap_data(config: RouterConfig) -> ConfigMapData:
-    return {CONFIG_KEY: to_document(config)}
+@dataclass(frozen=True)
+class FallbackModel:
+    """The model behind a ModelDeployment's `online.fallback`: where its Service is, its version, and how long a
+    revision is waited for before it is asked (None: only when the revision fails)."""
+
+    url: str
+    version: str
+    budget_seconds: float | None = None
+
+
+def to_configmap_data(config: RouterConfig, fallback: FallbackModel | None = None) -> ConfigMapData:
+    if fallback is None:
+        return {CONFIG_KEY: to_document(config)}
+    backend = BackendV2(url=fallback.url, version=fallback.version)
+    routing = with_fallback(upgrade(config), backend, budget_seconds=fallback.budget_seconds)
+    return {CONFIG_KEY: to_document_v2(routing)}
 
 
 def parse_configmap_data(data: Mapping[str, str]) -> RouterConfig:
+    """The stable/canary routing of a stored document of either version."""
     text = data.get(CONFIG_KEY)
     if text is None:
         raise RouterConfigError(f"the ConfigMap has no {CONFIG_KEY} key")
-    return parse_document(text)
+    return downgrade(parse_any(text))
 
 
 class ConfigMapRouter:
@@ -56,6 +76,7 @@ class ConfigMapRouter:
         read: ReadConfigMap,
         timeout_seconds: float = 10.0,
         retry_on_stable: bool = False,
+        fallback: FallbackModel | None = None,
     ) -> None:
         self._backends = Backends(stable=stable_url, canary=canary_url)
         # Fixed by the spec and the roles, not by the rollout: rewritten into every document.
@@ -66,29 +87,35 @@ class ConfigMapRouter:
             "timeout_seconds": timeout_seconds,
             "retry_on_stable": retry_on_stable,
         }
+        self._fallback = fallback
         self._write = write
         self._read = read
-        self._written: RouterConfig | None = None
+        self._written: ConfigMapData | None = None
 
     def _default(self) -> RouterConfig:
         return RouterConfig.model_validate(self._fixed)
 
-    async def _stored(self) -> RouterConfig | None:
+    async def _stored(self) -> tuple[RouterConfig, ConfigMapData] | None:
+        """The stored routing and the data it was read from; None when missing or unreadable."""
         data = await self._read()
         if data is None:
             return None
         try:
-            return parse_configmap_data(data)
+            return parse_configmap_data(data), dict(data)
         except RouterConfigError:
             return None
 
+    async def _put(self, config: RouterConfig) -> None:
+        data = to_configmap_data(config, self._fallback)
+        await self._write(data)
+        self._written = data
+
     async def _update(self, **changes: Any) -> None:
         # A missing or unreadable document is replaced: a safe default (all to stable) plus the change.
-        current = await self._stored() or self._default()
+        stored = await self._stored()
+        current = stored[0] if stored else self._default()
         merged = {**current.model_dump(), **self._fixed, **changes}
-        config = RouterConfig.model_validate(merged)
-        await self._write(to_configmap_data(config))
-        self._written = config
+        await self._put(RouterConfig.model_validate(merged))
 
     async def set_weights(self, stable: int, canary: int) -> None:
         check_weights(stable, canary)
@@ -111,7 +138,7 @@ class ConfigMapRouter:
         stored = await self._stored()
         if stored is None:
             return False
-        return self._written is None or stored == self._written
+        return self._written is None or stored[1] == self._written
 
     async def reset(self) -> None:
         await self._update(weights={"stable": 100, "canary": 0}, mirror_percent=0, header_route=None, sticky_by=None)
@@ -119,8 +146,8 @@ class ConfigMapRouter:
     async def converge(self, *, stable: int, canary: int, mirror: int, sticky: StickyBy | None = None) -> bool:
         """Make the stored document say `stable`/`canary`/`mirror` and exactly the sticky assignment `sticky`
         (None: none) with the current roles and settings (a promotion changes the versions, a spec edit the
-        timeout), keeping its header route. Writes only when the document differs: True when it did (it was
-        missing, edited by hand, or out of date)."""
+        timeout or the fallback model), keeping its header route. Writes only when the document differs: True when
+        it did (it was missing, edited by hand, or out of date)."""
         check_weights(stable, canary)
         stored = await self._stored()
         routing = {
@@ -128,11 +155,13 @@ class ConfigMapRouter:
             "mirror_percent": mirror,
             "sticky_by": _sticky(sticky),
         }
-        expected = RouterConfig.model_validate({**(stored or self._default()).model_dump(), **self._fixed, **routing})
-        if stored == expected:
+        current = stored[0] if stored else self._default()
+        expected = RouterConfig.model_validate({**current.model_dump(), **self._fixed, **routing})
+        # Compared as written, not as routing: a fallback model added, changed or removed changes the document
+        # while the stable/canary routing stays the same.
+        if stored is not None and stored[1] == to_configmap_data(expected, self._fallback):
             return False
-        await self._write(to_configmap_data(expected))
-        self._written = expected
+        await self._put(expected)
         return True
 
 

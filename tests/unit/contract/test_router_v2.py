@@ -27,9 +27,11 @@ from modelrollout_contract.router_v2 import (
     Route,
     RouterConfigV2,
     Share,
+    downgrade,
     parse_any,
     to_document_v2,
     upgrade,
+    with_fallback,
 )
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import APPLIED, INVALID, Routing
@@ -99,3 +101,13 @@ def test_the_operators_v1_reader_refuses_v2_by_its_version() -> None:
     for path in valid_router_v2_documents():
         with pytest.raises(RouterConfigError, match="schemaVersion 2; this reader knows 1"):
             parse_document(path.read_text())
+
+
+def test_a_v1_document_upgraded_and_given_a_fallback_downgrades_to_itself() -> None:
+    rules = BackendV2(url="http://churn-fallback.prod.svc:80", version="rules-1")
+    for path in valid_router_documents():
+        v1 = parse_document(path.read_text())
+        assert downgrade(upgrade(v1)) == v1
+        assert downgrade(with_fallback(upgrade(v1), rules, budget_seconds=None)) == v1
+    with pytest.raises(RouterConfigError, match="has no 'stable' backend"):
+        downgrade(parse_any((valid_router_v2_documents()[0]).read_text().replace('"stable"', '"primary"')))

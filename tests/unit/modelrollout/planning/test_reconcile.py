@@ -326,6 +326,29 @@ def test_the_router_provider_runs_our_router_with_only_configmap_read_access() -
     assert routers["Deployment", "iris-router"]["spec"]["replicas"] == 2, "never a single point of failure"
 
 
+FALLBACK_MODEL = {"name": "iris", "version": "rules-1", "uri": "s3://models/iris/rules.joblib", "format": "sklearn"}
+ROUTED = {**CANARY, "trafficRouting": {"provider": "router"}}
+
+
+def test_a_fallback_model_runs_beside_the_revisions_and_is_pruned_when_removed() -> None:
+    fallback = {"model": FALLBACK_MODEL, "replicas": 2, "latencyBudget": "200ms"}
+    with_fallback = md(status=serving(), rollout=ROUTED, replicas=4, fallback=fallback)
+    p = plan(with_fallback, observed(state(V1)))
+    deployment = by_name(p.grow, "Deployment")["iris-fallback"]
+    assert deployment["metadata"]["labels"]["modelrollout.dev/mode"] == "fallback"
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["MODELSERVER_MODEL_VERSION"], env["MODELSERVER_MODEL_URI"]) == ("rules-1", FALLBACK_MODEL["uri"])
+    service = by_name(p.grow, "Service")["iris-fallback"]
+    assert service["spec"]["selector"] == {"modelrollout.dev/name": "iris", "modelrollout.dev/mode": "fallback"}
+    assert selects(p, "iris-stable") == V1.revision  # the revisions' Services are not the fallback's
+    # Not a revision: the fallback changes neither the revision hash nor the revisions the engine sees.
+    assert target_of(with_fallback.spec, SETTINGS) == V1
+    gone = plan(md(status=serving(), rollout=ROUTED, replicas=4),
+                observed(state(V1), extra={("Deployment", "iris-fallback"), ("Service", "iris-fallback")}))  # fmt: skip
+    assert {("Deployment", "iris-fallback"), ("Service", "iris-fallback")} <= set(gone.delete)
+
+
 def test_planning_needs_a_stored_online_resource() -> None:
     body = load_example("batch.yaml")
     body["metadata"] = {"name": "b", "namespace": "ml", "uid": "u", "generation": 1}

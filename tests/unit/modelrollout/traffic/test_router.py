@@ -10,6 +10,7 @@ from testkit.vectors import FULL
 from modelrollout.traffic.base import HeaderMatch, StickyBy
 from modelrollout.traffic.router import (
     ConfigMapRouter,
+    FallbackModel,
     RouterConfig,
     RouterConfigError,
     Versions,
@@ -17,6 +18,7 @@ from modelrollout.traffic.router import (
     to_configmap_data,
 )
 from modelrollout_contract.router import CONFIG_KEY
+from modelrollout_contract.router_v2 import BackendV2, Fallback, parse_any
 
 STABLE_URL = "http://churn-stable.prod.svc:80"
 CANARY_URL = "http://churn-canary.prod.svc:80"
@@ -113,7 +115,8 @@ async def test_converge_rewrites_roles_and_settings_only_when_they_differ() -> N
     [
         ({}, "has no router.json key"),
         ({CONFIG_KEY: "{not json"}, "is not JSON"),
-        ({CONFIG_KEY: '{"schemaVersion": 2}'}, "has schemaVersion 2; this reader knows 1"),
+        ({CONFIG_KEY: '{"schemaVersion": 3}'}, "has schemaVersion 3; this reader knows 1 and 2"),
+        ({CONFIG_KEY: '{"schemaVersion": 2}'}, "is invalid"),
         ({CONFIG_KEY: "[]"}, "is not a JSON object"),
         ({CONFIG_KEY: '{"schemaVersion": 1, "route": "x"}'}, "is invalid"),
         (
@@ -311,3 +314,57 @@ def test_an_invalid_sticky_by_is_refused_with_the_reason(sticky: dict[str, str],
     document = json.loads(SHARED_VECTOR.read_text()) | {"stickyBy": sticky}
     with pytest.raises(RouterConfigError, match=message):
         parse_configmap_data({CONFIG_KEY: json.dumps(document)})
+
+
+FALLBACK_URL = "http://churn-fallback.prod.svc:80"
+
+
+def fallback_router(store: Store, fallback: FallbackModel | None) -> ConfigMapRouter:
+    return ConfigMapRouter(
+        route="churn",
+        stable_url=STABLE_URL,
+        canary_url=CANARY_URL,
+        versions=Versions.model_validate(VERSIONS),
+        write=store.write,
+        read=store.read,
+        timeout_seconds=2.5,
+        retry_on_stable=True,
+        fallback=fallback,
+    )
+
+
+async def test_a_fallback_model_is_written_as_a_version_2_document_with_its_chains() -> None:
+    store = Store()
+    rules = FallbackModel(url=FALLBACK_URL, version="rules-1", budget_seconds=0.2)
+    router = fallback_router(store, rules)
+    await router.set_weights(80, 20)
+    await router.set_header_route(HeaderMatch(header="x-canary"))
+    document = parse_any(store.data[CONFIG_KEY])  # type: ignore[index]
+    assert document.backends["fallback"] == BackendV2(url=FALLBACK_URL, version="rules-1")
+    assert document.fallbacks == {
+        "stable": Fallback(to=["fallback"], latency_budget_seconds=0.2),
+        # retryOnStable: the canary falls back on stable first, then on the fallback model.
+        "canary": Fallback(to=["stable", "fallback"], latency_budget_seconds=0.2),
+    }
+    assert [(s.backend, s.weight) for s in document.split] == [("canary", 20), ("stable", 80)]
+    # The rollout's state reads back as it was set.
+    state = stored(store)
+    assert (state.weights.stable, state.weights.canary, state.retry_on_stable) == (80, 20, True)
+    assert state.header_route == HeaderMatch(header="x-canary")
+    assert await router.verify()
+
+
+async def test_a_fallback_added_changed_or_removed_is_converged_without_touching_the_rollout() -> None:
+    store = Store()
+    await fallback_router(store, None).set_weights(90, 10)
+    assert written(store)["schemaVersion"] == 1
+    with_rules = fallback_router(store, FallbackModel(url=FALLBACK_URL, version="rules-1"))
+    assert await with_rules.converge(stable=90, canary=10, mirror=0)  # added: same routing, a new document
+    assert parse_any(store.data[CONFIG_KEY]).fallbacks["stable"].to == ["fallback"]  # type: ignore[index]
+    assert not await with_rules.converge(stable=90, canary=10, mirror=0)
+    newer = fallback_router(store, FallbackModel(url=FALLBACK_URL, version="rules-2", budget_seconds=1.0))
+    assert await newer.converge(stable=90, canary=10, mirror=0)
+    assert parse_any(store.data[CONFIG_KEY]).backends["fallback"].version == "rules-2"  # type: ignore[index]
+    assert await fallback_router(store, None).converge(stable=90, canary=10, mirror=0)  # removed
+    assert written(store)["schemaVersion"] == 1
+    assert (stored(store).weights.stable, stored(store).weights.canary) == (90, 10)
