@@ -158,7 +158,7 @@ class Server:
             "debug": False,
             "host": "127.0.0.1",
             "http_port": self.port,
-            "grpc_port": free_port(),
+            "grpc_port": self.grpc_port,
             "metrics_port": free_port(),
             "parallel_workers": self.config.workers if self.config.parallel_workers is None
             else self.config.parallel_workers,
@@ -234,68 +234,74 @@ def ghz(ghz_bin: Path, port: int, body: Path, *, seconds: int, concurrency: int,
 
 
 def grpc_vs_rest(path: Path, bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
-    """One modelserver x1 process serving logreg, loaded over REST (wrk) and over gRPC (ghz) in turn: per body size
-    each protocol's saturation, then each at half REST's saturation rate."""
+    """modelserver x1 and MLServer x1 (one process each, in turn) serving logreg, each loaded over REST (wrk) and over
+    gRPC (ghz) in turn: per body size each protocol's saturation, then each at half our REST's saturation rate."""
     grpc_bodies = write_grpc_bodies(args.workdir)
-    server = Server(Config("ours", 1), "logreg", path, args.workdir, args.mlserver_python)
     results: dict[tuple[int, str], Run] = {}
-    try:
-        for n, body in bodies.items():
-            wrk(server.url, body, seconds=2, connections=args.connections, rate=0, workdir=args.workdir)  # warm-up
-            ghz(args.ghz, server.grpc_port, grpc_bodies[n], seconds=2, concurrency=args.connections, rate=0)
-            results[(n, "rest sat")] = wrk(
-                server.url, body, seconds=args.duration, connections=args.connections, rate=0, workdir=args.workdir
-            )
-            results[(n, "grpc sat")] = ghz(
-                args.ghz, server.grpc_port, grpc_bodies[n], seconds=args.duration, concurrency=args.connections, rate=0
-            )
-            rate = results[(n, "rest sat")].rps / 2
-            results[(n, "rest fixed")] = wrk(
-                server.url, body, seconds=args.duration, connections=args.paced_connections, rate=rate,
-                workdir=args.workdir,
-            )  # fmt: skip
-            results[(n, "grpc fixed")] = ghz(
-                args.ghz, server.grpc_port, grpc_bodies[n], seconds=args.duration,
-                concurrency=args.paced_connections, rate=rate,
-            )  # fmt: skip
-            print(f"  grpc vs rest logreg {n:>2} rows: " + ", ".join(
-                f"{kind} {r.rps:8.0f} req/s p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:7.2f} ms err {r.errors}"
-                for (size, kind), r in results.items() if size == n
-            ), flush=True)  # fmt: skip
-    finally:
-        server.stop()
+    for config, prefix in ((Config("ours", 1), ""), (Config("mlserver", 1), "mlserver ")):
+        server = Server(config, "logreg", path, args.workdir, args.mlserver_python)
+        try:
+            for n, body in bodies.items():
+                wrk(server.url, body, seconds=2, connections=args.connections, rate=0, workdir=args.workdir)  # warm-up
+                ghz(args.ghz, server.grpc_port, grpc_bodies[n], seconds=2, concurrency=args.connections, rate=0)
+                results[(n, f"{prefix}rest sat")] = wrk(
+                    server.url, body, seconds=args.duration, connections=args.connections, rate=0, workdir=args.workdir
+                )
+                results[(n, f"{prefix}grpc sat")] = ghz(
+                    args.ghz, server.grpc_port, grpc_bodies[n], seconds=args.duration, concurrency=args.connections,
+                    rate=0,
+                )  # fmt: skip
+                rate = results[(n, "rest sat")].rps / 2  # our REST's: every server gets the same offered load
+                results[(n, f"{prefix}rest fixed")] = wrk(
+                    server.url, body, seconds=args.duration, connections=args.paced_connections, rate=rate,
+                    workdir=args.workdir,
+                )  # fmt: skip
+                results[(n, f"{prefix}grpc fixed")] = ghz(
+                    args.ghz, server.grpc_port, grpc_bodies[n], seconds=args.duration,
+                    concurrency=args.paced_connections, rate=rate,
+                )  # fmt: skip
+                print(f"  {prefix or 'modelserver '}grpc vs rest logreg {n:>2} rows: " + ", ".join(
+                    f"{kind} {r.rps:8.0f} req/s p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:7.2f} ms err {r.errors}"
+                    for (size, kind), r in results.items() if size == n and kind.startswith(prefix)
+                ), flush=True)  # fmt: skip
+        finally:
+            server.stop()
     return results
 
 
 def render_grpc(results: dict[tuple[int, str], Run], *, args: argparse.Namespace, info: dict[str, str]) -> list[str]:
     lines = [
-        "## gRPC vs REST: modelserver x1, logreg, the same server process",
+        "## gRPC vs REST: modelserver x1 and MLServer x1, logreg, each protocol against the same server process",
         "",
         f"- load generators: REST {info['wrk']} (as above); gRPC ghz {args.ghz_version} (`hack/build-ghz.sh`, built "
-        "from its Go module), 1 CPU, on CPU 1 like wrk; the server on CPU 0. Same rows and `predict` output; gRPC "
-        "sends them in raw_input_contents (as tritonclient.grpc does), REST as JSON.",
+        "from its Go module), 1 CPU, on CPU 1 like wrk; each server on CPU 0, one at a time. Same rows and "
+        "`predict` output; gRPC sends them in raw_input_contents (as tritonclient.grpc does), REST as JSON.",
         f"- saturation: {args.connections} requests in flight ({args.connections} wrk connections; ghz "
         f"-c {args.connections} over one HTTP/2 connection), {args.duration} s after a 2 s warm-up each. Fixed "
         f"load: half REST's saturation rate, {args.paced_connections} connections/workers (wrk: exponential think "
         "times; ghz: a constant schedule).",
         "",
-        "| rows/request | protocol | saturation req/s | p50 / p99 ms at saturation | fixed load req/s "
+        "| rows/request | server and protocol | saturation req/s | p50 / p99 ms at saturation | fixed load req/s "
         "| p50 / p99 ms at fixed load | errors |",
         "|---|---|---|---|---|---|---|",
     ]
+    names = {"rest": "REST (OIP v2 JSON)", "grpc": "gRPC (OIP v2, raw contents)"}
     for n in (1, 32):
-        for protocol in ("rest", "grpc"):
-            sat, fixed = results.get((n, f"{protocol} sat")), results.get((n, f"{protocol} fixed"))
-            if not (sat and fixed):
-                continue
-            name = "REST (OIP v2 JSON)" if protocol == "rest" else "gRPC (OIP v2, raw contents)"
-            lines.append(
-                f"| {n} | {name} | {sat.rps:,.0f} | {sat.p50_ms:.2f} / {sat.p99_ms:.2f} | {fixed.rps:,.0f} "
-                f"| {fixed.p50_ms:.2f} / {fixed.p99_ms:.2f} | {sat.errors + fixed.errors} |"
-            )
+        for prefix, server in (("", "modelserver"), ("mlserver ", "MLServer")):
+            for protocol in ("rest", "grpc"):
+                sat, fixed = results.get((n, f"{prefix}{protocol} sat")), results.get((n, f"{prefix}{protocol} fixed"))
+                if not (sat and fixed):
+                    continue
+                lines.append(
+                    f"| {n} | {server} {names[protocol]} | {sat.rps:,.0f} | {sat.p50_ms:.2f} / {sat.p99_ms:.2f} "
+                    f"| {fixed.rps:,.0f} | {fixed.p50_ms:.2f} / {fixed.p99_ms:.2f} | {sat.errors + fixed.errors} |"
+                )
         rest, grpc_ = results.get((n, "rest sat")), results.get((n, "grpc sat"))
         if rest and grpc_:
-            lines.append(f"| {n} | gRPC / REST | **{grpc_.rps / rest.rps:.2f}x** | | | | |")
+            lines.append(f"| {n} | modelserver gRPC / REST | **{grpc_.rps / rest.rps:.2f}x** | | | | |")
+        theirs = results.get((n, "mlserver grpc sat"))
+        if grpc_ and theirs:
+            lines.append(f"| {n} | modelserver gRPC / MLServer gRPC | **{grpc_.rps / theirs.rps:.2f}x** | | | | |")
     return [*lines, ""]
 
 
