@@ -222,14 +222,22 @@ def ghz(ghz_bin: Path, port: int, body: Path, *, seconds: int, concurrency: int,
     done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60)
     report = json.loads(done.stdout)
     latency = {int(p["percentage"]): p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
-    errors = sum(int(count) for code, count in (report.get("statusCodeDistribution") or {}).items() if code != "OK")
+    # When -z runs out, ghz closes its connection with requests still in flight (at most `concurrency`), which it
+    # reports as failed ("transport is closing", "the client connection is closing"): the client's doing, not the
+    # server's, so they are counted apart.
+    errors = cut = 0
+    for message, count in (report.get("errorDistribution") or {}).items():
+        if "transport is closing" in message or "client connection is closing" in message:
+            cut += int(count)
+        else:
+            errors += int(count)
     return Run(
         rps=float(report["rps"]),
         p50_ms=latency.get(50, float("nan")),
         p90_ms=latency.get(90, float("nan")),
         p99_ms=latency.get(99, float("nan")),
         errors=errors,
-        raw={"count": float(report.get("count", 0))},
+        raw={"count": float(report.get("count", 0)), "cut_at_end": float(cut)},
     )
 
 
