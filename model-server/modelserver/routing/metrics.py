@@ -186,18 +186,10 @@ class RouterMetrics:
         return found
 
     def assigned(self, route: str, version: str, source: str) -> None:
-        key = (route, version, source)
-        counter = self._assignments.get(key)
-        if counter is None:
-            counter = self._assignments[key] = self.assignments.labels(route, version, source)
-        counter.inc()
+        _child(self._assignments, self.assignments, (route, version, source)).inc()
 
     def keyed(self, route: str, key: str, result: str) -> None:
-        labels = (route, key, result)
-        counter = self._keyed.get(labels)
-        if counter is None:
-            counter = self._keyed[labels] = self.key_requests.labels(*labels)
-        counter.inc()
+        _child(self._keyed, self.key_requests, (route, key, result)).inc()
 
     def comparison(self, route: str, result: str, abs_diff: float | None) -> None:
         self.comparisons.labels(route, result).inc()
@@ -233,6 +225,14 @@ class RouterMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _child(cache: dict[tuple[str, str, str], Counter], parent: Counter, labels: tuple[str, str, str]) -> Counter:
+    """The child of `parent` with `labels`, looked up once and then kept (labels() takes a lock on each call)."""
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = parent.labels(*labels)
+    return child
 
 
 def _forget(metric: MetricWrapperBase, *labels: str) -> None:

@@ -41,7 +41,7 @@ class Store:
         return self.data
 
 
-def router(store: Store) -> ConfigMapRouter:
+def router(store: Store, fallback: FallbackModel | None = None) -> ConfigMapRouter:
     return ConfigMapRouter(
         route="churn",
         stable_url=STABLE_URL,
@@ -51,6 +51,7 @@ def router(store: Store) -> ConfigMapRouter:
         read=store.read,
         timeout_seconds=2.5,
         retry_on_stable=True,
+        fallback=fallback,
     )
 
 
@@ -319,26 +320,12 @@ def test_an_invalid_sticky_by_is_refused_with_the_reason(sticky: dict[str, str],
 FALLBACK_URL = "http://churn-fallback.prod.svc:80"
 
 
-def fallback_router(store: Store, fallback: FallbackModel | None) -> ConfigMapRouter:
-    return ConfigMapRouter(
-        route="churn",
-        stable_url=STABLE_URL,
-        canary_url=CANARY_URL,
-        versions=Versions.model_validate(VERSIONS),
-        write=store.write,
-        read=store.read,
-        timeout_seconds=2.5,
-        retry_on_stable=True,
-        fallback=fallback,
-    )
-
-
 async def test_a_fallback_model_is_written_as_a_version_2_document_with_its_chains() -> None:
     store = Store()
     rules = FallbackModel(url=FALLBACK_URL, version="rules-1", budget_seconds=0.2)
-    router = fallback_router(store, rules)
-    await router.set_weights(80, 20)
-    await router.set_header_route(HeaderMatch(header="x-canary"))
+    writer = router(store, rules)
+    await writer.set_weights(80, 20)
+    await writer.set_header_route(HeaderMatch(header="x-canary"))
     document = parse_any(store.data[CONFIG_KEY])  # type: ignore[index]
     assert document.backends["fallback"] == BackendV2(url=FALLBACK_URL, version="rules-1")
     assert document.fallbacks == {
@@ -351,20 +338,20 @@ async def test_a_fallback_model_is_written_as_a_version_2_document_with_its_chai
     state = stored(store)
     assert (state.weights.stable, state.weights.canary, state.retry_on_stable) == (80, 20, True)
     assert state.header_route == HeaderMatch(header="x-canary")
-    assert await router.verify()
+    assert await writer.verify()
 
 
 async def test_a_fallback_added_changed_or_removed_is_converged_without_touching_the_rollout() -> None:
     store = Store()
-    await fallback_router(store, None).set_weights(90, 10)
+    await router(store, None).set_weights(90, 10)
     assert written(store)["schemaVersion"] == 1
-    with_rules = fallback_router(store, FallbackModel(url=FALLBACK_URL, version="rules-1"))
+    with_rules = router(store, FallbackModel(url=FALLBACK_URL, version="rules-1"))
     assert await with_rules.converge(stable=90, canary=10, mirror=0)  # added: same routing, a new document
     assert parse_any(store.data[CONFIG_KEY]).fallbacks["stable"].to == ["fallback"]  # type: ignore[index]
     assert not await with_rules.converge(stable=90, canary=10, mirror=0)
-    newer = fallback_router(store, FallbackModel(url=FALLBACK_URL, version="rules-2", budget_seconds=1.0))
+    newer = router(store, FallbackModel(url=FALLBACK_URL, version="rules-2", budget_seconds=1.0))
     assert await newer.converge(stable=90, canary=10, mirror=0)
     assert parse_any(store.data[CONFIG_KEY]).backends["fallback"].version == "rules-2"  # type: ignore[index]
-    assert await fallback_router(store, None).converge(stable=90, canary=10, mirror=0)  # removed
+    assert await router(store, None).converge(stable=90, canary=10, mirror=0)  # removed
     assert written(store)["schemaVersion"] == 1
     assert (stored(store).weights.stable, stored(store).weights.canary) == (90, 10)
