@@ -20,6 +20,10 @@ import numpy as np
 from modelserver.runtimes.base import Array, Prediction
 
 
+class BatcherStopped(Exception):
+    """The batcher was stopped (its model unloaded or replaced) before this request reached it."""
+
+
 @dataclass(slots=True)
 class _Pending:
     x: Array
@@ -44,11 +48,20 @@ class MicroBatcher:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # set while nothing is queued, collected or predicted
+        self._idle.set()
+        self.stopped = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain_s: float = 0.0) -> None:
+        """Stop taking requests; those queued or in the batch being collected are answered first, for up to
+        `drain_s` (a model unloaded or replaced under load), then any left are cancelled."""
+        self.stopped = True
+        if drain_s > 0 and not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_s)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -58,7 +71,11 @@ class MicroBatcher:
         self._queue.clear()
 
     async def submit(self, x: Array) -> Prediction:
+        """The prediction for `x`, from a batched model call; BatcherStopped once stop() began."""
+        if self.stopped:
+            raise BatcherStopped
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        self._idle.clear()
         self._queue.append(_Pending(x, future))
         self._wakeup.set()
         return await future
@@ -70,6 +87,7 @@ class MicroBatcher:
             while self._queue:
                 batch = await self._collect()
                 self._execute(batch)
+            self._idle.set()
 
     async def _collect(self) -> list[_Pending]:
         batch = [self._queue.popleft()]

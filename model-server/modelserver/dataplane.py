@@ -18,11 +18,12 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from modelserver import __version__
-from modelserver.batching import MicroBatcher
+from modelserver.batching import BatcherStopped, MicroBatcher
 from modelserver.errors import (
     InvalidInput,
     MalformedRequest,
     ModelFailed,
+    ModelUnloaded,
     NonFiniteInput,
     PayloadTooLarge,
     ServingError,
@@ -116,10 +117,11 @@ class DataPlane:
             self._batcher.start()
         self.ready = True
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain_s: float = 0.0) -> None:
+        """Not ready from here; requests already with the batcher are answered for up to `drain_s`."""
         self.ready = False
         if self._batcher is not None:
-            await self._batcher.stop()
+            await self._batcher.stop(drain_s=drain_s)
 
     def _warm_up(self) -> None:
         rows = self._batching.max_batch_size if self._batching else 1
@@ -162,6 +164,9 @@ class DataPlane:
                 prediction = await self._batcher.submit(x)
             else:
                 prediction = self.model.predict(x)
+        except BatcherStopped:
+            message = f"model {self.name} version {self.version} was unloaded or replaced; send the request again"
+            raise ModelUnloaded(message) from None
         except Exception as exc:
             log.exception("model failed on a validated request of %d rows", len(x))
             raise ModelFailed(f"the model failed: {type(exc).__name__}: {exc}") from exc

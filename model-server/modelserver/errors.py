@@ -43,6 +43,14 @@ class ModelNotFound(ServingError):
     reason = "not_found"
 
 
+class ModelUnloaded(ServingError):
+    """The model was unloaded or replaced while the request was on its way to it: asking again reaches what is
+    served now (the new copy, or a 404)."""
+
+    status = 503
+    reason = "unloaded"
+
+
 class ModelFailed(ServingError):
     """The model raised on input that passed validation: a fault of the model, not of the caller."""
 

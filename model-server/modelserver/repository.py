@@ -5,7 +5,10 @@ A repository is a directory (`model_repository`: every directory in it, or one l
 at start; a model that fails to load fails the start, naming it, as a single model does. Afterwards the Open
 Inference Protocol's repository extension loads and unloads models by name without a restart: `load` reads the
 repository again (a model added to the directory since is found; a model loaded again replaces its running copy
-only once the new one is loaded and warmed up), `unload` stops serving every version of the name.
+only once the new one is loaded and warmed up), `unload` stops serving every version of the name. With batching,
+a copy unloaded or replaced answers the requests already queued for it (up to DRAIN_S); one that reaches it after
+that gets 503 (ModelUnloaded) and, sent again, what is served now. Without batching a request that holds a copy is
+answered by it.
 
 Versions: `/v2/models/{name}/versions/{version}/...` asks for one; `/v2/models/{name}/...` gets the highest version
 (numbers compared as numbers: version 10 is above version 9).
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "model-settings.json"
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 MIB = 1024 * 1024
+# How long a model unloaded or replaced under load keeps answering the requests already queued for it.
+DRAIN_S = 5.0
 
 
 class RepositoryRefusal(ServingError):
@@ -287,7 +292,7 @@ class Repository:
                 raise ModelNotFound(self._not_served(name, None))
             self._default.pop(name, None)
             for loaded in versions.values():
-                await loaded.plane.stop()
+                await loaded.plane.stop(drain_s=DRAIN_S)
                 loaded.plane.metrics.forget()
             log.info("model unloaded", extra={"model": name, "versions": sorted(versions)})
 
@@ -318,7 +323,7 @@ class Repository:
         await plane.start(warmup=self.settings.warmup)
         self._install(Loaded(plane, entry, charged))
         if replaced is not None:
-            await replaced.plane.stop()
+            await replaced.plane.stop(drain_s=DRAIN_S)
         log.info(
             "model loaded",
             extra={"model": entry.name, "version": entry.version, "format": plane.platform, "bytes": charged},

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelserver.batching import MicroBatcher
+from modelserver.batching import BatcherStopped, MicroBatcher
 from modelserver.runtimes.base import Array, Prediction
 
 
@@ -100,3 +100,25 @@ async def test_waits_while_requests_are_arriving() -> None:
     finally:
         await b.stop()
     assert model.calls == [2]
+
+
+async def test_a_stop_with_drain_answers_what_is_queued_and_refuses_what_comes_after() -> None:
+    model = Recorder()
+    b = batcher(model, size=2, arriving=1, wait=0.05)  # someone "arriving": batches wait out max_wait
+    b.start()
+    queued = [asyncio.create_task(b.submit(rows(i))) for i in range(5)]
+    await asyncio.sleep(0)  # all five queued; the first batch is being collected
+    await b.stop(drain_s=5.0)
+    assert [t.result().values.tolist() for t in queued] == [[0], [2], [4], [6], [8]]  # none cancelled
+    with pytest.raises(BatcherStopped):
+        await b.submit(rows(9))
+
+
+async def test_a_stop_without_drain_cancels_what_is_queued() -> None:
+    b = batcher(Recorder(), size=1, arriving=1, wait=0.05)
+    b.start()
+    queued = [asyncio.create_task(b.submit(rows(i))) for i in range(3)]
+    await asyncio.sleep(0)
+    await b.stop()
+    await asyncio.gather(*queued, return_exceptions=True)
+    assert any(t.cancelled() for t in queued)

@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from modelserver.errors import ModelLoadError, ModelNotFound, ServingError
+from modelserver.dataplane import Call
+from modelserver.errors import ModelLoadError, ModelNotFound, ModelUnloaded, ServingError
 from modelserver.repository import (
     MIB,
     DirectorySource,
@@ -265,3 +267,14 @@ def test_a_repository_needs_no_model_uri() -> None:
 def test_serving_errors_of_the_repository_are_4xx() -> None:
     assert issubclass(RepositoryRefusal, ServingError)
     assert (RepositoryRefusal.status, NotARepository.status) == (409, 400)
+
+
+async def test_a_request_reaching_an_unloaded_batched_model_is_told_to_ask_again(tmp_path: Path) -> None:
+    write_model(tmp_path, "churn", "churn")
+    repo = repository(tmp_path, batching=True)
+    await repo.start_all()
+    plane = repo.get("churn")  # a request holds the copy...
+    await repo.unload("churn")  # ...which is unloaded before its rows reach the batcher
+    with pytest.raises(ModelUnloaded, match="was unloaded or replaced; send the request again") as told:
+        await plane.predict(np.zeros((1, plane.signature.n_features)), Call())
+    assert told.value.status == 503
