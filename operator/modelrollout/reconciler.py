@@ -27,7 +27,7 @@ from modelrollout.api.analysis import AnalysisSettings
 from modelrollout.api.errors import describe_validation_error
 from modelrollout.api.notifications import NotificationsSpec
 from modelrollout.api.resource import KIND, ModelDeployment
-from modelrollout.api.status import ModelDeploymentStatus
+from modelrollout.api.status import ModelDeploymentStatus, ReplicaCounts
 from modelrollout.backoff import Backoff
 from modelrollout.keyed_locks import KeyedLocks
 from modelrollout.kube.children import ClusterView, ListedChildren
@@ -482,8 +482,14 @@ class Reconciler:
         owned = {kind: await self._children.owned(kind, namespace, name, uid) for kind in OWNED_KINDS}
         seen = {(kind, obj["metadata"]["name"]): _Seen.of(obj, kind) for kind, objs in owned.items() for obj in objs}
         revisions: dict[str, RevisionState] = {}
+        fallback = None
         for deployment in owned["Deployment"]:
             labels = deployment["metadata"]["labels"]
+            if labels.get(LABEL_MODE) == "fallback":
+                fallback = ReplicaCounts(
+                    desired=int(deployment.get("spec", {}).get("replicas", 1)),
+                    ready=int(deployment.get("status", {}).get("readyReplicas", 0)),
+                )
             if labels.get(LABEL_MODE) != "online":
                 continue
             revision = labels[LABEL_REVISION]
@@ -495,7 +501,8 @@ class Reconciler:
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
             )
         hooks = await observe_hooks(self._children, namespace, name, owned.get("Job", []))
-        return Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks), seen, owned
+        observed = Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks, fallback=fallback)
+        return observed, seen, owned
 
     async def _execute(
         self,

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
+from testkit.waiting import eventually
 
 from modelrollout.planning.names import router_configmap_name
 from modelrollout_contract.router import CONFIG_KEY
@@ -36,6 +37,12 @@ async def test_a_primary_failing_30_percent_behind_a_fallback_model_gives_no_cli
     chain = Fallback(to=["fallback"], latency_budget_seconds=2.0)
     assert document.fallbacks == {"stable": chain, "canary": chain}  # canary: stable's pods until a rollout
     await ready_endpoint(stack, f"{stack.name}-fallback")
+
+    async def fallback_ready() -> bool | None:
+        replicas = (await rollout.get()).get("status", {}).get("replicas", {})
+        return True if replicas.get("fallback") == {"desired": 1, "ready": 1} else None
+
+    await eventually(fallback_ready, within=30, what="status.replicas.fallback to say 1 of 1 ready")
 
     load = await serve_through_router(rollout, classifiers.dataset)
     load.wait_for(300)

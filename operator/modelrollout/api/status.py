@@ -308,7 +308,7 @@ class ModelDeploymentStatus(ApiModel):
     replicas: dict[str, ReplicaCounts] = Field(
         default_factory=dict,
         description="Pods per role (stable, canary) from the Deployments of the status.stable and "
-        "status.canary revisions.",
+        "status.canary revisions, and (fallback) of online.fallback's Deployment.",
     )
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus, description="Analysis runs and counters.")
     ab_test: AbTestResult | None = Field(default=None, description="A/B test state and decision.")

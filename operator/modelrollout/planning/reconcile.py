@@ -73,6 +73,7 @@ class Observed:
     revisions: dict[str, RevisionState] = field(default_factory=dict)
     existing: frozenset[tuple[str, str]] = frozenset()
     hooks: Mapping[str, HookRun] = field(default_factory=dict)  # preRollout hook Jobs, by their RunHook.job
+    fallback: ReplicaCounts | None = None  # pods of online.fallback's Deployment, when it exists
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,9 @@ def starting_status(stored: ModelDeploymentStatus | None) -> ModelDeploymentStat
     """What a pass hands the engine: the status it wrote itself, without the reports an earlier pass laid over it
     (a refused child, a declared mode not served), which every pass says afresh."""
     return without_mode_report(without_apply_failure(stored or ModelDeploymentStatus()))
+
+
+FALLBACK_ROLE = "fallback"  # status.replicas' key for online.fallback's pods
 
 
 def replicas_by_revision(observed: Observed) -> dict[str, int]:
@@ -311,6 +315,10 @@ def plan_objects(
     return Plan(grow=grow, shrink=shrink, delete=delete, status=status, events=events)
 
 
+def _has_fallback(spec: ModelDeploymentSpec) -> bool:
+    return spec.online is not None and spec.online.fallback is not None
+
+
 def _router_objects(spec: ModelDeploymentSpec, owner: Owner, settings: PlanSettings) -> list[dict[str, Any]]:
     """Our router (provider `router`), and the fallback model only it calls."""
     image = settings.default_image
@@ -348,7 +356,10 @@ def _status(
         update={
             "observed_generation": md.metadata.generation,
             "modes": ",".join(md.spec.modes),
-            "replicas": engine_input(decided, observed).replicas,
+            # The fallback model's pods beside the roles': it answers only when they fail, so whether it could is
+            # worth seeing (its Deployment is not a revision, and the engine never reads this key).
+            "replicas": engine_input(decided, observed).replicas
+            | ({FALLBACK_ROLE: observed.fallback} if observed.fallback and _has_fallback(md.spec) else {}),
             "conditions": [*readiness, *(c for c in decided.conditions if c.type not in readiness_types())],
             "history": decided.history[-settings.history_limit :],
         }

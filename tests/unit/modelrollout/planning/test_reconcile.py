@@ -9,7 +9,14 @@ import pytest
 from testkit.manifests import load_example
 
 from modelrollout.api.resource import ModelDeployment
-from modelrollout.api.status import HistoryEntry, ModelDeploymentStatus, RevisionRef, ScheduledScaleDown, Weights
+from modelrollout.api.status import (
+    HistoryEntry,
+    ModelDeploymentStatus,
+    ReplicaCounts,
+    RevisionRef,
+    ScheduledScaleDown,
+    Weights,
+)
 from modelrollout.planning.names import ANNOTATION_REPLICAS, LABEL_REVISION
 from modelrollout.planning.observe import RevisionHealth
 from modelrollout.planning.reconcile import (
@@ -374,3 +381,15 @@ def test_what_a_mode_beside_online_no_longer_wants_of_its_own_kinds_is_deleted_a
     assert ("ScaledObject", "iris-stream-a") in p.delete
     assert handed in p.events
     assert Event("Normal", "ObjectRemoved", "ScaledObject iris-stream-a is no longer needed; deleted") in p.events
+
+
+def test_the_fallback_models_pods_are_reported_beside_the_roles() -> None:
+    resource = md(status=serving(), rollout=ROUTED, replicas=4, fallback={"model": FALLBACK_MODEL})
+    seen = observed(state(V1))
+    counts = ReplicaCounts(desired=1, ready=0)
+    with_fallback = Observed(revisions=seen.revisions, existing=seen.existing, fallback=counts)
+    p = plan(resource, with_fallback)
+    assert p.status.replicas["fallback"] == counts
+    assert set(p.status.replicas) == {"stable", "fallback"}
+    without = plan(md(status=serving(), rollout=ROUTED, replicas=4), with_fallback)  # removed: its pods are going
+    assert "fallback" not in without.status.replicas
