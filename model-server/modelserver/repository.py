@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,7 @@ class Loaded:
     plane: DataPlane
     entry: ModelEntry | None  # None: the single model of model_uri
     bytes: int  # memory charged to it
+    download: Path | None = None  # the directory a remote model was fetched into, removed with the copy
 
 
 Build = Callable[[ServerSettings], DataPlane]
@@ -294,6 +296,7 @@ class Repository:
             for loaded in versions.values():
                 await loaded.plane.stop(drain_s=DRAIN_S)
                 loaded.plane.metrics.forget()
+                _remove_download(loaded.download)
             log.info("model unloaded", extra={"model": name, "versions": sorted(versions)})
 
     def _source(self) -> EntrySource:
@@ -308,7 +311,21 @@ class Repository:
 
     async def _load_entry(self, entry: ModelEntry) -> DataPlane:
         settings = self.settings.model_copy(update=entry.settings_update())
-        size = _file_size(entry.uri)
+        # Fetched first (a remote model is downloaded into a directory of its own, removed when the copy goes),
+        # so the bound is checked against the file as it is, wherever it came from.
+        local = await asyncio.to_thread(storage.fetch_for, settings)
+        download = local if local is not None and storage.is_remote(entry.uri) else None
+        try:
+            return await self._load_fetched(entry, settings, local, download)
+        except BaseException:
+            _remove_download(download)
+            raise
+
+    async def _load_fetched(
+        self, entry: ModelEntry, settings: ServerSettings, local: Path | None, download: Path | None
+    ) -> DataPlane:
+        resolved = settings.model_copy(update={"model_uri": "" if local is None else str(local), "model_sha256": None})
+        size = _file_size(resolved.model_uri)
         replaced = self._loaded.get(entry.name, {}).get(entry.version)
         in_use = self._in_use() - (replaced.bytes if replaced is not None else 0)
         bound = self.settings.max_memory_bytes
@@ -316,14 +333,15 @@ class Repository:
             raise RepositoryRefusal(self._too_large(entry, size, "its file", in_use, bound))
         await asyncio.to_thread(_import_runtime_of, entry)  # the runtime's own code is not the model's memory
         before = self._resident()
-        plane = await asyncio.to_thread(self._build, settings)
+        plane = await asyncio.to_thread(self._build, resolved)
         charged = max(size, self._resident() - before)
         if bound is not None and in_use + charged > bound:
             raise RepositoryRefusal(self._too_large(entry, charged, "measured while loading", in_use, bound))
         await plane.start(warmup=self.settings.warmup)
-        self._install(Loaded(plane, entry, charged))
+        self._install(Loaded(plane, entry, charged, download))
         if replaced is not None:
             await replaced.plane.stop(drain_s=DRAIN_S)
+            _remove_download(replaced.download)
         log.info(
             "model loaded",
             extra={"model": entry.name, "version": entry.version, "format": plane.platform, "bytes": charged},
@@ -355,6 +373,12 @@ class Repository:
 def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
     """Versions in order, numbers as numbers: 2 < 10, 1.9 < 1.10; a number comes before text in one place."""
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[._-]", version))
+
+
+def _remove_download(download: Path | None) -> None:
+    """Remove what fetch() downloaded a remote model into (its own fresh directory)."""
+    if download is not None:
+        shutil.rmtree(download if download.is_dir() else download.parent, ignore_errors=True)
 
 
 def _import_runtime_of(entry: ModelEntry) -> None:

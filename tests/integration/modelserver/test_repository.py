@@ -5,7 +5,10 @@ memory bound with the sizes."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +159,32 @@ def test_a_single_model_server_says_how_to_serve_a_repository(tmp_path: Path, st
     refused = server.client.post("/v2/repository/models/solo/unload")
     assert refused.status_code == 400
     assert "start it with model_repository or models" in refused.json()["error"]
+
+
+def test_a_remote_model_is_fetched_at_load_and_its_download_removed_at_unload(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    built = builders.sklearn_logistic(served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as files:
+        threading.Thread(target=files.serve_forever, daemon=True).start()
+        root = tmp_path / "models"
+        (root / "remote").mkdir(parents=True)
+        uri = f"http://127.0.0.1:{files.server_address[1]}/{built.path.name}"
+        (root / "remote" / "model-settings.json").write_text(json.dumps({"name": "remote", "uri": uri}))
+        downloads = tmp_path / "downloads"
+        server = start_server("--model-repository", str(root), env={"MODELSERVER_DOWNLOAD_DIR": str(downloads)})
+        client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        try:
+            got = infer(client, "remote", built.x[:4]).as_numpy("predict_proba")
+            np.testing.assert_allclose(got, built.estimator.predict_proba(built.x[:4]))
+            assert len(list(downloads.iterdir())) == 1  # fetched once, into a directory of its own
+            client.load_model("remote")  # loaded again: a new download replaces the old one
+            assert len(list(downloads.iterdir())) == 1
+            client.unload_model("remote")
+            assert list(downloads.iterdir()) == []
+        finally:
+            client.close()
+            files.shutdown()
