@@ -461,6 +461,11 @@ INVALID += [
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
 EDGE_VALID: list[Invalid] = [
     Invalid(
+        "router-api-keys-from-a-secret",
+        _set("spec.rollout.trafficRouting", {"provider": "router", "router": {"apiKeys": {"name": "k", "key": "f"}}}),
+        (),
+    ),
+    Invalid(
         "fallback-budget-just-below-the-timeout",
         _all(
             _set("spec.online.fallback", {**_FALLBACK, "latencyBudget": "1999ms", "replicas": 2}),

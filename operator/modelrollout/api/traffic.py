@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from modelrollout.api.base import (
     ApiModel,
     Duration,
+    SecretKeyRef,
     cel,
     cel_rules,
 )
@@ -51,6 +52,12 @@ class RouterSettings(ApiModel):
         default=False,
         description="When the canary fails (error, 5xx or timeout) answer the request from stable instead, so "
         "clients never see the candidate's failures; the failure still counts against the canary.",
+    )
+    api_keys: SecretKeyRef | None = Field(
+        default=None,
+        description="A Secret key holding the router's API keys file (JSON: each key or its SHA-256, with an optional "
+        "requestsPerSecond and burst): requests then need `Authorization: Bearer KEY` or `X-Api-Key` (401 without, "
+        "429 over a key's rate, per router pod). Changes to the Secret apply without a restart.",
     )
 
 

@@ -13,6 +13,10 @@ from modelrollout.planning.online import HTTP_PORT, LOCKED_DOWN_CONTAINER, RUN_A
 from modelrollout.planning.placement import place
 
 ROUTER_CONTAINER = "router"
+# Where the router pod sees its API keys file (trafficRouting.router.apiKeys), a Secret volume: the kubelet updates
+# it in place when the Secret changes, and the router re-reads it.
+API_KEYS_DIR = "/etc/modelrollout/api-keys"
+API_KEYS_FILE = "api-keys.json"
 
 
 def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[str, Any]:
@@ -38,6 +42,14 @@ def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[
         "securityContext": LOCKED_DOWN_CONTAINER,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    routing = spec.rollout.traffic_routing
+    keys = routing.router.api_keys if routing is not None and routing.router is not None else None
+    if keys is not None:
+        container["args"] += ["--api-keys-file", f"{API_KEYS_DIR}/{API_KEYS_FILE}"]
+        container["volumeMounts"].append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+        items = [{"key": keys.key, "path": API_KEYS_FILE}]
+        volumes.append({"name": "api-keys", "secret": {"secretName": keys.name, "items": items}})
     template = {
         "metadata": {
             "labels": {**MANAGED_BY, **labels},
@@ -52,7 +64,7 @@ def _router_pod(spec: ModelDeploymentSpec, owner: Owner, *, image: str) -> dict[
                 "runAsGroup": RUN_AS_USER,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": volumes,
         },
     }
     return place(template, spec.pod, model_pods=False)

@@ -393,3 +393,20 @@ def test_the_fallback_models_pods_are_reported_beside_the_roles() -> None:
     assert set(p.status.replicas) == {"stable", "fallback"}
     without = plan(md(status=serving(), rollout=ROUTED, replicas=4), with_fallback)  # removed: its pods are going
     assert "fallback" not in without.status.replicas
+
+
+def test_api_keys_in_a_secret_reach_the_router_as_a_mounted_file() -> None:
+    keys = {"name": "churn-api-keys", "key": "keys.json"}
+    rollout = {**CANARY, "trafficRouting": {"provider": "router", "router": {"apiKeys": keys}}}
+    p = plan(md(status=serving(), rollout=rollout), observed(state(V1)))
+    router = next(o for o in p.grow if o["kind"] == "Deployment" and o["metadata"]["name"] == "iris-router")
+    pod = router["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][-2:] == ["--api-keys-file", "/etc/modelrollout/api-keys/api-keys.json"]
+    mount = {"name": "api-keys", "mountPath": "/etc/modelrollout/api-keys", "readOnly": True}
+    assert mount in container["volumeMounts"]
+    secret = {"secretName": "churn-api-keys", "items": [{"key": "keys.json", "path": "api-keys.json"}]}
+    assert {"name": "api-keys", "secret": secret} in pod["volumes"]
+    plain = plan(md(status=serving(), rollout=ROUTED), observed(state(V1)))
+    plain_router = next(o for o in plain.grow if o["kind"] == "Deployment" and o["metadata"]["name"] == "iris-router")
+    assert "--api-keys-file" not in plain_router["spec"]["template"]["spec"]["containers"][0]["args"]
