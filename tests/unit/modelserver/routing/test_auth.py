@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-from testkit.vectors import FULL as SHARED_VECTOR
+from testkit.vectors import full_document
 
 from modelserver.routing.app import RouterApp
 from modelserver.routing.auth import (
@@ -147,8 +147,10 @@ def test_a_key_in_the_file_is_never_shown() -> None:
 
 async def test_the_router_answers_401_and_429_itself_and_drops_the_key_headers() -> None:
     metrics = RouterMetrics(CollectorRegistry())
-    router = RouterApp(source=Idle(), metrics=metrics, gate=Gate(default_keys(), Clock()))
-    router.routing.apply(SHARED_VECTOR.read_bytes(), origin="test")
+    router = RouterApp(source=Idle(), metrics=metrics, gate=Gate(default_keys(), Clock()), seed=7)
+    # No mirror: the recorder below stands in for the proxy's forwarding only (with the shared vector's 5% mirror,
+    # one request in twenty answered by stable would be copied through a method it does not have).
+    router.routing.apply(json.dumps(full_document() | {"mirrorPercent": 0}), origin="test")
     forwarded: list[list[tuple[bytes, bytes]]] = []
 
     class Recorder:
