@@ -46,6 +46,11 @@ _COOKIE = b"cookie"
 _QUOTE = 0x22
 
 
+def answer_tags(role: str, version: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers naming who answered, on every answer of a backend or an ensemble."""
+    return ((b"x-modelrollout-version", version.encode()), (b"x-modelrollout-role", role.encode()))
+
+
 @dataclass(frozen=True, slots=True)
 class Backend:
     """One role's upstream: where it is and which model version answers there."""
@@ -57,9 +62,8 @@ class Backend:
     response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        tags = ((b"x-modelrollout-version", self.version.encode()), (b"x-modelrollout-role", self.role.encode()))
         object.__setattr__(self, "origin", Origin.parse(self.url))
-        object.__setattr__(self, "response_headers", tags)
+        object.__setattr__(self, "response_headers", answer_tags(self.role, self.version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +110,7 @@ class EnsembleBackend:
     response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        tags = ((b"x-modelrollout-version", self.version.encode()), (b"x-modelrollout-role", self.role.encode()))
-        object.__setattr__(self, "response_headers", tags)
+        object.__setattr__(self, "response_headers", answer_tags(self.role, self.version))
 
     @classmethod
     def of(cls, name: str, spec: Ensemble, backends: Mapping[str, Backend]) -> EnsembleBackend:
