@@ -259,4 +259,5 @@ def check_shares(
     assert not wrong, f"{len(wrong)} records scored by another revision than their cutover names: {wrong[:5]}"
     split = [(epoch, key) for (epoch, key), revisions in keys.items() if len(revisions) > 1]
     assert not split, f"keys scored by both revisions within one epoch: {split[:5]}"
+    print(f"records per epoch: { {epoch: sum(counts.values()) for epoch, counts in sorted(by_epoch.items())} }")
     return {epoch: counts[follower] / sum(counts.values()) for epoch, counts in sorted(by_epoch.items())}
