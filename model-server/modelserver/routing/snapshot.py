@@ -62,7 +62,7 @@ class Backend:
     response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "origin", Origin.parse(self.url))
+        object.__setattr__(self, "origin", Origin.parse(self.url, self.version))
         object.__setattr__(self, "response_headers", answer_tags(self.role, self.version))
 
 

@@ -6,9 +6,16 @@ aiohttp; the difference is per-request Python overhead, which is exactly what a 
 router needs little of what a library offers: no redirects, cookies, proxies, compression or streaming, one
 request per connection at a time. What it does need is here:
 
-- pools: one per backend URL, last-in-first-out (the warmest connection first), unbounded in size (the
-  clients' concurrency bounds them), idle connections kept for IDLE_S, which is below uvicorn's default
+- pools: one per backend URL and model version, last-in-first-out (the warmest connection first), unbounded in
+  size (the clients' concurrency bounds them), idle connections kept for IDLE_S, which is below uvicorn's default
   keep-alive of 5 s, so the server rarely closes one just as it is reused;
+- no connection outlives MAX_AGE_S. A Kubernetes Service picks a pod per connection, not per request, and the
+  operator re-points a role's Service (`<name>-stable`, `<name>-canary`) to another revision at each promotion and
+  each new candidate. A kept-alive connection would go on reaching the old pods for as long as requests keep it
+  busy: measured, a candidate got none of its share (all of it went to the previous candidate, now stable) and
+  stable's share went on to the revision it replaced until that was scaled down. The routing document names the
+  new version at the same time, so the pool of the new (URL, version) starts with new connections, and the
+  maximum age bounds what a connection opened before the Service's endpoints changed can still send there;
 - a request whose reused connection turns out to be closed before any byte of the answer arrived is sent
   again once on a new connection (the server never saw it: it had closed the idle connection);
 - responses framed by Content-Length, chunked, or (legal but rare) the end of the connection; 1xx interim
@@ -29,6 +36,7 @@ from urllib.parse import urlsplit
 from httptools import HttpParserError, HttpResponseParser
 
 IDLE_S = 4.0
+MAX_AGE_S = 10.0
 MAX_IDLE_PER_BACKEND = 512
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 # Bodies up to this size are joined with the head into one write (one syscall, one TCP segment); larger
@@ -59,9 +67,10 @@ class Origin:
     tls: bool
     host_header: bytes
     prefix: bytes  # the base URL's path, without its trailing slash
+    version: str = ""  # the model version answering there: connections are pooled per (url, version)
 
     @classmethod
-    def parse(cls, url: str) -> Origin:
+    def parse(cls, url: str, version: str = "") -> Origin:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s)://host[:port][/path] URL")
@@ -74,6 +83,7 @@ class Origin:
             tls=tls,
             host_header=parts.netloc.rpartition("@")[2].encode("idna"),
             prefix=parts.path.rstrip("/").encode(),
+            version=version,
         )
 
 
@@ -86,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self.received = False  # some byte of the current answer arrived
         self.idle_since = 0.0
+        self.opened_at = asyncio.get_running_loop().time()
         self._parser = HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
         self._head = False
@@ -218,11 +229,11 @@ class _Pool:
         self._idle: list[_Connection] = []
 
     def take(self, now: float) -> _Connection | None:
-        """The most recently used idle connection that is still open and fresh, if any."""
-        oldest = now - IDLE_S
+        """The most recently used idle connection that is still open, fresh and young enough, if any."""
+        oldest, born_after = now - IDLE_S, now - MAX_AGE_S
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and connection.idle_since > oldest:
+            if not connection.closed and connection.idle_since > oldest and connection.opened_at > born_after:
                 return connection
             connection.close()
         return None
@@ -258,15 +269,19 @@ class UpstreamClient:
     """Calls to any number of backends, each with its own pool."""
 
     def __init__(self) -> None:
-        self._pools: dict[str, _Pool] = {}
+        self._pools: dict[tuple[str, str], _Pool] = {}
         self._tls: ssl.SSLContext | None = None
 
     def _pool(self, origin: Origin) -> _Pool:
-        pool = self._pools.get(origin.url)
+        key = (origin.url, origin.version)
+        pool = self._pools.get(key)
         if pool is None:
             if origin.tls and self._tls is None:
                 self._tls = ssl.create_default_context()
-            pool = self._pools[origin.url] = _Pool(origin, self._tls if origin.tls else None)
+            # Another version at this URL: its connections may reach the pods the Service no longer selects.
+            for old in [k for k in self._pools if k[0] == origin.url]:
+                self._pools.pop(old).close()
+            pool = self._pools[key] = _Pool(origin, self._tls if origin.tls else None)
         return pool
 
     async def request(

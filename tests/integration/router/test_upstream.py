@@ -162,3 +162,28 @@ async def test_failures() -> None:
     with pytest.raises(UpstreamError, match="cannot connect"):
         await call(client, origin)  # the backend is gone
     client.close()
+
+
+async def test_a_new_version_at_the_same_url_gets_new_connections_and_none_outlives_its_maximum_age(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Service picks a pod per connection: the operator re-points `<name>-canary` to the next candidate and writes
+    # its version into the document, so kept-alive connections must not carry the new version's calls.
+    client = UpstreamClient()
+    async with backend(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as (served, origin):
+        as_v2 = Origin.parse(origin.url, "2")
+        for _ in range(3):
+            await call(client, as_v2)
+        assert served.connections == 1
+        as_v3 = Origin.parse(origin.url, "3")
+        await call(client, as_v3)
+        await call(client, as_v3)
+        assert served.connections == 2
+        # A connection is replaced once older than MAX_AGE_S, however recently it was used.
+        monkeypatch.setattr("modelserver.routing.upstream.MAX_AGE_S", 1.0)
+        await call(client, as_v3)
+        assert served.connections == 2
+        await asyncio.sleep(1.1)  # idle far less than IDLE_S, but older than the maximum age
+        await call(client, as_v3)
+        assert served.connections == 3
+    client.close()
