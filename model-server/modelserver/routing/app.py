@@ -32,15 +32,23 @@ from modelserver.routing.messages import (
     BAD_GATEWAY,
     HOP_BY_HOP,
     JSON_HEADERS,
+    LOOP_DETECTED,
     Reply,
     Request,
     error_reply,
     forwardable,
 )
-from modelserver.routing.metrics import ADMITTED, CONTENT_TYPE, RATE_LIMITED, UNAUTHORIZED_REASON, RouterMetrics
+from modelserver.routing.metrics import (
+    ADMITTED,
+    CONTENT_TYPE,
+    LOOP,
+    RATE_LIMITED,
+    UNAUTHORIZED_REASON,
+    RouterMetrics,
+)
 from modelserver.routing.proxy import Proxy
 from modelserver.routing.reload import Routing
-from modelserver.routing.snapshot import uniform
+from modelserver.routing.snapshot import Snapshot, uniform
 from modelserver.routing.sources import Source
 from modelserver.routing.upstream import UpstreamClient
 
@@ -116,21 +124,16 @@ class RouterApp:
             body = await _read_body(scope, receive, self.max_body_bytes)
         except ClientGone:
             return
-        if body is None:
-            self.metrics.rejected.labels(snapshot.route, "too_large").inc()
-            message = f"the body exceeds the router's limit of {self.max_body_bytes} bytes"
-            await _json(send, PAYLOAD_TOO_LARGE, {"error": message})
+        request = await self._request(scope, raw_path, body, snapshot, send)
+        if request is None:
             return
         headers = scope["headers"]
-        query: bytes = scope["query_string"]
-        target = raw_path + b"?" + query if query else raw_path
-        request = Request(scope["method"].encode(), target, forwardable(headers, self._dropped), body)
         sticky = snapshot.sticky
         set_cookie = None
         if sticky is None:
-            backend = snapshot.choose(headers, self._draw(), body)
+            backend = snapshot.choose(headers, self._draw(), request.body)
         else:
-            assignment = snapshot.assign(sticky, headers, body)
+            assignment = snapshot.assign(sticky, headers, request.body)
             backend, set_cookie = assignment.backend, assignment.set_cookie
             if assignment.source is not None:
                 self.metrics.assigned(snapshot.route, backend.version, assignment.source)
@@ -153,6 +156,27 @@ class RouterApp:
             shadow = snapshot.mirrors(backend, self._draw())
             if shadow is not None:
                 proxy.mirror(snapshot, shadow, request, reply)
+
+    async def _request(
+        self, scope: Scope, raw_path: bytes, body: bytes | None, snapshot: Snapshot, send: Send
+    ) -> Request | None:
+        """The request to forward; None when it is refused here (too large, or a loop), with the refusal sent."""
+        route = snapshot.route
+        if body is None:
+            self.metrics.rejected.labels(route, "too_large").inc()
+            message = f"the body exceeds the router's limit of {self.max_body_bytes} bytes"
+            await _json(send, PAYLOAD_TOO_LARGE, {"error": message})
+            return None
+        forwarded = forwardable(scope["headers"], snapshot.route_tag, self._dropped)
+        if forwarded is None:
+            self.metrics.rejected.labels(route, LOOP).inc()
+            message = (f"the request has passed through route {route!r} already: the backends of a serving graph "
+                       "call each other in a cycle; take the cycle out of the graph's members")  # fmt: skip
+            await _json(send, LOOP_DETECTED, {"error": message})
+            return None
+        query: bytes = scope["query_string"]
+        target = raw_path + b"?" + query if query else raw_path
+        return Request(scope["method"].encode(), target, forwarded, body)
 
     async def _admitted(self, gate: Gate, route: str, headers: list[tuple[bytes, bytes]], send: Send) -> bool:
         """Whether the request's API key admits it; if not, the 401 or 429 is sent."""

@@ -31,6 +31,10 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# The routes a request has passed through, comma-separated: a serving graph whose members call each other in a
+# cycle would otherwise multiply each request without end; the router refuses one that passed through it already.
+VIA_HEADER = b"x-modelrollout-via"
+LOOP_DETECTED = 508
 FALLBACK_HEADER = b"x-modelrollout-fallback"
 ENSEMBLE_HEADER = b"x-modelrollout-ensemble"
 # Not passed back from a backend either: the router sets its own (and its own Content-Length).
@@ -67,9 +71,22 @@ class Reply:
         return not self.answered or self.status >= SERVER_ERROR
 
 
-def forwardable(headers: RawHeaders, dropped: frozenset[bytes] = HOP_BY_HOP) -> list[tuple[bytes, bytes]]:
-    """The headers to forward: all but `dropped` (hop-by-hop ones; with API keys on, the key headers too)."""
-    return [(k, v) for k, v in headers if k.lower() not in dropped]
+def forwardable(
+    headers: RawHeaders, route: bytes, dropped: frozenset[bytes] = HOP_BY_HOP
+) -> list[tuple[bytes, bytes]] | None:
+    """The headers to forward: all but `dropped` (hop-by-hop ones; with API keys on, the key headers too), with
+    `route` added to the via header; None when the via header names `route` already (a loop)."""
+    kept = [(k, v) for k, v in headers if k.lower() not in dropped]
+    via = route
+    for i, (name, value) in enumerate(kept):
+        if name.lower() == VIA_HEADER:
+            if route in (hop.strip() for hop in value.split(b",")):
+                return None
+            via = value + b", " + route
+            del kept[i]
+            break
+    kept.append((VIA_HEADER, via))
+    return kept
 
 
 def error_reply(status: int, message: str, backend: Target, *, answered: bool = False) -> Reply:

@@ -21,7 +21,7 @@
   unauthorized}, rate-limited ones there too (reason rate_limited).
 - modelrouter_config_reloads_total{route,result}: applied | unchanged | invalid | missing.
 - modelrouter_config_stale{route}: 1 while the newest document seen is unusable and an older one serves.
-- modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, ...).
+- modelrouter_rejected_total{route,reason}: requests the router answered itself (no_config, too_large, loop, ...).
 - modelrouter_assignments_total{route,version,source}: requests assigned to a variant by stickyBy, by the model
   version assigned and how: key (the request carried its key), new (cookie mode: a new id, set on the answer),
   missing (header mode: no key, so stable). Requests the header route sends to the canary are not assignments.
@@ -58,6 +58,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # modelrouter_api_key_requests_total's `result`, and modelrouter_rejected_total's `reason` for requests refused by key.
 ADMITTED, RATE_LIMITED = "admitted", "rate_limited"
 UNAUTHORIZED_REASON = "unauthorized"
+LOOP = "loop"  # modelrouter_rejected_total's `reason` for a request that passed through this route already
 
 
 @dataclass

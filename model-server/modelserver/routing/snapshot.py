@@ -234,6 +234,11 @@ class Snapshot:
     def route(self) -> str:
         return self.config.route
 
+    @property
+    def route_tag(self) -> bytes:
+        """This route's name as the via header carries it (messages.forwardable)."""
+        return self.config.route.encode()
+
     def routed(self, headers: Headers, body: bytes) -> Target | None:
         """The backend of the first route (by header, or by a feature's value in the body) the request matches."""
         parsed = None

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from testkit.ports import free_port
+from testkit.waiting import wait_until
 
 from tests.integration.router.conftest import SLOW_S, Fleet, StartRouter, records, v2_body
 from tests.integration.router.faulty_models import SLOW_MARK
@@ -92,3 +93,30 @@ def test_below_the_quorum_the_fallback_answers(fleet: Fleet, start_router: Start
     assert (answer.status_code, answer.headers[ROLE]) == (200, "a")
     assert answer.headers["x-modelrollout-fallback"] == "trio=error"
     assert 400 <= invalid.status_code < 500  # bad input is the client's: refused, not a 5xx
+
+
+def test_members_calling_each_other_in_a_cycle_cost_one_refused_call_not_a_storm(
+    fleet: Fleet, start_router: StartRouter
+) -> None:
+    # Router "clf" asks a, b and router "back", whose only backend is router "clf" again: a serving graph whose
+    # members name each other. The request comes back to "clf" once, is refused there (508) and counted; the quorum
+    # of a and b answers.
+    a = start_router(trio(), upstreams=fleet.upstreams("clf"))
+    back = {"schemaVersion": 2, "route": "back", "control": "clf", "split": [{"backend": "clf", "weight": 100}],
+            "backends": {"clf": {"url": a.url, "version": "graph"}}, "timeoutSeconds": 5}  # fmt: skip
+    b = start_router(back, upstreams={})
+    looped = trio()
+    looped["backends"]["c"] = {"url": b.url, "version": "back"}
+    a.configure(looped)
+    with httpx.Client(base_url=a.url, timeout=30) as client:
+
+        def reloaded() -> bool:
+            return "c=" in client.post(INFER, json=v2_body(fleet.x[0])).headers.get(ENSEMBLE, "")
+
+        wait_until(reloaded, within=10, interval=0.05, what="router clf asking router back")
+        before = a.sample("modelrouter_rejected_total", route="clf", reason="loop")
+        answer = client.post(INFER, json=v2_body(fleet.x[1]))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers[ENSEMBLE] == "a, b, c=error"
+    assert a.sample("modelrouter_rejected_total", route="clf", reason="loop") == before + 1
+    assert b.sample("modelrouter_requests_total", route="back", version="graph", role="clf", code="508") >= 1

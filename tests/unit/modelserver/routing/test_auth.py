@@ -166,7 +166,8 @@ async def test_the_router_answers_401_and_429_itself_and_drops_the_key_headers()
     headers_in = [*bearer(KEY_A), (b"x-api-key", KEY_A.encode()), (b"x-user-id", b"u1")]
     statuses = [(await call(router, "/infer", method="POST", headers=headers_in))[0] for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
-    assert forwarded[0] == [(b"content-type", b"application/json"), (b"x-user-id", b"u1")]  # no key goes on
+    assert forwarded[0] == [(b"content-type", b"application/json"), (b"x-user-id", b"u1"),
+                            (b"x-modelrollout-via", b"churn")]  # no key goes on  # fmt: skip
     status, headers, _ = await call(router, "/infer", method="POST", headers=headers_in)
     assert (status, headers[b"retry-after"]) == (429, b"1")
     sample = metrics.registry.get_sample_value
