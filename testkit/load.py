@@ -29,6 +29,7 @@ from testkit.waiting import wait_until
 
 VERSION_HEADER = "x-modelrollout-version"
 ROLE_HEADER = "x-modelrollout-role"
+ENSEMBLE_HEADER = "x-modelrollout-ensemble"  # an ensemble's members and how each did, e.g. "stable, b, c=timeout"
 Protocol = Literal["v2", "predict"]
 Headers = Mapping[str, str] | Callable[[int], Mapping[str, str]]
 
@@ -46,6 +47,7 @@ class Outcome:
     role: str | None = None
     prediction: Any = None
     error: str | None = None
+    ensemble: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -268,6 +270,7 @@ class Load:
             version or body.get("model_version"),
             role,
             prediction=_prediction(body),
+            ensemble=response.headers.get(ENSEMBLE_HEADER),
         )
 
 

@@ -457,9 +457,119 @@ INVALID += [
     ),
 ]
 
+_MEMBERS = [{"name": "b", "modelDeployment": "churn-b"}, {"name": "c", "modelDeployment": "churn-c"}]
+_TRIO = {"members": ["self", "b", "c"], "quorum": 2}
+INVALID += [
+    Invalid(
+        "graph-without-the-router",
+        _all(
+            _set("spec.online.graph", {"members": _MEMBERS, "ensemble": _TRIO}),
+            _set("spec.rollout.trafficRouting", _DELETE),
+        ),
+        ("online.graph is served by our router", "provider: router"),
+    ),
+    Invalid(
+        "graph-without-ensemble-or-routes",
+        _set("spec.online.graph", {"members": _MEMBERS}),
+        ("online.graph needs an ensemble or routes",),
+    ),
+    Invalid(
+        "graph-member-named-like-a-role",
+        _set("spec.online.graph", {"members": [{"name": "canary", "modelDeployment": "x"}], "ensemble": _TRIO}),
+        ("online.graph.members[].name must not be one of self, stable, canary",),
+    ),
+    Invalid(
+        "graph-member-named-twice",
+        _set("spec.online.graph", {"members": [*_MEMBERS, _MEMBERS[0]], "ensemble": _TRIO}),
+        ("online.graph.members names a member twice",),
+    ),
+    Invalid(
+        "graph-ensemble-without-self",
+        _set("spec.online.graph", {"members": _MEMBERS, "ensemble": {"members": ["b", "c"]}}),
+        ("online.graph.ensemble.members must include 'self'",),
+    ),
+    Invalid(
+        "graph-ensemble-names-an-unknown-member",
+        _set("spec.online.graph", {"members": _MEMBERS, "ensemble": {"members": ["self", "d"]}}),
+        ("online.graph.ensemble.members must each be 'self' or a name in online.graph.members",),
+    ),
+    Invalid(
+        "graph-ensemble-quorum-above-its-members",
+        _set("spec.online.graph", {"members": _MEMBERS, "ensemble": {**_TRIO, "quorum": 4}}),
+        ("online.graph.ensemble.quorum must not be more than its members",),
+    ),
+    Invalid(
+        "graph-weighted-without-weights",
+        _set("spec.online.graph", {"members": _MEMBERS, "ensemble": {**_TRIO, "combine": "weighted"}}),
+        ("combine weighted needs weights",),
+    ),
+    Invalid(
+        "graph-weights-miss-a-member",
+        _set(
+            "spec.online.graph",
+            {"members": _MEMBERS, "ensemble": {**_TRIO, "combine": "vote", "weights": {"self": 2, "b": 1}}},
+        ),
+        ("online.graph.ensemble.weights must give exactly the ensemble's members a weight each",),
+    ),
+    Invalid(
+        "graph-route-to-an-unknown-member",
+        _set("spec.online.graph", {"members": _MEMBERS, "routes": [{"to": "d", "header": "x-region", "exact": "eu"}]}),
+        ("online.graph.routes[].to must be a name in online.graph.members",),
+    ),
+    Invalid(
+        "graph-route-by-header-and-feature",
+        _set(
+            "spec.online.graph",
+            {"members": _MEMBERS, "routes": [{"to": "b", "header": "x-region", "feature": "country", "equals": "FR"}]},
+        ),
+        ("online.graph.routes[] matches exactly one of header or feature",),
+    ),
+    Invalid(
+        "graph-feature-route-without-a-value",
+        _set("spec.online.graph", {"members": _MEMBERS, "routes": [{"to": "b", "feature": "country"}]}),
+        ("online.graph.routes[] with feature sets exactly one of equals or in",),
+    ),
+    Invalid(
+        "graph-ensemble-with-a-shadow",
+        _all(
+            _set("spec.online.graph", {"members": _MEMBERS, "ensemble": _TRIO}),
+            _set(
+                "spec.rollout",
+                {"strategy": "shadow", "shadow": {"mirrorPercent": 10}, "trafficRouting": {"provider": "router"}},
+            ),
+        ),
+        ("rollout.strategy shadow copies stable's requests to the candidate",),
+    ),
+    Invalid(
+        "graph-member-timeout-above-the-routers",
+        _set("spec.online.graph", {"members": _MEMBERS, "ensemble": {**_TRIO, "memberTimeout": "11s"}}),
+        ("online.graph.ensemble.memberTimeout must not be above rollout.trafficRouting.router.timeout",),
+    ),
+]
 
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
 EDGE_VALID: list[Invalid] = [
+    Invalid(
+        "graph-weighted-ensemble-and-routes-by-header-and-feature",
+        _set(
+            "spec.online.graph",
+            {
+                "members": _MEMBERS,
+                "ensemble": {
+                    **_TRIO,
+                    "combine": "weighted",
+                    "weights": {"self": 2, "b": 1, "c": 0.5},
+                    "memberTimeout": "10s",
+                },
+                "routes": [
+                    {"to": "b", "header": "x-region", "regex": "eu-.*"},
+                    {"to": "c", "feature": "country", "in": ["FR", 33]},
+                    {"to": "c", "feature": "n", "equals": 3},
+                ],
+            },
+        ),
+        (),
+    ),
     Invalid(
         "router-api-keys-from-a-secret",
         _set("spec.rollout.trafficRouting", {"provider": "router", "router": {"apiKeys": {"name": "k", "key": "f"}}}),

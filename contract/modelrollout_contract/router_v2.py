@@ -75,6 +75,9 @@ MAX_CHAIN = 8
 MAX_ENSEMBLES = 8
 # The names a version 1 document's roles have in version 2, and the operator's fallback model beside them.
 STABLE, CANARY, FALLBACK = "stable", "canary", "fallback"
+# A ModelDeployment's serving graph (with_graph): `self` names its own model among the members of its ensemble,
+# which the operator writes twice, as ENSEMBLE with stable and ENSEMBLE_CANARY with the canary in its place.
+SELF, ENSEMBLE, ENSEMBLE_CANARY = "self", "ensemble", "ensemble-canary"
 # The router counts mirrored calls under this role: no backend may have the name.
 SHADOW_ROLE = "shadow"
 
@@ -337,12 +340,70 @@ def with_fallback(config: RouterConfigV2, backend: BackendV2, *, budget_seconds:
     )
 
 
+def with_graph(
+    config: RouterConfigV2, members: dict[str, BackendV2], *, ensemble: Ensemble | None, routes: list[Route]
+) -> RouterConfigV2:
+    """`config` (see upgrade and with_fallback) with a ModelDeployment's serving graph: `members` (other models, by
+    the backend names they get) beside stable and the canary; `routes` to them after the canary's header route; and
+    an `ensemble` of members where `self` stands for the ModelDeployment's own model. The ensemble answers in
+    stable's place, and, as ENSEMBLE_CANARY with the canary in the place of `self`, in the canary's: wherever the
+    rollout sends a request (split, header route, fallback chains), its own model is asked together with the other
+    members, so a new version rolls out as a member of the ensemble."""
+    clash = (set(members) & set(config.backends)) | ({SELF, ENSEMBLE, ENSEMBLE_CANARY} & set(members))
+    if clash:
+        raise ValueError(f"graph members {sorted(clash)} take names the operator's routing uses")
+    body = config.model_dump(exclude={"backends", "routes", "ensembles"})
+    body |= {"backends": {**config.backends, **members}, "routes": [*config.routes, *routes]}
+    if ensemble is None:
+        return RouterConfigV2.model_validate(body)
+    if SELF not in ensemble.members:
+        raise ValueError(f"the graph's ensemble must name {SELF!r}, the ModelDeployment's own model")
+    if config.mirror is not None:
+        raise ValueError("a mirror copies what stable answered, and with an ensemble stable never answers alone")
+    in_place = {STABLE: ENSEMBLE, CANARY: ENSEMBLE_CANARY}
+
+    def standing_for(role: str) -> Ensemble:
+        def name(member: str) -> str:
+            return role if member == SELF else member
+
+        weights = None if ensemble.weights is None else {name(m): w for m, w in ensemble.weights.items()}
+        return ensemble.model_copy(update={"members": [name(m) for m in ensemble.members], "weights": weights})
+
+    def target(name: str) -> str:
+        return in_place.get(name, name) if name in config.backends else name
+
+    ensembles = {in_place[role]: standing_for(role) for role in (STABLE, CANARY) if role in config.backends}
+    return RouterConfigV2.model_validate(
+        body
+        | {
+            "control": target(config.control),
+            "split": [share.model_copy(update={"backend": target(share.backend)}) for share in config.split],
+            "routes": [r.model_copy(update={"to": target(r.to)}) for r in config.routes] + routes,
+            "fallbacks": {
+                target(name): chain.model_copy(update={"to": [target(t) for t in chain.to]})
+                for name, chain in config.fallbacks.items()
+            },
+            "ensembles": ensembles,
+        }
+    )
+
+
 def downgrade(config: RouterConfigV2) -> RouterConfig:
-    """The version 1 routing inside a version 2 document the operator wrote (upgrade, then with_fallback): stable
-    and canary, their weights, header route, mirror, stickiness, timeout and whether the canary falls back on
-    stable. What version 1 cannot say (the fallback model) is left out; RouterConfigError when there is no stable."""
+    """The version 1 routing inside a version 2 document the operator wrote (upgrade, then with_fallback and
+    with_graph): stable and canary, their weights, header route, mirror, stickiness, timeout and whether the canary
+    falls back on stable. What version 1 cannot say (the fallback model, the graph) is left out; RouterConfigError
+    when there is no stable. Where the graph's ensembles stand for stable and the canary, they are read as them."""
     if STABLE not in config.backends:
         raise RouterConfigError(f"{CONFIG_KEY} has no {STABLE!r} backend, so it is not a document the operator wrote")
+    if ENSEMBLE in config.ensembles:
+        as_roles = {ENSEMBLE: STABLE, ENSEMBLE_CANARY: CANARY}
+        body = config.model_dump(by_alias=True, exclude={"ensembles"})
+        body["split"] = [s | {"backend": as_roles.get(s["backend"], s["backend"])} for s in body["split"]]
+        body["routes"] = [r | {"to": as_roles.get(r["to"], r["to"])} for r in body["routes"]]
+        body["fallbacks"] = {as_roles.get(n, n): c | {"to": [as_roles.get(t, t) for t in c["to"]]}
+                             for n, c in body["fallbacks"].items()}  # fmt: skip
+        body["control"] = as_roles.get(body["control"], body["control"])
+        config = RouterConfigV2.model_validate(body)
     stable, canary = config.backends[STABLE], config.backends.get(CANARY)
     header = next((r.header_route() for r in config.routes if r.to == CANARY and r.header is not None), None)
     mirror = config.mirror

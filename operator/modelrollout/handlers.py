@@ -76,6 +76,13 @@ class Passes:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def start_graphs(self, namespace: str, name: str) -> None:
+        """A pass of each serving graph ModelDeployment `name` is a member of: its new status (a promotion, a
+        rollback) is theirs to show and route by."""
+        for key in self._cluster.graphs_naming(namespace, name):
+            PASS_TRIGGERS.labels("graph").inc()
+            self.start(*key)
+
     async def _run(self, namespace: str, name: str) -> None:
         await self._cluster.synced()  # a pass before every kind is listed would take missing children for gone
         try:
@@ -186,7 +193,11 @@ def register(
 
         cluster = WatchedCluster(kube, CHILD_KINDS, changed, namespaces=op.watching.namespaces)
         notifier = notifier_for(kube, op)
-        reconciler = Reconciler(kube, op, children=cluster, notifier=notifier)
+
+        reconciler = Reconciler(
+            kube, op, children=cluster, notifier=notifier,
+            status_changed=lambda namespace, name: passes.start_graphs(namespace, name) if passes else None,
+        )  # fmt: skip
         passes = Passes(reconciler, cluster, kube)
         state.update(kube=kube, cluster=cluster, reconciler=reconciler, passes=passes, notifier=notifier)
         cluster.start()

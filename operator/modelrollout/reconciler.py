@@ -110,10 +110,14 @@ class Reconciler:
         clock: Callable[[], datetime] | None = None,
         children: ClusterView | None = None,
         notifier: Notifier | None = None,
+        status_changed: Callable[[str, str], None] | None = None,
     ) -> None:
-        """`notifier`: where decided events that are notifications go (none: webhooks are not called)."""
+        """`notifier`: where decided events that are notifications go (none: webhooks are not called).
+        `status_changed(namespace, name)`: told after a pass changed a ModelDeployment's status (the watch drops
+        the echo of our own writes, so whoever reads another's status, a serving graph, hears it here)."""
         self._kube = kube
         self._notifier = notifier
+        self._status_changed = status_changed
         self._children = children or ListedChildren(kube)
         self._settings = settings
         planning = settings.planning
@@ -501,7 +505,11 @@ class Reconciler:
                 health=health, replicas=_asked_replicas(deployment), deployment=deployment
             )
         hooks = await observe_hooks(self._children, namespace, name, owned.get("Job", []))
-        observed = Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks, fallback=fallback)
+        graph = md.spec.online.graph if md.spec.online else None
+        members = {m.model_deployment: await self._children.model_deployment(namespace, m.model_deployment)
+                   for m in (graph.members if graph else [])}  # fmt: skip
+        observed = Observed(revisions=revisions, existing=frozenset(seen), hooks=hooks, fallback=fallback,
+                            graph_members=members)  # fmt: skip
         return observed, seen, owned
 
     async def _execute(
@@ -717,6 +725,8 @@ class Reconciler:
         namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
         if raw.get("status") != status:
             self._children.wrote(await self._kube.apply_status(namespace, name, status))
+            if self._status_changed is not None:
+                self._status_changed(namespace, name)
         PHASES.record((namespace, name), str(status.get("phase", "Pending")))
         DEPLOYMENTS.record(raw, status)
 

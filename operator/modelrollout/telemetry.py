@@ -76,7 +76,9 @@ API_RETRIES = Counter(
     ["verb", "code"], registry=REGISTRY,
 )  # fmt: skip
 PASS_TRIGGERS = Counter(
-    "modelrollout_pass_triggers", "Passes asked for, by what asked (a watched kind, resync, wake)", ["by"],
+    "modelrollout_pass_triggers",
+    "Passes asked for, by what asked (a watched kind, resync, wake, graph: a member's status changed)",
+    ["by"],
     registry=REGISTRY,
 )  # fmt: skip
 SKIPPED_APPLIES = Counter(

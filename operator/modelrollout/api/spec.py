@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import ApiModel, cel, cel_rules, duration_seconds
+from modelrollout.api.graph import ServingGraph
 from modelrollout.api.model import ModelSpec
 from modelrollout.api.notifications import NotificationsSpec
 from modelrollout.api.placement import PodSettings
@@ -63,6 +64,17 @@ FALLBACK_BUDGET = "online.fallback.latencyBudget must be below rollout.trafficRo
 _ROUTER_TIMEOUT = (
     "(has(self.rollout.trafficRouting.router) && has(self.rollout.trafficRouting.router.timeout) "
     "? self.rollout.trafficRouting.router.timeout : '10s')"
+)
+
+GRAPH_NEEDS_ROUTER = (
+    "online.graph is served by our router, which asks its members: set rollout.trafficRouting.provider: router"
+)
+GRAPH_ENSEMBLE_SHADOW = (
+    "rollout.strategy shadow copies stable's requests to the candidate, and with online.graph.ensemble the "
+    "ensemble answers them: roll the ensemble's model out with canary, blueGreen or abTest"
+)
+GRAPH_MEMBER_TIMEOUT = (
+    "online.graph.ensemble.memberTimeout must not be above rollout.trafficRouting.router.timeout (default 10s)"
 )
 
 STREAM_AND_BATCH = (
@@ -147,6 +159,26 @@ class ModelDeploymentSpec(ApiModel):
                 FALLBACK_BUDGET,
                 field_path=".online.fallback.latencyBudget",
             ),
+            cel(
+                "!has(self.online) || !has(self.online.graph) || (has(self.rollout) "
+                "&& has(self.rollout.trafficRouting) && self.rollout.trafficRouting.provider == 'router')",
+                GRAPH_NEEDS_ROUTER,
+                field_path=".online.graph",
+            ),
+            cel(
+                "!has(self.online) || !has(self.online.graph) || !has(self.online.graph.ensemble) "
+                "|| !has(self.rollout) || !has(self.rollout.strategy) || self.rollout.strategy != 'shadow'",
+                GRAPH_ENSEMBLE_SHADOW,
+                field_path=".rollout.strategy",
+            ),
+            cel(
+                "!has(self.online) || !has(self.online.graph) || !has(self.online.graph.ensemble) "
+                "|| !has(self.online.graph.ensemble.memberTimeout) || !has(self.rollout) "
+                "|| !has(self.rollout.trafficRouting) "
+                f"|| duration(self.online.graph.ensemble.memberTimeout) <= duration({_ROUTER_TIMEOUT})",
+                GRAPH_MEMBER_TIMEOUT,
+                field_path=".online.graph.ensemble.memberTimeout",
+            ),
         )
     )
 
@@ -192,13 +224,33 @@ class ModelDeploymentSpec(ApiModel):
             raise ValueError(PRE_ROLLOUT_NEEDS_ONLINE)
         if self.online is not None and self.online.fallback is not None:
             self._fallback_rules(self.online.fallback)
+        if self.online is not None and self.online.graph is not None:
+            self._graph_rules(self.online.graph)
         return self
 
-    def _fallback_rules(self, fallback: Fallback) -> None:
+    def _router_timeout(self) -> float | None:
+        """The router's timeout in seconds; None when our router is not the provider."""
         routing = self.rollout.traffic_routing
         if routing is None or routing.provider != "router":
+            return None
+        return duration_seconds(routing.router.timeout) if routing.router else DEFAULT_ROUTER_TIMEOUT_S
+
+    def _graph_rules(self, graph: ServingGraph) -> None:
+        timeout = self._router_timeout()
+        if timeout is None:
+            raise ValueError(GRAPH_NEEDS_ROUTER)
+        if graph.ensemble is None:
+            return
+        if self.rollout.strategy == "shadow":
+            raise ValueError(GRAPH_ENSEMBLE_SHADOW)
+        wait = graph.ensemble.member_timeout
+        if wait is not None and duration_seconds(wait) > timeout:
+            raise ValueError(GRAPH_MEMBER_TIMEOUT)
+
+    def _fallback_rules(self, fallback: Fallback) -> None:
+        timeout = self._router_timeout()
+        if timeout is None:
             raise ValueError(FALLBACK_NEEDS_ROUTER)
-        timeout = duration_seconds(routing.router.timeout) if routing.router else DEFAULT_ROUTER_TIMEOUT_S
         if fallback.latency_budget is not None and duration_seconds(fallback.latency_budget) >= timeout:
             raise ValueError(FALLBACK_BUDGET)
 

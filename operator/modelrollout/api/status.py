@@ -271,6 +271,30 @@ class GateStatus(ApiModel):
     job: str | None = Field(default=None, max_length=253, description="preRollout: the hook Job's name.")
 
 
+GraphMemberPhase = Literal[Phase, "Missing", "NotServing", "OtherModel"]
+
+
+class GraphMemberStatus(ApiModel):
+    """One member of spec.online.graph as this pass found it: `self` is this ModelDeployment; another member is
+    read from its own ModelDeployment's status, which its own rollout writes."""
+
+    name: str = Field(max_length=40, description="The member's name in the graph ('self': this ModelDeployment).")
+    model_deployment: str = Field(max_length=63, description="The ModelDeployment that serves it.")
+    phase: GraphMemberPhase = Field(
+        description="Its ModelDeployment's phase; Missing (no such ModelDeployment), NotServing (it has no "
+        "spec.online), OtherModel (it serves another model name, which requests for this one would not find)."
+    )
+    stable: RevisionRef | None = Field(default=None, description="The revision answering for it.")
+    canary: RevisionRef | None = Field(default=None, description="The revision it is rolling out, if any.")
+    canary_weight: int = Field(default=0, ge=0, le=100, description="The canary's percent of its requests.")
+
+
+class GraphStatus(ApiModel):
+    """The serving graph's members, each with its own rollout."""
+
+    members: list[GraphMemberStatus] = Field(default_factory=list, description="'self' first, then as listed.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and decided. Written only through the status subresource."""
 
@@ -316,3 +340,4 @@ class ModelDeploymentStatus(ApiModel):
     history: list[HistoryEntry] = Field(default_factory=list, description="Finished rollouts, newest last.")
     batch: BatchStatus | None = Field(default=None, description="Batch scoring: runs and rollout progress.")
     stream: StreamStatus | None = Field(default=None, description="Stream inference: shares and hand-overs.")
+    graph: GraphStatus | None = Field(default=None, description="spec.online.graph: where each member stands.")

@@ -18,6 +18,7 @@ from modelrollout.api.base import (
     cel,
     cel_rules,
 )
+from modelrollout.api.graph import ServingGraph
 from modelrollout.api.model import ModelSpec
 
 DataFormat = Literal["parquet", "csv", "jsonl"]
@@ -132,6 +133,11 @@ class OnlineSpec(ApiModel):
     batching: Batching | None = Field(default=None, description="Turn adaptive micro-batching on.")
     fallback: Fallback | None = Field(
         default=None, description="A model that answers for the serving revisions when they fail (provider router)."
+    )
+    graph: ServingGraph | None = Field(
+        default=None,
+        description="Other ModelDeployments asked with this one's model (an ensemble) or instead of it for some "
+        "requests (conditional routes), through our router (provider router).",
     )
 
 

@@ -19,6 +19,7 @@ from modelrollout.api.resource import KIND
 from modelrollout.kube.client import KubeClient
 from modelrollout.kube.index import Change, ObjectIndex
 from modelrollout.kube.informer import Informer
+from modelrollout.planning.graph import graph_member_names
 from modelrollout.planning.names import LABEL_NAME
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,12 @@ class WatchedCluster:
 
     def model_deployment_keys(self) -> list[tuple[str, str]]:
         return list(self._indexes[KIND].keys())
+
+    def graphs_naming(self, namespace: str, name: str) -> list[tuple[str, str]]:
+        """The ModelDeployments of `namespace` whose serving graph has ModelDeployment `name` as a member."""
+        index = self._indexes[KIND]
+        keys = index.keys()
+        return [key for key in keys if key[0] == namespace and name in graph_member_names(index.get(*key) or {})]
 
     def sizes(self) -> dict[str, int]:
         return {kind: len(index) for kind, index in self._indexes.items()}

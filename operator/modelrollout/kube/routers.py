@@ -13,6 +13,7 @@ from modelrollout.api.base import duration_seconds
 from modelrollout.api.resource import ModelDeployment
 from modelrollout.api.status import ModelDeploymentStatus
 from modelrollout.kube.client import KubeClient
+from modelrollout.planning.graph import graph_routing
 from modelrollout.planning.names import fallback_name, router_configmap_name, selector, service_name
 from modelrollout.planning.online import SERVICE_PORT, Owner
 from modelrollout.traffic.base import StickyBy, TrafficRouter
@@ -173,6 +174,7 @@ def _configmap_router(ctx: RouterContext) -> ConfigMapRouter:
             budget_seconds=None if budget is None else duration_seconds(budget),
         )
 
+    graph = spec.online.graph if spec.online else None
     return ConfigMapRouter(
         route=name,
         stable_url=url("stable"),
@@ -185,4 +187,5 @@ def _configmap_router(ctx: RouterContext) -> ConfigMapRouter:
         timeout_seconds=duration_seconds(settings.timeout) if settings else 10.0,
         retry_on_stable=settings.retry_on_stable if settings else False,
         fallback=fallback_model,
+        graph=None if graph is None else graph_routing(graph, namespace, status.graph),
     )

@@ -27,6 +27,7 @@ from modelrollout.modes.report import (
     with_mode_report,
     without_mode_report,
 )
+from modelrollout.planning.graph import graph_status
 from modelrollout.planning.hooks import LABEL_HOOK, build_hook_job, hook_job_name
 from modelrollout.planning.names import LABEL_REVISION, router_configmap_name, workload_name
 from modelrollout.planning.observe import RevisionHealth
@@ -74,6 +75,8 @@ class Observed:
     existing: frozenset[tuple[str, str]] = frozenset()
     hooks: Mapping[str, HookRun] = field(default_factory=dict)  # preRollout hook Jobs, by their RunHook.job
     fallback: ReplicaCounts | None = None  # pods of online.fallback's Deployment, when it exists
+    # online.graph's members' ModelDeployments by name, as found (None: there is none)
+    graph_members: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,9 @@ def _status(
         }
     )
     status = with_mode_report(status, md.spec, prev=prev.conditions, now=now)
+    status = status.model_copy(
+        update={"graph": graph_status(md.spec, md.metadata.name or "", status, observed.graph_members)}
+    )
     if reported(status) and not reported(prev):
         events.append(Event("Warning", "ModeNotServed", status.message or ""))
     return status

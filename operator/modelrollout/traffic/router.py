@@ -2,12 +2,12 @@
 
 The ConfigMap holds one key, `router.json`, with the routing document of `modelrollout_contract.router` (one model
 and one parser for the operator and the router; contract/vectors/router holds what both accept and refuse). A
-ModelDeployment with `online.fallback` needs what only version 2 of the document says (a third backend and fallback
-chains, modelrollout_contract.router_v2.with_fallback), so it gets version 2, and a router of the previous release
-refuses it by its schemaVersion rather than misread it; without one, version 1 as before. Either way the rollout's
-state is the version 1 routing inside (router_v2.downgrade). Each change starts from the stored document, so a
-restarted operator keeps what it set before. The Kubernetes write and read are injected callables, so this module
-stays free of any client.
+ModelDeployment with `online.fallback` or `online.graph` needs what only version 2 of the document says (more
+backends, fallback chains, ensembles, feature routes: router_v2.with_fallback and with_graph), so it gets version
+2, and a router of the previous release refuses it by its schemaVersion rather than misread it; without either,
+version 1 as before. Either way the rollout's state is the version 1 routing inside (router_v2.downgrade). Each
+change starts from the stored document, so a restarted operator keeps what it set before. The Kubernetes write and
+read are injected callables, so this module stays free of any client.
 """
 
 from __future__ import annotations
@@ -25,13 +25,23 @@ from modelrollout_contract.router import (
     Versions,
     to_document,
 )
-from modelrollout_contract.router_v2 import BackendV2, downgrade, parse_any, to_document_v2, upgrade, with_fallback
+from modelrollout_contract.router_v2 import (
+    BackendV2,
+    Ensemble,
+    Route,
+    downgrade,
+    parse_any,
+    to_document_v2,
+    upgrade,
+    with_fallback,
+    with_graph,
+)
 
 ConfigMapData = dict[str, str]
 WriteConfigMap = Callable[[ConfigMapData], Awaitable[None]]
 ReadConfigMap = Callable[[], Awaitable[Mapping[str, str] | None]]
 
-__all__ = ["ConfigMapRouter", "FallbackModel", "RouterConfig", "RouterConfigError", "Versions",
+__all__ = ["ConfigMapRouter", "FallbackModel", "GraphRouting", "RouterConfig", "RouterConfigError", "Versions",
            "parse_configmap_data", "to_configmap_data"]  # fmt: skip
 
 
@@ -45,11 +55,27 @@ class FallbackModel:
     budget_seconds: float | None = None
 
 
-def to_configmap_data(config: RouterConfig, fallback: FallbackModel | None = None) -> ConfigMapData:
-    if fallback is None:
+@dataclass(frozen=True)
+class GraphRouting:
+    """A ModelDeployment's serving graph as the router's document says it (router_v2.with_graph): the members'
+    backends by name, the ensemble (its members may name `self`), the routes to members."""
+
+    members: Mapping[str, BackendV2]
+    ensemble: Ensemble | None = None
+    routes: tuple[Route, ...] = ()
+
+
+def to_configmap_data(
+    config: RouterConfig, fallback: FallbackModel | None = None, graph: GraphRouting | None = None
+) -> ConfigMapData:
+    if fallback is None and graph is None:
         return {CONFIG_KEY: to_document(config)}
-    backend = BackendV2(url=fallback.url, version=fallback.version)
-    routing = with_fallback(upgrade(config), backend, budget_seconds=fallback.budget_seconds)
+    routing = upgrade(config)
+    if fallback is not None:
+        backend = BackendV2(url=fallback.url, version=fallback.version)
+        routing = with_fallback(routing, backend, budget_seconds=fallback.budget_seconds)
+    if graph is not None:
+        routing = with_graph(routing, dict(graph.members), ensemble=graph.ensemble, routes=list(graph.routes))
     return {CONFIG_KEY: to_document_v2(routing)}
 
 
@@ -77,6 +103,7 @@ class ConfigMapRouter:
         timeout_seconds: float = 10.0,
         retry_on_stable: bool = False,
         fallback: FallbackModel | None = None,
+        graph: GraphRouting | None = None,
     ) -> None:
         self._backends = Backends(stable=stable_url, canary=canary_url)
         # Fixed by the spec and the roles, not by the rollout: rewritten into every document.
@@ -88,6 +115,7 @@ class ConfigMapRouter:
             "retry_on_stable": retry_on_stable,
         }
         self._fallback = fallback
+        self._graph = graph
         self._write = write
         self._read = read
         self._written: ConfigMapData | None = None
@@ -106,7 +134,7 @@ class ConfigMapRouter:
             return None
 
     async def _put(self, config: RouterConfig) -> None:
-        data = to_configmap_data(config, self._fallback)
+        data = to_configmap_data(config, self._fallback, self._graph)
         await self._write(data)
         self._written = data
 
@@ -157,9 +185,9 @@ class ConfigMapRouter:
         }
         current = stored[0] if stored else self._default()
         expected = RouterConfig.model_validate({**current.model_dump(), **self._fixed, **routing})
-        # Compared as written, not as routing: a fallback model added, changed or removed changes the document
-        # while the stable/canary routing stays the same.
-        if stored is not None and stored[1] == to_configmap_data(expected, self._fallback):
+        # Compared as written, not as routing: a fallback model or a graph added, changed or removed (a member's
+        # new stable version) changes the document while the stable/canary routing stays the same.
+        if stored is not None and stored[1] == to_configmap_data(expected, self._fallback, self._graph):
             return False
         await self._put(expected)
         return True

@@ -19,9 +19,10 @@ from testkit.vectors import (
     valid_router_v2_documents,
 )
 
-from modelrollout_contract.router import RouterConfigError, parse_document
+from modelrollout_contract.router import RouterConfig, RouterConfigError, parse_document
 from modelrollout_contract.router_v2 import (
     BackendV2,
+    Ensemble,
     Fallback,
     Mirror,
     Route,
@@ -32,6 +33,7 @@ from modelrollout_contract.router_v2 import (
     to_document_v2,
     upgrade,
     with_fallback,
+    with_graph,
 )
 from modelserver.routing.metrics import RouterMetrics
 from modelserver.routing.reload import APPLIED, INVALID, Routing
@@ -111,3 +113,69 @@ def test_a_v1_document_upgraded_and_given_a_fallback_downgrades_to_itself() -> N
         assert downgrade(with_fallback(upgrade(v1), rules, budget_seconds=None)) == v1
     with pytest.raises(RouterConfigError, match="has no 'stable' backend"):
         downgrade(parse_any((valid_router_v2_documents()[0]).read_text().replace('"stable"', '"primary"')))
+
+
+MEMBERS = {"b": BackendV2(url="http://churn-b.prod.svc:80", version="b1"),
+           "c": BackendV2(url="http://churn-c.prod.svc:80", version="c1")}  # fmt: skip
+
+
+def test_a_graph_ensemble_answers_in_the_place_of_stable_and_of_the_canary() -> None:
+    canary_at_30 = v1_routing(canary=30, retry_on_stable=True)
+    rules = BackendV2(url="http://churn-fallback.prod.svc:80", version="rules")
+    trio = Ensemble(members=["self", "b", "c"], combine="weighted", weights={"self": 2, "b": 1, "c": 1}, quorum=2)
+    to_b = Route(to="b", feature="country", equals="FR")
+    routing = with_graph(with_fallback(upgrade(canary_at_30), rules, budget_seconds=0.5), MEMBERS,
+                         ensemble=trio, routes=[to_b])  # fmt: skip
+
+    assert routing.control == "ensemble"
+    assert [(s.backend, s.weight) for s in routing.split] == [("ensemble-canary", 30), ("ensemble", 70)]
+    assert routing.ensembles["ensemble"].members == ["stable", "b", "c"]
+    assert routing.ensembles["ensemble"].weights == {"stable": 2, "b": 1, "c": 1}
+    assert routing.ensembles["ensemble-canary"].members == ["canary", "b", "c"]
+    assert routing.ensembles["ensemble-canary"].quorum == 2
+    # The canary's header route pins the canary's ensemble; the graph's own routes come after it.
+    routes = [(r.to, r.header or r.feature) for r in routing.routes]
+    assert routes == [("ensemble-canary", "x-canary"), ("b", "country")]
+    assert routing.fallbacks == {
+        "ensemble": Fallback(to=["fallback"], latency_budget_seconds=0.5),
+        "ensemble-canary": Fallback(to=["ensemble", "fallback"], latency_budget_seconds=0.5),
+    }
+    # The rollout's state reads back as it was written.
+    assert downgrade(routing) == canary_at_30
+    assert downgrade(parse_any(to_document_v2(routing))) == canary_at_30
+
+
+def test_a_graph_of_routes_only_keeps_the_rollouts_backends_and_adds_the_members() -> None:
+    v1 = v1_routing(canary=10, retry_on_stable=False)
+    routing = with_graph(upgrade(v1), MEMBERS, ensemble=None, routes=[Route(to="c", header="x-region", exact="eu")])
+    assert routing.ensembles == {}
+    assert set(routing.backends) == {"stable", "canary", "b", "c"}
+    assert routing.routes[-1].to == "c"
+    assert downgrade(routing) == v1
+
+
+def test_a_graph_refuses_what_the_operators_routing_cannot_hold() -> None:
+    v1 = v1_routing(canary=10, retry_on_stable=False)
+    pair = Ensemble(members=["b", "c"])
+    with pytest.raises(ValueError, match="must name 'self'"):
+        with_graph(upgrade(v1), MEMBERS, ensemble=pair, routes=[])
+    with pytest.raises(ValueError, match="take names the operator's routing uses"):
+        with_graph(upgrade(v1), {"canary": MEMBERS["b"]}, ensemble=None, routes=[])
+    mirrored = upgrade(v1.model_copy(update={"mirror_percent": 5}))
+    with pytest.raises(ValueError, match="stable never answers alone"):
+        with_graph(mirrored, MEMBERS, ensemble=Ensemble(members=["self", "b"]), routes=[])
+    with pytest.raises(ValueError, match="not in backends or ensembles"):
+        with_graph(upgrade(v1), MEMBERS, ensemble=None, routes=[Route(to="d", header="x-region", exact="eu")])
+
+
+def v1_routing(*, canary: int, retry_on_stable: bool) -> RouterConfig:
+    return RouterConfig.model_validate(
+        {
+            "route": "churn",
+            "backends": {"stable": "http://churn-stable.prod.svc:80", "canary": "http://churn-canary.prod.svc:80"},
+            "versions": {"stable": "1", "canary": "2"},
+            "weights": {"stable": 100 - canary, "canary": canary},
+            "header_route": {"header": "x-canary", "exact": "always"},
+            "retry_on_stable": retry_on_stable,
+        }
+    )

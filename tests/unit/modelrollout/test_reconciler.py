@@ -267,3 +267,73 @@ async def test_a_pass_cut_short_before_its_record_posts_its_events_once_when_don
     await pass_(reconciler, kube)  # the same decision, from the same stored object
     assert [e[1] for e in kube.events] == ["RolloutStarted"], "told once"
     assert status(kube)["phase"] == "Promoting", "recorded: the first revision is brought up"
+
+
+def member(kube: FakeKube, name: str, *, version: str, model: str = "churn") -> None:
+    """A ModelDeployment `name` serving `version` of `model`, as its own passes would have left it."""
+    body = load_example("online-canary-router.yaml")
+    body["metadata"] = {"name": name, "namespace": NS}
+    body["spec"]["model"] = {**body["spec"]["model"], "name": model, "version": version}
+    body["status"] = {"phase": "Healthy", "stable": {"revision": f"r-{version}", "version": version}}
+    kube.create(body)
+
+
+GRAPH = {
+    "members": [{"name": "b", "modelDeployment": "churn-b"}, {"name": "c", "modelDeployment": "churn-c"},
+                {"name": "fr", "modelDeployment": "churn-fr"}],
+    "ensemble": {"members": ["self", "b", "c"], "quorum": 2, "memberTimeout": "500ms"},
+    "routes": [{"to": "fr", "feature": "country", "equals": "FR"}],
+}  # fmt: skip
+
+
+async def test_a_serving_graph_routes_to_its_members_and_says_where_each_stands(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    member(kube, "churn-b", version="b1")
+    member(kube, "churn-fr", version="fr1", model="churn-fr")  # another model name: its requests would not find it
+    churn(kube, replicas=2, graph=GRAPH)
+    await pass_(reconciler, kube)
+    await pass_(reconciler, kube)
+    assert status(kube)["phase"] == "Healthy"
+
+    document = router_document(kube)
+    assert document["schemaVersion"] == 2
+    assert document["backends"]["b"] == {"url": "http://churn-b.ml.svc:80", "version": "b1"}
+    assert document["backends"]["c"]["version"] == "unknown"  # no such ModelDeployment (yet)
+    assert document["ensembles"]["ensemble"]["members"] == ["stable", "b", "c"]
+    assert document["ensembles"]["ensemble"]["memberTimeoutSeconds"] == 0.5
+    assert document["control"] == "ensemble"
+    assert document["routes"][-1] == {"feature": "country", "equals": "FR", "to": "fr"}
+    members = {m["name"]: m for m in status(kube)["graph"]["members"]}
+    assert members["self"]["phase"] == "Healthy"
+    assert members["self"]["modelDeployment"] == NAME
+    assert members["b"]["phase"] == "Healthy"
+    assert members["b"]["stable"]["version"] == "b1"
+    assert members["c"]["phase"] == "Missing"
+    assert members["fr"]["phase"] == "OtherModel"
+
+    # A new version of the graph's own model rolls out inside the ensemble: the canary's ensemble gets the weight.
+    set_model(kube, "8")
+    await pass_(reconciler, kube)
+    await pass_(reconciler, kube)
+    document = router_document(kube)
+    assert document["ensembles"]["ensemble-canary"]["members"] == ["canary", "b", "c"]
+    assert {s["backend"]: s["weight"] for s in document["split"]} == {"ensemble-canary": 20, "ensemble": 80}
+    canary = next(m for m in status(kube)["graph"]["members"] if m["name"] == "self")
+    assert canary["canary"]["version"] == "8"
+    assert canary["canaryWeight"] == 20
+
+
+async def test_a_changed_status_is_told_so_that_the_graphs_naming_it_pass_again(kube: FakeKube, clock: Clock) -> None:
+    told: list[tuple[str, str]] = []
+    settings = OperatorSettings(planning=PlanningSettings(default_image="registry.example/model-server:1"))
+    reconciler = Reconciler(kube, settings, clock=clock, status_changed=lambda ns, name: told.append((ns, name)))  # type: ignore[arg-type]
+    try:
+        churn(kube)
+        await pass_(reconciler, kube)
+        assert told == [(NS, NAME)]
+        await pass_(reconciler, kube)  # its pods ready: Healthy
+        await pass_(reconciler, kube)  # nothing changed: nothing told
+        assert told == [(NS, NAME), (NS, NAME)]
+    finally:
+        await reconciler.close()

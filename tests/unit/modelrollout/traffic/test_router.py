@@ -11,6 +11,7 @@ from modelrollout.traffic.base import HeaderMatch, StickyBy
 from modelrollout.traffic.router import (
     ConfigMapRouter,
     FallbackModel,
+    GraphRouting,
     RouterConfig,
     RouterConfigError,
     Versions,
@@ -18,7 +19,7 @@ from modelrollout.traffic.router import (
     to_configmap_data,
 )
 from modelrollout_contract.router import CONFIG_KEY
-from modelrollout_contract.router_v2 import BackendV2, Fallback, parse_any
+from modelrollout_contract.router_v2 import BackendV2, Ensemble, Fallback, parse_any
 
 STABLE_URL = "http://churn-stable.prod.svc:80"
 CANARY_URL = "http://churn-canary.prod.svc:80"
@@ -41,7 +42,7 @@ class Store:
         return self.data
 
 
-def router(store: Store, fallback: FallbackModel | None = None) -> ConfigMapRouter:
+def router(store: Store, fallback: FallbackModel | None = None, graph: GraphRouting | None = None) -> ConfigMapRouter:
     return ConfigMapRouter(
         route="churn",
         stable_url=STABLE_URL,
@@ -52,6 +53,7 @@ def router(store: Store, fallback: FallbackModel | None = None) -> ConfigMapRout
         timeout_seconds=2.5,
         retry_on_stable=True,
         fallback=fallback,
+        graph=graph,
     )
 
 
@@ -355,3 +357,27 @@ async def test_a_fallback_added_changed_or_removed_is_converged_without_touching
     assert await router(store, None).converge(stable=90, canary=10, mirror=0)  # removed
     assert written(store)["schemaVersion"] == 1
     assert (stored(store).weights.stable, stored(store).weights.canary) == (90, 10)
+
+
+def trio(b_version: str) -> GraphRouting:
+    members = {"b": BackendV2(url="http://churn-b.prod.svc:80", version=b_version),
+               "c": BackendV2(url="http://churn-c.prod.svc:80", version="c1")}  # fmt: skip
+    return GraphRouting(members=members, ensemble=Ensemble(members=["self", "b", "c"], quorum=2))
+
+
+async def test_a_graph_is_written_around_the_rollout_and_a_members_new_version_rewrites_it() -> None:
+    store = Store()
+    rules = FallbackModel(url=FALLBACK_URL, version="rules-1")
+    writer = router(store, rules, trio("b1"))
+    await writer.set_weights(70, 30)
+    document = parse_any(store.data[CONFIG_KEY])  # type: ignore[index]
+    assert [(s.backend, s.weight) for s in document.split] == [("ensemble-canary", 30), ("ensemble", 70)]
+    assert document.fallbacks["ensemble-canary"].to == ["ensemble", "fallback"]  # retryOnStable, then the model
+    assert (stored(store).weights.stable, stored(store).weights.canary) == (70, 30)
+    assert not await writer.converge(stable=70, canary=30, mirror=0)
+    # The member promoted its version b2: same rollout, a new document.
+    promoted = router(store, rules, trio("b2"))
+    assert await promoted.converge(stable=70, canary=30, mirror=0)
+    assert parse_any(store.data[CONFIG_KEY]).backends["b"].version == "b2"  # type: ignore[index]
+    assert await router(store, None, None).converge(stable=70, canary=30, mirror=0)  # graph and fallback removed
+    assert written(store)["schemaVersion"] == 1

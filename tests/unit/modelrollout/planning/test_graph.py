@@ -1,0 +1,94 @@
+"""A serving graph, pure: each member's place in status.graph from its ModelDeployment as found, and the routing
+the router's document gets (members' Services and stable versions, the ensemble, the routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrollout.api.graph import ServingGraph
+from modelrollout.api.spec import ModelDeploymentSpec
+from modelrollout.api.status import ModelDeploymentStatus
+from modelrollout.planning.graph import graph_member_names, graph_routing, graph_status
+from modelrollout_contract.router_v2 import Route
+
+MODEL = {"name": "churn", "version": "1", "uri": "s3://models/churn/1/model.joblib", "format": "sklearn"}
+GRAPH = {
+    "members": [{"name": "b", "modelDeployment": "churn-b"}, {"name": "c", "modelDeployment": "churn-c"}],
+    "ensemble": {"members": ["self", "b", "c"], "combine": "vote", "weights": {"self": 2, "b": 1, "c": 1}},
+    "routes": [{"to": "b", "header": "x-region", "regex": "eu-.*"}, {"to": "c", "feature": "n", "in": ["FR", 33]}],
+}
+
+
+def spec(graph: dict[str, Any] | None = GRAPH) -> ModelDeploymentSpec:
+    online = {"replicas": 1, **({"graph": graph} if graph else {})}
+    return ModelDeploymentSpec.model_validate(
+        {"model": MODEL, "online": online, "rollout": {"strategy": "direct", "trafficRouting": {"provider": "router"}}}
+    )
+
+
+def found(*, model: str = "churn", online: bool = True, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"spec": {"model": {**MODEL, "name": model}}}
+    if online:
+        body["spec"]["online"] = {"replicas": 1}
+    return body | ({"status": status} if status is not None else {})
+
+
+def test_each_member_is_where_its_own_model_deployment_says() -> None:
+    own = ModelDeploymentStatus.model_validate(
+        {
+            "phase": "Progressing",
+            "stable": {"revision": "aa", "version": "1"},
+            "canary": {"revision": "bb", "version": "2"},
+            "weights": {"stable": 70, "canary": 30},
+        }
+    )
+    rolling = {"phase": "Paused", "stable": {"revision": "cc", "version": "b1"}, "canary": {"revision": "dd",
+               "version": "b2"}, "weights": {"stable": 90, "canary": 10}}  # fmt: skip
+    graph = graph_status(spec(), "churn", own, {"churn-b": found(status=rolling)})
+    assert graph is not None
+    by_name = {m.name: m for m in graph.members}
+    assert [m.name for m in graph.members] == ["self", "b", "c"]
+    assert (by_name["self"].phase, by_name["self"].canary_weight, by_name["self"].model_deployment) == (
+        "Progressing", 30, "churn")  # fmt: skip
+    assert by_name["b"].phase == "Paused"
+    assert by_name["b"].canary_weight == 10
+    assert by_name["b"].stable is not None
+    assert by_name["b"].stable.version == "b1"
+    assert by_name["c"].phase == "Missing"
+    assert by_name["c"].stable is None
+
+
+def test_a_member_that_cannot_answer_for_this_model_says_why() -> None:
+    own = ModelDeploymentStatus()
+    assert graph_status(spec(None), "churn", own, {}) is None
+    cases = {"churn-b": found(online=False), "churn-c": found(model="fraud")}
+    graph = graph_status(spec(), "churn", own, cases)
+    assert graph is not None
+    assert [m.phase for m in graph.members[1:]] == ["NotServing", "OtherModel"]
+    # A status this operator cannot read (another version's) leaves the phase unknown, not the pass failed.
+    odd = graph_status(spec(), "churn", own, {"churn-b": found(status={"phase": "Sideways"})})
+    assert odd is not None
+    assert odd.members[1].phase == "Pending"
+
+
+def test_the_router_calls_each_members_service_under_its_stable_version() -> None:
+    own = ModelDeploymentStatus()
+    members = graph_status(
+        spec(), "churn", own, {"churn-b": found(status={"stable": {"revision": "x", "version": "b1"}})}
+    )
+    routing = graph_routing(ServingGraph.model_validate(GRAPH), "ml", members)
+    assert {n: (b.url, b.version) for n, b in routing.members.items()} == {
+        "b": ("http://churn-b.ml.svc:80", "b1"),
+        "c": ("http://churn-c.ml.svc:80", "unknown"),
+    }
+    assert routing.ensemble is not None
+    assert routing.ensemble.combine == "vote"
+    assert routing.ensemble.weights == {"self": 2, "b": 1, "c": 1}
+    assert routing.routes == (Route(to="b", header="x-region", regex="eu-.*"),
+                              Route.model_validate({"to": "c", "feature": "n", "in": ["FR", 33]}))  # fmt: skip
+
+
+def test_the_model_deployments_a_stored_graph_names_are_read_from_any_body() -> None:
+    assert graph_member_names({"spec": {"online": {"graph": GRAPH}}}) == {"churn-b", "churn-c"}
+    assert graph_member_names({"spec": {"online": {"graph": {"members": [{"name": "x"}, "junk"]}}}}) == set()
+    assert graph_member_names({}) == set()
