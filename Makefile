@@ -28,10 +28,10 @@ $(VENV)/.installed: requirements.lock operator/pyproject.toml model-server/pypro
 	$(BIN)/python -m compileall -q -j 0 operator/modelrollout model-server/modelserver contract/modelrollout_contract testkit
 	touch $@
 
-# The gRPC service's message code and its type stubs, generated from the vendored .proto (never committed).
-GRPC_PROTO := model-server/modelserver/grpc_api/grpc_predict_v2.proto
+# The gRPC service's message code and its type stubs, generated from its .proto files (never committed).
+GRPC_PROTO := model-server/modelserver/grpc_api/grpc_predict_v2.proto model-server/modelserver/grpc_api/model_repository.proto
 GRPC_CODE  := $(GRPC_PROTO:.proto=_pb2.py)
-$(GRPC_CODE): $(GRPC_PROTO) hack/gen-grpc.sh $(VENV)/.installed
+$(GRPC_CODE) &: $(GRPC_PROTO) hack/gen-grpc.sh $(VENV)/.installed
 	hack/gen-grpc.sh $(BIN)/python model-server --stubs
 
 .PHONY: venv

@@ -19,14 +19,16 @@ from modelserver.errors import ServingError
 from modelserver.grpc_api import convert
 from modelserver.grpc_api import grpc_predict_v2_pb2 as pb
 from modelserver.grpc_api import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelserver.grpc_api import model_repository_pb2 as repo_pb
 from modelserver.grpc_api.status import code_for
 from modelserver.metrics import PROTOCOL_GRPC
-from modelserver.repository import Repository
+from modelserver.repository import READY, Repository
 from modelserver.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+SERVICE = "inference.GRPCInferenceService"
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -75,6 +77,55 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise  # unreachable: abort raises
 
 
+class RepositoryServicer:
+    """The repository extension (Triton's RPCs of inference.GRPCInferenceService): REST's index, load and unload."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    async def RepositoryIndex(
+        self, request: repo_pb.RepositoryIndexRequest, context: Context
+    ) -> repo_pb.RepositoryIndexResponse:
+        rows = await self.repository.index()
+        models = [repo_pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows
+                  if not request.ready or row["state"] == READY]  # fmt: skip
+        return repo_pb.RepositoryIndexResponse(models=models)
+
+    async def RepositoryModelLoad(
+        self, request: repo_pb.RepositoryModelLoadRequest, context: Context
+    ) -> repo_pb.RepositoryModelLoadResponse:
+        try:
+            await self.repository.load(request.model_name)
+        except ServingError as exc:
+            await context.abort(code_for(exc), exc.message)
+        return repo_pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: repo_pb.RepositoryModelUnloadRequest, context: Context
+    ) -> repo_pb.RepositoryModelUnloadResponse:
+        try:
+            await self.repository.unload(request.model_name)
+        except ServingError as exc:
+            await context.abort(code_for(exc), exc.message)
+        return repo_pb.RepositoryModelUnloadResponse()
+
+
+def repository_handler(servicer: RepositoryServicer) -> grpc.GenericRpcHandler:
+    """The three RPCs under KServe's service name, beside the generated servicer's (a call names its method only)."""
+    rpcs: dict[str, tuple[Any, Any]] = {
+        "RepositoryIndex": (repo_pb.RepositoryIndexRequest, servicer.RepositoryIndex),
+        "RepositoryModelLoad": (repo_pb.RepositoryModelLoadRequest, servicer.RepositoryModelLoad),
+        "RepositoryModelUnload": (repo_pb.RepositoryModelUnloadRequest, servicer.RepositoryModelUnload),
+    }
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=message.FromString, response_serializer=lambda reply: reply.SerializeToString()
+        )
+        for name, (message, method) in rpcs.items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -90,6 +141,7 @@ async def start_server(repository: Repository, settings: ServerSettings) -> grpc
     ]
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(repository), server)
+    server.add_generic_rpc_handlers((repository_handler(RepositoryServicer(repository)),))
     where = address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(where)

@@ -15,6 +15,8 @@ _BY_HTTP_STATUS = {
     # (A message over the size limit never reaches us: gRPC refuses it with RESOURCE_EXHAUSTED.)
     413: grpc.StatusCode.INVALID_ARGUMENT,
     415: grpc.StatusCode.INVALID_ARGUMENT,
+    # The repository cannot do it in its state (a model that does not fit the memory bound, or fails to load).
+    409: grpc.StatusCode.FAILED_PRECONDITION,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -140,6 +140,46 @@ def test_models_are_loaded_and_unloaded_without_a_restart(repo: dict[str, Any], 
         client.close()
 
 
+def test_the_repository_extension_over_grpc_loads_unloads_and_lists(
+    repo: dict[str, Any], start_server: StartServer
+) -> None:
+    root, iris = repo["root"], repo["iris"]
+    server = start_server("--model-repository", str(root), "--max-memory-bytes", str(GIB))
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    flowers = iris.x[[0, 60, 120]]
+    tensor = triton_grpc.InferInput("input-0", list(flowers.shape), "FP64")
+    tensor.set_data_from_numpy(flowers)
+    try:
+        listed = client.get_model_repository_index(as_json=True)["models"]
+        assert [(m["name"], m["version"], m["state"]) for m in listed] == [
+            ("churn", "1", "READY"), ("churn", "2", "READY"), ("iris", "1", "READY")
+        ]  # fmt: skip
+        client.unload_model("iris")
+        with pytest.raises(InferenceServerException, match="model iris is not served here"):
+            client.infer("iris", [tensor])
+        listed = client.get_model_repository_index(as_json=True)["models"]
+        assert {"name": "iris", "version": "1", "state": "UNAVAILABLE", "reason": "not loaded"} in listed
+        client.load_model("iris")
+        labels = [v.decode() for v in client.infer("iris", [tensor]).as_numpy("predict")]
+        assert labels == iris.estimator.predict(flowers).tolist()
+        huge = root / "huge"
+        huge.mkdir()
+        with (huge / "model.joblib").open("wb") as sparse:
+            sparse.truncate(GIB + GIB // 2)  # refused by the memory bound, as over REST
+        (huge / "model-settings.json").write_text(json.dumps({"name": "huge", "uri": "model.joblib"}))
+        with pytest.raises(InferenceServerException, match=r"model huge version 1 needs 1536\.0 MiB") as refused:
+            client.load_model("huge")
+        assert refused.value.status() == "StatusCode.FAILED_PRECONDITION"
+        with pytest.raises(InferenceServerException, match="the model repository has no model nope") as missing:
+            client.load_model("nope")
+        assert missing.value.status() == "StatusCode.NOT_FOUND"
+        with pytest.raises(InferenceServerException, match="model nope") as unknown:
+            client.unload_model("nope")
+        assert unknown.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        client.close()
+
+
 def test_a_repository_with_a_bad_model_does_not_start(tmp_path: Path, start_server: StartServer) -> None:
     repo = tmp_path / "models"
     model_dir(repo, "ok", "ok", "1", builders.sklearn_logistic)
