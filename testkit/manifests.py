@@ -471,7 +471,7 @@ INVALID += [
     Invalid(
         "graph-without-ensemble-or-routes",
         _set("spec.online.graph", {"members": _MEMBERS}),
-        ("online.graph needs an ensemble or routes",),
+        ("online.graph needs an ensemble, routes or an A/B/n test",),
     ),
     Invalid(
         "graph-member-named-like-a-role",
@@ -546,9 +546,67 @@ INVALID += [
         ("online.graph.ensemble.memberTimeout must not be above rollout.trafficRouting.router.timeout",),
     ),
 ]
+_ABN = {
+    "variants": [{"name": "self", "weight": 34}, {"name": "b", "weight": 33}, {"name": "c", "weight": 33}],
+    "routeBy": {"header": "x-user-id"},
+    "successMetric": {"successes": 'sum(increase(conversions{v="{{version}}"}[{{interval}}]))',
+                      "trials": 'sum(increase(visits{v="{{version}}"}[{{interval}}]))'},
+}  # fmt: skip
+_DIRECT = {"strategy": "direct", "trafficRouting": {"provider": "router"}}
+
+
+def _abn(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    return _all(_set("spec.online.graph", {"members": _MEMBERS, "abn": {**_ABN, **changes}}),
+                _set("spec.rollout", _DIRECT))  # fmt: skip
+
+
+INVALID += [
+    Invalid(
+        "graph-abn-beside-a-canary",
+        _set("spec.online.graph", {"members": _MEMBERS, "abn": _ABN}),
+        ("online.graph.abn splits users between this model's stable version and the members",),
+    ),
+    Invalid(
+        "graph-abn-and-an-ensemble",
+        _all(
+            _set("spec.online.graph", {"members": _MEMBERS, "abn": _ABN, "ensemble": _TRIO}),
+            _set("spec.rollout", _DIRECT),
+        ),
+        ("online.graph.abn and online.graph.ensemble exclude each other",),
+    ),
+    Invalid(
+        "graph-abn-without-self",
+        _abn(variants=[{"name": "b", "weight": 50}, {"name": "c", "weight": 50}]),
+        ("online.graph.abn.variants must include 'self'",),
+    ),
+    Invalid(
+        "graph-abn-weights-not-100",
+        _abn(variants=[{"name": "self", "weight": 50}, {"name": "b", "weight": 40}]),
+        ("online.graph.abn.variants' weights must add up to 100",),
+    ),
+    Invalid(
+        "graph-abn-unknown-variant",
+        _abn(variants=[{"name": "self", "weight": 50}, {"name": "d", "weight": 50}]),
+        ("online.graph.abn.variants must each be 'self' or a name in online.graph.members",),
+    ),
+    Invalid(
+        "graph-abn-variant-twice",
+        _abn(variants=[{"name": "self", "weight": 50}, {"name": "b", "weight": 25}, {"name": "b", "weight": 25}]),
+        ("online.graph.abn.variants names a variant twice",),
+    ),
+]
 
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
 EDGE_VALID: list[Invalid] = [
+    Invalid(
+        "graph-abn-of-two-variants-by-cookie",
+        _abn(
+            variants=[{"name": "self", "weight": 99}, {"name": "c", "weight": 1}],
+            routeBy={"cookie": "uid"},
+            test="sequential",
+        ),
+        (),
+    ),
     Invalid(
         "graph-weighted-ensemble-and-routes-by-header-and-feature",
         _set(

@@ -341,19 +341,38 @@ def with_fallback(config: RouterConfigV2, backend: BackendV2, *, budget_seconds:
 
 
 def with_graph(
-    config: RouterConfigV2, members: dict[str, BackendV2], *, ensemble: Ensemble | None, routes: list[Route]
+    config: RouterConfigV2,
+    members: dict[str, BackendV2],
+    *,
+    ensemble: Ensemble | None,
+    routes: list[Route],
+    variants: list[tuple[str, int]] | None = None,
+    sticky_by: StickyBy | None = None,
 ) -> RouterConfigV2:
     """`config` (see upgrade and with_fallback) with a ModelDeployment's serving graph: `members` (other models, by
     the backend names they get) beside stable and the canary; `routes` to them after the canary's header route; and
-    an `ensemble` of members where `self` stands for the ModelDeployment's own model. The ensemble answers in
-    stable's place, and, as ENSEMBLE_CANARY with the canary in the place of `self`, in the canary's: wherever the
-    rollout sends a request (split, header route, fallback chains), its own model is asked together with the other
-    members, so a new version rolls out as a member of the ensemble."""
+    either an `ensemble` of members where `self` stands for the ModelDeployment's own model, or an A/B/n split.
+
+    The ensemble answers in stable's place, and, as ENSEMBLE_CANARY with the canary in the place of `self`, in the
+    canary's: wherever the rollout sends a request (split, header route, fallback chains), its own model is asked
+    together with the other members, so a new version rolls out as a member of the ensemble.
+
+    `variants` (name, percent; `self` is stable, whose rollout is direct meanwhile) replace the split, users kept on
+    one by `sticky_by`: an A/B/n test, whose order is the order of the users' bucket ranges."""
     clash = (set(members) & set(config.backends)) | ({SELF, ENSEMBLE, ENSEMBLE_CANARY} & set(members))
     if clash:
         raise ValueError(f"graph members {sorted(clash)} take names the operator's routing uses")
     body = config.model_dump(exclude={"backends", "routes", "ensembles"})
     body |= {"backends": {**config.backends, **members}, "routes": [*config.routes, *routes]}
+    if variants is not None:
+        if ensemble is not None:
+            raise ValueError("an A/B/n split sends each user to one variant; an ensemble asks them all")
+        if config.weight_of(CANARY):
+            raise ValueError("an A/B/n split keeps the ModelDeployment's own model on stable: no canary weight")
+        split = [{"backend": STABLE if name == SELF else name, "weight": weight} for name, weight in variants]
+        if CANARY in config.backends:
+            split.insert(0, {"backend": CANARY, "weight": 0})
+        body |= {"split": split, "sticky_by": sticky_by, "control": STABLE}
     if ensemble is None:
         return RouterConfigV2.model_validate(body)
     if SELF not in ensemble.members:
@@ -413,7 +432,8 @@ def downgrade(config: RouterConfigV2) -> RouterConfig:
             route=config.route,
             backends=Backends(stable=stable.url, canary=None if canary is None else canary.url),
             versions=Versions(stable=stable.version, canary=None if canary is None else canary.version),
-            weights=Weights(stable=config.weight_of(STABLE), canary=config.weight_of(CANARY)),
+            # Stable is the rest: beside an A/B/n split of a graph, stable's own share is below 100 - canary.
+            weights=Weights(stable=100 - config.weight_of(CANARY), canary=config.weight_of(CANARY)),
             mirror_percent=mirror.percent
             if mirror is not None and (mirror.source, mirror.to) == (STABLE, CANARY)
             else 0,

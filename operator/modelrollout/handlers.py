@@ -92,10 +92,11 @@ class Passes:
 
     def forget(self, namespace: str, name: str, body: dict[str, Any]) -> None:
         """A deleted ModelDeployment: what it added to the user's routing objects goes (no finalizer: what this
-        misses while the operator is down, the sweep finds)."""
+        misses while the operator is down, the sweep finds), and the serving graphs it was a member of say so."""
         task = asyncio.create_task(self._forget(namespace, name, body), name=f"forget-{namespace}-{name}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        self.start_graphs(namespace, name)
 
     async def _forget(self, namespace: str, name: str, body: dict[str, Any]) -> None:
         try:

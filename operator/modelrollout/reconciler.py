@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,6 +68,7 @@ from modelrollout.planning.reconcile import (
 from modelrollout.reconciler_batch import batch_inputs, observe_batch, plan_of, start_jobs
 from modelrollout.reconciler_gates import confirm as confirm_gate
 from modelrollout.reconciler_gates import observe_hooks
+from modelrollout.reconciler_graph import abn_pass
 from modelrollout.reconciler_stream import observe_stream
 from modelrollout.rollout import Action, Decision, SetMirror, SetSticky, SetWeights
 from modelrollout.rollout.ab_test import sticky_for
@@ -235,6 +237,11 @@ class Reconciler:
                             now=now, beside=beside)  # fmt: skip
         if batch_plan is not None:
             plan.events.extend(Event.of(event) for event in batch_plan.events)
+        tested, abn_events, abn_next = await abn_pass(
+            md, plan.status, backend=self._analysis_backend, read_secret=self._secret_reader(md), now=now
+        )
+        plan = dataclasses.replace(plan, status=tested)
+        plan.events.extend(abn_events)
         if verb_problem:
             plan.events.append(Event("Warning", "InvalidVerb", verb_problem))
         spec_unchanged = md.status is not None and md.status.observed_generation == md.metadata.generation
@@ -254,7 +261,7 @@ class Reconciler:
             await self._kube.remove_annotation(
                 KIND, md.metadata.namespace or "", md.metadata.name or "", VERB_ANNOTATION, if_value=raw_verb
             )
-        self._wake(key, refused.retry_at if refused else decision.wake_at, now)
+        self._wake(key, refused.retry_at if refused else _earliest(decision.wake_at, abn_next), now)
         return "ok" if refused is None else "refused"
 
     async def _batch_beside(
@@ -791,6 +798,10 @@ class Reconciler:
                 extra=ref(meta["namespace"], meta["name"]),
             )
             await self._post_events(raw, [Event("Warning", "ModeNotServed", message)], logged=True)
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 def _observe_step(md: ModelDeployment, written: ModelDeploymentStatus, now: datetime) -> None:

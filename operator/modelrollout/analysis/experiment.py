@@ -26,7 +26,7 @@ def error_outcome(request: AnalysisRequest, now: datetime, message: str) -> Anal
     return AnalysisOutcome(request=request, run=run)
 
 
-def _count(answer: QueryResult, what: str) -> int | str:
+def count(answer: QueryResult, what: str) -> int | str:
     """A counter increase as a whole count, or why it is not one. `increase()` extrapolates to the window's
     edges, so its answers are fractional: rounded."""
     if answer.error is not None:
@@ -73,7 +73,7 @@ async def run_experiment(
         return error_outcome(request, now, f"abTest.successMetric: {exc}")
     answers = await asyncio.gather(*(ask(provider, q) for q in queries))
     labels = ("stable successes", "stable trials", "canary successes", "canary trials")
-    counts = [_count(answer, label) for answer, label in zip(answers, labels, strict=True)]
+    counts = [count(answer, label) for answer, label in zip(answers, labels, strict=True)]
     problems = [c for c in counts if isinstance(c, str)]
     if problems:
         return error_outcome(request, now, "; ".join(problems))

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from modelrollout.api.base import DNS_LABEL, ApiModel, Duration, cel, cel_rules
+from modelrollout.api.rollout import RouteBy, SuccessMetric
 
 SELF = "self"
 # Names the router's document already gives its backends and ensembles (modelrollout_contract.router_v2).
@@ -34,10 +35,18 @@ WEIGHTED_NEEDS_WEIGHTS = "online.graph.ensemble.combine weighted needs weights: 
 MEAN_HAS_NO_WEIGHTS = "online.graph.ensemble.combine mean counts every member alike: use combine weighted"
 WEIGHTS_KEYS = "online.graph.ensemble.weights must give exactly the ensemble's members a weight each"
 ROUTE_TARGET = "online.graph.routes[].to must be a name in online.graph.members (requests no route takes go to self)"
-GRAPH_EMPTY = "online.graph needs an ensemble or routes: set online.graph.ensemble or online.graph.routes"
+GRAPH_EMPTY = "online.graph needs an ensemble, routes or an A/B/n test: set online.graph.ensemble, routes or abn"
 ROUTE_ONE_KIND = "online.graph.routes[] matches exactly one of header or feature"
 HEADER_ROUTE_VALUE = "online.graph.routes[] with header sets exact or regex (not both), and not equals or in"
 FEATURE_ROUTE_VALUE = "online.graph.routes[] with feature sets exactly one of equals or in, and not exact or regex"
+
+ABN_WITH_ENSEMBLE = (
+    "online.graph.abn and online.graph.ensemble exclude each other: an A/B/n test sends each user to one variant"
+)
+ABN_VARIANTS = "online.graph.abn.variants must each be 'self' or a name in online.graph.members"
+ABN_NEEDS_SELF = "online.graph.abn.variants must include 'self', the ModelDeployment's own model: the control"
+ABN_UNIQUE = "online.graph.abn.variants names a variant twice"
+ABN_WEIGHTS = "online.graph.abn.variants' weights must add up to 100"
 
 FeatureValue = Annotated[
     int | str,
@@ -174,12 +183,69 @@ class GraphRoute(ApiModel):
         return self
 
 
+class AbnVariant(ApiModel):
+    name: str = Field(max_length=40, description="'self' or a member's name.")
+    weight: int = Field(ge=1, le=99, description="Percent of users it answers.")
+
+
+class GraphAbn(ApiModel):
+    """An A/B/n test: users split between 'self' (the control) and members by weight, each kept on one variant by
+    a header or cookie value; every `interval` each variant's success rate is compared with the control's, with a
+    correction for the number of comparisons (Holm for twoProportion, Bonferroni on e-values for sequential), and
+    status.graph.abn says the winner: the best variant significantly better than the control, or the control when
+    every variant is significantly worse. Acting on it (promoting the winner) is the owner's decision."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(f"self.variants.exists(v, v.name == '{SELF}')", ABN_NEEDS_SELF, field_path=".variants"),
+            cel(
+                "self.variants.all(v, self.variants.filter(w, w.name == v.name).size() == 1)",
+                ABN_UNIQUE,
+                field_path=".variants",
+            ),
+            cel("self.variants.map(v, v.weight).sum() == 100", ABN_WEIGHTS, field_path=".variants"),
+        )
+    )
+
+    variants: list[AbnVariant] = Field(
+        min_length=2,
+        max_length=MAX_MEMBERS + 1,
+        description="In order: a user's bucket falls in the variants' cumulative ranges in this order.",
+    )
+    route_by: RouteBy = Field(description="How a user sticks to one variant: a header or a cookie value (hashed).")
+    success_metric: SuccessMetric = Field(description="Successes and trials per variant; {{version}} selects one.")
+    test: Literal["twoProportion", "sequential"] = Field(
+        default="twoProportion", description="The statistical test of each variant against the control."
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise significance level.")
+    min_samples: int = Field(default=1000, ge=1, description="Trials per variant before it is judged.")
+    interval: Duration = Field(default="1m", description="How often the variants are compared.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GraphAbn:
+        names = [v.name for v in self.variants]
+        if SELF not in names:
+            raise ValueError(ABN_NEEDS_SELF)
+        if len(set(names)) != len(names):
+            raise ValueError(ABN_UNIQUE)
+        if sum(v.weight for v in self.variants) != 100:
+            raise ValueError(ABN_WEIGHTS)
+        return self
+
+
 class ServingGraph(ApiModel):
     """Other ModelDeployments answering with or instead of this one's model, through our router."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            cel("has(self.ensemble) || has(self.routes)", GRAPH_EMPTY),
+            cel("has(self.ensemble) || has(self.routes) || has(self.abn)", GRAPH_EMPTY),
+            cel("!has(self.abn) || !has(self.ensemble)", ABN_WITH_ENSEMBLE, field_path=".abn"),
+            cel(
+                "!has(self.abn) || self.abn.variants.all(v, v.name == 'self' "
+                "|| self.members.exists(m, m.name == v.name))",
+                ABN_VARIANTS,
+                field_path=".abn.variants",
+            ),
             cel(
                 "self.members.all(m, self.members.filter(n, n.name == m.name).size() == 1)",
                 MEMBERS_UNIQUE,
@@ -211,10 +277,14 @@ class ServingGraph(ApiModel):
         "own header route to the canary, if any).",
     )
 
+    abn: GraphAbn | None = Field(default=None, description="An A/B/n test of 'self' against members.")
+
     @model_validator(mode="after")
     def _consistent(self) -> ServingGraph:
-        if self.ensemble is None and not self.routes:
+        if self.ensemble is None and not self.routes and self.abn is None:
             raise ValueError(GRAPH_EMPTY)
+        if self.abn is not None and self.ensemble is not None:
+            raise ValueError(ABN_WITH_ENSEMBLE)
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
             raise ValueError(MEMBERS_UNIQUE)
@@ -222,4 +292,6 @@ class ServingGraph(ApiModel):
             raise ValueError(ENSEMBLE_MEMBERS)
         if any(route.to not in names for route in self.routes or []):
             raise ValueError(ROUTE_TARGET)
+        if self.abn is not None and not {v.name for v in self.abn.variants} <= {SELF, *names}:
+            raise ValueError(ABN_VARIANTS)
         return self

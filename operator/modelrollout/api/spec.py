@@ -73,6 +73,10 @@ GRAPH_ENSEMBLE_SHADOW = (
     "rollout.strategy shadow copies stable's requests to the candidate, and with online.graph.ensemble the "
     "ensemble answers them: roll the ensemble's model out with canary, blueGreen or abTest"
 )
+GRAPH_ABN_DIRECT = (
+    "online.graph.abn splits users between this model's stable version and the members: roll this model out with "
+    "rollout.strategy direct while the test runs"
+)
 GRAPH_MEMBER_TIMEOUT = (
     "online.graph.ensemble.memberTimeout must not be above rollout.trafficRouting.router.timeout (default 10s)"
 )
@@ -172,6 +176,12 @@ class ModelDeploymentSpec(ApiModel):
                 field_path=".rollout.strategy",
             ),
             cel(
+                "!has(self.online) || !has(self.online.graph) || !has(self.online.graph.abn) "
+                "|| !has(self.rollout) || !has(self.rollout.strategy) || self.rollout.strategy == 'direct'",
+                GRAPH_ABN_DIRECT,
+                field_path=".rollout.strategy",
+            ),
+            cel(
                 "!has(self.online) || !has(self.online.graph) || !has(self.online.graph.ensemble) "
                 "|| !has(self.online.graph.ensemble.memberTimeout) || !has(self.rollout) "
                 "|| !has(self.rollout.trafficRouting) "
@@ -239,6 +249,8 @@ class ModelDeploymentSpec(ApiModel):
         timeout = self._router_timeout()
         if timeout is None:
             raise ValueError(GRAPH_NEEDS_ROUTER)
+        if graph.abn is not None and self.rollout.strategy != "direct":
+            raise ValueError(GRAPH_ABN_DIRECT)
         if graph.ensemble is None:
             return
         if self.rollout.strategy == "shadow":

@@ -289,10 +289,41 @@ class GraphMemberStatus(ApiModel):
     canary_weight: int = Field(default=0, ge=0, le=100, description="The canary's percent of its requests.")
 
 
+AbnVerdict = Literal["Control", "Better", "Worse", "Undecided"]
+
+
+class AbnVariantResult(ApiModel):
+    """One variant of an A/B/n test, as its last evaluation counted it."""
+
+    name: str = Field(max_length=40, description="'self' (the control) or a member.")
+    version: str = Field(max_length=63, description="The version its users were answered by.")
+    successes: int = Field(default=0, ge=0, description="Successes since the test started.")
+    trials: int = Field(default=0, ge=0, description="Trials since the test started.")
+    statistic: float | None = Field(
+        default=None, description="Against the control: the p-value (twoProportion) or the e-value (sequential)."
+    )
+    threshold: float | None = Field(
+        default=None, description="What the statistic had to pass after the correction for multiple comparisons."
+    )
+    verdict: AbnVerdict = Field(default="Undecided", description="Against the control, after the correction.")
+
+
+class GraphAbnStatus(ApiModel):
+    """The A/B/n test of spec.online.graph.abn."""
+
+    started_at: datetime = Field(description="When the split began (restarted when a variant or weight changes).")
+    key: str = Field(max_length=64, description="What was split (variants, weights, versions): a change restarts it.")
+    evaluated_at: datetime | None = Field(default=None, description="The last evaluation.")
+    winner: str | None = Field(default=None, max_length=40, description="The variant to keep, once decided.")
+    message: str | None = Field(default=None, max_length=4096, description="The last evaluation, in words.")
+    variants: list[AbnVariantResult] = Field(default_factory=list, description="Per variant, in the spec's order.")
+
+
 class GraphStatus(ApiModel):
     """The serving graph's members, each with its own rollout."""
 
     members: list[GraphMemberStatus] = Field(default_factory=list, description="'self' first, then as listed.")
+    abn: GraphAbnStatus | None = Field(default=None, description="The A/B/n test, when spec.online.graph.abn is set.")
 
 
 class ModelDeploymentStatus(ApiModel):

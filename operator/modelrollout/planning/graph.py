@@ -6,18 +6,34 @@ its `<name>` Service, where its own rollout splits the requests."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from modelrollout.analysis import abn_test
+from modelrollout.analysis.ab_test import Arm
 from modelrollout.api.base import duration_seconds
-from modelrollout.api.graph import SELF, GraphMember, ServingGraph
+from modelrollout.api.graph import SELF, GraphAbn, GraphMember, ServingGraph
+from modelrollout.api.rollout import AbTestSettings
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import GraphMemberStatus, GraphStatus, ModelDeploymentStatus
+from modelrollout.api.status import (
+    AbnVariantResult,
+    AbnVerdict,
+    GraphAbnStatus,
+    GraphMemberStatus,
+    GraphStatus,
+    ModelDeploymentStatus,
+    RevisionRef,
+)
 from modelrollout.planning.names import service_name
 from modelrollout.planning.online import SERVICE_PORT
 from modelrollout.traffic.router import GraphRouting
+from modelrollout_contract.router import StickyBy
 from modelrollout_contract.router_v2 import BackendV2, Ensemble, Route
 
 # The version label of a member whose ModelDeployment has no stable revision (yet): the router's metrics and
@@ -99,4 +115,91 @@ def graph_routing(graph: ServingGraph, namespace: str, members: GraphStatus | No
     routes = tuple(
         Route.model_validate(route.model_dump(by_alias=True, exclude_none=True)) for route in graph.routes or []
     )
-    return GraphRouting(members=backends, ensemble=ensemble, routes=routes)
+    abn = graph.abn
+    if abn is None:
+        return GraphRouting(members=backends, ensemble=ensemble, routes=routes)
+    return GraphRouting(
+        members=backends,
+        ensemble=ensemble,
+        routes=routes,
+        variants=tuple((v.name, v.weight) for v in abn.variants),
+        sticky_by=StickyBy.model_validate(abn.route_by.model_dump(exclude_none=True)),
+    )
+
+
+# --- the A/B/n test (online.graph.abn) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbnRound:
+    """Where an A/B/n test stands before this pass: its status (restarted when what is split changed), each
+    variant's stable revision, whether an evaluation is due now, and when the next one is."""
+
+    status: GraphAbnStatus
+    revisions: Mapping[str, RevisionRef]  # variant -> the revision answering for it
+    due: bool
+    next_at: datetime
+
+
+def abn_round(abn: GraphAbn, graph: GraphStatus, prev: GraphAbnStatus | None, now: datetime) -> AbnRound | None:
+    """None while a variant has no stable revision (a member missing or not serving yet): nothing to compare."""
+    found = {m.name: m.stable for m in graph.members}
+    revisions = {v.name: found.get(v.name) for v in abn.variants}
+    if any(ref is None for ref in revisions.values()):
+        return None
+    known = {name: ref for name, ref in revisions.items() if ref is not None}
+    what = [(v.name, v.weight, known[v.name].version) for v in abn.variants]
+    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+    interval = timedelta(seconds=duration_seconds(abn.interval))
+    if prev is None or prev.key != key:
+        started = GraphAbnStatus(
+            started_at=now,
+            key=key,
+            variants=[AbnVariantResult(name=name, version=known[name].version) for name, _, _ in what],
+        )
+        return AbnRound(status=started, revisions=known, due=False, next_at=now + interval)
+    last = prev.evaluated_at or prev.started_at
+    due = now >= last + interval
+    return AbnRound(status=prev, revisions=known, due=due, next_at=(now if due else last) + interval)
+
+
+def abn_evaluated(
+    abn: GraphAbn, round_: AbnRound, counts: Mapping[str, tuple[int, int]], now: datetime
+) -> GraphAbnStatus:
+    """The test's status after an evaluation on `counts` (variant -> successes, trials since the start)."""
+    arms = {name: Arm(min(successes, trials), trials) for name, (successes, trials) in counts.items()}
+    settings = AbTestSettings(
+        route_by=abn.route_by, success_metric=abn.success_metric, test=abn.test, alpha=abn.alpha,
+        min_samples=abn.min_samples,
+    )  # fmt: skip
+    result = abn_test.evaluate(SELF, arms, settings)
+    by_variant = {c.variant: c for c in result.comparisons}
+
+    def row(name: str) -> AbnVariantResult:
+        arm, compared = arms[name], by_variant.get(name)
+        return AbnVariantResult(
+            name=name,
+            version=round_.revisions[name].version,
+            successes=arm.successes,
+            trials=arm.trials,
+            statistic=None if compared is None else compared.statistic,
+            threshold=None if compared is None else compared.threshold,
+            verdict=_verdict(compared),
+        )
+
+    return round_.status.model_copy(
+        update={
+            "evaluated_at": now,
+            "winner": result.winner,
+            "message": abn_test.describe(result, arms, settings)[:4096],
+            "variants": [row(v.name) for v in abn.variants],
+        }
+    )
+
+
+def _verdict(compared: abn_test.Comparison | None) -> AbnVerdict:
+    if compared is None:
+        return "Control"
+    if compared.better:
+        return "Better"
+    return "Worse" if compared.worse else "Undecided"

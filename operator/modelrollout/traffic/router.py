@@ -25,6 +25,7 @@ from modelrollout_contract.router import (
     Versions,
     to_document,
 )
+from modelrollout_contract.router import StickyBy as ContractStickyBy
 from modelrollout_contract.router_v2 import (
     BackendV2,
     Ensemble,
@@ -63,6 +64,8 @@ class GraphRouting:
     members: Mapping[str, BackendV2]
     ensemble: Ensemble | None = None
     routes: tuple[Route, ...] = ()
+    variants: tuple[tuple[str, int], ...] | None = None  # an A/B/n split: (variant, percent), `self` for stable
+    sticky_by: ContractStickyBy | None = None  # what keeps a user on one variant
 
 
 def to_configmap_data(
@@ -75,7 +78,14 @@ def to_configmap_data(
         backend = BackendV2(url=fallback.url, version=fallback.version)
         routing = with_fallback(routing, backend, budget_seconds=fallback.budget_seconds)
     if graph is not None:
-        routing = with_graph(routing, dict(graph.members), ensemble=graph.ensemble, routes=list(graph.routes))
+        routing = with_graph(
+            routing,
+            dict(graph.members),
+            ensemble=graph.ensemble,
+            routes=list(graph.routes),
+            variants=None if graph.variants is None else list(graph.variants),
+            sticky_by=graph.sticky_by,
+        )
     return {CONFIG_KEY: to_document_v2(routing)}
 
 

@@ -19,7 +19,7 @@ from testkit.vectors import (
     valid_router_v2_documents,
 )
 
-from modelrollout_contract.router import RouterConfig, RouterConfigError, parse_document
+from modelrollout_contract.router import RouterConfig, RouterConfigError, StickyBy, parse_document
 from modelrollout_contract.router_v2 import (
     BackendV2,
     Ensemble,
@@ -179,3 +179,20 @@ def v1_routing(*, canary: int, retry_on_stable: bool) -> RouterConfig:
             "retry_on_stable": retry_on_stable,
         }
     )
+
+
+def test_a_graphs_ab_n_split_replaces_the_rollouts_and_reads_back_as_stable_alone() -> None:
+    direct = v1_routing(canary=0, retry_on_stable=False)
+    by_user = StickyBy(header="x-user-id")
+    routing = with_graph(upgrade(direct), MEMBERS, ensemble=None, routes=[],
+                         variants=[("self", 34), ("b", 33), ("c", 33)], sticky_by=by_user)  # fmt: skip
+    assert [(s.backend, s.weight) for s in routing.split] == [("canary", 0), ("stable", 34), ("b", 33), ("c", 33)]
+    assert (routing.control, routing.sticky_by) == ("stable", by_user)
+    back = downgrade(parse_any(to_document_v2(routing)))
+    assert (back.weights.stable, back.weights.canary) == (100, 0)
+    with pytest.raises(ValueError, match="no canary weight"):
+        with_graph(upgrade(v1_routing(canary=10, retry_on_stable=False)), MEMBERS, ensemble=None, routes=[],
+                   variants=[("self", 50), ("b", 50)])  # fmt: skip
+    with pytest.raises(ValueError, match="an ensemble asks them all"):
+        with_graph(upgrade(direct), MEMBERS, ensemble=Ensemble(members=["self", "b"]), routes=[],
+                   variants=[("self", 50), ("b", 50)])  # fmt: skip

@@ -3,12 +3,15 @@ the router's document gets (members' Services and stable versions, the ensemble,
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelrollout.api.graph import ServingGraph
+import pytest
+
+from modelrollout.api.graph import GraphAbn, ServingGraph
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import ModelDeploymentStatus
-from modelrollout.planning.graph import graph_member_names, graph_routing, graph_status
+from modelrollout.api.status import GraphStatus, ModelDeploymentStatus
+from modelrollout.planning.graph import abn_evaluated, abn_round, graph_member_names, graph_routing, graph_status
 from modelrollout_contract.router_v2 import Route
 
 MODEL = {"name": "churn", "version": "1", "uri": "s3://models/churn/1/model.joblib", "format": "sklearn"}
@@ -92,3 +95,67 @@ def test_the_model_deployments_a_stored_graph_names_are_read_from_any_body() -> 
     assert graph_member_names({"spec": {"online": {"graph": GRAPH}}}) == {"churn-b", "churn-c"}
     assert graph_member_names({"spec": {"online": {"graph": {"members": [{"name": "x"}, "junk"]}}}}) == set()
     assert graph_member_names({}) == set()
+
+
+ABN = {
+    "variants": [{"name": "self", "weight": 34}, {"name": "b", "weight": 33}, {"name": "c", "weight": 33}],
+    "routeBy": {"header": "x-user-id"},
+    "successMetric": {
+        "successes": 'sum(increase(conv{v="{{version}}"}[{{interval}}]))',
+        "trials": 'sum(increase(visits{v="{{version}}"}[{{interval}}]))',
+    },
+    "minSamples": 500,
+    "interval": "1m",
+}
+T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+
+
+def serving(**versions: str) -> GraphStatus:
+    return GraphStatus.model_validate(
+        {
+            "members": [
+                {
+                    "name": n,
+                    "modelDeployment": f"churn-{n}",
+                    "phase": "Healthy",
+                    "stable": {"revision": f"r{v}", "version": v},
+                }
+                for n, v in versions.items()
+            ]
+        }
+    )
+
+
+def test_an_ab_n_test_starts_once_every_variant_serves_and_restarts_when_what_it_splits_changes() -> None:
+    abn = GraphAbn.model_validate(ABN)
+    assert abn_round(abn, serving(self="1", b="b1"), None, T0) is None  # c serves nothing yet
+    first = abn_round(abn, serving(self="1", b="b1", c="c1"), None, T0)
+    assert first is not None
+    assert (first.status.started_at, first.due, first.next_at) == (T0, False, T0 + timedelta(minutes=1))
+    assert [(v.name, v.version) for v in first.status.variants] == [("self", "1"), ("b", "b1"), ("c", "c1")]
+    later = abn_round(abn, serving(self="1", b="b1", c="c1"), first.status, T0 + timedelta(seconds=61))
+    assert later is not None
+    assert (later.due, later.status.started_at) == (True, T0)
+    # b promoted a new version: another test, from now.
+    moved = abn_round(abn, serving(self="1", b="b2", c="c1"), first.status, T0 + timedelta(minutes=5))
+    assert moved is not None
+    assert (moved.due, moved.status.started_at) == (False, T0 + timedelta(minutes=5))
+
+
+def test_the_best_variant_significantly_better_than_the_control_wins_after_holms_correction() -> None:
+    abn = GraphAbn.model_validate(ABN)
+    round_ = abn_round(abn, serving(self="1", b="b1", c="c1"), None, T0)
+    assert round_ is not None
+    counts = {"self": (50, 1000), "b": (55, 1000), "c": (120, 1000)}
+    test = abn_evaluated(abn, round_, counts, T0 + timedelta(minutes=1))
+    assert test.winner == "c"
+    verdicts = {v.name: (v.verdict, v.successes, v.trials) for v in test.variants}
+    assert verdicts == {"self": ("Control", 50, 1000), "b": ("Undecided", 55, 1000), "c": ("Better", 120, 1000)}
+    c = next(v for v in test.variants if v.name == "c")
+    assert c.statistic is not None
+    assert c.threshold == pytest.approx(0.05 / 2)  # Holm: the smallest p-value of two is judged at alpha / 2
+    assert test.message is not None
+    assert "winner c (Holm" in test.message
+    # Fewer trials than minSamples: undecided whatever the rates.
+    early = abn_evaluated(abn, round_, {"self": (5, 100), "b": (5, 100), "c": (40, 100)}, T0)
+    assert early.winner is None
