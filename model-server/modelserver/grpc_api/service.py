@@ -9,6 +9,7 @@ REST's socket.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -94,20 +95,22 @@ class RepositoryServicer:
     async def RepositoryModelLoad(
         self, request: repo_pb.RepositoryModelLoadRequest, context: Context
     ) -> repo_pb.RepositoryModelLoadResponse:
-        try:
-            await self.repository.load(request.model_name)
-        except ServingError as exc:
-            await context.abort(code_for(exc), exc.message)
+        await _answered(context, self.repository.load(request.model_name))
         return repo_pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: repo_pb.RepositoryModelUnloadRequest, context: Context
     ) -> repo_pb.RepositoryModelUnloadResponse:
-        try:
-            await self.repository.unload(request.model_name)
-        except ServingError as exc:
-            await context.abort(code_for(exc), exc.message)
+        await _answered(context, self.repository.unload(request.model_name))
         return repo_pb.RepositoryModelUnloadResponse()
+
+
+async def _answered(context: Context, change: Awaitable[Any]) -> None:
+    """Await a repository change; the call is aborted with the code of its ServingError, if any."""
+    try:
+        await change
+    except ServingError as exc:
+        await context.abort(code_for(exc), exc.message)
 
 
 def repository_handler(servicer: RepositoryServicer) -> grpc.GenericRpcHandler:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelrollout.analysis.ab_test import Arm, msprt, two_proportion_p_value
-from modelrollout.api.rollout import AbTestSettings
+from modelrollout.api.rollout import SplitTest
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class AbnResult:
     winner: str | None  # a variant, the control, or None while undecided
 
 
-def evaluate(control: str, arms: Mapping[str, Arm], settings: AbTestSettings) -> AbnResult:
+def evaluate(control: str, arms: Mapping[str, Arm], settings: SplitTest) -> AbnResult:
     """The test's state on these counts: `arms` holds the control's arm and every variant's."""
     if control not in arms:
         raise ValueError(f"the control {control!r} has no arm among {', '.join(arms)}")
@@ -124,7 +124,7 @@ def _winner(control: str, arms: Mapping[str, Arm], comparisons: tuple[Comparison
     return None
 
 
-def describe(result: AbnResult, arms: Mapping[str, Arm], settings: AbTestSettings) -> str:
+def describe(result: AbnResult, arms: Mapping[str, Arm], settings: SplitTest) -> str:
     """One line for events and status: each variant's rate and effect against the control, and the decision."""
 
     def pct(value: float | None) -> str:

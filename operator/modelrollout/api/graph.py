@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from modelrollout.api.base import DNS_LABEL, ApiModel, Duration, cel, cel_rules
-from modelrollout.api.rollout import RouteBy, SuccessMetric
+from modelrollout.api.rollout import SplitTest
 
 SELF = "self"
 # Names the router's document already gives its backends and ensembles (modelrollout_contract.router_v2).
@@ -188,7 +188,7 @@ class AbnVariant(ApiModel):
     weight: int = Field(ge=1, le=99, description="Percent of users it answers.")
 
 
-class GraphAbn(ApiModel):
+class GraphAbn(SplitTest):
     """An A/B/n test: users split between 'self' (the control) and members by weight, each kept on one variant by
     a header or cookie value; every `interval` each variant's success rate is compared with the control's, with a
     correction for the number of comparisons (Holm for twoProportion, Bonferroni on e-values for sequential), and
@@ -212,13 +212,6 @@ class GraphAbn(ApiModel):
         max_length=MAX_MEMBERS + 1,
         description="In order: a user's bucket falls in the variants' cumulative ranges in this order.",
     )
-    route_by: RouteBy = Field(description="How a user sticks to one variant: a header or a cookie value (hashed).")
-    success_metric: SuccessMetric = Field(description="Successes and trials per variant; {{version}} selects one.")
-    test: Literal["twoProportion", "sequential"] = Field(
-        default="twoProportion", description="The statistical test of each variant against the control."
-    )
-    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Family-wise significance level.")
-    min_samples: int = Field(default=1000, ge=1, description="Trials per variant before it is judged.")
     interval: Duration = Field(default="1m", description="How often the variants are compared.")
 
     @model_validator(mode="after")

@@ -171,17 +171,25 @@ class SuccessMetric(ApiModel):
     )
 
 
-class AbTestSettings(ApiModel):
-    """Split users between stable (A) and candidate (B) and keep the variant with the better success rate."""
+class SplitTest(ApiModel):
+    """What an A/B test (rollout.abTest) and an A/B/n test (online.graph.abn) share: how a user sticks to one
+    variant, what counts as success, and how the variants are compared."""
 
-    weight: int = Field(default=50, ge=1, le=99, description="Percent of users assigned to the candidate.")
     route_by: RouteBy = Field(description="How a user sticks to one variant.")
     success_metric: SuccessMetric = Field(description="What counts as success.")
     test: Literal["twoProportion", "sequential"] = Field(
         default="twoProportion", description="Statistical test that picks the winner."
     )
-    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level of the test.")
+    alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="Significance level of the test (family-wise with several variants)."
+    )
     min_samples: int = Field(default=1000, ge=1, description="Trials per variant before any decision.")
+
+
+class AbTestSettings(SplitTest):
+    """Split users between stable (A) and candidate (B) and keep the variant with the better success rate."""
+
+    weight: int = Field(default=50, ge=1, le=99, description="Percent of users assigned to the candidate.")
     max_duration: Duration = Field(default="24h", description="Stop undecided after this long and keep stable.")
 
 

@@ -19,7 +19,6 @@ from modelrollout.analysis import abn_test
 from modelrollout.analysis.ab_test import Arm
 from modelrollout.api.base import duration_seconds
 from modelrollout.api.graph import SELF, GraphAbn, GraphMember, ServingGraph
-from modelrollout.api.rollout import AbTestSettings
 from modelrollout.api.spec import ModelDeploymentSpec
 from modelrollout.api.status import (
     AbnVariantResult,
@@ -168,11 +167,7 @@ def abn_evaluated(
 ) -> GraphAbnStatus:
     """The test's status after an evaluation on `counts` (variant -> successes, trials since the start)."""
     arms = {name: Arm(min(successes, trials), trials) for name, (successes, trials) in counts.items()}
-    settings = AbTestSettings(
-        route_by=abn.route_by, success_metric=abn.success_metric, test=abn.test, alpha=abn.alpha,
-        min_samples=abn.min_samples,
-    )  # fmt: skip
-    result = abn_test.evaluate(SELF, arms, settings)
+    result = abn_test.evaluate(SELF, arms, abn)
     by_variant = {c.variant: c for c in result.comparisons}
 
     def row(name: str) -> AbnVariantResult:
@@ -191,7 +186,7 @@ def abn_evaluated(
         update={
             "evaluated_at": now,
             "winner": result.winner,
-            "message": abn_test.describe(result, arms, settings)[:4096],
+            "message": abn_test.describe(result, arms, abn)[:4096],
             "variants": [row(v.name) for v in abn.variants],
         }
     )
