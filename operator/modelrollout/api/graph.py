@@ -1,5 +1,6 @@
 """A ModelDeployment's serving graph (`spec.online.graph`): other ModelDeployments of its namespace as members,
-asked together with its own model (an ensemble) or instead of it for some requests (conditional routes).
+asked together with its own model (an ensemble), instead of it for some requests (conditional routes), or for
+some users in an A/B/n test against it.
 
 Each member is a ModelDeployment of its own, with its own revisions, rollout and analysis: the graph only names
 it, and our router calls its `<name>` Service. The graph's own model is the member `self`; a new version of it
