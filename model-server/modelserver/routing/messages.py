@@ -75,17 +75,19 @@ def forwardable(
     headers: RawHeaders, route: bytes, dropped: frozenset[bytes] = HOP_BY_HOP
 ) -> list[tuple[bytes, bytes]] | None:
     """The headers to forward: all but `dropped` (hop-by-hop ones; with API keys on, the key headers too), with
-    `route` added to the via header; None when the via header names `route` already (a loop)."""
-    kept = [(k, v) for k, v in headers if k.lower() not in dropped]
-    via = route
-    for i, (name, value) in enumerate(kept):
-        if name.lower() == VIA_HEADER:
+    `route` added to the via header (its lines joined into one); None when the via header names `route` already
+    (a loop)."""
+    kept: list[tuple[bytes, bytes]] = []
+    hops: list[bytes] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == VIA_HEADER:
             if route in (hop.strip() for hop in value.split(b",")):
                 return None
-            via = value + b", " + route
-            del kept[i]
-            break
-    kept.append((VIA_HEADER, via))
+            hops.append(value)
+        elif lowered not in dropped:
+            kept.append((name, value))
+    kept.append((VIA_HEADER, b", ".join([*hops, route])))
     return kept
 
 

@@ -229,15 +229,11 @@ class Snapshot:
     mirror: MirrorRule | None
     fallbacks: Mapping[str, Chain]  # by the name of the backend that failed
     timeout_s: float
+    route_tag: bytes  # the route's name as the via header carries it (messages.forwardable), encoded once
 
     @property
     def route(self) -> str:
         return self.config.route
-
-    @property
-    def route_tag(self) -> bytes:
-        """This route's name as the via header carries it (messages.forwardable)."""
-        return self.config.route.encode()
 
     def routed(self, headers: Headers, body: bytes) -> Target | None:
         """The backend of the first route (by header, or by a feature's value in the body) the request matches."""
@@ -332,6 +328,7 @@ def build_snapshot(config: RouterConfigV2, upstreams: Mapping[str, str] | None =
             for name, chain in config.fallbacks.items()
         },
         timeout_s=config.timeout_seconds,
+        route_tag=config.route.encode(),
     )
 
 
