@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -78,6 +78,8 @@ STABLE, CANARY, FALLBACK = "stable", "canary", "fallback"
 # A ModelDeployment's serving graph (with_graph): `self` names its own model among the members of its ensemble,
 # which the operator writes twice, as ENSEMBLE with stable and ENSEMBLE_CANARY with the canary in its place.
 SELF, ENSEMBLE, ENSEMBLE_CANARY = "self", "ensemble", "ensemble-canary"
+_IN_PLACE = {STABLE: ENSEMBLE, CANARY: ENSEMBLE_CANARY}
+_AS_ROLES = {ensemble: role for role, ensemble in _IN_PLACE.items()}  # how downgrade reads them back
 # The router counts mirrored calls under this role: no backend may have the name.
 SHADOW_ROLE = "shadow"
 
@@ -379,7 +381,6 @@ def with_graph(
         raise ValueError(f"the graph's ensemble must name {SELF!r}, the ModelDeployment's own model")
     if config.mirror is not None:
         raise ValueError("a mirror copies what stable answered, and with an ensemble stable never answers alone")
-    in_place = {STABLE: ENSEMBLE, CANARY: ENSEMBLE_CANARY}
 
     def standing_for(role: str) -> Ensemble:
         def name(member: str) -> str:
@@ -388,23 +389,27 @@ def with_graph(
         weights = None if ensemble.weights is None else {name(m): w for m, w in ensemble.weights.items()}
         return ensemble.model_copy(update={"members": [name(m) for m in ensemble.members], "weights": weights})
 
-    def target(name: str) -> str:
-        return in_place.get(name, name) if name in config.backends else name
+    ensembles = {_IN_PLACE[role]: standing_for(role) for role in (STABLE, CANARY) if role in config.backends}
+    renamed = _retargeted(config, _IN_PLACE)
+    renamed["routes"] += routes
+    return RouterConfigV2.model_validate(body | renamed | {"ensembles": ensembles})
 
-    ensembles = {in_place[role]: standing_for(role) for role in (STABLE, CANARY) if role in config.backends}
-    return RouterConfigV2.model_validate(
-        body
-        | {
-            "control": target(config.control),
-            "split": [share.model_copy(update={"backend": target(share.backend)}) for share in config.split],
-            "routes": [r.model_copy(update={"to": target(r.to)}) for r in config.routes] + routes,
-            "fallbacks": {
-                target(name): chain.model_copy(update={"to": [target(t) for t in chain.to]})
-                for name, chain in config.fallbacks.items()
-            },
-            "ensembles": ensembles,
-        }
-    )
+
+def _retargeted(config: RouterConfigV2, rename: dict[str, str]) -> dict[str, Any]:
+    """`config`'s control, split, routes and fallback chains with every target named in `rename` renamed."""
+
+    def to(name: str) -> str:
+        return rename.get(name, name)
+
+    return {
+        "control": to(config.control),
+        "split": [share.model_copy(update={"backend": to(share.backend)}) for share in config.split],
+        "routes": [route.model_copy(update={"to": to(route.to)}) for route in config.routes],
+        "fallbacks": {
+            to(name): chain.model_copy(update={"to": [to(t) for t in chain.to]})
+            for name, chain in config.fallbacks.items()
+        },
+    }
 
 
 def downgrade(config: RouterConfigV2) -> RouterConfig:
@@ -415,14 +420,8 @@ def downgrade(config: RouterConfigV2) -> RouterConfig:
     if STABLE not in config.backends:
         raise RouterConfigError(f"{CONFIG_KEY} has no {STABLE!r} backend, so it is not a document the operator wrote")
     if ENSEMBLE in config.ensembles:
-        as_roles = {ENSEMBLE: STABLE, ENSEMBLE_CANARY: CANARY}
-        body = config.model_dump(by_alias=True, exclude={"ensembles"})
-        body["split"] = [s | {"backend": as_roles.get(s["backend"], s["backend"])} for s in body["split"]]
-        body["routes"] = [r | {"to": as_roles.get(r["to"], r["to"])} for r in body["routes"]]
-        body["fallbacks"] = {as_roles.get(n, n): c | {"to": [as_roles.get(t, t) for t in c["to"]]}
-                             for n, c in body["fallbacks"].items()}  # fmt: skip
-        body["control"] = as_roles.get(body["control"], body["control"])
-        config = RouterConfigV2.model_validate(body)
+        body = config.model_dump(exclude={"ensembles"})
+        config = RouterConfigV2.model_validate(body | _retargeted(config, _AS_ROLES))
     stable, canary = config.backends[STABLE], config.backends.get(CANARY)
     header = next((r.header_route() for r in config.routes if r.to == CANARY and r.header is not None), None)
     mirror = config.mirror
