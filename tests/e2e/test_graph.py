@@ -9,6 +9,7 @@ import contextlib
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -51,18 +52,12 @@ async def test_an_ensemble_members_canary_is_promoted_and_a_bad_one_rolled_back_
     stack = world.launch({"1": classifiers.stable, "2": classifiers.healthy, "3": classifiers.failing(0.3),
                           "b1": classifiers.healthy, "b2": classifiers.stable, "c1": classifiers.stable})  # fmt: skip
     rollout = world.rollout_of(stack)
-    try:
+    async with members_serving(rollout):
         await graph_rollouts(rollout, kube_api, classifiers.dataset)
-    finally:  # the world's clean-up waits for the namespace's pods, which the members' own pods are
-        for name in MEMBERS:
-            with contextlib.suppress(client.ApiException):
-                await rollout.custom.delete_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL, name)
 
 
 async def graph_rollouts(rollout: Rollout, kube_api: client.ApiClient, dataset: Any) -> None:
     stack = rollout.stack
-    for name, version in MEMBERS.items():
-        await create_member(rollout, name, version)
     await rollout.create(routed({"strategy": "canary", "canary": {"steps": STEPS}, "analysis": analysis(stack)}),
                          online={"graph": GRAPH})  # fmt: skip
     document = await routing_document(rollout, kube_api)
@@ -132,22 +127,21 @@ async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_c
         "alpha": 0.01,
     }  # fmt: skip
     try:
-        for name, version in MEMBERS.items():
-            await create_member(rollout, name, version)
-        direct = {"strategy": "direct", "analysis": analysis(stack)}
-        await rollout.create(routed(direct, retry_on_stable=False), online={"graph": {**GRAPH_MEMBERS, "abn": abn}})
-        document = await routing_document(rollout, kube_api)
-        assert [(s.backend, s.weight) for s in document.split if s.weight] == [("stable", 34), ("b", 33), ("c", 33)]
-        load = await serve_through_router(rollout, classifiers.dataset, headers=lambda i: {USER_HEADER: user_of(i)},
-                                          on_outcome=shop.visit)  # fmt: skip
-        status = await rollout.wait(lambda s: ((s.get("graph") or {}).get("abn") or {}).get("winner") == "c",
-                                    "the A/B/n test to pick c", within=120)  # fmt: skip
-        summary = load.stop()
+        async with members_serving(rollout):
+            direct = {"strategy": "direct", "analysis": analysis(stack)}
+            await rollout.create(routed(direct, retry_on_stable=False),
+                                 online={"graph": {**GRAPH_MEMBERS, "abn": abn}})  # fmt: skip
+            document = await routing_document(rollout, kube_api)
+            split = [(s.backend, s.weight) for s in document.split if s.weight]
+            assert split == [("stable", 34), ("b", 33), ("c", 33)]
+            load = await serve_through_router(
+                rollout, classifiers.dataset, headers=lambda i: {USER_HEADER: user_of(i)}, on_outcome=shop.visit
+            )
+            status = await rollout.wait(lambda s: ((s.get("graph") or {}).get("abn") or {}).get("winner") == "c",
+                                        "the A/B/n test to pick c", within=120)  # fmt: skip
+            summary = load.stop()
     finally:
         shop.stop()
-        for name in MEMBERS:
-            with contextlib.suppress(client.ApiException):
-                await rollout.custom.delete_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL, name)
     assert not summary.failures, summary.describe()
     versions_of: dict[str, set[str | None]] = defaultdict(set)
     for outcome in summary.outcomes:
@@ -160,6 +154,22 @@ async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_c
     decided = [message for reason, message in await rollout.events() if reason == "AbnDecided"]
     assert len(decided) == 1, decided
     assert "winner c" in decided[0]
+
+
+@contextlib.asynccontextmanager
+async def members_serving(rollout: Rollout) -> AsyncIterator[None]:
+    """MEMBERS, each serving its first version, for the block; deleted after it, since the world's clean-up waits
+    for the namespace's pods, which the members' own pods are."""
+    try:
+        for name, version in MEMBERS.items():
+            await create_member(rollout, name, version)
+        yield
+    finally:
+        for name in MEMBERS:
+            with contextlib.suppress(client.ApiException):
+                await rollout.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, rollout.stack.namespace, PLURAL, name
+                )
 
 
 async def create_member(rollout: Rollout, name: str, version: str) -> None:

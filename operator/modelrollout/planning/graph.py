@@ -115,14 +115,12 @@ def graph_routing(graph: ServingGraph, namespace: str, members: GraphStatus | No
         Route.model_validate(route.model_dump(by_alias=True, exclude_none=True)) for route in graph.routes or []
     )
     abn = graph.abn
-    if abn is None:
-        return GraphRouting(members=backends, ensemble=ensemble, routes=routes)
     return GraphRouting(
         members=backends,
         ensemble=ensemble,
         routes=routes,
-        variants=tuple((v.name, v.weight) for v in abn.variants),
-        sticky_by=StickyBy.model_validate(abn.route_by.model_dump(exclude_none=True)),
+        variants=None if abn is None else tuple((v.name, v.weight) for v in abn.variants),
+        sticky_by=None if abn is None else StickyBy.model_validate(abn.route_by.model_dump(exclude_none=True)),
     )
 
 
