@@ -101,6 +101,18 @@ def reader_config(settings: StreamSettings) -> dict[str, Any]:
     }
 
 
+def leader_reader_config(settings: StreamSettings, group: str) -> dict[str, Any]:
+    """A reader of another group's committed offsets (a following revision's view of the leader group): never
+    subscribes, so it never joins that group, and never commits."""
+    return {
+        **common_config(settings),
+        "client.id": f"modelserver-stream-{settings.instance_id}-leader",
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+    }
+
+
 def producer_config(settings: StreamSettings) -> dict[str, Any]:
     config = {
         **common_config(settings),

@@ -1,8 +1,14 @@
 """The I/O of a stream rollout's shares (modelserver.stream.cutover decides): the share document, read from the
 operator's ConfigMap (watched) or a file (polled) on a thread of its own; this group's committed cutovers, read
 when a partition is assigned (a restart, a rebalance); and the leader group's committed offsets with their
-cutovers, read by any consumer that does not lead, through the admin API (one OffsetFetch per call, answered by
-the group coordinator from memory: milliseconds)."""
+cutovers, read by any consumer that does not lead (one OffsetFetch per call, answered by the group coordinator from
+memory: milliseconds).
+
+The leader's offsets are read by a consumer of the leader group that never joins it (`Coordination.reader`), not by
+librdkafka's admin API: up to 2.16 at least, an admin client whose OffsetFetch is answered "not coordinator" (as
+during a broker restart) dereferences the consumer group it does not have and kills the process (SIGSEGV in
+rd_kafka_cgrp_op, called from rd_kafka_handle_OffsetFetch), and one that kept a broker decommissioned by the
+restart as the coordinator times out forever (confluentinc/librdkafka#5511)."""
 
 from __future__ import annotations
 
@@ -11,15 +17,15 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from modelrollout_contract.stream import CONFIG_KEY, ShareDocument, ShareDocumentError, parse_document
 from modelserver.routing.sources import ConfigMapSource, FileSource, Source
+from modelserver.stream.clients import error_of
 from modelserver.stream.cutover import Cutover, Partition, Placed, Shares, decode
 from modelserver.stream.metrics import StreamMetrics
 from modelserver.stream.pipeline import Processed
@@ -30,7 +36,7 @@ log = logging.getLogger(__name__)
 # (so an idle partition's cutover is seen, and reported, within a second).
 REFRESH_WAITING_S = 0.05
 REFRESH_IDLE_S = 1.0
-ADMIN_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 10.0
 WATCH_TIMEOUT_S = 300
 
 
@@ -99,12 +105,15 @@ class Selection:
 
 class Coordination:
     """Keeps `shares` fed (the document, this group's cutovers of newly assigned partitions, the leader's
-    committed offsets) and applies its decisions to the consumer."""
+    committed offsets) and applies its decisions to the consumer. `reader` makes a consumer of a group (the
+    leader's) that only reads its committed offsets; it is made again when the leader group changes, and when a
+    read timed out (a new client finds the group's coordinator afresh)."""
 
-    def __init__(self, shares: Shares, feed: DocumentFeed, admin: AdminClient) -> None:
+    def __init__(self, shares: Shares, feed: DocumentFeed, reader: Callable[[str], Consumer]) -> None:
         self.shares = shares
         self.feed = feed
-        self.admin = admin
+        self._new_reader = reader
+        self._reader: tuple[str, Consumer] | None = None
         self.waiting = False
         self._restored: set[Partition] = set()
         self._committed: dict[Partition, int] = {}
@@ -198,7 +207,7 @@ class Coordination:
         self._restored.intersection_update(owned)
         if not new:
             return
-        committed = consumer.committed([TopicPartition(t, p) for t, p in new], timeout=ADMIN_TIMEOUT_S)
+        committed = consumer.committed([TopicPartition(t, p) for t, p in new], timeout=READ_TIMEOUT_S)
         for tp in committed:
             if tp.error is not None:
                 raise KafkaException(tp.error)
@@ -219,16 +228,37 @@ class Coordination:
         if now - self._read_at < (REFRESH_WAITING_S if waiting else REFRESH_IDLE_S):
             return
         self._read_at = now
-        request = ConsumerGroupTopicPartitions(document.leader.group, [TopicPartition(t, p) for t, p in owned])
+        reader = self.reader(document.leader.group)
         try:
-            answer = self.admin.list_consumer_group_offsets([request], request_timeout=ADMIN_TIMEOUT_S)
-            result = answer[document.leader.group].result()
+            committed = reader.committed([TopicPartition(t, p) for t, p in owned], timeout=READ_TIMEOUT_S)
         except KafkaException as exc:
             log.warning("cannot read the leader group %s's offsets: %s", document.leader.group, exc)
+            if _timed_out(exc):
+                log.info("replacing the reader of group %s after a timed-out read", document.leader.group)
+                self.close()
             return
-        for tp in result.topic_partitions or ():
+        for tp in committed:
             if tp.error is None:
                 self.shares.learn_leader((tp.topic, tp.partition), tp.offset, tp.metadata)
+
+    def reader(self, group: str) -> Consumer:
+        if self._reader is not None and self._reader[0] != group:
+            self.close()
+        if self._reader is None:
+            self._reader = (group, self._new_reader(group))
+        return self._reader[1]
+
+    def close(self) -> None:
+        """Close the leader group's reader (it never joined the group, so nothing is left behind)."""
+        if self._reader is not None:
+            _, reader = self._reader
+            self._reader = None
+            reader.close()
+
+
+def _timed_out(exc: KafkaException) -> bool:
+    error = error_of(exc)
+    return error is not None and error.code() == KafkaError._TIMED_OUT
 
 
 def _firsts(batch: Sequence[Message]) -> list[tuple[Partition, int]]:

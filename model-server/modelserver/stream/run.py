@@ -27,10 +27,8 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from modelrollout_contract.stream import TRANSIENT_EXIT
 from modelserver import storage
@@ -38,7 +36,7 @@ from modelserver.errors import ModelLoadError
 from modelserver.runtimes import load_model, resolve_format
 from modelserver.runtimes.base import LoadOptions, Model
 from modelserver.settings import ModelSettings
-from modelserver.stream.clients import common_config, consumer_config, producer_config, reader_config
+from modelserver.stream.clients import consumer_config, leader_reader_config, producer_config, reader_config
 from modelserver.stream.comparing import Comparer
 from modelserver.stream.coordination import Coordination, DocumentFeed, source_of
 from modelserver.stream.cutover import Cutover, Partition, Shares
@@ -176,10 +174,12 @@ def _consume(  # noqa: PLR0917 - one caller, and each is a different kind
     )
     coordination = None
     if feed is not None and settings.revision is not None:
-        admin_config: dict[str, Any] = {**common_config(settings), "error_cb": errors.callback("admin"),
-                                        "logger": KAFKA_LOG}  # fmt: skip
-        admin = AdminClient(admin_config)
-        coordination = Coordination(Shares(settings.revision), feed, admin)
+
+        def leader_reader(group: str) -> Consumer:
+            return Consumer({**leader_reader_config(settings, group), "error_cb": errors.callback("leader reader"),
+                             "logger": KAFKA_LOG})  # fmt: skip
+
+        coordination = Coordination(Shares(settings.revision), feed, leader_reader)
     code = EXIT_STOPPED
     comparer = None
     try:
@@ -210,6 +210,8 @@ def _consume(  # noqa: PLR0917 - one caller, and each is a different kind
     finally:
         if comparer is not None:
             comparer.stop()
+        if coordination is not None:
+            coordination.close()
         _close(consumer, producer, failed=code != EXIT_STOPPED)
     return code
 

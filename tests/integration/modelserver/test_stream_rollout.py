@@ -25,6 +25,9 @@ from testkit.waiting import wait_until
 
 from modelrollout_contract import metrics as names
 from modelrollout_contract.stream import Member, ShareDocument, to_document
+from modelserver.routing.sources import FileSource
+from modelserver.stream.coordination import READ_TIMEOUT_S, Coordination, DocumentFeed
+from modelserver.stream.cutover import Shares as CutoverShares
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -237,3 +240,49 @@ def test_a_rollback_hands_the_candidates_share_back_at_exact_offsets(
     print(f"{len(placed)} records; r2's share per epoch: {share}")
     assert abs(share[thirty] - 0.30) <= 0.02
     assert share[back] == share[alone] == 0.0
+
+
+def test_a_follower_reads_the_leaders_offsets_through_a_broker_restart(
+    broker: KafkaBroker, topics: Topics, tag: str, tmp_path: Path
+) -> None:
+    """A follower reads the leader group's committed offsets all through a broker restart (every
+    REFRESH_WAITING_S, as while its records wait), and learns the leader's first commit after it. Through the admin
+    API, such reads killed the process (SIGSEGV in librdkafka on a "not coordinator" answer) or timed out forever
+    (confluentinc/librdkafka#5511)."""
+    R1, R2 = revisions(tag)
+    owned = [(topics.input, p) for p in range(PARTITIONS)]
+
+    def commit(offset: int) -> None:
+        leader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": R1.group})
+        leader.commit(offsets=[TopicPartition(t, p, offset) for t, p in owned], asynchronous=False)
+        leader.close()
+
+    made: list[str] = []
+
+    def reader(group: str) -> Consumer:
+        made.append(group)
+        return Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+
+    shares = CutoverShares(R2.revision)
+    shares.use(ShareDocument(epoch=1, leader=R1, follower=R2, percent=10, final=False))
+    coordination = Coordination(shares, DocumentFeed(FileSource(tmp_path / "unused.json", interval_s=1)), reader)
+
+    def learned(offset: int) -> bool:
+        coordination.refresh(owned, waiting=True)
+        return shares.leader_committed == dict.fromkeys(owned, offset)
+
+    try:
+        commit(5)
+        wait_until(lambda: learned(5), within=10, what="the leader's offsets before the restart")
+        restarted = threading.Event()
+        reading = threading.Thread(target=wait_until, args=(lambda: restarted.is_set() or learned(-1),),
+                                   kwargs={"within": 120, "what": "the restart"})  # fmt: skip
+        reading.start()
+        broker.restart()
+        restarted.set()
+        reading.join()
+        commit(9)
+        wait_until(lambda: learned(9), within=2 * READ_TIMEOUT_S + 10, what="the leader's offsets after the restart")
+    finally:
+        coordination.close()
+    print(f"readers made: {len(made)}")
