@@ -243,6 +243,7 @@ class Latency:
     p99_ms: float
     max_ms: float
     histogram: str = ""  # the consumer's own view (modelserver only)
+    busy: dict[str, float] = field(default_factory=dict)  # per CPU, over the measured window (after the warm-up)
 
 
 class Collector:
@@ -366,8 +367,15 @@ def paced(
 ) -> Latency:
     """Produce `record(i)` at `rate`/s for warmup + seconds while reading the outputs; end-to-end per record."""
     pacer = Pacer(bootstrap, topic, place)
+    busy_before: dict[str, tuple[int, int]] = {}
+
+    def measured() -> None:
+        busy_before.update(cpu_times())
+        measuring()
+
     with without_gc_pauses(), Collector(reader, join) as collector:
-        achieved = pacer.run(rate, seconds, warmup, record, measuring)
+        achieved = pacer.run(rate, seconds, warmup, record, measured)
+        busy = busy_share(busy_before, cpu_times())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not pacer.counted <= collector.seen().keys():
             time.sleep(0.1)
@@ -383,6 +391,7 @@ def paced(
         p50_ms=float(np.percentile(waits, 50)),
         p99_ms=float(np.percentile(waits, 99)),
         max_ms=float(waits.max()),
+        busy=busy,
     )
 
 
@@ -482,6 +491,7 @@ class Result:
     name: str
     saturation: Saturation | None = None
     latency: Latency | None = None
+    lighter: Latency | None = None  # exactly-once only: the same at a quarter of saturation
     notes: list[str] = field(default_factory=list)
     error: str = ""
 
@@ -552,6 +562,8 @@ def modelserver(
                 if latency:
                     median = sorted(measured, key=lambda m: m.rate)[len(measured) // 2]
                     result.latency = latency_phase(ctx, input_topic, reader, port, rate or median.rate / 2)
+                    if delivery == "exactly-once" and backoff_ms is None:
+                        result.lighter = latency_phase(ctx, input_topic, reader, port, median.rate / 4)
         finally:
             consumer.stop()
             reader.close()
@@ -803,7 +815,9 @@ def row(result: Result, eos: Result | None) -> str:
     if sat and sat.busy:
         notes.append("busy over the saturation window: " + ", ".join(f"CPU {c} {b:.0%}" for c, b in sat.busy.items()))
     if lat:
-        notes.append(f"latency: max {lat.max_ms:.0f} ms over {lat.measured:,} records, {lat.missing} outputs missing")
+        busy = ", ".join(f"CPU {c} {b:.0%}" for c, b in lat.busy.items())
+        notes.append(f"latency: max {lat.max_ms:.0f} ms over {lat.measured:,} records, {lat.missing} outputs missing; "
+                     f"busy over its window: {busy}")  # fmt: skip
         if lat.histogram:
             notes.append(f"the consumer's own end-to-end histogram: {lat.histogram}")
     if result.error:
@@ -830,6 +844,15 @@ def targets(results: list[Result]) -> list[str]:
                else "it is bound by its own CPU")  # fmt: skip
         lines.append(f"- exactly-once's consumer kept its CPU {busy:.0%} busy at saturation (the broker's CPU "
                      f"{eos.saturation.busy.get(BROKER_CPU, 0):.0%}): {why}")  # fmt: skip
+    half, quarter = eos.latency, eos.lighter
+    if quarter is not None:
+        lines.append(
+            f"- the same at a quarter of saturation ({quarter.achieved:,.0f} msg/s): p50 / p99 {quarter.p50_ms:.1f} / "
+            f"{quarter.p99_ms:.1f} ms, max {quarter.max_ms:.0f} ms; CPU {BROKER_CPU} (the broker and this driver) busy "
+            f"{quarter.busy.get(BROKER_CPU, 0):.0%}, against {half.busy.get(BROKER_CPU, 0):.0%} at half saturation "
+            f"(CPU {CONSUMER_CPU}, the consumer's: {quarter.busy.get(CONSUMER_CPU, 0):.0%} and "
+            f"{half.busy.get(CONSUMER_CPU, 0):.0%})"
+        )
     what_if = next((r for r in results if r.name.startswith("what-if") and r.saturation and r.latency), None)
     if what_if and what_if.saturation and what_if.latency:
         lines.append(f"- what-if row (not shipped, one producer setting): {what_if.saturation.rate:,.0f} messages/s, "
