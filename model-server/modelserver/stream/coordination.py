@@ -235,7 +235,7 @@ class Coordination:
             log.warning("cannot read the leader group %s's offsets: %s", document.leader.group, exc)
             if _timed_out(exc):
                 log.info("replacing the reader of group %s after a timed-out read", document.leader.group)
-                self.close()
+                self.close(wait=False)
             return
         for tp in committed:
             if tp.error is None:
@@ -248,12 +248,16 @@ class Coordination:
             self._reader = (group, self._new_reader(group))
         return self._reader[1]
 
-    def close(self) -> None:
-        """Close the leader group's reader (it never joined the group, so nothing is left behind)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Close the leader group's reader (it never joined the group, so nothing is left behind); without `wait`
+        on a thread of its own, for a client that may be stuck (the consumer's loop must not wait on it)."""
         if self._reader is not None:
             _, reader = self._reader
             self._reader = None
-            reader.close()
+            if wait:
+                reader.close()
+            else:
+                threading.Thread(target=reader.close, name="close-leader-reader", daemon=True).start()
 
 
 def _timed_out(exc: KafkaException) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from testkit.waiting import wait_until
 
 from modelrollout_contract.stream import Member, ShareDocument
 from modelserver.routing.sources import FileSource
@@ -90,7 +91,7 @@ def test_a_timed_out_read_closes_the_reader_and_the_next_read_uses_a_new_one(tmp
     fresh = FakeReader("g1", [{OWNED[0]: 12, OWNED[1]: 5}])
     coordination = follower(Readers([stuck, fresh]), tmp_path)
     coordination.refresh(OWNED, waiting=False)
-    assert stuck.closed
+    wait_until(lambda: stuck.closed, within=5, what="the stuck reader closed (on a thread of its own)")
     assert coordination.shares.leader_committed == {}
     coordination.refresh(OWNED, waiting=False)
     assert coordination.shares.leader_committed == {OWNED[0]: 12, OWNED[1]: 5}
