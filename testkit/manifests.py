@@ -594,6 +594,7 @@ INVALID += [
         _abn(variants=[{"name": "self", "weight": 50}, {"name": "b", "weight": 25}, {"name": "b", "weight": 25}]),
         ("online.graph.abn.variants names a variant twice",),
     ),
+    Invalid("graph-abn-unknown-on-winner", _abn(onWinner="promote"), ("onWinner", "report", "route")),
 ]
 
 # Valid values at the edges of the rules above: both pydantic and the API server admit each.
@@ -604,6 +605,7 @@ EDGE_VALID: list[Invalid] = [
             variants=[{"name": "self", "weight": 99}, {"name": "c", "weight": 1}],
             routeBy={"cookie": "uid"},
             test="sequential",
+            onWinner="route",
         ),
         (),
     ),

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -22,13 +24,16 @@ from modelrollout.api import GROUP, PLURAL, VERSION
 from modelrollout.planning.names import router_configmap_name
 from modelrollout_contract.router import CONFIG_KEY
 from modelrollout_contract.router_v2 import parse_any
-from tests.e2e.rollouts import MERGE_PATCH, Rollout, World, analysis, routed, serve_through_router
+from tests.e2e.rollouts import MERGE_PATCH, RATE, Rollout, World, analysis, routed, serve_through_router
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STEPS = [{"setWeight": 50}, {"pause": {"duration": "8s"}}]
 MEMBERS = {"churn-b": "b1", "churn-c": "c1"}  # ModelDeployment -> its first version
 USER_HEADER = "x-user-id"
+# How long after the operator rewrote the routing document the router may still route by the old one: it follows
+# its ConfigMap through a watch (well under a second here).
+ROUTER_FOLLOWS_S = 1.0
 _ids = random.Random(18)
 USERS = [uuid.UUID(int=_ids.getrandbits(128)).hex for _ in range(400)]
 
@@ -106,7 +111,7 @@ async def graph_rollouts(rollout: Rollout, kube_api: client.ApiClient, dataset: 
     }
 
 
-async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_converts_better(
+async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_converts_better_and_routes_to_it(
     world: World, kube_api: client.ApiClient
 ) -> None:
     classifiers = world.classifiers
@@ -125,6 +130,7 @@ async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_c
         # b converts as the control does: a family-wise alpha of 1% bounds the chance of calling it either way (the
         # correction's promise) to 1% of runs; c's p-value at 100 trials each (~6e-5) is far below Holm's 0.5%.
         "alpha": 0.01,
+        "onWinner": "route",
     }  # fmt: skip
     try:
         async with members_serving(rollout):
@@ -139,18 +145,33 @@ async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_c
             )
             status = await rollout.wait(lambda s: ((s.get("graph") or {}).get("abn") or {}).get("winner") == "c",
                                         "the A/B/n test to pick c", within=120)  # fmt: skip
+            # The pass that decided began before it rewrote the document: until then every user kept one variant.
+            decided_at = datetime.fromisoformat(status["graph"]["abn"]["evaluatedAt"]).timestamp()
+
+            async def routed_to_c() -> bool:
+                document = await routing_document(rollout, kube_api)
+                return [(s.backend, s.weight) for s in document.split if s.weight] == [("c", 100)]
+
+            await eventually(routed_to_c, within=10, what="the router's document to send every user to c")
+            switched_at = time.time()
+            load.wait_for(len(load.outcomes) + 3 * int(RATE))  # 3 s more: the router follows its document in 1
             summary = load.stop()
     finally:
         shop.stop()
     assert not summary.failures, summary.describe()
     versions_of: dict[str, set[str | None]] = defaultdict(set)
     for outcome in summary.outcomes:
-        versions_of[user_of(outcome.index)].add(outcome.version)
-    assert all(len(seen) == 1 for seen in versions_of.values()), "a user answered by two variants"
+        if outcome.sent_at < decided_at:
+            versions_of[user_of(outcome.index)].add(outcome.version)
+    assert all(len(seen) == 1 for seen in versions_of.values()), "a user answered by two variants during the test"
     assert set(summary.by_version) == {"1", "b1", "c1"}, summary.describe()
+    after = [o for o in summary.outcomes if o.sent_at >= switched_at + ROUTER_FOLLOWS_S]
+    assert len(after) >= RATE, f"only {len(after)} requests after the switch"
+    assert {o.version for o in after} == {"c1"}, Counter(o.version for o in after)
     verdicts = {v["name"]: v["verdict"] for v in status["graph"]["abn"]["variants"]}
     assert verdicts == {"self": "Control", "b": "Undecided", "c": "Better"}, status["graph"]["abn"]
     assert "winner c (Holm" in status["graph"]["abn"]["message"]
+    assert "every user is routed to c" in status["graph"]["abn"]["message"]
     decided = [message for reason, message in await rollout.events() if reason == "AbnDecided"]
     assert len(decided) == 1, decided
     assert "winner c" in decided[0]

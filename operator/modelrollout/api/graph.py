@@ -194,7 +194,8 @@ class GraphAbn(SplitTest):
     a header or cookie value; every `interval` each variant's success rate is compared with the control's, with a
     correction for the number of comparisons (Holm for twoProportion, Bonferroni on e-values for sequential), and
     status.graph.abn says the winner: the best variant significantly better than the control, or the control when
-    every variant is significantly worse. Acting on it (promoting the winner) is the owner's decision."""
+    every variant is significantly worse. `onWinner` says what follows: `report` leaves the split as it is (acting
+    on the winner is the owner's decision), `route` sends every user to the winner and ends the test."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -214,6 +215,12 @@ class GraphAbn(SplitTest):
         description="In order: a user's bucket falls in the variants' cumulative ranges in this order.",
     )
     interval: Duration = Field(default="1m", description="How often the variants are compared.")
+    on_winner: Literal["report", "route"] = Field(
+        default="report",
+        description="report: status.graph.abn names the winner and the split stays; route: once a winner is "
+        "decided every user is routed to it, and the test ends (its verdict stands until a variant, a weight or "
+        "a variant's version changes, which starts a new test on the split).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GraphAbn:

@@ -119,12 +119,21 @@ def graph_routing(graph: ServingGraph, namespace: str, members: GraphStatus | No
         members=backends,
         ensemble=ensemble,
         routes=routes,
-        variants=None if abn is None else tuple((v.name, v.weight) for v in abn.variants),
+        variants=None if abn is None else abn_split(abn, members.abn if members is not None else None),
         sticky_by=None if abn is None else StickyBy.model_validate(abn.route_by.model_dump(exclude_none=True)),
     )
 
 
 # --- the A/B/n test (online.graph.abn) ----------------------------------------------------------------------------
+
+
+def abn_split(abn: GraphAbn, test: GraphAbnStatus | None) -> tuple[tuple[str, int], ...]:
+    """The users' split between the variants, in the spec's order: the spec's weights, or, with onWinner route and
+    a winner decided, every user on the winner (the others keep their places in the order, at 0%)."""
+    winner = test.winner if test is not None and abn.on_winner == "route" else None
+    if winner is None:
+        return tuple((v.name, v.weight) for v in abn.variants)
+    return tuple((v.name, 100 if v.name == winner else 0) for v in abn.variants)
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ class AbnRound:
     status: GraphAbnStatus
     revisions: Mapping[str, RevisionRef]  # variant -> the revision answering for it
     due: bool
-    next_at: datetime
+    next_at: datetime | None  # None: the test has ended (onWinner route, with its winner routed)
 
 
 def abn_round(abn: GraphAbn, graph: GraphStatus, prev: GraphAbnStatus | None, now: datetime) -> AbnRound | None:
@@ -155,6 +164,8 @@ def abn_round(abn: GraphAbn, graph: GraphStatus, prev: GraphAbnStatus | None, no
             variants=[AbnVariantResult(name=name, version=known[name].version) for name, _, _ in what],
         )
         return AbnRound(status=started, revisions=known, due=False, next_at=now + interval)
+    if prev.winner is not None and abn.on_winner == "route":
+        return AbnRound(status=prev, revisions=known, due=False, next_at=None)
     last = prev.evaluated_at or prev.started_at
     due = now >= last + interval
     return AbnRound(status=prev, revisions=known, due=due, next_at=(now if due else last) + interval)
@@ -180,11 +191,14 @@ def abn_evaluated(
             verdict=_verdict(compared),
         )
 
+    message = abn_test.describe(result, arms, abn)
+    if result.winner is not None and abn.on_winner == "route":
+        message += f"; every user is routed to {result.winner} now (onWinner: route), and the test has ended"
     return round_.status.model_copy(
         update={
             "evaluated_at": now,
             "winner": result.winner,
-            "message": abn_test.describe(result, arms, abn)[:4096],
+            "message": message[:4096],
             "variants": [row(v.name) for v in abn.variants],
         }
     )

@@ -10,8 +10,15 @@ import pytest
 
 from modelrollout.api.graph import GraphAbn, ServingGraph
 from modelrollout.api.spec import ModelDeploymentSpec
-from modelrollout.api.status import GraphStatus, ModelDeploymentStatus
-from modelrollout.planning.graph import abn_evaluated, abn_round, graph_member_names, graph_routing, graph_status
+from modelrollout.api.status import GraphAbnStatus, GraphStatus, ModelDeploymentStatus
+from modelrollout.planning.graph import (
+    abn_evaluated,
+    abn_round,
+    abn_split,
+    graph_member_names,
+    graph_routing,
+    graph_status,
+)
 from modelrollout_contract.router_v2 import Route
 
 MODEL = {"name": "churn", "version": "1", "uri": "s3://models/churn/1/model.joblib", "format": "sklearn"}
@@ -159,3 +166,45 @@ def test_the_best_variant_significantly_better_than_the_control_wins_after_holms
     # Fewer trials than minSamples: undecided whatever the rates.
     early = abn_evaluated(abn, round_, {"self": (5, 100), "b": (5, 100), "c": (40, 100)}, T0)
     assert early.winner is None
+
+
+def test_on_winner_report_keeps_the_split_and_goes_on_evaluating() -> None:
+    abn = GraphAbn.model_validate(ABN)
+    assert abn.on_winner == "report"
+    round_ = abn_round(abn, serving(self="1", b="b1", c="c1"), None, T0)
+    assert round_ is not None
+    test = abn_evaluated(abn, round_, {"self": (50, 1000), "b": (55, 1000), "c": (120, 1000)}, T0)
+    assert test.winner == "c"
+    assert abn_split(abn, test) == (("self", 34), ("b", 33), ("c", 33))
+    later = abn_round(abn, serving(self="1", b="b1", c="c1"), test, T0 + timedelta(minutes=1))
+    assert later is not None
+    assert later.due
+
+
+def test_on_winner_route_sends_every_user_to_the_winner_and_ends_the_test() -> None:
+    abn = GraphAbn.model_validate({**ABN, "onWinner": "route"})
+    round_ = abn_round(abn, serving(self="1", b="b1", c="c1"), None, T0)
+    assert round_ is not None
+    assert abn_split(abn, round_.status) == (("self", 34), ("b", 33), ("c", 33)), "undecided: the spec's split"
+    test = abn_evaluated(abn, round_, {"self": (50, 1000), "b": (55, 1000), "c": (120, 1000)}, T0)
+    assert abn_split(abn, test) == (("self", 0), ("b", 0), ("c", 100))
+    assert test.message is not None
+    assert "every user is routed to c" in test.message
+    ended = abn_round(abn, serving(self="1", b="b1", c="c1"), test, T0 + timedelta(minutes=10))
+    assert ended is not None
+    assert (ended.due, ended.next_at, ended.status.winner) == (False, None, "c")
+    # A variant's new version is another test, on the spec's split again.
+    moved = abn_round(abn, serving(self="1", b="b2", c="c1"), test, T0 + timedelta(minutes=11))
+    assert moved is not None
+    assert moved.status.winner is None
+    assert abn_split(abn, moved.status) == (("self", 34), ("b", 33), ("c", 33))
+
+
+def test_the_routers_document_follows_a_routed_winner() -> None:
+    members = [{"name": "b", "modelDeployment": "churn-b"}, {"name": "c", "modelDeployment": "churn-c"}]
+    graph = ServingGraph.model_validate({"members": members, "abn": {**ABN, "onWinner": "route"}})
+    status = serving(self="1", b="b1", c="c1")
+    assert graph_routing(graph, "ml", status).variants == (("self", 34), ("b", 33), ("c", 33))
+    decided = GraphAbnStatus(started_at=T0, key="k", winner="self")
+    routing = graph_routing(graph, "ml", status.model_copy(update={"abn": decided}))
+    assert routing.variants == (("self", 100), ("b", 0), ("c", 0))
