@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from testkit.kafka import KafkaBroker
 from testkit.models import Classifiers
 from testkit.topics import Feeder, Stream, Topics, check_shares, exactly_once, histories, read_all
@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
 KEYS = 20_000  # distinct keys: a 10% share of them is 10% +- 0.2 (one sd) of the records
 VERSION_OF = {"1": "r1", "2": "r2"}
+COORDINATOR_MOVING = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}  # fmt: skip
 
 
 @pytest.fixture
@@ -253,9 +255,23 @@ def test_a_follower_reads_the_leaders_offsets_through_a_broker_restart(
     owned = [(topics.input, p) for p in range(PARTITIONS)]
 
     def commit(offset: int) -> None:
+        """As the leader's consumer does: a refusal while the group's coordinator moves or loads (the restarted
+        broker still reading the group's offsets: COORDINATOR_LOAD_IN_PROGRESS) is tried again."""
         leader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": R1.group})
-        leader.commit(offsets=[TopicPartition(t, p, offset) for t, p in owned], asynchronous=False)
-        leader.close()
+
+        def committed() -> bool:
+            try:
+                leader.commit(offsets=[TopicPartition(t, p, offset) for t, p in owned], asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() not in COORDINATOR_MOVING:
+                    raise
+                return False
+            return True
+
+        try:
+            wait_until(committed, within=30, interval=0.2, what=f"the leader's commit of offset {offset}")
+        finally:
+            leader.close()
 
     made: list[str] = []
 
