@@ -138,8 +138,7 @@ async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_c
             await rollout.create(routed(direct, retry_on_stable=False),
                                  online={"graph": {**GRAPH_MEMBERS, "abn": abn}})  # fmt: skip
             document = await routing_document(rollout, kube_api)
-            split = [(s.backend, s.weight) for s in document.split if s.weight]
-            assert split == [("stable", 34), ("b", 33), ("c", 33)]
+            assert weighted(document) == [("stable", 34), ("b", 33), ("c", 33)]
             load = await serve_through_router(
                 rollout, classifiers.dataset, headers=lambda i: {USER_HEADER: user_of(i)}, on_outcome=shop.visit
             )
@@ -150,7 +149,7 @@ async def test_an_ab_n_test_of_the_model_and_two_members_picks_the_member_that_c
 
             async def routed_to_c() -> bool:
                 document = await routing_document(rollout, kube_api)
-                return [(s.backend, s.weight) for s in document.split if s.weight] == [("c", 100)]
+                return weighted(document) == [("c", 100)]
 
             await eventually(routed_to_c, within=10, what="the router's document to send every user to c")
             switched_at = time.time()
@@ -226,6 +225,11 @@ async def member_serving(rollout: Rollout, name: str, version: str) -> None:
         return (status.get("phase") == "Healthy" and (status.get("stable") or {}).get("version") == version) or None
 
     await eventually(serving, within=90, what=f"ModelDeployment {name} serving version {version}")
+
+
+def weighted(document: Any) -> list[tuple[str, int]]:
+    """The backends the document's split gives users to, with their percent (those at 0% left out)."""
+    return [(share.backend, share.weight) for share in document.split if share.weight]
 
 
 async def routing_document(rollout: Rollout, kube_api: client.ApiClient) -> Any:
