@@ -800,6 +800,10 @@ def raw_predict(ctx: Context) -> tuple[Result, Result]:
 # ---- report -----------------------------------------------------------------------------------------------------
 
 
+def per_cpu(busy: dict[str, float]) -> str:
+    return ", ".join(f"CPU {cpu} {share:.0%}" for cpu, share in busy.items())
+
+
 def row(result: Result, eos: Result | None) -> str:
     sat, lat = result.saturation, result.latency
     rate = f"{sat.rate:,.0f}" if sat else "-"
@@ -813,11 +817,10 @@ def row(result: Result, eos: Result | None) -> str:
     if sat and sat.extra:
         notes.append(f"**{sat.extra:,} outputs beyond N** (duplicates) in the saturation run")
     if sat and sat.busy:
-        notes.append("busy over the saturation window: " + ", ".join(f"CPU {c} {b:.0%}" for c, b in sat.busy.items()))
+        notes.append(f"busy over the saturation window: {per_cpu(sat.busy)}")
     if lat:
-        busy = ", ".join(f"CPU {c} {b:.0%}" for c, b in lat.busy.items())
         notes.append(f"latency: max {lat.max_ms:.0f} ms over {lat.measured:,} records, {lat.missing} outputs missing; "
-                     f"busy over its window: {busy}")  # fmt: skip
+                     f"busy over its window: {per_cpu(lat.busy)}")  # fmt: skip
         if lat.histogram:
             notes.append(f"the consumer's own end-to-end histogram: {lat.histogram}")
     if result.error:
