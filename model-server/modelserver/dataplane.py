@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,19 +54,43 @@ class Batching:
     max_wait_s: float = 0.002
 
 
-@dataclass(slots=True)
 class Call:
-    """One request in flight; `code` ends up as the `code` label of `modelserver_requests_total`, and its
-    duration is timed from `started` (entry, moved to the end of the body by `body_received`)."""
+    """One request in flight, and the context that counts it (DataPlane.observe): `code` ends up as the `code`
+    label of `modelserver_requests_total`, and its duration is timed from `started` (entry, moved to the end of
+    the body by `body_received`). A ServingError raised inside sets the code and counts its reason.
 
-    code: int = 200
-    arriving: bool = True
-    started: float = field(default_factory=time.perf_counter)
+    A class rather than a generator-based context manager: it is entered on every request, and this is the
+    cheaper of the two by a few µs."""
+
+    __slots__ = ("_plane", "_protocol", "arriving", "code", "started")
+
+    def __init__(self, plane: DataPlane, protocol: str) -> None:
+        self._plane = plane
+        self._protocol = protocol
+        self.code = 200
+        self.arriving = True
+        self.started = time.perf_counter()
 
     def body_received(self) -> None:
         """Time the request from here: how slowly a client uploads is not this model's latency (a canary fed by
         a busy or distant client would otherwise be judged on its client)."""
         self.started = time.perf_counter()
+
+    def __enter__(self) -> Call:
+        self._plane._arriving += 1
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        plane = self._plane
+        if isinstance(exc, ServingError):
+            self.code = exc.status
+            plane.metrics.error(exc.reason)
+        elif isinstance(exc, Exception):
+            self.code = 500
+            plane.metrics.error("internal")
+        if self.arriving:
+            plane._arriving -= 1
+        plane.metrics.request(self._protocol, self.code, time.perf_counter() - self.started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,25 +157,9 @@ class DataPlane:
 
     # --- accounting ---------------------------------------------------------------------------------------
 
-    @contextmanager
-    def observe(self, protocol: str) -> Iterator[Call]:
-        """Count and time one request; a ServingError raised inside sets its code and reason."""
-        call = Call()
-        self._arriving += 1
-        try:
-            yield call
-        except ServingError as exc:
-            call.code = exc.status
-            self.metrics.error(exc.reason)
-            raise
-        except Exception:
-            call.code = 500
-            self.metrics.error("internal")
-            raise
-        finally:
-            if call.arriving:
-                self._arriving -= 1
-            self.metrics.request(protocol, call.code, time.perf_counter() - call.started)
+    def observe(self, protocol: str) -> Call:
+        """`with plane.observe(protocol) as call:` counts and times one request (see Call)."""
+        return Call(self, protocol)
 
     # --- prediction ---------------------------------------------------------------------------------------
 
@@ -198,8 +206,11 @@ class DataPlane:
 
     def _count(self, prediction: Prediction) -> None:
         if self.signature.task == "classification":
-            # Counter over a short list beats np.unique by ~20 µs for the typical one-row request.
-            self.metrics.labels({str(k): c for k, c in Counter(prediction.values.tolist()).items()})
+            values = prediction.values.tolist()
+            if len(values) == 1:  # the typical request, without Counter's machinery
+                self.metrics.labels({str(values[0]): 1})
+            else:  # Counter over a short list beats np.unique by ~20 µs
+                self.metrics.labels({str(k): c for k, c in Counter(values).items()})
         else:
             self.metrics.values(prediction.values.astype(np.float64).tolist())
 

@@ -38,6 +38,13 @@ class UnsupportedMediaType(ServingError):
     reason = "unsupported_media"
 
 
+class ClientClosed(ServingError):
+    """The client went away before its request body arrived: nobody is left to answer (nginx's 499)."""
+
+    status = 499
+    reason = "client_closed"
+
+
 class ModelNotFound(ServingError):
     status = 404
     reason = "not_found"

@@ -1,5 +1,6 @@
 """REST transport: Open Inference Protocol v2 (tritonclient-compatible, binary tensor extension included),
-the simple `POST /predict`, `/metrics` and the OpenAPI document. All model logic lives in the data plane."""
+the simple `POST /predict`, `/metrics` and the OpenAPI document. All model logic lives in the data plane; the
+inference routes themselves are bare ASGI (modelserver.inference_http), every other route is Starlette's."""
 
 from __future__ import annotations
 
@@ -17,27 +18,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelserver import __version__
-from modelserver.dataplane import SERVER_NAME, DataPlane, V2Result
+from modelserver.dataplane import SERVER_NAME, DataPlane
 from modelserver.errors import (
-    InvalidInput,
-    MalformedRequest,
-    ModelNotFound,
-    PayloadTooLarge,
     ServingError,
-    UnsupportedMediaType,
 )
-from modelserver.metrics import PROTOCOL_PREDICT, PROTOCOL_V2, render
+from modelserver.inference_http import InferenceRoutes
+from modelserver.metrics import render
 from modelserver.openapi import openapi_document
 from modelserver.repository import Repository, source_for
 from modelserver.settings import ServerSettings
-from modelserver.tensors import binary_data, json_data
 
 log = logging.getLogger(__name__)
 
 # The CLI resolves settings once (flags over environment, remote URI already fetched) and passes them to
 # every worker process through this variable.
 RESOLVED_SETTINGS_ENV = "MODELSERVER__RESOLVED"
-HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
 
 
@@ -47,59 +42,6 @@ def _json(content: Any, status: int = 200) -> Response:
 
 def _error(exc: ServingError) -> Response:
     return _json({"error": exc.message}, exc.status)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in {"identity", ""}:
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """Split a binary-extension body into its JSON header and the raw tensor bytes after it."""
-    if header_length is None:
-        return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
-        raise MalformedRequest(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
-    cut = int(header_length)
-    return body[:cut], body[cut:]
-
-
-def encode_v2(plane: DataPlane, result: V2Result) -> Response:
-    outputs: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
-    for tensor in result.outputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
-        if tensor.binary:
-            blob = binary_data(tensor.array)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = json_data(tensor.array)
-        outputs.append(entry)
-    body: dict[str, Any] = {"model_name": plane.name, "model_version": plane.version, "outputs": outputs}
-    if result.request.id is not None:
-        body["id"] = result.request.id
-    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not blobs:
-        return Response(header, media_type=JSON)
-    return Response(
-        header + b"".join(blobs),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
 
 
 class Handlers:
@@ -139,51 +81,6 @@ class Handlers:
             return _error(exc)
         return _json({"name": plane.name, "ready": plane.ready}, 200 if plane.ready else 503)
 
-    async def infer(self, request: Request) -> Response:
-        try:
-            plane = self._plane(request)
-        except ServingError as exc:
-            return _error(exc)
-        try:
-            with plane.observe(PROTOCOL_V2) as call:
-                body = await read_body(request, self.settings.max_body_bytes)
-                call.body_received()
-                header, binary = split_binary(body, request.headers.get(HEADER_LENGTH))
-                parsed, x = plane.parse_v2(header, binary)
-                response = encode_v2(plane, await plane.infer_v2(parsed, x, call))
-        except ServingError as exc:
-            return _error(exc)
-        return response
-
-    async def predict(self, request: Request) -> Response:
-        try:
-            plane = self._predict_plane(request)
-        except ServingError as exc:
-            return _error(exc)
-        try:
-            with plane.observe(PROTOCOL_PREDICT) as call:
-                threshold = plane.check_threshold(request.query_params.get("threshold"))
-                body = await read_body(request, self.settings.max_body_bytes)
-                call.body_received()
-                x = plane.parse_records(body)
-                response = _json(await plane.predict_records(x, call, threshold))
-        except ServingError as exc:
-            return _error(exc)
-        return response
-
-    def _predict_plane(self, request: Request) -> DataPlane:
-        """/predict's model: `?model=NAME` (and `&version=`), or the one model served."""
-        name = request.query_params.get("model")
-        if name is not None:
-            return self.repository.get(name, request.query_params.get("version"))
-        plane = self.repository.only()
-        if plane is None:
-            served = ", ".join(sorted({p.name for p in self.repository.planes()}))
-            if not served:
-                raise ModelNotFound("no model is served here")
-            raise InvalidInput(f"this server serves several models ({served}): name one, as /predict?model=NAME")
-        return plane
-
     # --- the repository extension ---------------------------------------------------------------------------
 
     async def repository_index(self, request: Request) -> Response:
@@ -211,7 +108,8 @@ class Handlers:
         return _json(openapi_document())
 
 
-def create_app(settings: ServerSettings) -> Starlette:
+def create_app(settings: ServerSettings) -> InferenceRoutes:
+    """The inference routes (modelserver.inference_http) in front of a Starlette app with every other route."""
     repository = Repository(settings, source_for(settings))
     handlers = Handlers(settings, repository)
 
@@ -253,12 +151,7 @@ def create_app(settings: ServerSettings) -> Starlette:
             await repository.stop()
 
     h = handlers
-    # Starlette tries routes in order, a regular expression each: inference first, so an inference request is
-    # matched by the first (or second) pattern rather than after the health and metadata routes (~20 us a request).
     routes = [
-        Route("/v2/models/{name}/infer", h.infer, methods=["POST"]),
-        Route("/predict", h.predict, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", h.infer, methods=["POST"]),
         Route("/v2/health/live", h.live, methods=["GET"]),
         Route("/v2/health/ready", h.ready, methods=["GET"]),
         Route("/v2", h.server_metadata, methods=["GET"]),
@@ -272,7 +165,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         Route("/metrics", h.metrics, methods=["GET"]),
         Route("/openapi.json", h.openapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return InferenceRoutes(repository, settings.max_body_bytes, Starlette(routes=routes, lifespan=lifespan))
 
 
 async def _start_grpc(repository: Repository, settings: ServerSettings) -> Any:
@@ -288,7 +181,7 @@ async def _start_grpc(repository: Repository, settings: ServerSettings) -> Any:
         raise
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> InferenceRoutes:
     """uvicorn's app factory in each worker: the CLI's resolved settings, else MODELSERVER_* variables."""
     resolved = os.environ.get(RESOLVED_SETTINGS_ENV)
     settings = ServerSettings.model_validate_json(resolved) if resolved else ServerSettings()

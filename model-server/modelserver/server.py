@@ -22,6 +22,7 @@ from uvicorn.supervisors import Multiprocess
 
 from modelserver import storage
 from modelserver.errors import ModelLoadError
+from modelserver.http_protocol import CoalescingHttpToolsProtocol
 from modelserver.logs import log_config
 from modelserver.rest import RESOLVED_SETTINGS_ENV
 from modelserver.settings import ServerSettings
@@ -51,7 +52,9 @@ def serve(settings: ServerSettings) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # one write per response (modelserver.http_protocol)
+        ws="none",
+        proxy_headers=False,  # nothing here reads X-Forwarded-*; the middleware cost ~3% of a 1-row request
         lifespan="on",
         log_config=logging_config,
         access_log=settings.access_log,

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
+from modelserver.asgi import ClientGone, Receive, Scope, Send, receive_body
 from modelserver.routing.auth import KEY_HEADERS, TOO_MANY_REQUESTS, Gate, Refusal
 from modelserver.routing.limits import retry_after
 from modelserver.routing.messages import (
@@ -54,18 +54,9 @@ from modelserver.routing.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 SERVICE_UNAVAILABLE = 503
 PAYLOAD_TOO_LARGE = 413
 SHADOW_DRAIN_S = 5.0
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
 
 
 class RouterApp:
@@ -274,31 +265,13 @@ def _report_source_end(task: asyncio.Task[None]) -> None:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it exceeds `limit`."""
+    """The whole request body, or None when it exceeds `limit` (refused on its Content-Length before reading)."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
                 return None
             break
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body if len(body) <= limit else None
-    chunks = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return await receive_body(receive, limit)
 
 
 async def _send(send: Send, reply: Reply, *, head: bool = False) -> None:

@@ -13,6 +13,7 @@ import signal
 
 import uvicorn
 
+from modelserver.http_protocol import CoalescingHttpToolsProtocol
 from modelserver.logs import log_config
 from modelserver.routing.app import RouterApp
 from modelserver.routing.auth import Gate
@@ -58,7 +59,7 @@ def route(settings: RouterSettings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # one write per response (modelserver.http_protocol)
         ws="none",
         lifespan="on",
         proxy_headers=False,  # X-Forwarded-* pass to the backend untouched; the router itself reads none

@@ -44,7 +44,7 @@ class EstimatorModel(SignedModel):
         if self._classes is not None and self._proba:
             # One model call gives both outputs; labels follow the probabilities we report (argmax).
             proba = np.asarray(self._predict_proba(x))  # type: ignore[misc]
-            return Prediction(self._classes[np.argmax(proba, axis=1)], proba)
+            return Prediction(self._classes[proba.argmax(axis=1)], proba)
         return Prediction(np.asarray(self._estimator.predict(x)).reshape(len(x)))
 
 

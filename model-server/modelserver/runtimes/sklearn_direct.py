@@ -52,8 +52,11 @@ def _logistic(estimator: Any) -> Callable[[Array], Array]:
     def predict_proba(x: Array) -> Array:
         scores = x @ coef_t + intercept
         if binary:
-            positive = expit(scores.ravel())
-            return np.stack([1 - positive, positive], axis=1)
+            # sklearn's np.vstack([1 - p, p]).T, written into one array: np.stack alone was ~3 µs a call.
+            proba = np.empty((len(scores), 2))
+            expit(scores[:, 0], out=proba[:, 1])
+            np.subtract(1, proba[:, 1], out=proba[:, 0])
+            return proba
         result: Array = softmax(scores, copy=False)
         return result
 

@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from modelserver import dataplane as dataplane_module
 from modelserver.dataplane import DataPlane
 from modelserver.errors import ServingError
+from modelserver.inference_http import HEADER_LENGTH, encode_v2
 from modelserver.metrics import PROTOCOLS
 from modelserver.protocol import InferenceResponse
-from modelserver.rest import encode_v2
 from tests.unit.modelserver import builders
 from tests.unit.modelserver.conftest import make_plane
 
@@ -227,7 +227,7 @@ async def test_v2_binary_outputs_are_length_prefixed_for_bytes(iris: builders.Bu
     with plane.observe("v2") as call:
         request, x = plane.parse_v2(body)
         response = encode_v2(plane, await plane.infer_v2(request, x, call))
-    header_length = int(response.headers["inference-header-content-length"])
+    header_length = int(dict(response.headers)[HEADER_LENGTH])
     tail = bytes(response.body)[header_length:]
     (length,) = struct.unpack("<I", tail[:4])
     assert tail[4 : 4 + length].decode() == iris.estimator.predict(iris.x[:1])[0]

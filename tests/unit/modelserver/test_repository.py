@@ -276,5 +276,5 @@ async def test_a_request_reaching_an_unloaded_batched_model_is_told_to_ask_again
     plane = repo.get("churn")  # a request holds the copy...
     await repo.unload("churn")  # ...which is unloaded before its rows reach the batcher
     with pytest.raises(ModelUnloaded, match="was unloaded or replaced; send the request again") as told:
-        await plane.predict(np.zeros((1, plane.signature.n_features)), Call())
+        await plane.predict(np.zeros((1, plane.signature.n_features)), Call(plane, "v2"))
     assert told.value.status == 503
