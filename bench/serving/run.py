@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import joblib
 import numpy as np
 from sklearn.datasets import make_classification
@@ -277,6 +278,39 @@ def grpc_vs_rest(path: Path, bodies: dict[int, Path], args: argparse.Namespace) 
     return results
 
 
+FLOOR_SERVERS = {
+    "aio": "grpcio aio on uvloop, empty servicer (as ours runs gRPC)",
+    "sync": "grpcio thread-pool server, 4 threads, empty servicer",
+}
+
+
+def grpc_floor(bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
+    """Each grpcio server of bench/serving/grpc_floor.py (ModelInfer answers a prebuilt response) on CPU 0, loaded
+    by ghz at saturation with the 1-row body: the most any servicer on that server can answer here."""
+    results: dict[tuple[int, str], Run] = {}
+    for kind in FLOOR_SERVERS:
+        port = free_port()
+        log = (args.workdir / "logs" / f"grpc-floor-{kind}.log").open("ab")
+        command = [sys.executable, "-m", "bench.serving.grpc_floor", kind, str(port)]
+        process = subprocess.Popen(
+            [*PRIORITY, "taskset", "-c", "0", *command], stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parents[1],
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
+            ghz(args.ghz, port, bodies[1], seconds=2, concurrency=args.connections, rate=0)  # warm-up
+            results[(1, f"floor {kind}")] = ghz(
+                args.ghz, port, bodies[1], seconds=args.duration, concurrency=args.connections, rate=0
+            )
+            print(f"  grpcio floor ({kind}): {results[(1, f'floor {kind}')].rps:8.0f} req/s", flush=True)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            log.close()
+    return results
+
+
 def render_grpc(results: dict[tuple[int, str], Run], *, args: argparse.Namespace, info: dict[str, str]) -> list[str]:
     lines = [
         "## gRPC vs REST: modelserver x1 and MLServer x1, logreg, each protocol against the same server process",
@@ -310,6 +344,15 @@ def render_grpc(results: dict[tuple[int, str], Run], *, args: argparse.Namespace
         theirs = results.get((n, "mlserver grpc sat"))
         if grpc_ and theirs:
             lines.append(f"| {n} | modelserver gRPC / MLServer gRPC | **{grpc_.rps / theirs.rps:.2f}x** | | | | |")
+        for kind, title in FLOOR_SERVERS.items():
+            floor = results.get((n, f"floor {kind}"))
+            if floor is None:
+                continue
+            lines.append(
+                f"| {n} | {title} | {floor.rps:,.0f} | {floor.p50_ms:.2f} / {floor.p99_ms:.2f} | | | {floor.errors} |"
+            )
+            if grpc_:
+                lines.append(f"| {n} | modelserver gRPC / this floor | **{grpc_.rps / floor.rps:.2f}x** | | | | |")
     return [*lines, ""]
 
 
@@ -392,7 +435,7 @@ def main() -> None:
     bodies = write_bodies(args.workdir)
     if args.grpc_only:
         print("gRPC vs REST, logreg, 1 worker", flush=True)
-        grpc_results = grpc_vs_rest(paths["logreg"], bodies, args)
+        grpc_results = grpc_vs_rest(paths["logreg"], bodies, args) | grpc_floor(write_grpc_bodies(args.workdir), args)
         finished = dt.datetime.now(dt.UTC)
         info = machine() | {"load_before": load_before}
         section = [
@@ -432,7 +475,7 @@ def main() -> None:
             config=batching, model=model, path=path, bodies={1: bodies[1]}, args=args, rates={}
         )
     print("gRPC vs REST, logreg, 1 worker", flush=True)
-    grpc_results = grpc_vs_rest(paths["logreg"], bodies, args)
+    grpc_results = grpc_vs_rest(paths["logreg"], bodies, args) | grpc_floor(write_grpc_bodies(args.workdir), args)
     finished = dt.datetime.now(dt.UTC)
     info = machine() | {"load_before": load_before}
     report = render(results, configs=configs, batching=batching, info=info, args=args, span=(started, finished))

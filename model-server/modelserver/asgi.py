@@ -12,6 +12,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+# The binary tensor extension's header: the JSON part's length, the raw tensor bytes after it.
+HEADER_LENGTH = b"inference-header-content-length"
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 

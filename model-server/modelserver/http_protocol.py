@@ -9,16 +9,20 @@ of the event loop are joined and written once, just after that turn: a 1-row inf
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# Writes this large go out at once, after what is held: holding them would save no syscall worth a copy.
+DIRECT_WRITE_BYTES = 64 * 1024
+
 
 class CoalescingTransport:
-    """The connection's transport, with writes held until the end of the current turn of the event loop.
+    """The connection's transport, with small writes held until the end of the current turn of the event loop.
 
-    Everything but `write` and `close` goes to the real transport (flow control included: the real transport
-    pauses the protocol when its own buffer fills, and what is held here is at most one turn's writes)."""
+    Everything but writing and closing goes to the real transport (flow control included: the real transport
+    pauses the protocol when its own buffer fills, and what is held here is at most one turn's small writes)."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
@@ -28,9 +32,18 @@ class CoalescingTransport:
         self._held: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) >= DIRECT_WRITE_BYTES:
+            self.flush()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+            return
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append(bytes(data))
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
 
     def flush(self) -> None:
         if not self._held:
@@ -39,6 +52,10 @@ class CoalescingTransport:
         self._held.clear()
         if not self._transport.is_closing():
             self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def close(self) -> None:
         # A close right after a write (Connection: close) still sends what was written first.

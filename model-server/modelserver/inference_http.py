@@ -3,8 +3,8 @@ in front of the Starlette app that serves every other route.
 
 Why bare: Starlette's middleware, router, Request and Response cost ~50 µs a request on this project's bench
 machine (an echo route answers 11,100 req/s on one core through Starlette, 25,000 as bare ASGI), a fifth of a
-1-row inference. These routes read one body and answer bytes; they need none of it. Answers and errors are the
-same as the other routes' (`{"error": ...}` with the ServingError's status); a bug answers 500 and is logged.
+1-row inference. These routes read one body and answer bytes; they need none of it. Every error is JSON,
+`{"error": ...}`: a ServingError's with its status, a method other than POST 405, a bug 500 (and logged).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import ASGIApp
 
-from modelserver.asgi import ClientGone, Receive, Scope, Send, receive_body
+from modelserver.asgi import HEADER_LENGTH, ClientGone, Receive, Scope, Send, receive_body
 from modelserver.dataplane import DataPlane, V2Result
 from modelserver.errors import (
     ClientClosed,
@@ -36,7 +36,6 @@ from modelserver.tensors import binary_data, json_data
 log = logging.getLogger(__name__)
 
 JSON = b"application/json"
-HEADER_LENGTH = b"inference-header-content-length"
 # The paths these routes document (modelserver.openapi), for the test that every route is documented.
 PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/predict")
 _INTERNAL = orjson.dumps({"error": "internal server error"})
@@ -143,6 +142,8 @@ def _route(scope: Scope) -> tuple[Handler, str, str | None] | None:
     """The handler and path parameters of an inference path (any method), else None. Names are matched as
     Starlette's `{name}` is: one non-empty segment of the decoded path."""
     path: str = scope["path"]
+    if path.endswith("/") and len(path) > 1:
+        path = path[:-1]  # as Starlette's redirect_slashes would have led the client to
     if path == "/predict":
         return InferenceRoutes.predict, "", None
     if not path.startswith("/v2/models/") or not path.endswith("/infer"):
@@ -156,8 +157,9 @@ def _route(scope: Scope) -> tuple[Handler, str, str | None] | None:
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    # ASGI servers give header names lowercased; a repeated header keeps its last value, as Starlette's get does.
-    return dict(scope["headers"])
+    # ASGI servers give header names lowercased; a repeated header counts by its first value, as Starlette's get
+    # and the router's reading take it.
+    return dict(reversed(scope["headers"]))
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:

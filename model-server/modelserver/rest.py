@@ -19,9 +19,7 @@ from starlette.routing import Route
 
 from modelserver import __version__
 from modelserver.dataplane import SERVER_NAME, DataPlane
-from modelserver.errors import (
-    ServingError,
-)
+from modelserver.errors import ServingError
 from modelserver.inference_http import InferenceRoutes
 from modelserver.metrics import render
 from modelserver.openapi import openapi_document
@@ -48,8 +46,7 @@ class Handlers:
     """Route handlers over the models of the repository that the lifespan loads (the server answers only once it
     has loaded them)."""
 
-    def __init__(self, settings: ServerSettings, repository: Repository) -> None:
-        self.settings = settings
+    def __init__(self, repository: Repository) -> None:
         self.repository = repository
 
     def _plane(self, request: Request) -> DataPlane:
@@ -111,7 +108,7 @@ class Handlers:
 def create_app(settings: ServerSettings) -> InferenceRoutes:
     """The inference routes (modelserver.inference_http) in front of a Starlette app with every other route."""
     repository = Repository(settings, source_for(settings))
-    handlers = Handlers(settings, repository)
+    handlers = Handlers(repository)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -33,12 +33,12 @@ from modelrollout_contract.metrics import (
     MEMBER_UNREADABLE,
     UNREACHABLE,
 )
+from modelserver.asgi import HEADER_LENGTH
 from modelserver.routing.combine import Answer, BinaryAnswer, Mismatch, combine
 from modelserver.routing.messages import (
     BAD_GATEWAY,
     ENSEMBLE_HEADER,
     GATEWAY_TIMEOUT,
-    HEADER_LENGTH,
     JSON_HEADERS,
     SERVER_ERROR,
     Reply,

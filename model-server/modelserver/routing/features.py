@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from modelrollout_contract.router_v2 import Route, Scalar
+from modelserver.asgi import HEADER_LENGTH
 
-HEADER_LENGTH = b"inference-header-content-length"
 _UNREAD = object()
 
 

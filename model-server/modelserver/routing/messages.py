@@ -40,7 +40,6 @@ ENSEMBLE_HEADER = b"x-modelrollout-ensemble"
 # Not passed back from a backend either: the router sets its own (and its own Content-Length).
 OURS = frozenset({b"x-modelrollout-version", b"x-modelrollout-role", FALLBACK_HEADER, ENSEMBLE_HEADER})
 DROPPED_FROM_ANSWERS = HOP_BY_HOP | OURS
-HEADER_LENGTH = b"inference-header-content-length"
 JSON_HEADERS = ((b"content-type", b"application/json"),)
 
 RawHeaders = Sequence[tuple[bytes, bytes]]

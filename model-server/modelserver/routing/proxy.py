@@ -27,13 +27,13 @@ import logging
 import time
 
 from modelrollout_contract.metrics import ERROR, FALLBACK_ERROR, FALLBACK_LATENCY_BUDGET, FALLBACK_TIMEOUT, UNREACHABLE
+from modelserver.asgi import HEADER_LENGTH
 from modelserver.routing.ensemble import Ensembles
 from modelserver.routing.messages import (
     BAD_GATEWAY,
     DROPPED_FROM_ANSWERS,
     FALLBACK_HEADER,
     GATEWAY_TIMEOUT,
-    HEADER_LENGTH,
     SERVER_ERROR,
     RawHeaders,
     Reply,

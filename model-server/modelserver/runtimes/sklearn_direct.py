@@ -52,7 +52,7 @@ def _logistic(estimator: Any) -> Callable[[Array], Array]:
     def predict_proba(x: Array) -> Array:
         scores = x @ coef_t + intercept
         if binary:
-            # sklearn's np.vstack([1 - p, p]).T, written into one array: np.stack alone was ~3 µs a call.
+            # sklearn's stack([1 - p, p], axis=1), written into one array: np.stack alone was ~3 µs a call.
             proba = np.empty((len(scores), 2))
             expit(scores[:, 0], out=proba[:, 1])
             np.subtract(1, proba[:, 1], out=proba[:, 0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modelserver.http_protocol import CoalescingTransport
+from modelserver.http_protocol import DIRECT_WRITE_BYTES, CoalescingTransport
 
 
 class Recorded:
@@ -72,3 +72,15 @@ async def test_everything_else_is_the_real_transport() -> None:
     transport.pause_reading()
     assert real.paused
     assert not transport.is_closing()
+
+
+async def test_a_large_write_goes_out_at_once_after_what_is_held() -> None:
+    real = Recorded()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    large = b"x" * DIRECT_WRITE_BYTES
+    transport.write(b"head")
+    transport.write(large)
+    assert real.writes == [b"head", large]
+    transport.writelines([b"a", b"b"])
+    await next_turn()
+    assert real.writes == [b"head", large, b"ab"]

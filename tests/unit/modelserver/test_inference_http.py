@@ -85,8 +85,9 @@ def requests(plane: DataPlane, code: str) -> float:
         ("/v2/models/a/b/infer", None),
         ("/v2/models/churn/versions//infer", None),
         ("/v2/models/churn/ready", None),
-        ("/v2/models/churn/infer/", None),
-        ("/predict/", None),
+        ("/v2/models/churn/infer/", ("infer", "churn", None)),  # Starlette redirected these to the route
+        ("/predict/", ("predict", "", None)),
+        ("/v2/models/churn/infer//", None),
         ("/metrics", None),
     ],
 )
@@ -170,6 +171,14 @@ async def test_a_bug_answers_500_is_logged_and_counted(
     assert json.loads(body["body"]) == {"error": "internal server error"}
     assert "a bug" in caplog.text
     assert requests(plane, "500") == 1
+
+
+async def test_a_repeated_header_counts_by_its_first_value(plane: DataPlane) -> None:
+    app = InferenceRoutes(OneModel(plane), 1000, Other())  # type: ignore[arg-type]
+    encodings = [(b"content-encoding", b"gzip"), (b"content-encoding", b"identity")]
+    request = scope("POST", f"/v2/models/{plane.name}/infer", encodings)
+    start, _ = await call(app, request, {"type": "http.request", "body": b"{}"})
+    assert start["status"] == 415
 
 
 async def test_an_unknown_model_is_404_naming_it(plane: DataPlane) -> None:
