@@ -222,6 +222,11 @@ class GraphAbn(SplitTest):
         "a variant's version changes, which starts a new test on the split).",
     )
 
+    @property
+    def routes_winner(self) -> bool:
+        """`onWinner: route`: a decided winner takes every user and ends the test."""
+        return self.on_winner == "route"
+
     @model_validator(mode="after")
     def _consistent(self) -> GraphAbn:
         names = [v.name for v in self.variants]

@@ -130,7 +130,7 @@ def graph_routing(graph: ServingGraph, namespace: str, members: GraphStatus | No
 def abn_split(abn: GraphAbn, test: GraphAbnStatus | None) -> tuple[tuple[str, int], ...]:
     """The users' split between the variants, in the spec's order: the spec's weights, or, with onWinner route and
     a winner decided, every user on the winner (the others keep their places in the order, at 0%)."""
-    winner = test.winner if test is not None and abn.on_winner == "route" else None
+    winner = test.winner if test is not None and abn.routes_winner else None
     if winner is None:
         return tuple((v.name, v.weight) for v in abn.variants)
     return tuple((v.name, 100 if v.name == winner else 0) for v in abn.variants)
@@ -164,7 +164,7 @@ def abn_round(abn: GraphAbn, graph: GraphStatus, prev: GraphAbnStatus | None, no
             variants=[AbnVariantResult(name=name, version=known[name].version) for name, _, _ in what],
         )
         return AbnRound(status=started, revisions=known, due=False, next_at=now + interval)
-    if prev.winner is not None and abn.on_winner == "route":
+    if prev.winner is not None and abn.routes_winner:
         return AbnRound(status=prev, revisions=known, due=False, next_at=None)
     last = prev.evaluated_at or prev.started_at
     due = now >= last + interval
@@ -192,7 +192,7 @@ def abn_evaluated(
         )
 
     message = abn_test.describe(result, arms, abn)
-    if result.winner is not None and abn.on_winner == "route":
+    if result.winner is not None and abn.routes_winner:
         message += f"; every user is routed to {result.winner} now (onWinner: route), and the test has ended"
     return round_.status.model_copy(
         update={

@@ -170,7 +170,7 @@ def test_the_best_variant_significantly_better_than_the_control_wins_after_holms
 
 def test_on_winner_report_keeps_the_split_and_goes_on_evaluating() -> None:
     abn = GraphAbn.model_validate(ABN)
-    assert abn.on_winner == "report"
+    assert (abn.on_winner, abn.routes_winner) == ("report", False)
     round_ = abn_round(abn, serving(self="1", b="b1", c="c1"), None, T0)
     assert round_ is not None
     test = abn_evaluated(abn, round_, {"self": (50, 1000), "b": (55, 1000), "c": (120, 1000)}, T0)
@@ -201,8 +201,7 @@ def test_on_winner_route_sends_every_user_to_the_winner_and_ends_the_test() -> N
 
 
 def test_the_routers_document_follows_a_routed_winner() -> None:
-    members = [{"name": "b", "modelDeployment": "churn-b"}, {"name": "c", "modelDeployment": "churn-c"}]
-    graph = ServingGraph.model_validate({"members": members, "abn": {**ABN, "onWinner": "route"}})
+    graph = ServingGraph.model_validate({"members": GRAPH["members"], "abn": {**ABN, "onWinner": "route"}})
     status = serving(self="1", b="b1", c="c1")
     assert graph_routing(graph, "ml", status).variants == (("self", 34), ("b", 33), ("c", 33))
     decided = GraphAbnStatus(started_at=T0, key="k", winner="self")
