@@ -27,7 +27,7 @@ class OutputTensor:
 
     @property
     def datatype(self) -> str:
-        return _DATATYPES.get(self.array.dtype) or datatype_of(self.array.dtype)
+        return datatype_of(self.array.dtype)
 
     @property
     def shape(self) -> list[int]:
@@ -36,6 +36,11 @@ class OutputTensor:
 
 def datatype_of(dtype: np.dtype[Any]) -> str:
     """The protocol's datatype of a numpy dtype (any byte order)."""
+    # Every output asks this: the usual dtypes are looked up, as the search costs a few µs a request.
+    return _DATATYPES.get(dtype) or _search_datatype(dtype)
+
+
+def _search_datatype(dtype: np.dtype[Any]) -> str:
     if dtype.kind == "b":
         return "BOOL"
     if dtype.kind in "iuf":
@@ -45,8 +50,7 @@ def datatype_of(dtype: np.dtype[Any]) -> str:
     return "BYTES"
 
 
-# The datatypes of the dtypes outputs usually have, looked up once: datatype_of's search is a few µs a request.
-_DATATYPES = {dtype: datatype_of(dtype) for dtype in [*NUMERIC.values(), np.dtype(bool)]}
+_DATATYPES = {dtype: _search_datatype(dtype) for dtype in [*NUMERIC.values(), np.dtype(bool)]}
 
 
 def decode_input(tensor: RequestInput, binary: memoryview | Array | None, target: np.dtype[Any]) -> Array:
