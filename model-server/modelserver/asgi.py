@@ -20,6 +20,17 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
+async def send_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, length: bool = True
+) -> None:
+    """One whole answer: its head, then its body. `length` appends the body's Content-Length to `headers` (off for a
+    HEAD answer, which carries the Content-Length of the answer a GET would get)."""
+    if length:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def receive_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or None as soon as it exceeds `limit` bytes; ClientGone on a disconnect."""
     message = await receive()

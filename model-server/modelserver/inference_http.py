@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import ASGIApp
 
-from modelserver.asgi import HEADER_LENGTH, ClientGone, Receive, Scope, Send, receive_body
+from modelserver.asgi import HEADER_LENGTH, ClientGone, Receive, Scope, Send, receive_body, send_whole
 from modelserver.dataplane import DataPlane, V2Result
 from modelserver.errors import (
     ClientClosed,
@@ -215,6 +215,4 @@ def encode_v2(plane: DataPlane, result: V2Result) -> Reply:
 
 
 async def _send(send: Send, reply: Reply) -> None:
-    headers = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode())]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers + reply.headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    await send_whole(send, reply.status, [(b"content-type", reply.content_type), *reply.headers], reply.body)

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from modelserver.asgi import ClientGone, Receive, Scope, Send, receive_body
+from modelserver.asgi import ClientGone, Receive, Scope, Send, receive_body, send_whole
 from modelserver.routing.auth import KEY_HEADERS, TOO_MANY_REQUESTS, Gate, Refusal
 from modelserver.routing.limits import retry_after
 from modelserver.routing.messages import (
@@ -275,15 +275,9 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
 
 
 async def _send(send: Send, reply: Reply, *, head: bool = False) -> None:
-    headers = reply.headers
-    if not head:  # a HEAD answer carries the backend's Content-Length already
-        headers.append((b"content-length", str(len(reply.body)).encode()))
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    # A HEAD answer carries the backend's Content-Length already.
+    await send_whole(send, reply.status, reply.headers, reply.body, length=not head)
 
 
 async def _json(send: Send, status: int, content: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps(content)
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(extra or ())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_whole(send, status, [*JSON_HEADERS, *(extra or ())], orjson.dumps(content))
