@@ -242,10 +242,17 @@ def ghz(ghz_bin: Path, port: int, body: Path, *, seconds: int, concurrency: int,
     )
 
 
-def grpc_vs_rest(path: Path, bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
+def grpc_runs(path: Path, bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
+    """Every row of the gRPC section: our gRPC and REST, MLServer's, and grpcio's floor."""
+    grpc_bodies = write_grpc_bodies(args.workdir)
+    return grpc_vs_rest(path, bodies, grpc_bodies, args) | grpc_floor(grpc_bodies, args)
+
+
+def grpc_vs_rest(
+    path: Path, bodies: dict[int, Path], grpc_bodies: dict[int, Path], args: argparse.Namespace
+) -> dict[tuple[int, str], Run]:
     """modelserver x1 and MLServer x1 (one process each, in turn) serving logreg, each loaded over REST (wrk) and over
     gRPC (ghz) in turn: per body size each protocol's saturation, then each at half our REST's saturation rate."""
-    grpc_bodies = write_grpc_bodies(args.workdir)
     results: dict[tuple[int, str], Run] = {}
     for config, prefix in ((Config("ours", 1), ""), (Config("mlserver", 1), "mlserver ")):
         server = Server(config, "logreg", path, args.workdir, args.mlserver_python)
@@ -284,7 +291,7 @@ FLOOR_SERVERS = {
 }
 
 
-def grpc_floor(bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
+def grpc_floor(grpc_bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[int, str], Run]:
     """Each grpcio server of bench/serving/grpc_floor.py (ModelInfer answers a prebuilt response) on CPU 0, loaded
     by ghz at saturation with the 1-row body: the most any servicer on that server can answer here."""
     results: dict[tuple[int, str], Run] = {}
@@ -299,9 +306,9 @@ def grpc_floor(bodies: dict[int, Path], args: argparse.Namespace) -> dict[tuple[
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 grpc.channel_ready_future(channel).result(timeout=60)
-            ghz(args.ghz, port, bodies[1], seconds=2, concurrency=args.connections, rate=0)  # warm-up
+            ghz(args.ghz, port, grpc_bodies[1], seconds=2, concurrency=args.connections, rate=0)  # warm-up
             results[(1, f"floor {kind}")] = ghz(
-                args.ghz, port, bodies[1], seconds=args.duration, concurrency=args.connections, rate=0
+                args.ghz, port, grpc_bodies[1], seconds=args.duration, concurrency=args.connections, rate=0
             )
             print(f"  grpcio floor ({kind}): {results[(1, f'floor {kind}')].rps:8.0f} req/s", flush=True)
         finally:
@@ -435,7 +442,7 @@ def main() -> None:
     bodies = write_bodies(args.workdir)
     if args.grpc_only:
         print("gRPC vs REST, logreg, 1 worker", flush=True)
-        grpc_results = grpc_vs_rest(paths["logreg"], bodies, args) | grpc_floor(write_grpc_bodies(args.workdir), args)
+        grpc_results = grpc_runs(paths["logreg"], bodies, args)
         finished = dt.datetime.now(dt.UTC)
         info = machine() | {"load_before": load_before}
         section = [
@@ -475,7 +482,7 @@ def main() -> None:
             config=batching, model=model, path=path, bodies={1: bodies[1]}, args=args, rates={}
         )
     print("gRPC vs REST, logreg, 1 worker", flush=True)
-    grpc_results = grpc_vs_rest(paths["logreg"], bodies, args) | grpc_floor(write_grpc_bodies(args.workdir), args)
+    grpc_results = grpc_runs(paths["logreg"], bodies, args)
     finished = dt.datetime.now(dt.UTC)
     info = machine() | {"load_before": load_before}
     report = render(results, configs=configs, batching=batching, info=info, args=args, span=(started, finished))
