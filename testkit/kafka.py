@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -26,13 +27,15 @@ _SERVER_MAIN = "kafka.Kafka"
 _STORAGE_MAIN = "kafka.tools.StorageTool"
 
 
-def _java(main: str, *args: str) -> list[str]:
+def _java(main: str, *args: str, options: Sequence[str] = ()) -> list[str]:
+    """`options` come after the default heap, so a caller's -Xms/-Xmx win."""
     if not (KAFKA_HOME / ".installed").exists():
         raise RuntimeError(f"Kafka {KAFKA_VERSION} is not installed in {KAFKA_HOME}: run `make kafka`")
     return [
         "java",
         "-Xms256m",
         "-Xmx512m",
+        *options,
         f"-Dlog4j2.configurationFile={KAFKA_HOME / 'log4j2.properties'}",
         "-cp",
         str(KAFKA_HOME / "libs" / "*"),
@@ -48,7 +51,9 @@ def _serves(port: int) -> bool:
 
 
 class KafkaBroker(ManagedProcess):
-    def __init__(self, work_dir: Path, *, port: int | None = None, ready_within: float = 90) -> None:
+    def __init__(
+        self, work_dir: Path, *, port: int | None = None, ready_within: float = 90, jvm_options: Sequence[str] = ()
+    ) -> None:
         self.work_dir = work_dir
         self.port = port or free_port()
         self.controller_port = free_port()
@@ -56,7 +61,7 @@ class KafkaBroker(ManagedProcess):
         self.data_dir = work_dir / "kafka-data"
         self.config = work_dir / "server.properties"
         self._ready_within = ready_within
-        super().__init__(_java(_SERVER_MAIN, str(self.config)), name=f"kafka {self.bootstrap}",
+        super().__init__(_java(_SERVER_MAIN, str(self.config), options=jvm_options), name=f"kafka {self.bootstrap}",
                          log_path=work_dir / "kafka.log")  # fmt: skip
 
     def _write_config(self) -> None:

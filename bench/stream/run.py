@@ -2,21 +2,24 @@
 writes, MLServer's own Kafka mode and the raw vectorized predict, on the same model, records and broker, in one run
 (`make bench-stream`).
 
-Set-up: one Kafka broker (testkit/kafka.py) for the whole run, pinned to CPU 0 with this driver (producers,
-readers); every consumer under test is one process pinned to CPU 1 (`taskset -c 1`: all of its threads, librdkafka's
-included). Each variant gets fresh topics of PARTITIONS partitions (input, output, dead letters). Records: JSON
-objects of 20 float features (`{"f0": ..., "f19": ...}`), keys `user-<i % 10000>`; the model: a scikit-learn
-LogisticRegression on 20 features, saved with joblib.
+Set-up: one Kafka broker (testkit/kafka.py, on ZGC: BROKER_JVM) for the whole run, pinned to CPU 0 with this driver
+(producers, readers); every consumer under test is one process pinned to CPU 1 (`taskset -c 1`: all of its threads,
+librdkafka's included). While latency is measured, this driver moves to CPU 1 (beside the consumer, at a lower
+priority), so the broker has CPU 0 to itself; one more half-load phase keeps the driver beside the broker, to show
+what that layout costs. Each variant gets fresh topics of PARTITIONS partitions (input, output, dead letters).
+Records: JSON objects of 20 float features (`{"f0": ..., "f19": ...}`), keys `user-<i % 10000>`; the model: a
+scikit-learn LogisticRegression on 20 features, saved with joblib.
 
 - Saturation: the input topic is filled with N records first, then the consumer starts. A read_committed reader
   counts the outputs; messages/s = the outputs after the first received / the time from the first received to the
   N-th (start-up, model load and group join are excluded: the clock starts at the first visible output). An output
   is visible to this reader only once committed (exactly-once: its transaction), so this is committed throughput.
 - Latency at half saturation: the same process, caught up, then fed at a fixed rate for `--latency-seconds` by a
-  paced producer (its record timestamps are the send times); end-to-end = the read_committed reader's receive time
-  of the output minus its input record's timestamp, joined by the output's source-partition / source-offset headers
-  (MLServer: by a unique key). The first `--warmup-seconds` of records are left out. For modelserver the consumer's
-  own modelserver_stream_end_to_end_seconds histogram is read too, as a cross-check.
+  paced producer (librdkafka's default linger.ms, PACER_LINGER_MS; its record timestamps are the send times);
+  end-to-end = the read_committed reader's receive time of the output minus its input record's timestamp, joined by
+  the output's source-partition / source-offset headers (MLServer: by a unique key). The first `--warmup-seconds` of
+  records are left out. For modelserver the consumer's own modelserver_stream_end_to_end_seconds histogram is read
+  too, as a cross-check.
 - Raw predict: predict_proba on the N records' matrix in one call, in a process pinned to CPU 1; and the same with
   the records' JSON decoding (orjson) included.
 - Broker round trips, first: the median synchronous offset commit and back-to-back transaction, which bound the
@@ -64,6 +67,13 @@ NAMES = [f"f{i}" for i in range(N_FEATURES)]
 PARTITIONS = 4
 KEYS = 10_000
 BROKER_CPU, CONSUMER_CPU = "0", "1"
+# On one CPU the JVM picks the Serial collector, whose young collections stopped this broker for 20-85 ms about once
+# a second (-Xlog:gc, 2026-12-05): each stop a step in the latency of every record in flight. ZGC's pauses stay under
+# a millisecond; its marking runs beside the broker's threads.
+BROKER_JVM = ("-Xms1g", "-Xmx1g", "-XX:+UseZGC")
+# librdkafka's default linger.ms (and the Java producer's since Kafka 4.0): an upstream producer as users run it. It
+# is inside every measured latency; 1 ms sent five times the produce requests, each one the broker's work.
+PACER_LINGER_MS = 5
 PRIORITY = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
 TRANSACTIONS = 50  # per round-trip probe
 STALL_S = 60.0  # no new output for this long: the variant failed
@@ -288,7 +298,8 @@ class Pacer:
     """Produces records at a fixed rate; each one's join key -> its record timestamp (the send time)."""
 
     def __init__(self, bootstrap: str, topic: str, place: Callable[[Message], JoinKey]) -> None:
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": PACER_LINGER_MS,
+                                  "enable.idempotence": True})  # fmt: skip
         self.topic, self.place = topic, place
         self.sent_at: dict[JoinKey, float] = {}
         self.counted: set[JoinKey] = set()  # produced after the warm-up
@@ -337,6 +348,23 @@ class Pacer:
         return achieved
 
 
+def _driver_on(cpu: str) -> None:
+    """Every thread of this driver (librdkafka's too) on `cpu`: sched_setaffinity moves one thread, and threads
+    made later inherit it."""
+    for thread in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            os.sched_setaffinity(int(thread), {int(cpu)})
+
+
+@contextlib.contextmanager
+def driver_on(cpu: str) -> Iterator[None]:
+    _driver_on(cpu)
+    try:
+        yield
+    finally:
+        _driver_on(BROKER_CPU)
+
+
 @contextlib.contextmanager
 def without_gc_pauses() -> Iterator[None]:
     """This driver's cyclic GC off while it paces and reads: its full collections (the driver holds scikit-learn,
@@ -364,16 +392,18 @@ def paced(
     place: Callable[[Message], JoinKey],
     join: Join,
     measuring: Callable[[], None] = lambda: None,
+    driver_cpu: str = CONSUMER_CPU,
 ) -> Latency:
-    """Produce `record(i)` at `rate`/s for warmup + seconds while reading the outputs; end-to-end per record."""
-    pacer = Pacer(bootstrap, topic, place)
+    """Produce `record(i)` at `rate`/s for warmup + seconds while reading the outputs; end-to-end per record. This
+    driver (the pacer, the reader) runs on `driver_cpu` meanwhile."""
     busy_before: dict[str, tuple[int, int]] = {}
 
     def measured() -> None:
         busy_before.update(cpu_times())
         measuring()
 
-    with without_gc_pauses(), Collector(reader, join) as collector:
+    with driver_on(driver_cpu), without_gc_pauses(), Collector(reader, join) as collector:
+        pacer = Pacer(bootstrap, topic, place)
         achieved = pacer.run(rate, seconds, warmup, record, measured)
         busy = busy_share(busy_before, cpu_times())
         deadline = time.monotonic() + 60
@@ -492,6 +522,7 @@ class Result:
     saturation: Saturation | None = None
     latency: Latency | None = None
     lighter: Latency | None = None  # exactly-once only: the same at a quarter of saturation
+    crowded: Latency | None = None  # exactly-once only: half saturation again, this driver beside the broker
     notes: list[str] = field(default_factory=list)
     error: str = ""
 
@@ -524,12 +555,13 @@ def modelserver(
     backoff_ms: int | None = None,
     label: str = "",
     runs: int | None = None,
-    latency: bool = True,
+    warm_up: bool = False,
 ) -> Result:
     """`modelserver stream` with its defaults (max_batch 500, max_wait_ms 20) and `delivery`: `runs` saturation runs
     on one filled input topic, each a fresh consumer (group, output topics); the last one then goes on to the
-    latency phase at `rate` (None: half the median saturation). `backoff_ms`: bench/stream/whatif.py's consumer."""
-    base = f"ms-{delivery}" + (f"-backoff{backoff_ms}" if backoff_ms is not None else "") + ("" if latency else "-warm")
+    latency phase at `rate` (None: half the median saturation). `backoff_ms`: bench/stream/whatif.py's consumer.
+    `warm_up`: its own topics, and every phase run for the broker's JIT, whose result nobody reads."""
+    base = f"ms-{delivery}" + (f"-backoff{backoff_ms}" if backoff_ms is not None else "") + ("-warm" if warm_up else "")
     result = Result(label or f"modelserver stream, {delivery}")
     input_topic = f"{base}-in"
     ctx.broker.create_topics({input_topic: PARTITIONS})
@@ -559,11 +591,13 @@ def modelserver(
             if run == runs - 1:
                 wait_until_answers(f"http://127.0.0.1:{port}/ready", consumer.process, consumer.log, within=30)
                 result.notes.append(batch_note(port))
-                if latency:
-                    median = sorted(measured, key=lambda m: m.rate)[len(measured) // 2]
-                    result.latency = latency_phase(ctx, input_topic, reader, port, rate or median.rate / 2)
-                    if delivery == "exactly-once" and backoff_ms is None:
-                        result.lighter = latency_phase(ctx, input_topic, reader, port, median.rate / 4)
+                median = sorted(measured, key=lambda m: m.rate)[len(measured) // 2]
+                half = rate or median.rate / 2
+                result.latency = latency_phase(ctx, input_topic, reader, port, half)
+                if delivery == "exactly-once" and backoff_ms is None:
+                    result.lighter = latency_phase(ctx, input_topic, reader, port, median.rate / 4)
+                    if not warm_up:
+                        result.crowded = latency_phase(ctx, input_topic, reader, port, half, driver_cpu=BROKER_CPU)
         finally:
             consumer.stop()
             reader.close()
@@ -587,12 +621,14 @@ def batch_note(port: int) -> str:
     )
 
 
-def latency_phase(ctx: Context, input_topic: str, reader: Reader, port: int, rate: float) -> Latency:
+def latency_phase(
+    ctx: Context, input_topic: str, reader: Reader, port: int, rate: float, *, driver_cpu: str = CONSUMER_CPU
+) -> Latency:
     before: dict[float, float] = {}
     found = paced(
         bootstrap=ctx.broker.bootstrap, topic=input_topic, reader=reader, rate=rate,
         seconds=ctx.args.latency_seconds, warmup=ctx.args.warmup_seconds, record=ctx.record, place=by_place,
-        join=by_source, measuring=lambda: before.update(histogram(port)),
+        join=by_source, measuring=lambda: before.update(histogram(port)), driver_cpu=driver_cpu,
     )  # fmt: skip
     found.histogram = histogram_summary(before, histogram(port))
     return found
@@ -851,10 +887,18 @@ def targets(results: list[Result]) -> list[str]:
     if quarter is not None:
         lines.append(
             f"- the same at a quarter of saturation ({quarter.achieved:,.0f} msg/s): p50 / p99 {quarter.p50_ms:.1f} / "
-            f"{quarter.p99_ms:.1f} ms, max {quarter.max_ms:.0f} ms; CPU {BROKER_CPU} (the broker and this driver) busy "
+            f"{quarter.p99_ms:.1f} ms, max {quarter.max_ms:.0f} ms; CPU {BROKER_CPU} (the broker) busy "
             f"{quarter.busy.get(BROKER_CPU, 0):.0%}, against {half.busy.get(BROKER_CPU, 0):.0%} at half saturation "
-            f"(CPU {CONSUMER_CPU}, the consumer's: {quarter.busy.get(CONSUMER_CPU, 0):.0%} and "
+            f"(CPU {CONSUMER_CPU}, the consumer's and this driver's: {quarter.busy.get(CONSUMER_CPU, 0):.0%} and "
             f"{half.busy.get(CONSUMER_CPU, 0):.0%})"
+        )
+    crowded = eos.crowded
+    if crowded is not None:
+        lines.append(
+            f"- the same half load with this driver beside the broker on CPU {BROKER_CPU} (its busy "
+            f"{crowded.busy.get(BROKER_CPU, 0):.0%}): p50 / p99 {crowded.p50_ms:.1f} / {crowded.p99_ms:.1f} ms, max "
+            f"{crowded.max_ms:.0f} ms over {crowded.measured:,} records, {crowded.missing} outputs missing: what the "
+            "broker's CPU, shared with the load generator, does to the tail"
         )
     what_if = next((r for r in results if r.name.startswith("what-if") and r.saturation and r.latency), None)
     if what_if and what_if.saturation and what_if.latency:
@@ -880,26 +924,32 @@ def render(results: list[Result], *, info: dict[str, str], args: argparse.Namesp
         f"{info['load']} after it",
         f"- command: `make bench-stream` (`python -m bench.stream.run {flags}`, MLServer from "
         f"`--mlserver-python`, version {args.mlserver_version or '?'})",
-        f"- broker: one Apache Kafka 4.1.1 KRaft node (testkit/kafka.py, its test settings) on loopback for the whole "
-        f"run; each variant its own topics of {PARTITIONS} partitions. Records: JSON objects of {N_FEATURES} float "
+        f"- broker: one Apache Kafka 4.1.1 KRaft node (testkit/kafka.py, its test settings; JVM "
+        f"`{' '.join(BROKER_JVM)}`, see BROKER_JVM) on loopback for the whole run; each variant its own topics of "
+        f"{PARTITIONS} partitions. Records: JSON objects of {N_FEATURES} float "
         f'features (`{{"f0": ..., "f19": ...}}`, about {args.record_bytes:.0f} bytes), keys `user-<i % {KEYS}>`; '
         "model: scikit-learn LogisticRegression on 20 features (joblib, `--format sklearn`).",
         f"- pinning (`taskset`): the consumer under test, one process with all its threads, on CPU {CONSUMER_CPU}; "
-        f"the broker and this driver (producers, readers) on CPU {BROKER_CPU}. Consumers and broker run under "
-        f"`{' '.join(PRIORITY) or 'the default priority'}`.",
+        f"the broker and this driver (producers, readers) on CPU {BROKER_CPU}, except while latency is measured: this "
+        f"driver then runs on CPU {CONSUMER_CPU}, beside the consumer, and the broker has CPU {BROKER_CPU} to itself "
+        "(on a 2-core machine the broker and the load generator cannot both have a core of their own; a broker "
+        "elsewhere is how the consumer runs in production). Consumers and broker run under "
+        f"`{' '.join(PRIORITY) or 'the default priority'}`, this driver under the default.",
         "- saturation: the input topic is filled first, then the consumer starts; messages/s = outputs visible to a "
         "read_committed reader after the first one / time from the first visible output to the last (start-up, "
         "model load and group join excluded; under exactly-once an output is visible once its transaction "
         f"commits). modelserver: N = `--records`, the median of {args.runs} runs on one filled topic, each a fresh "
         "consumer process and group (all shown); the loop and MLServer: one run on their own smaller N, so they "
-        "finish. Before any row, one untimed exactly-once pass warms the broker (JIT).",
-        f"- latency: the same consumer, caught up, fed by a paced producer (linger.ms 1) for {args.latency_seconds:g} "
-        f"s after {args.warmup_seconds:g} s of warm-up (not counted); end-to-end = the read_committed reader's "
-        "receive time of the output minus the input's record timestamp (ms resolution), joined by the output's "
-        "source-partition/offset headers (MLServer: by a unique key, which its output keeps). External "
-        "measurement; modelserver's own modelserver_stream_end_to_end_seconds (record timestamp to its batch's "
-        "commit, coarse buckets) is shown as a cross-check. Offered rate: half of modelserver exactly-once's "
-        "saturation for both shipped modelserver rows (the same load), half of its own saturation for the others.",
+        "finish. Before any row, one exactly-once pass that is not reported warms the broker's JIT, latency phases "
+        "included.",
+        f"- latency: the same consumer, caught up, fed by a paced producer (linger.ms {PACER_LINGER_MS}, librdkafka's "
+        f"default) for {args.latency_seconds:g} s after {args.warmup_seconds:g} s of warm-up (not counted); "
+        "end-to-end = the read_committed reader's receive time of the output minus the input's record timestamp "
+        "(ms resolution), joined by the output's source-partition/offset headers (MLServer: by a unique key, which "
+        "its output keeps). External measurement; modelserver's own modelserver_stream_end_to_end_seconds (record "
+        "timestamp to its batch's commit, coarse buckets) is shown as a cross-check. Offered rate: half of "
+        "modelserver exactly-once's saturation for both shipped modelserver rows (the same load), half of its own "
+        "saturation for the others.",
         "",
         "| variant | messages/s at saturation | ratio to modelserver exactly-once | end-to-end p50 / p99 ms "
         "(offered -> achieved msg/s) | notes |",
@@ -999,13 +1049,15 @@ def main() -> None:
     matrix = rows(max(args.records, args.naive_records, args.mlserver_records))
     records = json_records(matrix)
     args.record_bytes = float(np.mean([len(r) for r in records[:1000]]))
-    broker = KafkaBroker(args.workdir / "kafka")
+    broker = KafkaBroker(args.workdir / "kafka", jvm_options=BROKER_JVM)
     broker.args = [*PRIORITY, "taskset", "-c", BROKER_CPU, *broker.args]
     with broker:
         ctx = Context(broker, model, records, args.workdir, args)
-        # One untimed exactly-once pass first, so that no row pays for the broker's JIT warm-up.
+        # One exactly-once pass first, not reported, so that no row pays for the broker's JIT: its latency phases too,
+        # whose small requests take other code paths (without them the JIT compiler still took 25-40% of the
+        # broker's CPU in the first measured half-load phase).
         attempt("broker warm-up", lambda: modelserver(ctx, "exactly-once", None, label="warm-up", runs=1,
-                                                      latency=False, backoff_ms=None))  # fmt: skip
+                                                      warm_up=True))  # fmt: skip
         trips = round_trips(broker, records) if "probe" in args.only else {}
         print(trips, flush=True)
         results = variants(ctx, matrix)
