@@ -23,9 +23,11 @@ is its new owner's to read from the committed offset."""
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -146,6 +148,7 @@ class ExactlyOnce:
         self.assignment = assignment
         self.metrics = metrics
         self.timeout_s = timeout_s
+        self._bounded = BoundedCalls()
 
     def start(self) -> None:
         try:
@@ -195,7 +198,7 @@ class ExactlyOnce:
         while True:
             timeout = max(0.1, min(CALL_TIMEOUT_S, deadline - time.monotonic()))
             try:
-                _bounded(what, call, timeout)
+                self._bounded(what, call, timeout)
                 return
             except KafkaException as exc:
                 if too_large(error_of(exc)):
@@ -210,26 +213,35 @@ class ExactlyOnce:
                 pause = min(pause * 2, 2.0)
 
 
-def _bounded(what: str, call: Callable[[float], object], timeout: float) -> None:
-    """`call(timeout)` on a daemon thread, waited for timeout + HUNG_GRACE_S: its exception is raised here; a
-    call still blocked then raises Hung (the thread is left behind, the process is about to exit)."""
-    outcome: list[BaseException | None] = []
+class BoundedCalls:
+    """Runs `call(timeout)` on one daemon thread and waits for it timeout + HUNG_GRACE_S: its exception is raised in
+    the caller's thread; a call still blocked then raises Hung (the process is about to exit, so nothing is ever
+    queued behind a hung call). One thread for the consumer's life, not one per call: starting and joining a thread
+    cost more than the call itself when the broker answers at once, and exactly-once makes two such calls per
+    transaction, hundreds of transactions a second at half load."""
 
-    def run() -> None:
-        try:
-            call(timeout)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
-            outcome.append(exc)
-        else:
-            outcome.append(None)
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
-    worker = threading.Thread(target=run, name=what, daemon=True)
-    worker.start()
-    worker.join(timeout + HUNG_GRACE_S)
-    if not outcome:
-        raise Hung(f"{what} did not return within {timeout + HUNG_GRACE_S:.0f}s (its timeout was {timeout:.0f}s)")
-    if outcome[0] is not None:
-        raise outcome[0]
+    def __call__(self, what: str, call: Callable[[float], object], timeout: float) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="transactional-calls", daemon=True)
+            self._thread.start()
+        done: Future[object] = Future()
+        self._calls.put((lambda: call(timeout), done))
+        if not wait([done], timeout + HUNG_GRACE_S).done:
+            raise Hung(f"{what} did not return within {timeout + HUNG_GRACE_S:.0f}s (its timeout was {timeout:.0f}s)")
+        done.result()  # raises the call's exception, as it was
+
+    def _serve(self) -> None:
+        while True:
+            call, done = self._calls.get()
+            done.set_running_or_notify_cancel()
+            try:
+                done.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
+                done.set_exception(exc)
 
 
 class AtLeastOnce:

@@ -4,6 +4,7 @@ transaction and rewinds the batch's partitions to their committed offsets; a fat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from modelrollout_contract.metrics import ABORTED, COMMITTED
-from modelserver.stream.delivery import AtLeastOnce, ExactlyOnce, Fatal
+from modelserver.stream import delivery
+from modelserver.stream.delivery import AtLeastOnce, BoundedCalls, ExactlyOnce, Fatal, Hung
 from modelserver.stream.outgoing import Outgoing
 from modelserver.stream.pipeline import Processed
 from modelserver.stream.rebalance import Assignment
@@ -258,3 +260,32 @@ def test_at_least_once_goes_on_when_the_commit_is_refused_and_stops_when_it_is_f
     assert committer.commit(batch()) is True  # the records may be scored again: at least once
     with pytest.raises(Fatal):
         committer.commit(batch())
+
+
+def test_bounded_calls_run_on_one_thread_of_their_own_and_raise_the_calls_own_error() -> None:
+    calls = BoundedCalls()
+    threads: list[threading.Thread] = []
+    refused = KafkaException(RETRIABLE)
+
+    def call(timeout: float) -> None:
+        threads.append(threading.current_thread())
+        if len(threads) == 3:
+            raise refused
+
+    calls("send_offsets_to_transaction", call, 1.0)
+    calls("commit_transaction", call, 1.0)
+    with pytest.raises(KafkaException) as raised:
+        calls("commit_transaction", call, 1.0)
+    assert raised.value is refused
+    assert len(set(threads)) == 1
+    assert threads[0] is not threading.current_thread()
+
+
+def test_a_call_blocked_past_its_timeout_and_the_grace_is_hung(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "HUNG_GRACE_S", 0.05)
+    release = threading.Event()
+    try:
+        with pytest.raises(Hung, match="send_offsets_to_transaction did not return"):
+            BoundedCalls()("send_offsets_to_transaction", lambda timeout: release.wait(10), 0.05)
+    finally:
+        release.set()  # the blocked call's thread ends with the test
