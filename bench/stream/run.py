@@ -348,21 +348,23 @@ class Pacer:
         return achieved
 
 
-def _driver_on(cpu: str) -> None:
-    """Every thread of this driver (librdkafka's too) on `cpu`: sched_setaffinity moves one thread, and threads
+def _driver_on(cpus: set[int]) -> None:
+    """Every thread of this driver (librdkafka's too) on `cpus`: sched_setaffinity moves one thread, and threads
     made later inherit it."""
     for thread in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):  # a thread that has just ended
-            os.sched_setaffinity(int(thread), {int(cpu)})
+            os.sched_setaffinity(int(thread), cpus)
 
 
 @contextlib.contextmanager
 def driver_on(cpu: str) -> Iterator[None]:
-    _driver_on(cpu)
+    """This driver on `cpu` meanwhile, then back where it was (main() put it beside the broker)."""
+    before = os.sched_getaffinity(0)
+    _driver_on({int(cpu)})
     try:
         yield
     finally:
-        _driver_on(BROKER_CPU)
+        _driver_on(before)
 
 
 @contextlib.contextmanager
